@@ -1,0 +1,336 @@
+"""C source for a CPU matrix multiply with a fused epilogue: C[bi, i, j] = store(sum_k A[bi, i, k] * B[bi, k, j]).
+
+The design follows GotoBLAS / BLIS (Goto and van de Geijn, "Anatomy of High-Performance Matrix Multiplication",
+ACM TOMS 2008): B is packed once into column panels of NR columns, A is packed per task into row panels of MR rows,
+and a register-blocked MR x NR microkernel runs over the packed panels. Packing reads A and B through arbitrary
+element strides, so transposed or broadcast operands cost only the packing.
+
+Loop nest of one call (all sizes are compile-time constants in the rendered body):
+
+    pack B: every (distinct batch, NR-column panel), in parallel          -> b_packed[bb][panel][k][NR]
+    for task (bi, MC-row block, NC-column block), in parallel:            thread-local c_block[MC][NC] in L2
+      for k0 in K step KC:
+        pack A rows of the block, k0..k0+KC                               -> a_packed[panel][k][MR], in L2
+        for NR-panel of the block:  (its KC x NR slice of b_packed stays in L1)
+          for MR-panel of the block: microkernel(KC) into c_block
+      epilogue: store(c_block[r][c], bi, i, j) for every valid element of the block
+
+The output never goes through the hot loop: the caller's store statement (bias, activation, a strided write) runs
+once per element over the finished c_block. Edge tiles are computed padded (packing writes zeros), so the
+microkernel has a single fixed shape.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+# microkernel shape: 12 rows x 32 columns = 24 zmm accumulators, 2 B loads and 12 broadcasts per k
+MR, NR = 12, 32
+# cache blocking, tuned on a 2-core AMD EPYC (Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB L3):
+# KC x NR of packed B (<= 48 KiB) stays in L1, MC x KC of packed A (<= 216 KiB) and MC x NC of c_block in L2;
+# KC 256..512, MC 96..192 and NC 512..1024 all measured within noise of each other at 2048^3
+KC_MAX = 384
+MC_MAX = 144
+NC_MAX = 512
+# task costs in multiply-add equivalents (measured): packing one element of A from memory, streaming one element of
+# packed B through the cache hierarchy, and starting a task (its epilogue, scheduling)
+PACK_A_COST, READ_B_COST, TASK_COST = 16, 4, 20000
+# below this many multiply-adds the call stays on one thread (an OpenMP fork/join costs a few microseconds)
+PARALLEL_MIN_FMAS = 1 << 18
+# below this many multiply-adds (or for ctypes other than float) a plain loop nest is used
+SMALL_MAX_FMAS = 24 * 24 * 24
+
+StoreFn = Callable[[str, str, str, str], str]
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+  """A batched matrix multiply: for every (bi, i, j), sum over k of A[bi, i, k] * B[bi, k, j].
+
+  Strides are in elements and may be 0 (broadcast) or anything else (transposed and sliced views)."""
+  batch: int
+  M: int
+  N: int
+  K: int
+  a_strides: tuple[int, int, int]  # (batch, i, k)
+  b_strides: tuple[int, int, int]  # (batch, k, j)
+  ctype: str = "float"
+
+
+def _microkernel() -> str:
+  """The MR x NR microkernel: c_tile (row stride ldc) = or += a_panel[kc][MR] @ b_panel[kc][NR]."""
+  vecs = NR // 16
+  accs = ", ".join(f"c{r}_{v} = zero" for r in range(MR) for v in range(vecs))
+  loads = " ".join(f"tg_v16 b{v} = *(const tg_v16*)(b_panel + k * {NR} + {16 * v});" for v in range(vecs))
+  fmas = "\n".join(f"      {{ float a = a_panel[k * {MR} + {r}]; "
+                   + " ".join(f"c{r}_{v} += a * b{v};" for v in range(vecs)) + " }" for r in range(MR))
+  stores = "\n".join(f"    c_row = (tg_v16*)(c_tile + {r} * ldc); "
+                     + " ".join(f"c_row[{v}] = accumulate ? c_row[{v}] + c{r}_{v} : c{r}_{v};" for v in range(vecs))
+                     for r in range(MR))
+  return f"""#ifdef __AVX512F__
+typedef float tg_v16 __attribute__((vector_size(64), aligned(64)));
+/* c_tile must be 64-byte aligned and ldc a multiple of 16; gcc turns `a * b + c` into vfmadd with a broadcast */
+static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
+                                     float* restrict c_tile, long ldc, int accumulate) {{
+  const tg_v16 zero = {{0}};
+  tg_v16 {accs};
+  #pragma GCC unroll 2
+  for (long k = 0; k < kc; k++) {{
+    {loads}
+{fmas}
+  }}
+  tg_v16* c_row;
+{stores}
+}}
+#else
+/* portable fallback: the same contract, left to the auto-vectorizer */
+static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
+                                     float* restrict c_tile, long ldc, int accumulate) {{
+  float acc[{MR}][{NR}] = {{{{0}}}};
+  for (long k = 0; k < kc; k++)
+    for (int r = 0; r < {MR}; r++)
+      for (int c = 0; c < {NR}; c++) acc[r][c] += a_panel[k * {MR} + r] * b_panel[k * {NR} + c];
+  for (int r = 0; r < {MR}; r++)
+    for (int c = 0; c < {NR}; c++) c_tile[r * ldc + c] = accumulate ? c_tile[r * ldc + c] + acc[r][c] : acc[r][c];
+}}
+#endif
+"""
+
+
+GEMM_PREAMBLE = f"""#include <stdlib.h>
+#include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+#define TG_GEMM_MR {MR}
+#define TG_GEMM_NR {NR}
+{_microkernel()}
+/* b_panel[k][NR] = B[k, j] for k < kc and j < ncols, zero for the padding columns */
+static inline void tg_gemm_pack_b_f32(float* restrict b_panel, const float* restrict b, long kc, long ncols,
+                                      long stride_k, long stride_j) {{
+  if (stride_j == 1 && ncols == {NR}) {{
+    for (long k = 0; k < kc; k++) memcpy(b_panel + k * {NR}, b + k * stride_k, {NR} * sizeof(float));
+    return;
+  }}
+  if (ncols < {NR}) memset(b_panel, 0, (size_t)kc * {NR} * sizeof(float));
+  /* k outer: the writes stay contiguous and the reads are ncols sequential streams (3x faster than j outer) */
+  if (ncols == {NR}) {{
+    for (long k = 0; k < kc; k++)
+      #pragma GCC unroll {NR}
+      for (long j = 0; j < {NR}; j++) b_panel[k * {NR} + j] = b[k * stride_k + j * stride_j];
+  }} else {{
+    for (long k = 0; k < kc; k++)
+      for (long j = 0; j < ncols; j++) b_panel[k * {NR} + j] = b[k * stride_k + j * stride_j];
+  }}
+}}
+
+/* a_packed[panel][k][MR] = A[panel * MR + r, k] for rows < nrows and k < kc, zero for the padding rows */
+static inline void tg_gemm_pack_a_f32(float* restrict a_packed, const float* restrict a, long nrows, long kc,
+                                      long stride_i, long stride_k) {{
+  for (long p = 0; p < nrows; p += {MR}) {{
+    float* restrict panel = a_packed + p * kc;
+    long rows = nrows - p < {MR} ? nrows - p : {MR};
+    const float* restrict src = a + p * stride_i;
+    if (rows < {MR}) memset(panel, 0, (size_t)kc * {MR} * sizeof(float));
+    if (stride_i == 1 && rows == {MR}) {{
+      for (long k = 0; k < kc; k++) memcpy(panel + k * {MR}, src + k * stride_k, {MR} * sizeof(float));
+    }} else if (rows == {MR}) {{
+      /* k outer, as for B: contiguous writes, MR sequential read streams */
+      for (long k = 0; k < kc; k++)
+        #pragma GCC unroll {MR}
+        for (long r = 0; r < {MR}; r++) panel[k * {MR} + r] = src[r * stride_i + k * stride_k];
+    }} else {{
+      for (long k = 0; k < kc; k++)
+        for (long r = 0; r < rows; r++) panel[k * {MR} + r] = src[r * stride_i + k * stride_k];
+    }}
+  }}
+}}
+
+/* 64-byte aligned scratch; large buffers on 2 MiB pages where the kernel allows (fewer page faults and TLB misses) */
+static inline void* tg_gemm_alloc(size_t bytes) {{
+#ifdef __linux__
+  if (bytes >= ((size_t)4 << 20)) {{
+    size_t huge = (size_t)2 << 20;
+    void* buffer = aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
+    if (buffer) madvise(buffer, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+    return buffer;
+  }}
+#endif
+  return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}}
+"""
+
+
+def _ceil_div(a: int, b: int) -> int: return -(-a // b)
+
+
+@dataclass(frozen=True)
+class _Blocking:
+  """How one call is cut into tasks, and how many threads run them."""
+  mc: int  # rows per task, a multiple of MR
+  nc: int  # columns per task, a multiple of NR
+  kc: int  # depth of one packed slice
+  threads: int
+
+
+def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Blocking:
+  """Pick task sizes that keep every thread busy (simulated greedy schedule) with the fewest, largest tasks."""
+  k_steps = _ceil_div(K, KC_MAX)
+  kc = _ceil_div(K, k_steps)
+  fmas = batch * M * N * K
+  threads = 1 if fmas < PARALLEL_MIN_FMAS else max(1, threads)
+  row_panels, col_panels = _ceil_div(M, MR), _ceil_div(N, NR)
+  best: tuple[float, int, int, int] | None = None
+  for mp in range(1, min(row_panels, MC_MAX // MR) + 1):
+    for np_ in range(1, min(col_panels, NC_MAX // NR) + 1):
+      def cost(rows: int, cols: int) -> float:
+        return rows * cols * MR * NR * K + rows * MR * K * PACK_A_COST + cols * NR * K * READ_B_COST + TASK_COST
+      m_full, m_edge = divmod(row_panels, mp)
+      n_full, n_edge = divmod(col_panels, np_)
+      sizes = [(r, c, cnt) for r, rc in ((mp, m_full), (m_edge, 1 if m_edge else 0))
+               for c, cc in ((np_, n_full), (n_edge, 1 if n_edge else 0)) if (cnt := rc * cc * batch)]
+      tasks = sum(cnt for _, _, cnt in sizes)
+      total = sum(cost(r, c) * cnt for r, c, cnt in sizes)
+      if threads == 1: makespan = total
+      else:
+        # dynamic scheduling hands tasks out in order; the worst case is the largest task arriving last
+        makespan = total / threads + max(cost(r, c) for r, c, _ in sizes) * (1 - 1 / threads) if tasks >= threads \
+          else max(cost(r, c) for r, c, _ in sizes)
+      key = (makespan, -mp * np_, mp, np_)
+      if best is None or key < best: best = key
+  assert best is not None
+  _, _, mp, np_ = best
+  return _Blocking(mc=mp * MR, nc=np_ * NR, kc=kc, threads=threads)
+
+
+def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int) -> str:
+  """C statements (a function body) computing acc = sum_k A[bi, i, k] * B[bi, k, j] for every output element and
+  running `store(acc, bi, i, j)` once per element, after the full sum. Needs GEMM_PREAMBLE before the function.
+
+  Args:
+    spec: sizes and element strides of A and B.
+    a, b: C expressions of type `const ctype*` pointing at A[0, 0, 0] and B[0, 0, 0].
+    store: maps C expressions (acc, bi, i, j) to a statement; it may be called from several threads at once,
+      always on distinct (bi, i, j).
+    threads: the most OpenMP threads to use; 1 renders no parallel region.
+  """
+  if spec.batch <= 0 or spec.M <= 0 or spec.N <= 0: return "/* empty gemm */\n"
+  fmas = spec.batch * spec.M * spec.N * spec.K
+  if spec.ctype != "float" or fmas <= SMALL_MAX_FMAS or spec.K == 0:
+    return _render_simple(spec, a, b, store, threads)
+  # a batch of A rows against one shared B (a Linear layer on (batch, M, K) input) is one taller product
+  if spec.batch > 1 and spec.b_strides[0] == 0 and spec.a_strides[0] == spec.M * spec.a_strides[1]:
+    M = spec.M
+    folded = GemmSpec(1, spec.batch * M, spec.N, spec.K, (0, spec.a_strides[1], spec.a_strides[2]), spec.b_strides,
+                      spec.ctype)
+    return render_gemm_body(folded, a, b, lambda acc, bi, i, j: store(acc, f"({i}) / {M}", f"({i}) % {M}", j), threads)
+  # C = A B and C^T = B^T A^T are the same work; transposing pays when it pads clearly fewer tiles (N=10 pads to 32
+  # columns but only 12 rows), while the direct one keeps the epilogue's writes contiguous
+  def padded(m: int, n: int) -> int: return _ceil_div(m, MR) * MR * _ceil_div(n, NR) * NR
+  if padded(spec.N, spec.M) < 0.9 * padded(spec.M, spec.N):
+    swapped = GemmSpec(spec.batch, spec.N, spec.M, spec.K, (spec.b_strides[0], spec.b_strides[2], spec.b_strides[1]),
+                       (spec.a_strides[0], spec.a_strides[2], spec.a_strides[1]), spec.ctype)
+    return _render_packed(swapped, b, a, lambda acc, bi, i, j: store(acc, bi, j, i), threads, transposed=True)
+  return _render_packed(spec, a, b, store, threads, transposed=False)
+
+
+def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int, transposed: bool) -> str:
+  M, N, K = spec.M, spec.N, spec.K
+  blk = _choose_blocking(spec.batch, M, N, K, threads)
+  sa_b, sa_i, sa_k = spec.a_strides
+  sb_b, sb_k, sb_j = spec.b_strides
+  b_batches = 1 if sb_b == 0 or spec.batch == 1 else spec.batch  # a broadcast B is packed once
+  col_panels = _ceil_div(N, NR)
+  m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
+  parallel = blk.threads > 1
+  omp = (lambda s: s) if parallel else (lambda s: "")
+  # epilogue: the caller's output is contiguous along its own j; walk the block in that order
+  if transposed:
+    epilogue = f"""for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
+        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {{"""
+  else:
+    epilogue = f"""for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {{"""
+  stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
+  return f"""{{
+  /* gemm {spec.batch}x{M}x{N}x{K}{' (computed transposed)' if transposed else ''}: mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} */
+  const float* restrict tg_a = ({a});
+  const float* restrict tg_b = ({b});
+  float* tg_b_packed = (float*)tg_gemm_alloc((size_t){b_batches * col_panels * K * NR} * sizeof(float));
+  {omp(f"#pragma omp parallel num_threads({blk.threads})")}
+  {{
+    {omp("#pragma omp for schedule(static)")}
+    for (long tg_t = 0; tg_t < {b_batches * col_panels}; tg_t++) {{
+      long tg_bb = tg_t / {col_panels}, tg_j0 = (tg_t % {col_panels}) * {NR};
+      tg_gemm_pack_b_f32(tg_b_packed + tg_t * {K * NR}, tg_b + tg_bb * {sb_b} + tg_j0 * {sb_j}, {K},
+                         {N} - tg_j0 < {NR} ? {N} - tg_j0 : {NR}, {sb_k}, {sb_j});
+    }}
+    float* tg_a_packed = (float*)tg_gemm_alloc((size_t){blk.mc * blk.kc} * sizeof(float));
+    float* tg_c_block = (float*)tg_gemm_alloc((size_t){blk.mc * blk.nc} * sizeof(float));
+    {omp("#pragma omp for schedule(dynamic, 1)")}
+    for (long tg_t = 0; tg_t < {spec.batch * m_blocks * n_blocks}; tg_t++) {{
+      long tg_bi = tg_t / {m_blocks * n_blocks};
+      long tg_i0 = (tg_t / {n_blocks}) % {m_blocks} * {blk.mc}, tg_j0 = tg_t % {n_blocks} * {blk.nc};
+      long tg_nrows = {M} - tg_i0 < {blk.mc} ? {M} - tg_i0 : {blk.mc};
+      long tg_ncols = {N} - tg_j0 < {blk.nc} ? {N} - tg_j0 : {blk.nc};
+      const float* tg_b_block = tg_b_packed + {'tg_bi * ' + str(col_panels * K * NR) + ' + ' if b_batches > 1 else ''}(tg_j0 / {NR}) * {K * NR};
+      for (long tg_k0 = 0; tg_k0 < {K}; tg_k0 += {blk.kc}) {{
+        long tg_kc = {K} - tg_k0 < {blk.kc} ? {K} - tg_k0 : {blk.kc};
+        tg_gemm_pack_a_f32(tg_a_packed, tg_a + tg_bi * {sa_b} + tg_i0 * {sa_i} + tg_k0 * {sa_k}, tg_nrows, tg_kc,
+                           {sa_i}, {sa_k});
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c += {NR})
+          for (long tg_r = 0; tg_r < tg_nrows; tg_r += {MR})
+            tg_gemm_micro_f32(tg_kc, tg_a_packed + tg_r * tg_kc, tg_b_block + (tg_c / {NR}) * {K * NR} + tg_k0 * {NR},
+                              tg_c_block + tg_r * {blk.nc} + tg_c, {blk.nc}, tg_k0 > 0);
+      }}
+      {epilogue}
+          float tg_acc = tg_c_block[tg_r * {blk.nc} + tg_c];
+          long tg_i = tg_i0 + tg_r, tg_j = tg_j0 + tg_c;
+          (void)tg_i; (void)tg_j;  /* the store may not need every index */
+          {stmt}
+        }}
+    }}
+    free(tg_a_packed);
+    free(tg_c_block);
+  }}
+  free(tg_b_packed);
+}}
+"""
+
+
+def _render_simple(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int) -> str:
+  """A plain loop nest (any ctype): one output row at a time, accumulated in a local row of J_BLOCK columns."""
+  t = spec.ctype
+  sa_b, sa_i, sa_k = spec.a_strides
+  sb_b, sb_k, sb_j = spec.b_strides
+  j_block = min(spec.N, 256)
+  fmas = spec.batch * spec.M * spec.N * spec.K
+  parallel = threads > 1 and fmas >= PARALLEL_MIN_FMAS
+  pragma = f"#pragma omp parallel for num_threads({threads}) schedule(static)" if parallel else ""
+  stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
+  return f"""{{
+  /* gemm {spec.batch}x{spec.M}x{spec.N}x{spec.K}: plain loops */
+  const {t}* restrict tg_a = (const {t}*)({a});
+  const {t}* restrict tg_b = (const {t}*)({b});
+  {pragma}
+  for (long tg_row = 0; tg_row < {spec.batch * spec.M}; tg_row++) {{
+    long tg_bi = tg_row / {spec.M}, tg_i = tg_row % {spec.M};
+    (void)tg_i;
+    for (long tg_j0 = 0; tg_j0 < {spec.N}; tg_j0 += {j_block}) {{
+      {t} tg_row_acc[{j_block}] = {{0}};
+      long tg_ncols = {spec.N} - tg_j0 < {j_block} ? {spec.N} - tg_j0 : {j_block};
+      for (long tg_k = 0; tg_k < {spec.K}; tg_k++) {{
+        {t} tg_a_ik = tg_a[tg_bi * {sa_b} + tg_i * {sa_i} + tg_k * {sa_k}];
+        const {t}* tg_b_k = tg_b + tg_bi * {sb_b} + tg_k * {sb_k} + tg_j0 * {sb_j};
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) tg_row_acc[tg_c] += tg_a_ik * tg_b_k[tg_c * {sb_j}];
+      }}
+      for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {{
+        {t} tg_acc = tg_row_acc[tg_c];
+        long tg_j = tg_j0 + tg_c;
+        (void)tg_j;
+        {stmt}
+      }}
+    }}
+  }}
+}}
+"""

@@ -1,0 +1,305 @@
+"""Kernel to loop program.
+
+A kernel is one output base and the graph it inlines. Lowering walks that graph from the output with symbolic
+index expressions: a view rewrites the indices, a load turns them into a flat offset, a reduce opens a loop of
+its own. Every value becomes a statement tagged with the loop variables it depends on, and each statement is
+placed in the innermost loop among those, so loop-invariant work is hoisted by construction: in a softmax the
+row max and row sum are computed once per row, outside the loop that writes the row.
+
+Output axes are grouped into levels (one flattened loop per level) so that every reduce depends on a prefix of
+the levels; a reduce that can't be placed that way is handed back to the scheduler to become its own kernel.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from teenygrad.dtype import DType, dtypes
+from teenygrad.helpers import config, prod
+from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.ops import REDUCE, REDUCE_IDENTITY, Ops
+from teenygrad.ir.symbolic import Node, Variable, logical_and, sint, vmax
+from teenygrad.ir.view import View, strides_for_shape
+
+
+class NeedsRealize(Exception):
+  """Lowering found a base that must be its own kernel (a reduce that would be recomputed too often)."""
+  def __init__(self, lb: LazyBuffer):
+    super().__init__(f"realize {lb}")
+    self.lb = lb
+
+
+@dataclass
+class Loop:
+  var: Variable
+  size: sint
+  parent: Loop | None
+  kind: str                      # "output" or "reduce"
+  depth: int
+  items: list = field(default_factory=list)   # (order, Stmt | Loop)
+  order: float = 0.0
+  reduce_acc: tuple | None = None  # (accumulator name, reduce op, dtype)   # accumulator this loop reduces into, for omp pragmas
+  parallel: bool = False
+
+
+@dataclass
+class Stmt:
+  text: str
+
+
+@dataclass
+class BufferArg:
+  name: str
+  lb: LazyBuffer          # the base whose buffer this is
+  dtype: DType
+  size: sint              # elements
+  is_output: bool
+
+
+@dataclass
+class LoopProgram:
+  name: str
+  buffers: list[BufferArg]
+  variables: list[Variable]        # symbolic sizes passed as int arguments
+  prologue: list                    # items outside every loop
+  root_loops: list[Loop]
+  dtype_used: set[DType]
+  work: int                          # rough count of inner-loop iterations, for the threading decision
+  output_numel: sint
+
+
+class Lowerer:
+  def __init__(self, root: LazyBuffer, output_target: LazyBuffer, is_boundary, renderer, levels=None):
+    self.root, self.target, self.is_boundary, self.r = root, output_target, is_boundary, renderer
+    self.counter = itertools.count()
+    self.names = itertools.count()
+    self.memo: dict = {}
+    self.buffers: dict[int, BufferArg] = {}
+    self.loops_by_var: dict[str, Loop] = {}
+    self.prologue: list = []
+    self.variables: dict[str, Variable] = {}
+    self.dtypes: set[DType] = set()
+    self.reduce_deps: list[tuple[LazyBuffer, frozenset[str]]] = []
+    self.levels = levels
+    self.work = 0
+    self.out_shape = root.shape
+    # the output buffer is argument 0
+    self._buffer(output_target, is_output=True)
+
+  # ---- bookkeeping ----
+  def _buffer(self, base: LazyBuffer, is_output=False) -> BufferArg:
+    key = base.id
+    if key not in self.buffers:
+      size = base.realized.size if base.realized is not None else base.size
+      self.buffers[key] = BufferArg(f"data{len(self.buffers)}", base, base.dtype, size, is_output)
+      self.dtypes.add(base.dtype)
+    return self.buffers[key]
+
+  def _note_variables(self, expr: sint) -> None:
+    """Symbolic sizes (not loop indices) become int arguments of the kernel."""
+    if isinstance(expr, Node):
+      for v in expr.variables():
+        if v.name not in self.loops_by_var: self.variables.setdefault(v.name, v)
+
+  def _deps(self, expr: sint) -> frozenset[str]:
+    if not isinstance(expr, Node): return frozenset()
+    return frozenset(v.name for v in expr.variables() if v.name in self.loops_by_var)
+
+  def _place(self, deps: frozenset[str]) -> Loop | None:
+    loops = [self.loops_by_var[d] for d in deps]
+    return max(loops, key=lambda lp: lp.depth) if loops else None
+
+  def _emit(self, text: str, deps: frozenset[str], order: float | None = None) -> None:
+    loop = self._place(deps)
+    item = (next(self.counter) if order is None else order, Stmt(text))
+    (loop.items if loop is not None else self.prologue).append(item)
+
+  def _value(self, ctype: str, expr: str, deps: frozenset[str]) -> tuple[str, frozenset[str]]:
+    name = f"v{next(self.names)}"
+    self._emit(f"{ctype} {name} = {expr};", deps)
+    return name, deps
+
+  def _check_bounds(self, lb: LazyBuffer, buf: BufferArg) -> None:
+    """Prove at compile time that every valid element of this view lies inside the buffer."""
+    low, high = lb.st.bounds()
+    if high < low: return
+    if low < 0 or high >= vmax(buf.size):
+      raise IndexError(f"kernel would read {buf.name}[{low}..{high}] outside its {buf.size} elements")
+
+  # ---- the walk ----
+  def index_expr(self, expr: sint) -> str:
+    self._note_variables(expr)
+    return self.r.render_index(expr)
+
+  def value(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
+    key = (lb.id, tuple(i.key() if isinstance(i, Node) else i for i in idxs), valid.key() if isinstance(valid, Node) else valid)
+    if key not in self.memo: self.memo[key] = self._value_uncached(lb, idxs, valid)
+    return self.memo[key]
+
+  def _value_uncached(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
+    base = lb.base
+    if isinstance(valid, int) and valid == 0: return self.r.render_const(0, lb.dtype), frozenset()
+    if base.op is Ops.CONST and not base.realized:
+      _, view_valid = lb.st.index(idxs)
+      const = self.r.render_const(base.arg, lb.dtype)
+      valid_all = logical_and([valid, view_valid])
+      if isinstance(valid_all, int): return (const if valid_all else self.r.render_const(0, lb.dtype)), frozenset()
+      cond = self.index_expr(valid_all)
+      return self._value(self.r.compute_type(lb.dtype), f"({cond} ? {const} : {self.r.render_const(0, lb.dtype)})",
+                         self._deps(valid_all))
+    if self.is_boundary(base) and base is not self.root:
+      buf = self._buffer(base)
+      offset, view_valid = lb.st.index(idxs)
+      valid_all = logical_and([valid, view_valid])
+      if isinstance(valid_all, int) and valid_all == 0: return self.r.render_const(0, lb.dtype), frozenset()
+      deps = self._deps(offset) | self._deps(valid_all)
+      self._check_bounds(lb, buf)
+      load = self.r.render_load(buf, self.index_expr(offset), None if valid_all == 1 else self.index_expr(valid_all))
+      return self._value(self.r.compute_type(lb.dtype), load, deps)
+    if lb.is_view:
+      offset, view_valid = lb.st.index(idxs)
+      base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
+      value, deps = self.value(base, base_idxs, logical_and([valid, view_valid]))
+      if isinstance(view_valid, int): return value, deps
+      # padding reads as zero, whatever the padded computation would give at those positions
+      cond = self.index_expr(view_valid)
+      return self._value(self.r.compute_type(lb.dtype), f"({cond} ? {value} : {self.r.render_const(0, lb.dtype)})",
+                         deps | self._deps(view_valid))
+    return self._compute(base, idxs, valid)
+
+  def _compute(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
+    op = lb.op
+    if op is Ops.CONTIGUOUS: return self.value(lb.srcs[0], idxs, valid)
+    if op in REDUCE: return self._reduce(lb, idxs, valid)
+    if op in (Ops.CAST, Ops.BITCAST):
+      src, deps = self.value(lb.srcs[0], idxs, valid)
+      return self._value(self.r.compute_type(lb.dtype), self.r.render_cast(src, lb.srcs[0].dtype, lb.dtype, op is Ops.BITCAST), deps)
+    args = [self.value(src, idxs, valid) for src in lb.srcs]
+    deps = frozenset().union(*(d for _, d in args))
+    in_dtype = lb.srcs[-1].dtype
+    self.dtypes.add(in_dtype)
+    return self._value(self.r.compute_type(lb.dtype), self.r.render_alu(op, [a for a, _ in args], in_dtype), deps)
+
+  def _reduce(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
+    src = lb.srcs[0]
+    axes = lb.arg
+    parent_vars = set(self.loops_by_var)
+    loops = []
+    inner_idxs = list(idxs)
+    for axis in axes:
+      name = f"r{next(self.names)}"
+      var = Variable(name, 0, vmax(src.shape[axis]) - 1)
+      loop = Loop(var, src.shape[axis], None, "reduce", 0)
+      self.loops_by_var[name] = loop
+      loops.append(loop)
+      inner_idxs[axis] = var
+    acc = f"acc{next(self.names)}"
+    # a provisional depth below everything open, fixed once the body tells us what it depends on
+    for i, lp in enumerate(loops): lp.depth = 10_000 + len(self.loops_by_var) + i
+    body, body_deps = self.value(src, inner_idxs, valid)
+    own = frozenset(lp.var.name for lp in loops)
+    outer_deps = body_deps - own
+    enclosing_reduces = {d for d in outer_deps if self.loops_by_var[d].kind == "reduce" and d in parent_vars}
+    if enclosing_reduces and prod(vmax(s) for s in src.shape) > 64:
+      raise NeedsRealize(lb)
+    self.reduce_deps.append((lb, frozenset(d for d in outer_deps if self.loops_by_var[d].kind == "output")))
+    parent = self._place(outer_deps)
+    base_depth = parent.depth if parent is not None else 0
+    for i, lp in enumerate(loops):
+      lp.parent = parent if i == 0 else loops[i - 1]
+      lp.depth = base_depth + 1 + i
+    ctype = self.r.compute_type(lb.dtype)
+    identity = self.r.render_const(REDUCE_IDENTITY[lb.op](lb.dtype), lb.dtype)
+    order = next(self.counter)
+    container = parent.items if parent is not None else self.prologue
+    container.append((order - 0.5, Stmt(f"{ctype} {acc} = {identity};")))
+    innermost = loops[-1]
+    innermost.items.append((next(self.counter), Stmt(self.r.render_accumulate(lb.op, acc, body, lb.dtype))))
+    for i, lp in enumerate(loops):
+      lp.order = order
+      lp.reduce_acc = (acc, lb.op, lb.dtype)
+      if i > 0: loops[i - 1].items.append((order, lp))
+    container.append((order, loops[0]))
+    self.work += prod(vmax(lp.size) for lp in loops)
+    return acc, outer_deps
+
+
+def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint: str = "") -> LoopProgram:
+  """Lower a kernel: probe which output axes each reduce depends on, group them into levels, then emit."""
+  shape = root.shape
+  axes = [i for i, s in enumerate(shape) if not (isinstance(s, int) and s == 1)]
+  probe = Lowerer(root, target, is_boundary, renderer)
+  probe_loops = _open_axis_loops(probe, [[a] for a in axes], shape)
+  probe.value(root, _axis_indices(probe_loops, shape, axes, per_axis=True), 1)
+  levels = _levels(probe, axes, probe_loops)
+  lowerer = Lowerer(root, target, is_boundary, renderer, levels)
+  level_loops = _open_axis_loops(lowerer, levels, shape)
+  idxs = _axis_indices(level_loops, shape, axes, per_axis=False, levels=levels)
+  value, deps = lowerer.value(root, idxs, 1)
+  out = lowerer.buffers[target.id]
+  flat = sum((i * st for i, st in zip(idxs, strides_for_shape(shape))), 0)
+  lowerer._emit(renderer.render_store(out, lowerer.index_expr(flat), value), frozenset(lp.var.name for lp in level_loops))
+  output_numel = prod(vmax(s) for s in shape)
+  lowerer.work += output_numel
+  roots = level_loops[:1]
+  variables = sorted(lowerer.variables.values(), key=lambda v: v.name)
+  name = _kernel_name(name_hint, root, shape)
+  return LoopProgram(name, list(lowerer.buffers.values()), variables, lowerer.prologue, roots, lowerer.dtypes,
+                     max(lowerer.work, 1), output_numel)
+
+
+def _open_axis_loops(lowerer: Lowerer, levels: list[list[int]], shape) -> list[Loop]:
+  loops: list[Loop] = []
+  for depth, level in enumerate(levels):
+    size = 1
+    for a in level: size = size * shape[a]
+    name = f"L{depth}"
+    loop = Loop(Variable(name, 0, vmax(size) - 1), size, loops[-1] if loops else None, "output", depth + 1)
+    lowerer.loops_by_var[name] = loop
+    lowerer._note_variables(size)
+    if loops: loops[-1].items.append((float("inf"), loop))
+    loops.append(loop)
+  return loops
+
+
+def _axis_indices(loops: list[Loop], shape, axes, per_axis: bool, levels=None) -> list[sint]:
+  idxs: list[sint] = [0] * len(shape)
+  if per_axis:
+    for loop, a in zip(loops, axes): idxs[a] = loop.var
+    return idxs
+  for loop, level in zip(loops, levels):
+    sizes = [shape[a] for a in level]
+    for a, idx in zip(level, View.create(tuple(sizes)).unravel(loop.var) if len(level) > 1 else [loop.var]):
+      idxs[a] = idx
+  return idxs
+
+
+def _levels(probe: Lowerer, axes: list[int], probe_loops: list[Loop]) -> list[list[int]]:
+  """Order the output axes so each reduce depends on a prefix; fail with NeedsRealize if impossible."""
+  axis_of = {lp.var.name: a for lp, a in zip(probe_loops, axes)}
+  dep_sets = sorted({frozenset(axis_of[d] for d in deps if d in axis_of) for _, deps in probe.reduce_deps}, key=len)
+  for lb, deps in probe.reduce_deps:
+    mine = frozenset(axis_of[d] for d in deps if d in axis_of)
+    if any(not (mine <= other or other <= mine) for other in dep_sets): raise NeedsRealize(lb)
+  levels, seen = [], frozenset()
+  for deps in dep_sets + [frozenset(axes)]:
+    new = sorted(deps - seen)
+    if new: levels.append(new)
+    seen = seen | deps
+  return levels
+
+
+def _kernel_name(hint: str, root: LazyBuffer, shape) -> str:
+  kind = "r" if _has_reduce(root, set()) else "E"
+  dims = "_".join(str(s) if isinstance(s, int) else "s" for s in shape) or "0"
+  return f"{hint or kind}_{dims}"
+
+
+def _has_reduce(lb: LazyBuffer, seen: set) -> bool:
+  base = lb.base
+  if base.id in seen or base.realized is not None: return False
+  seen.add(base.id)
+  return base.op in REDUCE or any(_has_reduce(s, seen) for s in base.srcs)
+
+
+__all__ = ["lower", "LoopProgram", "Loop", "Stmt", "BufferArg", "NeedsRealize", "dtypes"]

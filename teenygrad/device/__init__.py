@@ -1,0 +1,136 @@
+"""Devices. A backend is four small classes (Allocator, Compiler, Program, Device) in one file of this package,
+or an out-of-tree package that registers itself under the `teenygrad.backends` entry point."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from teenygrad.dtype import DType, dtypes
+from teenygrad.helpers import config
+
+BUILTIN_BACKENDS = {"CPU": "teenygrad.device.cpu", "CUDA": "teenygrad.device.cuda",
+                    "OPENCL": "teenygrad.device.opencl", "VULKAN": "teenygrad.device.vulkan"}
+
+
+class Allocator:
+  """Raw device memory. Subclasses implement _alloc/_free/copyin/copyout."""
+  def alloc(self, nbytes: int): return self._alloc(max(nbytes, 1))
+  def _alloc(self, nbytes: int): raise NotImplementedError
+  def free(self, raw, nbytes: int) -> None: pass
+  def copyin(self, raw, src: memoryview) -> None: raise NotImplementedError
+  def copyout(self, dest: memoryview, raw) -> None: raise NotImplementedError
+
+
+class Compiler:
+  """Source to binary, cached on disk by (source, compiler, flags)."""
+  cache_tag = "base"
+
+  def cache_key(self, src: str) -> str:
+    return hashlib.sha256(f"{self.cache_tag}\0{src}".encode()).hexdigest()[:32]
+
+  def compile_cached(self, src: str) -> bytes:
+    path = config.cache_dir / "kernels" / self.cache_key(src)
+    if path.exists(): return path.read_bytes()
+    binary = self.compile(src)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # atomic: a concurrent process never sees half a file
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "wb") as f: f.write(binary)
+    os.replace(tmp, path)
+    return binary
+
+  def compile(self, src: str) -> bytes: raise NotImplementedError
+
+
+class Program:
+  """A compiled kernel. __call__(buffers, variable values) launches it and waits when wait=True."""
+  def __call__(self, *bufs, vals: tuple[int, ...] = (), wait: bool = False) -> float | None: raise NotImplementedError
+
+
+class Buffer:
+  """`size` elements of `dtype` on a device; allocated on first use."""
+  def __init__(self, device: str, size: int, dtype: DType, raw=None):
+    self.device, self.size, self.dtype = device, size, dtype
+    self._raw = raw
+
+  @property
+  def nbytes(self) -> int: return self.size * self.dtype.itemsize
+
+  @property
+  def raw(self):
+    if self._raw is None: self._raw = Device[self.device].allocator.alloc(self.nbytes)
+    return self._raw
+
+  def copyin(self, data: np.ndarray) -> Buffer:
+    data = np.ascontiguousarray(data)
+    assert data.nbytes == self.nbytes, f"copyin of {data.nbytes} bytes into a {self.nbytes}-byte buffer"
+    Device[self.device].allocator.copyin(self.raw, memoryview(data.reshape(-1).view(np.uint8)))
+    return self
+
+  def numpy(self) -> np.ndarray:
+    out = np.empty(self.size, dtype=self.dtype.np)
+    Device[self.device].synchronize()
+    Device[self.device].allocator.copyout(memoryview(out.view(np.uint8)), self.raw)
+    return out
+
+  def __del__(self):
+    if self._raw is not None:
+      try: Device[self.device].allocator.free(self._raw, self.nbytes)
+      except Exception: pass  # interpreter shutdown
+
+  def __repr__(self) -> str: return f"<Buffer {self.device} {self.size} {self.dtype.name}>"
+
+
+class Backend:
+  """One device instance: its allocator, compiler, renderer and how to make a Program."""
+  allocator: Allocator
+  compiler: Compiler
+  renderer: object
+
+  def __init__(self, name: str): self.name = name
+  def program(self, name: str, binary: bytes) -> Program: raise NotImplementedError
+  def synchronize(self) -> None: pass
+  def supports(self, dtype: DType) -> bool: return True
+
+
+def canonicalize(device: str | None) -> str:
+  """'cpu' -> 'CPU', 'cuda:0' -> 'CUDA', 'cuda:1' -> 'CUDA:1'."""
+  if device is None: return config.device
+  if not isinstance(device, str): device = str(device)
+  name, _, index = device.partition(":")
+  name = name.upper()
+  if name == "GPU": name = "CUDA"
+  return name if index in ("", "0") else f"{name}:{index}"
+
+
+class _DeviceRegistry:
+  """Device['CPU'] gives the backend instance, opened on first use."""
+  @functools.cache
+  def __getitem__(self, device: str) -> Backend:
+    name, _, index = device.partition(":")
+    module_name = BUILTIN_BACKENDS.get(name) or _entry_point_backends().get(name)
+    if module_name is None: raise RuntimeError(f"unknown device {device!r}; known: {sorted(self.known())}")
+    module = importlib.import_module(module_name)
+    return module.open_device(device)
+
+  @property
+  def DEFAULT(self) -> str: return config.device
+
+  def known(self) -> set[str]: return set(BUILTIN_BACKENDS) | set(_entry_point_backends())
+
+
+@functools.cache
+def _entry_point_backends() -> dict[str, str]:
+  from importlib.metadata import entry_points
+  return {ep.name.upper(): ep.value for ep in entry_points(group="teenygrad.backends")}
+
+
+Device = _DeviceRegistry()
+
+__all__ = ["Allocator", "Backend", "Buffer", "Compiler", "Device", "Program", "canonicalize", "dtypes"]

@@ -1,0 +1,88 @@
+"""The CPU backend: C with OpenMP, compiled by the system's gcc or clang, loaded through ctypes."""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.helpers import config
+from teenygrad.renderer.c import CRenderer
+
+
+class CPUAllocator(Allocator):
+  """Host memory as 64-byte aligned numpy arrays (so DLPack can hand them to torch without a copy)."""
+  def _alloc(self, nbytes: int) -> np.ndarray:
+    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start:start + nbytes]
+
+  def copyin(self, raw: np.ndarray, src: memoryview) -> None:
+    raw[:] = np.frombuffer(src, dtype=np.uint8)
+
+  def copyout(self, dest: memoryview, raw: np.ndarray) -> None:
+    np.frombuffer(dest, dtype=np.uint8)[:] = raw
+
+
+@functools.cache
+def find_c_compiler() -> str:
+  for candidate in (os.environ.get("CC"), "gcc", "clang", "cc"):
+    if candidate and shutil.which(candidate): return candidate
+  raise RuntimeError("the CPU backend needs a C compiler: install gcc or clang (apt-get install gcc)")
+
+
+class ClangCompiler(Compiler):
+  flags = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fwrapv",
+           "-ffp-contract=off", "-Wno-unused-variable")
+
+  def __init__(self):
+    self.cc = find_c_compiler()
+    version = subprocess.run([self.cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    self.cache_tag = f"{version}\0{' '.join(self.flags)}"
+
+  def compile(self, src: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+      source, library = os.path.join(tmp, "kernel.c"), os.path.join(tmp, "kernel.so")
+      with open(source, "w") as f: f.write(src)
+      result = subprocess.run([self.cc, *self.flags, source, "-o", library, "-lm"], capture_output=True, text=True)
+      if result.returncode != 0:
+        raise RuntimeError(f"C compile failed:\n{result.stderr}\n--- source ---\n{src}")
+      with open(library, "rb") as f: return f.read()
+
+
+class CPUProgram(Program):
+  def __init__(self, name: str, binary: bytes):
+    self.name = name
+    # dlopen needs a file; keep it next to the cache so the same library is mapped once
+    fd, path = tempfile.mkstemp(suffix=".so")
+    with os.fdopen(fd, "wb") as f: f.write(binary)
+    self.lib = ctypes.CDLL(path)
+    os.unlink(path)
+    self.fn = getattr(self.lib, name)
+    self.fn.restype = None
+
+  def __call__(self, *bufs, vals: tuple[int, ...] = (), wait: bool = False) -> float | None:
+    args = [ctypes.c_void_p(b.ctypes.data) for b in bufs] + [ctypes.c_longlong(v) for v in vals]
+    start = time.perf_counter()
+    self.fn(*args)  # ctypes releases the GIL for the call
+    return time.perf_counter() - start if wait else None
+
+
+class CPUBackend(Backend):
+  def __init__(self, name: str):
+    super().__init__(name)
+    self.allocator = CPUAllocator()
+    self.compiler = ClangCompiler()
+    self.renderer = CRenderer(threads=max(config.threads, 1), check_bounds=config.check_bounds,
+                              parallel_threshold=config.parallel_threshold)
+
+  def program(self, name: str, binary: bytes) -> CPUProgram: return CPUProgram(name, binary)
+
+
+def open_device(name: str) -> CPUBackend: return CPUBackend(name)

@@ -1,0 +1,191 @@
+"""Realize: schedule, lower, compile (cached in memory by kernel structure and on disk by source), launch."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from teenygrad.codegen.lower import NeedsRealize, lower
+from teenygrad.device import Buffer, Device
+from teenygrad.dtype import dtypes
+from teenygrad.helpers import config, prod
+from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.ops import Ops
+from teenygrad.ir.symbolic import BoundVariable, Node, evaluate, vmax
+from teenygrad.schedule import ScheduleItem, create_schedule
+
+_lock = threading.RLock()   # scheduling mutates the graph; launches themselves release the GIL
+
+
+@dataclass
+class CompiledKernel:
+  name: str
+  program: object
+  positions: list[int]        # param i reads the buffer of the i-th boundary in key order
+  variables: list[str]
+  src: str
+  work: int
+  check_bounds: bool
+
+
+@dataclass
+class ExecItem:
+  """One launch with its buffers resolved: what the JIT records and replays."""
+  kernel: CompiledKernel
+  buffers: list[Buffer]
+  var_values: tuple[int, ...]
+  device: str
+
+
+_kernel_cache: dict[tuple, CompiledKernel] = {}
+_captures: list[list] = []   # JIT capture stacks
+
+
+# ---- structural keys ----
+
+def _st_key(st) -> tuple:
+  return tuple((tuple(map(_k, v.shape)), tuple(map(_k, v.strides)), _k(v.offset),
+                tuple((_k(b), _k(e)) for b, e in v.mask) if v.mask else None) for v in st.views)
+
+
+def _k(x): return x.key() if isinstance(x, Node) else x
+
+
+def _collect_vars(st, values: dict) -> None:
+  for v in st.views:
+    for x in (*v.shape, *v.strides, v.offset, *(e for m in (v.mask or ()) for e in m)):
+      if isinstance(x, Node):
+        for var in x.variables():
+          if isinstance(var, BoundVariable): values[var.name] = var.value
+
+
+def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], dict[str, int]]:
+  """A hashable description of what the kernel computes, with its buffers numbered by first use."""
+  boundaries: dict[int, int] = {}
+  order: list[LazyBuffer] = []
+  values: dict[str, int] = {}
+  memo: dict[int, tuple] = {}
+
+  def walk(lb: LazyBuffer, top: bool = False) -> tuple:
+    if lb.id in memo: return memo[lb.id]
+    base = lb.base
+    _collect_vars(lb.st, values)
+    if not top and (is_boundary(base) or (base.op is Ops.CONST and base.realized is None)):
+      if base.op is Ops.CONST and base.realized is None: key = ("const", base.arg, lb.dtype.name, _st_key(lb.st))
+      else:
+        if base.id not in boundaries:
+          boundaries[base.id] = len(order); order.append(base)
+        key = ("buf", boundaries[base.id], base.dtype.name, _st_key(lb.st), base.shape if lb.is_view else None)
+    elif lb.is_view: key = ("view", _st_key(lb.st), walk(base))
+    else: key = (base.op, base.arg if base.op is not Ops.CUSTOM else id(base.arg), base.dtype.name, tuple(map(_k, base.shape)),
+                 tuple(walk(s) for s in base.srcs))
+    memo[lb.id] = key
+    return key
+
+  return walk(root, top=True), order, values
+
+
+# ---- compiling ----
+
+def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str, key_order: list[LazyBuffer]):
+  backend = Device[device]
+  program = lower(item_root, target, is_boundary, backend.renderer)
+  src = backend.renderer.render_kernel(program)
+  if config.debug >= 4: print(src)
+  binary = backend.compiler.compile_cached(src)
+  positions = []
+  index_of = {lb.id: i for i, lb in enumerate(key_order)}
+  for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
+  return CompiledKernel(program.name, backend.program(program.name, binary), positions,
+                        [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
+
+
+def _prepare(item: ScheduleItem, roots: set[int]):
+  root = item.root
+  def is_boundary(base: LazyBuffer) -> bool: return base.realized is not None or base.id in roots
+  value = root.srcs[1] if root.op is Ops.ASSIGN else root
+  target = root.srcs[0] if root.op is Ops.ASSIGN else root
+  if root.op is Ops.ASSIGN: value = _assign_value(value, target)
+  key, order, values = kernel_key(value, is_boundary)
+  full_key = (key, root.device, root.dtype.name, config.threads, config.check_bounds)
+  compiled = _kernel_cache.get(full_key)
+  if compiled is None:
+    compiled = _kernel_cache[full_key] = _compile(value, target, is_boundary, root.device, order)
+  return compiled, order, values, target
+
+
+def _assign_value(value: LazyBuffer, target: LazyBuffer) -> LazyBuffer:
+  """The value written by an assign, made a kernel over the target's shape (views inline as usual)."""
+  if value.is_view or value.base.realized is not None or value.op is Ops.CONST:
+    return LazyBuffer(value.device, value.st.__class__.from_shape(value.shape), value.dtype, Ops.CONTIGUOUS, (value,))
+  return value
+
+
+# ---- running ----
+
+def realize(outputs: list[LazyBuffer]) -> None:
+  outputs = [o for o in outputs if o.base.realized is None]
+  if not outputs: return
+  with _lock:
+    for _ in range(1000):
+      items = create_schedule(outputs)
+      roots = {it.root.id for it in items}
+      try:
+        prepared = [(it, _prepare(it, roots) if it.kind == "kernel" else None) for it in items]
+        break
+      except NeedsRealize as e:
+        e.lb.forced = True
+    else: raise RuntimeError("scheduler did not converge")
+    for item, prep in prepared: _run(item, prep)
+
+
+def _run(item: ScheduleItem, prep) -> None:
+  root = item.root
+  if item.kind == "alloc":
+    root.realized = Buffer(root.device, int(evaluate(root.size, {})) if isinstance(root.size, Node) else root.size, root.dtype)
+    return
+  if item.kind == "copy":
+    src = root.srcs[0].base
+    data = src.realized.numpy()
+    root.realized = Buffer(root.device, src.realized.size, root.dtype).copyin(data)
+    _finish(root); return
+  if item.kind == "custom":
+    root.realized = root.arg.run(root, [s.base.realized for s in root.srcs])
+    _finish(root); return
+  compiled, order, values, target = prep
+  if root.op is Ops.ASSIGN: root.realized = target.realized
+  else:
+    numel = root.size
+    if isinstance(numel, Node): numel = evaluate(numel, {v: values[v.name] for v in numel.variables()})
+    root.realized = Buffer(root.device, int(numel), root.dtype)
+  buffers = [root.realized] + [order[p].realized for p in compiled.positions]
+  var_values = tuple(values[name] for name in compiled.variables)
+  exec_item = ExecItem(compiled, buffers, var_values, root.device)
+  for capture in _captures: capture.append(exec_item)
+  run_exec_item(exec_item)
+  _finish(root)
+
+
+def run_exec_item(ei: ExecItem) -> None:
+  raws = [b.raw for b in ei.buffers]
+  err = None
+  if ei.kernel.check_bounds:
+    err = np.zeros(1, dtype=np.int32)
+    raws.append(err)
+  elapsed = ei.kernel.program(*raws, vals=ei.var_values, wait=config.debug >= 2)
+  if err is not None and err[0]:
+    raise IndexError(f"kernel {ei.kernel.name} indexed outside a buffer (TEENYGRAD_CHECK=1 caught it)")
+  if config.debug >= 2 and elapsed is not None:
+    nbytes = sum(b.nbytes for b in ei.buffers)
+    print(f"{ei.device:6s} {ei.kernel.name:32s} {elapsed * 1e6:9.1f} us  {nbytes / elapsed / 1e9:8.2f} GB/s  "
+          f"{2 * ei.kernel.work / elapsed / 1e9:8.2f} GFLOP/s")
+
+
+def _finish(root: LazyBuffer) -> None:
+  """A realized base forgets how it was made, so the graph behind it can be freed."""
+  root.srcs, root.op, root.arg = (), Ops.LOAD, None
+
+
+__all__ = ["realize", "run_exec_item", "ExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]

@@ -1,0 +1,67 @@
+"""The one typed configuration object (environment variables are read here and nowhere else) and small utilities."""
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+  try: return int(os.environ.get(name, default))
+  except ValueError: raise ValueError(f"environment variable {name} must be an integer, got {os.environ[name]!r}") from None
+
+
+@dataclass
+class Config:
+  """Process-wide settings. Environment variables only choose the device, the debug level and paths."""
+  device: str = field(default_factory=lambda: os.environ.get("DEV", "CPU").upper())
+  debug: int = field(default_factory=lambda: _env_int("DEBUG", 0))
+  threads: int = field(default_factory=lambda: _env_int("TEENYGRAD_THREADS", os.cpu_count() or 1))
+  check_bounds: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_CHECK", 0)))
+  cache_dir: Path = field(default_factory=lambda: Path(os.environ.get(
+    "TEENYGRAD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teenygrad")))
+  # below this many output elements times work per element, a CPU kernel stays single-threaded
+  parallel_threshold: int = 1 << 15
+
+
+config = Config()
+
+
+def prod(xs) -> int:
+  return functools.reduce(operator.mul, xs, 1)
+
+
+def argsort(xs) -> list[int]:
+  return sorted(range(len(xs)), key=xs.__getitem__)
+
+
+def normalize_dim(dim: int, ndim: int) -> int:
+  """torch's dim wrapping, with torch's IndexError for a dim out of range."""
+  low, high = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
+  if not isinstance(dim, int): raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+  if not low <= dim <= high:
+    raise IndexError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
+  return dim % max(ndim, 1)
+
+
+def ceildiv(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def round_up(x: int, multiple: int) -> int:
+  return ceildiv(x, multiple) * multiple
+
+
+def all_int(xs) -> bool:
+  return all(isinstance(x, int) for x in xs)
+
+
+def flatten(xss) -> list:
+  return [x for xs in xss for x in xs]
+
+
+def is_finite_number(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)

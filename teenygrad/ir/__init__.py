@@ -1,0 +1,1 @@
+"""The IR: primitive ops, the lazy graph node, views and symbolic integers."""

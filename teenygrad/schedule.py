@@ -1,0 +1,105 @@
+"""Graph to kernels: which bases get a buffer of their own, and in what order the kernels run.
+
+Every unrealized base either becomes a kernel output (a "root") or is inlined into the kernels that read it:
+- elementwise work is inlined into every consumer (recomputing a cheap chain beats a round trip to memory),
+  unless it contains a reduce and its consumers end up in different kernels;
+- a reduce is inlined when all its consumers land in one kernel (the matmul epilogue, the softmax row sums);
+  the code generator may still hand one back (NeedsRealize) and the engine reschedules with it forced;
+- copies, custom kernels, assigns and explicit `contiguous()` are always roots.
+This module is pure: it never touches a device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.ops import REDUCE, Ops
+
+ALWAYS_ROOT = {Ops.COPY, Ops.CUSTOM, Ops.ASSIGN, Ops.CONTIGUOUS, Ops.LOAD}
+
+
+@dataclass
+class ScheduleItem:
+  root: LazyBuffer                 # the base this item computes
+  inputs: list[LazyBuffer] = field(default_factory=list)   # bases whose buffers it reads
+
+  @property
+  def kind(self) -> str:
+    return {Ops.COPY: "copy", Ops.CUSTOM: "custom", Ops.LOAD: "alloc"}.get(self.root.op, "kernel")
+
+
+def _unrealized_bases(outputs: list[LazyBuffer]) -> list[LazyBuffer]:
+  """Producers before consumers."""
+  order: list[LazyBuffer] = []
+  seen: set[int] = set()
+  stack = [(o.base, False) for o in outputs]
+  while stack:
+    node, expanded = stack.pop()
+    if expanded: order.append(node); continue
+    if node.id in seen or node.realized is not None: continue
+    seen.add(node.id)
+    stack.append((node, True))
+    for src in node.srcs: stack.append((src.base, False))
+  # the DFS above appends in postorder per branch; dedupe keeping the first (deepest) occurrence
+  return order
+
+
+def _contains_reduce(base: LazyBuffer, roots: set[int], memo: dict[int, bool]) -> bool:
+  if base.id in memo: return memo[base.id]
+  result = False
+  if base.realized is None and base.id not in roots:
+    result = base.op in REDUCE or any(_contains_reduce(s.base, roots, memo) for s in base.srcs)
+  memo[base.id] = result
+  return result
+
+
+def find_roots(outputs: list[LazyBuffer]) -> tuple[list[LazyBuffer], set[int]]:
+  order = _unrealized_bases(outputs)
+  consumers: dict[int, list[LazyBuffer]] = {b.id: [] for b in order}
+  for b in order:
+    for src in b.srcs:
+      if src.base.id in consumers and b not in consumers[src.base.id]: consumers[src.base.id].append(b)
+  roots = {o.base.id for o in outputs if o.base.realized is None}
+  roots |= {b.id for b in order if b.forced or b.op in ALWAYS_ROOT}
+  kernels_of: dict[int, frozenset[int]] = {}
+  reduce_memo: dict[int, bool] = {}
+  for b in reversed(order):   # consumers first
+    if b.op is Ops.CONST: continue
+    if b.id in roots:
+      kernels_of[b.id] = frozenset([b.id]); continue
+    kernel_sets = frozenset().union(*(kernels_of.get(c.id, frozenset()) for c in consumers[b.id]))
+    single = len(kernel_sets) == 1
+    if b.op in REDUCE: inline = single
+    else: inline = single or not _contains_reduce(b, roots, reduce_memo)
+    if inline: kernels_of[b.id] = kernel_sets
+    else:
+      roots.add(b.id)
+      kernels_of[b.id] = frozenset([b.id])
+  return order, roots
+
+
+def create_schedule(outputs: list[LazyBuffer]) -> list[ScheduleItem]:
+  order, roots = find_roots(outputs)
+  items = []
+  for b in order:
+    if b.id not in roots: continue
+    item = ScheduleItem(b)
+    if b.op not in (Ops.LOAD,):
+      item.inputs = _kernel_inputs(b, roots)
+    items.append(item)
+  return items
+
+
+def _kernel_inputs(root: LazyBuffer, roots: set[int]) -> list[LazyBuffer]:
+  found: dict[int, LazyBuffer] = {}
+  seen: set[int] = set()
+  stack = list(root.srcs)
+  while stack:
+    base = stack.pop().base
+    if base.id in seen: continue
+    seen.add(base.id)
+    if base.realized is not None or base.id in roots:
+      if base.op is not Ops.CONST or base.realized is not None: found[base.id] = base
+      continue
+    stack.extend(base.srcs)
+  return list(found.values())

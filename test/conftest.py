@@ -1,0 +1,32 @@
+"""Shared test setup: the repo root on sys.path and a fresh seed for every test."""
+import os
+import random
+import sys
+
+import numpy as np
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+  sys.path.insert(0, REPO_ROOT)
+
+from helpers import TORCH_ONLY  # noqa: E402 -- needs the path above
+
+
+@pytest.fixture(autouse=True)
+def reset_seed():
+  """Each test starts from the same random state, whatever ran before it (and under pytest-xdist)."""
+  random.seed(0)
+  np.random.seed(0)
+  try:
+    import torch
+    torch.manual_seed(0)
+  except ImportError:
+    pass
+  if not TORCH_ONLY:
+    try:
+      import teenygrad
+      teenygrad.manual_seed(0)
+    except (ImportError, AttributeError):
+      pass
+  yield

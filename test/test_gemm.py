@@ -1,0 +1,190 @@
+"""The CPU gemm generator (teenygrad/codegen/gemm.py) against numpy: shapes, edge tiles, strides, batches, epilogues.
+
+Every case is rendered into its own C function; all of them go into one shared library, compiled once by gcc, so
+the whole file runs in seconds.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import shutil
+import subprocess
+import tempfile
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from teenygrad.codegen.gemm import (GEMM_PREAMBLE, MR, NR, PARALLEL_MIN_FMAS, SMALL_MAX_FMAS, GemmSpec,
+                                    render_gemm_body)
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+CFLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-Wall", "-Wextra", "-Werror",
+          "-Wno-unused-parameter"]
+
+
+@dataclass(frozen=True)
+class Case:
+  """A (batch, M, K) @ (batch, K, N) product; `a_view` / `b_view` turn a contiguous array into the operand's view."""
+  name: str
+  batch: int
+  M: int
+  N: int
+  K: int
+  a_view: str = "contiguous"  # contiguous | transposed | strided | broadcast_batch | broadcast_rows | flipped
+  b_view: str = "contiguous"
+  ctype: str = "float"
+  epilogue: str = "plain"     # plain | bias_relu
+  threads: int = 2
+
+
+def _view(kind: str, batch: int, rows: int, cols: int, dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+  """A (batch, rows, cols) view of random data with the memory layout `kind`, its storage ending at a guard page."""
+  def rand(*shape: int) -> np.ndarray: return _guarded(rng.standard_normal(shape).astype(dtype))
+  if kind == "contiguous": return rand(batch, rows, cols)
+  if kind == "transposed": return rand(batch, cols, rows).transpose(0, 2, 1)
+  if kind == "strided": return rand(batch, 2 * rows + 1, 3 * cols)[:, 1::2, ::3]
+  if kind == "broadcast_batch": return np.broadcast_to(rand(1, rows, cols), (batch, rows, cols))
+  if kind == "broadcast_rows": return np.broadcast_to(rand(batch, 1, cols), (batch, rows, cols))
+  if kind == "flipped": return rand(batch, rows, cols)[:, ::-1, ::-1]
+  raise ValueError(kind)
+
+
+PAGE = mmap.PAGESIZE
+_guard_pages: list[mmap.mmap] = []  # kept alive for the whole session
+
+
+def _guarded(arr: np.ndarray) -> np.ndarray:
+  """A copy of `arr` placed so that its last byte is followed by an inaccessible page: reading past the end of
+  an operand (a padding row or column packed from memory instead of zeros) crashes instead of passing unnoticed."""
+  data_pages = -(-arr.nbytes // PAGE)
+  region = mmap.mmap(-1, (data_pages + 1) * PAGE)
+  _guard_pages.append(region)
+  address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+  assert libc.mprotect(address + data_pages * PAGE, PAGE, 0) == 0  # PROT_NONE
+  offset = data_pages * PAGE - arr.nbytes
+  copy = np.frombuffer(region, dtype=arr.dtype, count=arr.size, offset=offset).reshape(arr.shape)
+  copy[...] = arr
+  return copy
+
+
+CASES = [
+  Case("1x1x1", 1, 1, 1, 1),
+  Case("k1", 1, 37, 45, 1),
+  Case("primes", 1, 7, 13, 29),
+  Case("primes_t", 1, 7, 13, 29, a_view="transposed", b_view="transposed"),
+  Case("65x33x17", 1, 65, 17, 33),
+  Case("edge_tiles", 1, MR * 5 + 1, NR * 3 + 1, 67),
+  Case("exact_tiles", 1, MR * 4, NR * 2, 64),
+  Case("one_row", 1, 1, 300, 200),
+  Case("one_col", 1, 300, 1, 200),
+  Case("n10", 1, 128, 10, 512),
+  Case("mlp", 1, 128, 512, 784),
+  Case("mlp_dw", 1, 784, 512, 128, a_view="transposed"),
+  Case("mlp_dx", 1, 128, 784, 512, b_view="transposed"),
+  Case("im2col", 1, 2000, 64, 288),
+  Case("deep_k", 1, 50, 70, 1500),
+  Case("big_edges", 1, 301, 517, 403),
+  Case("batch3", 3, 40, 50, 60),
+  Case("batch_bcast_b", 4, 33, 65, 70, b_view="broadcast_batch"),
+  Case("batch_bcast_a", 4, 33, 65, 70, a_view="broadcast_batch"),
+  Case("bcast_rows", 2, 30, 40, 50, a_view="broadcast_rows"),
+  Case("strided", 2, 45, 70, 90, a_view="strided", b_view="strided"),
+  Case("flipped", 1, 60, 70, 80, a_view="flipped", b_view="flipped"),
+  Case("small_strided", 2, 5, 6, 7, a_view="strided", b_view="transposed"),
+  Case("one_thread", 1, 200, 200, 200, threads=1),
+  Case("many_threads", 2, 100, 300, 100, threads=5),
+  Case("bias_relu", 1, 130, 70, 90, epilogue="bias_relu"),
+  Case("bias_relu_swapped", 1, 200, 9, 90, epilogue="bias_relu"),
+  Case("double", 2, 37, 41, 43, ctype="double", a_view="transposed"),
+  Case("double_big", 1, 100, 90, 110, ctype="double", b_view="strided"),
+]
+
+
+def _store(case: Case) -> Callable[[str, str, str, str], str]:
+  def store(acc: str, bi: str, i: str, j: str) -> str:
+    out = f"out[{bi} * {case.M * case.N} + {i} * {case.N} + {j}]"
+    if case.epilogue == "bias_relu":
+      return f"{out} = ({acc} + bias[{j}]) > 0 ? ({acc} + bias[{j}]) : 0;"
+    return f"{out} = {acc};"
+  return store
+
+
+def _elem_strides(arr: np.ndarray) -> tuple[int, int, int]:
+  return tuple(s // arr.itemsize for s in arr.strides)  # type: ignore[return-value]
+
+
+def _operands(case: Case) -> tuple[np.ndarray, np.ndarray]:
+  rng = np.random.default_rng(zlib.crc32(case.name.encode()))
+  dtype = np.dtype(np.float32 if case.ctype == "float" else np.float64)
+  return (_view(case.a_view, case.batch, case.M, case.K, dtype, rng),
+          _view(case.b_view, case.batch, case.K, case.N, dtype, rng))
+
+
+# the AVX-512 microkernel, and the portable fallback that machines without it compile
+ISA_FLAGS = {"avx512": [], "portable": ["-mno-avx512f"]}
+
+
+@pytest.fixture(scope="module", params=list(ISA_FLAGS))
+def library(request):
+  """Every case compiled into one shared library: `gemm_<index>(out, a, b, bias)`."""
+  functions = []
+  for index, case in enumerate(CASES):
+    a, b = _operands(case)
+    spec = GemmSpec(case.batch, case.M, case.N, case.K, _elem_strides(a), _elem_strides(b), case.ctype)
+    body = render_gemm_body(spec, "a", "b", _store(case), case.threads)
+    t = case.ctype
+    functions.append(f"void gemm_{index}({t}* restrict out, const {t}* restrict a, const {t}* restrict b, "
+                     f"const {t}* restrict bias) {{\n{body}\n}}\n")
+  source = GEMM_PREAMBLE + "\n".join(functions)
+  with tempfile.TemporaryDirectory() as tmp:
+    src, lib = os.path.join(tmp, "gemm.c"), os.path.join(tmp, "gemm.so")
+    with open(src, "w") as f: f.write(source)
+    subprocess.run(["gcc", *CFLAGS, *ISA_FLAGS[request.param], src, "-o", lib], check=True)
+    yield ctypes.CDLL(lib)
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[case.name for case in CASES])
+def test_gemm_matches_numpy(library, index: int):
+  case = CASES[index]
+  a, b = _operands(case)
+  dtype = a.dtype
+  bias = np.random.default_rng(1).standard_normal(case.N).astype(dtype)
+  out = np.full((case.batch, case.M, case.N), np.nan, dtype=dtype)
+  pointer = lambda arr: ctypes.c_void_p(arr.ctypes.data)  # noqa: E731 -- the address of element (0, 0, 0)
+  getattr(library, f"gemm_{index}")(pointer(out), pointer(a), pointer(b), pointer(bias))
+  expected = np.matmul(a.astype(np.float64), b.astype(np.float64))
+  if case.epilogue == "bias_relu": expected = np.maximum(expected + bias, 0)
+  # float32 sums of K products of unit normals: error grows like sqrt(K) * eps * |terms|
+  atol, rtol = (1e-5 * np.sqrt(case.K) * 4, 1e-5) if case.ctype == "float" else (1e-12 * case.K, 1e-12)
+  np.testing.assert_allclose(out, expected, atol=atol, rtol=rtol)
+
+
+def _render_square(n: int, threads: int) -> str:
+  return render_gemm_body(GemmSpec(1, n, n, n, (0, n, 1), (0, n, 1)), "a", "b",
+                          lambda acc, bi, i, j: f"o[{i}*{n}+{j}] = {acc};", threads)
+
+
+def test_paths_and_thread_threshold():
+  """The loop nest below SMALL_MAX_FMAS, the packed kernel above it, threads only from PARALLEL_MIN_FMAS on."""
+  small = round(SMALL_MAX_FMAS ** (1 / 3))
+  assert "tg_gemm_micro_f32" not in _render_square(small, 2)
+  below_threshold = int((PARALLEL_MIN_FMAS - 1) ** (1 / 3))
+  packed = _render_square(below_threshold, 2)
+  assert "tg_gemm_micro_f32" in packed and "#pragma omp" not in packed
+  assert "#pragma omp parallel num_threads(2)" in _render_square(512, 2)
+  assert "#pragma omp" not in _render_square(512, 1)
+  assert "tg_" not in render_gemm_body(GemmSpec(1, 0, 5, 5, (0, 5, 1), (0, 5, 1)), "a", "b", lambda *_: "x;", 2)
+
+
+def test_small_n_is_computed_transposed():
+  """N=10 would pad every tile to 32 columns; C^T = B^T A^T pads 10 rows to 12 instead."""
+  body = render_gemm_body(GemmSpec(1, 128, 10, 512, (0, 512, 1), (0, 10, 1)), "a", "b",
+                          lambda acc, bi, i, j: f"o[{i}*10+{j}] = {acc};", 2)
+  assert "computed transposed" in body
