@@ -44,12 +44,15 @@ def build(shapes: list[tuple], threads: int, tmp: str) -> ctypes.CDLL:
     a_strides = (M * K, 1, M) if a_t else (M * K, K, 1)  # a transposed operand is stored (K, M)
     b_strides = (K * N, 1, K) if b_t else (K * N, N, 1)
     spec = GemmSpec(batch, M, N, K, a_strides, b_strides)
-    body = render_gemm_body(spec, "a", "b", lambda acc, bi, i, j: f"out[{bi}*{M * N} + {i}*{N} + {j}] = {acc};", threads)
+    def store(acc: str, bi: str, i: str, j: str, M: int = M, N: int = N) -> str:
+      return f"out[{bi} * {M * N} + {i} * {N} + {j}] = {acc};"
+    body = render_gemm_body(spec, "a", "b", store, threads)
     functions.append(f"void gemm_{index}(float* restrict out, const float* restrict a, const float* restrict b) {{\n"
                      f"{body}}}\n")
   src, lib = os.path.join(tmp, "gemm.c"), os.path.join(tmp, "gemm.so")
   with open(src, "w") as f: f.write(GEMM_PREAMBLE + "\n".join(functions))
-  subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", src, "-o", lib], check=True)
+  flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+  subprocess.run(["gcc", *flags, src, "-o", lib], check=True)
   return ctypes.CDLL(lib)
 
 

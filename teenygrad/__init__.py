@@ -63,7 +63,7 @@ Tensor.stack = staticmethod(lambda tensors, dim=0: stack(tensors, dim))  # type:
 
 def where(condition, x=None, y=None) -> Tensor:
   if x is None and y is None: raise NotImplementedError("torch.where(condition) (nonzero) is not supported")
-  return condition.where(x, y)
+  return condition._where(x, y)
 
 
 def einsum(equation: str, *operands) -> Tensor:

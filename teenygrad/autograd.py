@@ -55,7 +55,7 @@ GRADIENTS: dict[Ops, Callable] = {
   Ops.ADD: lambda g, ctx: (g, g),
   Ops.MUL: lambda g, ctx: (g * ctx.inputs[1].detach(), g * ctx.inputs[0].detach()),
   Ops.MAX: lambda g, ctx: _max_grad(g, _detached_ctx(ctx)),
-  Ops.WHERE: lambda g, ctx: (None, ctx.inputs[0].detach().where(g, 0.0), ctx.inputs[0].detach().where(0.0, g)),
+  Ops.WHERE: lambda g, ctx: (None, ctx.inputs[0].detach()._where(g, 0.0), ctx.inputs[0].detach()._where(0.0, g)),
   Ops.SUM: lambda g, ctx: (g.expand(*ctx.inputs[0].shape),),
   Ops.REDUCE_MAX: lambda g, ctx: _reduce_max_grad(g, _detached_ctx(ctx)),
   Ops.RESHAPE: lambda g, ctx: (g.reshape(ctx.inputs[0].shape),),

@@ -35,8 +35,9 @@ NC_MAX = 512
 # task costs in multiply-add equivalents (measured): packing one element of A from memory, streaming one element of
 # packed B through the cache hierarchy, and starting a task (its epilogue, scheduling)
 PACK_A_COST, READ_B_COST, TASK_COST = 16, 4, 20000
-# below this many multiply-adds the call stays on one thread (an OpenMP fork/join costs a few microseconds)
-PARALLEL_MIN_FMAS = 1 << 18
+# below this many multiply-adds the call stays on one thread: a fork/join costs a few microseconds, and on a busy
+# machine a descheduled worker stalls the join (128x512x10: 128 GFLOP/s on 2 threads when idle, 49 when loaded, 90 on 1)
+PARALLEL_MIN_FMAS = 1 << 20
 # below this many multiply-adds (or for ctypes other than float) a plain loop nest is used
 SMALL_MAX_FMAS = 24 * 24 * 24
 
@@ -252,8 +253,10 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
     epilogue = f"""for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
         for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {{"""
   stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
+  note = " (computed transposed)" if transposed else ""
+  b_batch_offset = f"tg_bi * {col_panels * K * NR} + " if b_batches > 1 else ""
   return f"""{{
-  /* gemm {spec.batch}x{M}x{N}x{K}{' (computed transposed)' if transposed else ''}: mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} */
+  /* gemm {spec.batch}x{M}x{N}x{K}{note}: mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} */
   const float* restrict tg_a = ({a});
   const float* restrict tg_b = ({b});
   float* tg_b_packed = (float*)tg_gemm_alloc((size_t){b_batches * col_panels * K * NR} * sizeof(float));
@@ -273,7 +276,7 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
       long tg_i0 = (tg_t / {n_blocks}) % {m_blocks} * {blk.mc}, tg_j0 = tg_t % {n_blocks} * {blk.nc};
       long tg_nrows = {M} - tg_i0 < {blk.mc} ? {M} - tg_i0 : {blk.mc};
       long tg_ncols = {N} - tg_j0 < {blk.nc} ? {N} - tg_j0 : {blk.nc};
-      const float* tg_b_block = tg_b_packed + {'tg_bi * ' + str(col_panels * K * NR) + ' + ' if b_batches > 1 else ''}(tg_j0 / {NR}) * {K * NR};
+      const float* tg_b_block = tg_b_packed + {b_batch_offset}(tg_j0 / {NR}) * {K * NR};
       for (long tg_k0 = 0; tg_k0 < {K}; tg_k0 += {blk.kc}) {{
         long tg_kc = {K} - tg_k0 < {blk.kc} ? {K} - tg_k0 : {blk.kc};
         tg_gemm_pack_a_f32(tg_a_packed, tg_a + tg_bi * {sa_b} + tg_i0 * {sa_i} + tg_k0 * {sa_k}, tg_nrows, tg_kc,

@@ -72,6 +72,8 @@ class Lowerer:
   def __init__(self, root: LazyBuffer, output_target: LazyBuffer, is_boundary, renderer, levels=None):
     self.root, self.target, self.is_boundary, self.r = root, output_target, is_boundary, renderer
     self.counter = itertools.count()
+    # open reduce loops sit below everything placed so far until their body tells where they belong
+    self.provisional_depth = itertools.count(1_000_000)
     self.names = itertools.count()
     self.memo: dict = {}
     self.buffers: dict[int, BufferArg] = {}
@@ -195,7 +197,7 @@ class Lowerer:
       inner_idxs[axis] = var
     acc = f"acc{next(self.names)}"
     # a provisional depth below everything open, fixed once the body tells us what it depends on
-    for i, lp in enumerate(loops): lp.depth = 10_000 + len(self.loops_by_var) + i
+    for lp in loops: lp.depth = next(self.provisional_depth)
     body, body_deps = self.value(src, inner_idxs, valid)
     own = frozenset(lp.var.name for lp in loops)
     outer_deps = body_deps - own

@@ -158,6 +158,6 @@ def setitem(x: Tensor, index, value) -> None:
   hit = T(order >= 0, device=x.device).reshape(x.shape)
   source_index = T(np.maximum(order, 0).astype(np.int32), device=x.device)
   gathered = value.reshape(-1)._one_hot_select(0, source_index).reshape(x.shape) if value.numel() > 1 else value.reshape(()).expand(*x.shape)
-  updated = hit.where(gathered, x)
+  updated = hit._where(gathered, x)
   if x.requires_grad and x.is_leaf: x.assign(updated)   # under no_grad, e.g. initialising a parameter
   else: x._inplace(updated)

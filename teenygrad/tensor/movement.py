@@ -240,7 +240,7 @@ class MovementMixin:
     padded = x._pad(grow)
     if value == 0: return padded
     inside = _T()._const(True, dtypes.bool, self.device, x.shape)._pad(grow)
-    return inside.where(padded, value)
+    return inside._where(padded, value)
 
   # ---- windows (the basis of convolution and pooling) ----
   def _pool(self: Tensor, kernel: tuple[int, ...], stride=1, dilation=1) -> Tensor:
@@ -275,11 +275,11 @@ class MovementMixin:
 
   def triu(self: Tensor, diagonal: int = 0) -> Tensor:
     if self.ndim < 2: raise RuntimeError("triu: input tensor must have at least 2 dimensions")
-    return self._tri_mask(diagonal, True).where(self, _T()._const(0, self.dtype, self.device))
+    return self._tri_mask(diagonal, True)._where(self, _T()._const(0, self.dtype, self.device))
 
   def tril(self: Tensor, diagonal: int = 0) -> Tensor:
     if self.ndim < 2: raise RuntimeError("tril: input tensor must have at least 2 dimensions")
-    return self._tri_mask(diagonal, False).where(self, _T()._const(0, self.dtype, self.device))
+    return self._tri_mask(diagonal, False)._where(self, _T()._const(0, self.dtype, self.device))
 
   def masked_fill(self: Tensor, mask: Tensor, value) -> Tensor:
     if not isinstance(mask, _T()) or mask.dtype != dtypes.bool:
@@ -294,7 +294,7 @@ class MovementMixin:
     from teenygrad.tensor.tensor import _broadcast_shape
     shape = _broadcast_shape(self.shape, mask.shape)
     if shape != self.shape: raise RuntimeError(f"masked_fill: mask of shape {mask.shape} can't broadcast to {self.shape}")
-    return mask.where(value, self)
+    return mask._where(value, self)
 
   # ---- data-dependent indexing (one-hot) ----
   def _checked_index(self: Tensor, index, size: int, dim: int) -> Tensor:
@@ -307,7 +307,7 @@ class MovementMixin:
       if low < -size or high >= size:
         bad = high if high >= size else low
         raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
-    return (index < 0).where(index + size, index).cast(dtypes.int32)
+    return (index < 0)._where(index + size, index).cast(dtypes.int32)
 
   def _one_hot_select(self: Tensor, dim: int, index: Tensor) -> Tensor:
     """self with dim `dim` replaced by index's dims: out[..., idx..., ...] = self[..., index[idx], ...]."""
@@ -320,7 +320,7 @@ class MovementMixin:
     before, after = lead[:dim], lead[dim:]
     x = moved.reshape(before + (1,) * index.ndim + after + (n,))
     hot = one_hot.reshape((1,) * len(before) + index.shape + (1,) * len(after) + (n,))
-    return hot.where(x, T._const(0, self.dtype, self.device)).sum(-1).cast(self.dtype)
+    return hot._where(x, T._const(0, self.dtype, self.device)).sum(-1).cast(self.dtype)
 
   def index_select(self: Tensor, dim: int, index) -> Tensor:
     dim = normalize_dim(dim, self.ndim)
@@ -340,7 +340,7 @@ class MovementMixin:
     x = self._shrink(tuple((0, n) if d == dim else (0, index.shape[d]) for d in range(self.ndim)))
     x = x.movedim(dim, -1).unsqueeze(dim)                         # (..., 1 at dim, ..., n)
     hot = index.unsqueeze(-1) == T.arange(n, dtype=dtypes.int32, device=self.device)
-    return hot.where(x, T._const(0, self.dtype, self.device)).sum(-1).cast(self.dtype)
+    return hot._where(x, T._const(0, self.dtype, self.device)).sum(-1).cast(self.dtype)
 
   def scatter(self: Tensor, dim: int, index: Tensor, src, reduce: str | None = None) -> Tensor:
     T = _T()
@@ -352,12 +352,12 @@ class MovementMixin:
     n = self.shape[dim]
     hot = (index.unsqueeze(-1) == T.arange(n, dtype=dtypes.int32, device=self.device))   # (*I, n)
     # contribution[..., v, ...] = sum over index positions along dim that point at v
-    hot_moved = hot.movedim(dim, -1)                                                      # (..., n, I_dim)
+    hot_moved = hot.movedim(-1, dim).movedim(dim + 1, -1)                                 # I with I_dim->n, then I_dim
     src_moved = src.movedim(dim, -1).unsqueeze(dim)                                       # (..., 1, I_dim)
     hit = hot_moved.cast(dtypes.int32).sum(-1)                                            # (..., n, ...)
     work = self.dtype if self.dtype.is_float else dtypes.int64
     if reduce == "multiply":
-      prod_terms = hot_moved.where(src_moved.cast(work), 1)
+      prod_terms = hot_moved._where(src_moved.cast(work), 1)
       contrib = prod_terms.prod(-1)
     else:
       contrib = (hot_moved.cast(work) * src_moved.cast(work)).sum(-1)
@@ -365,9 +365,9 @@ class MovementMixin:
     hit_full = hit._pad(pad) > 0
     contrib_full = contrib._pad(pad).cast(self.dtype)
     if reduce == "add": return self + contrib_full
-    if reduce == "multiply": return hit_full.where(self * contrib_full, self)
+    if reduce == "multiply": return hit_full._where(self * contrib_full, self)
     if reduce is not None: raise RuntimeError(f"reduce argument must be either add or multiply, got {reduce}")
-    return hit_full.where(contrib_full, self)
+    return hit_full._where(contrib_full, self)
 
   def scatter_add(self: Tensor, dim: int, index: Tensor, src: Tensor) -> Tensor:
     return self.scatter(dim, index, src, reduce="add")
@@ -416,4 +416,4 @@ class MovementMixin:
 
 def _select_where(place: Tensor, x: Tensor) -> Tensor:
   """sum over inputs of place ? x : 0, without 0 * inf turning into nan."""
-  return place.where(x.unsqueeze(-2), _T()._const(0, x.dtype, x.device)).sum(-1).cast(x.dtype)
+  return place._where(x.unsqueeze(-2), _T()._const(0, x.dtype, x.device)).sum(-1).cast(x.dtype)

@@ -49,7 +49,7 @@ class NNMixin:
     # (..., n, 1, k) * (..., 1, m, k) summed over k: the code generator sees the GEMM and tiles it
     product = a.reshape(*batch, n, 1, k) * b.transpose(-1, -2).reshape(*batch, 1, m, k)
     acc = product.float() if product.dtype in (dtypes.float16, dtypes.bfloat16) else product
-    out = acc.sum(-1, dtype=acc.dtype if acc.dtype.is_float else None).cast(a.dtype) if k else T.zeros(*batch, n, m, dtype=a.dtype, device=a.device)
+    out = acc.sum(-1, dtype=acc.dtype if acc.dtype.is_float else None).cast(a.dtype)
     if squeeze_first: out = out.squeeze(-2)
     if squeeze_last: out = out.squeeze(-1)
     return out
@@ -111,12 +111,16 @@ class NNMixin:
     k = _pair(kernel_size)
     s = _pair(stride) if stride is not None else k
     p = _pair(padding)
-    x = self.pad((p[1], p[1], p[0], p[0]))
+    extra = _ceil_extra(self.shape[-2:], k, s, p, (1, 1)) if ceil_mode else (0, 0)
+    x = self.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]))
     windows = x._pool(k, s)
     if divisor_override: return windows.sum((-1, -2)) / divisor_override
-    if count_include_pad or p == (0, 0): return windows.mean((-1, -2))
-    ones = _T().ones(*self.shape[-2:], device=self.device).pad((p[1], p[1], p[0], p[0]))._pool(k, s).sum((-1, -2))
-    return windows.sum((-1, -2)) / ones
+    if not any(extra) and (count_include_pad or p == (0, 0)): return windows.mean((-1, -2))
+    # the divisor counts input (and, if asked, padding) cells a window covers, never the ceil_mode overhang
+    ones = _T().ones(*self.shape[-2:], device=self.device)
+    ones = ones.pad((p[1], p[1], p[0], p[0]), value=1.0 if count_include_pad else 0.0) if count_include_pad else ones.pad((p[1], p[1], p[0], p[0]))
+    count = ones.pad((0, extra[1], 0, extra[0]))._pool(k, s).sum((-1, -2))
+    return windows.sum((-1, -2)) / count
 
   def adaptive_avg_pool2d(self: Tensor, output_size) -> Tensor:
     oh, ow = _pair(output_size)
@@ -164,7 +168,7 @@ class NNMixin:
     if not training or p == 0: return self
     if p == 1: return self * 0
     keep = _T().rand(*self.shape, device=self.device) >= p
-    return keep.where(self * (1 / (1 - p)), 0.0)
+    return keep._where(self * (1 / (1 - p)), 0.0)
 
   def one_hot(self: Tensor, num_classes: int = -1) -> Tensor:
     if self.dtype.is_float: raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
@@ -240,24 +244,25 @@ class NNMixin:
       if attn_mask is not None: raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
       lq, lk = q.shape[-2], key.shape[-2]
       keep = T.ones(lq, lk, dtype=dtypes.bool, device=q.device).tril()
-      scores = keep.where(scores, float("-inf"))
+      scores = keep._where(scores, float("-inf"))
     if attn_mask is not None:
-      scores = attn_mask.where(scores, float("-inf")) if attn_mask.dtype == dtypes.bool else scores + attn_mask
+      scores = attn_mask._where(scores, float("-inf")) if attn_mask.dtype == dtypes.bool else scores + attn_mask
     weights = scores.softmax(-1)
     if dropout_p: weights = weights.dropout(dropout_p)
     return weights @ value
 
   # ---- activations ----
-  def relu(self: Tensor) -> Tensor: return (self > 0).where(self, _T()._const(0, self.dtype, self.device))
+  def relu(self: Tensor) -> Tensor: return (self > 0)._where(self, _T()._const(0, self.dtype, self.device))
   def relu6(self: Tensor) -> Tensor: return self.relu().clamp(max=6.0)
-  def leaky_relu(self: Tensor, negative_slope: float = 0.01) -> Tensor: return (self > 0).where(self, self * negative_slope)
-  def elu(self: Tensor, alpha: float = 1.0) -> Tensor: return (self > 0).where(self, (self.exp() - 1) * alpha)
+  def leaky_relu(self: Tensor, negative_slope: float = 0.01) -> Tensor: return (self > 0)._where(self, self * negative_slope)
+  def elu(self: Tensor, alpha: float = 1.0) -> Tensor: return (self > 0)._where(self, (self.exp() - 1) * alpha)
   def selu(self: Tensor) -> Tensor: return 1.0507009873554805 * self.elu(1.6732632423543772)
-  def celu(self: Tensor, alpha: float = 1.0) -> Tensor: return (self > 0).where(self, ((self / alpha).exp() - 1) * alpha)
+  def celu(self: Tensor, alpha: float = 1.0) -> Tensor: return (self > 0)._where(self, ((self / alpha).exp() - 1) * alpha)
   def silu(self: Tensor) -> Tensor: return self * self.sigmoid()
   def softplus(self: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     scaled = self * beta
-    return (scaled > threshold).where(self, (scaled.exp() + 1).log() / beta)
+    stable = (scaled.relu() + ((-scaled.abs()).exp() + 1).log()) / beta   # log(1+e^x) without overflow
+    return (scaled > threshold)._where(self, stable)
   def mish(self: Tensor) -> Tensor: return self * self.softplus().tanh()
   def hardswish(self: Tensor) -> Tensor: return self * (self + 3).clamp(0, 6) / 6
   def hardsigmoid(self: Tensor) -> Tensor: return (self + 3).clamp(0, 6) / 6
@@ -300,14 +305,14 @@ class NNMixin:
       host = tgt.numpy()
       bad = host[(host != ignore_index) & ((host < 0) | (host >= classes))]
       if bad.size: raise IndexError(f"Target {int(bad[0])} is out of bounds.")
-    safe = valid.where(tgt, 0)
+    safe = valid._where(tgt, 0)
     hot = (safe.unsqueeze(-1) == T.arange(classes, device=self.device)) & valid.unsqueeze(-1)
-    w = weight if weight is not None else T.ones(classes, device=self.device)
-    picked = -(hot.where(logp * w, 0.0)).sum(-1)
-    weight_of = hot.where(w, 0.0).sum(-1)
+    w = weight if weight is not None else T.ones(classes, dtype=self.dtype, device=self.device)
+    picked = -(hot._where(logp * w, 0.0)).sum(-1)
+    weight_of = hot._where(w, 0.0).sum(-1)
     if label_smoothing:
       smooth = -(logp * w).sum(-1) / classes
-      smooth = valid.where(smooth, 0.0)
+      smooth = valid._where(smooth, 0.0)
       picked = picked * (1 - label_smoothing) + smooth * label_smoothing
     if reduction == "mean": out = picked.sum() / weight_of.sum()
     else: out = _reduce_loss(picked, reduction)
@@ -322,7 +327,7 @@ class NNMixin:
 
   def smooth_l1_loss(self: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:
     diff = (self - target).abs()
-    return _reduce_loss((diff < beta).where(0.5 * diff * diff / beta, diff - 0.5 * beta), reduction)
+    return _reduce_loss((diff < beta)._where(0.5 * diff * diff / beta, diff - 0.5 * beta), reduction)
 
   def binary_cross_entropy(self: Tensor, target: Tensor, weight=None, reduction: str = "mean") -> Tensor:
     if self.shape != target.shape: raise ValueError(f"Using a target size ({list(target.shape)}) that is different to the input size ({list(self.shape)}) is deprecated. Please ensure they have the same size.")

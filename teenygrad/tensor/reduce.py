@@ -91,12 +91,12 @@ class ReduceMixin:
   def max(self: Tensor, dim=None, keepdim: bool = False):
     if isinstance(dim, _T()): return self.maximum(dim)
     if dim is None: return self.amax()
-    return MinMax(self.amax(dim, keepdim), self.argmax(dim, keepdim))
+    return _values_at(self, dim, keepdim, self.argmax(dim, keepdim=True), self.amax(dim, keepdim))
 
   def min(self: Tensor, dim=None, keepdim: bool = False):
     if isinstance(dim, _T()): return self.minimum(dim)
     if dim is None: return self.amin()
-    return MinMax(self.amin(dim, keepdim), self.argmin(dim, keepdim))
+    return _values_at(self, dim, keepdim, self.argmin(dim, keepdim=True), self.amin(dim, keepdim))
 
   def argmax(self: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """Index of the first maximum (NaN counts as the maximum, as in torch)."""
@@ -109,11 +109,11 @@ class ReduceMixin:
     n = self.shape[axis]
     if n == 0: raise IndexError("argmax(): Expected reduction dim to be specified for input.numel() == 0.")
     x = self.float() if self.dtype.is_bool or self.dtype in (dtypes.float16, dtypes.bfloat16) else self
-    if x.dtype.is_float: x = x.isnan().where(float("inf"), x)
+    if x.dtype.is_float: x = x.isnan()._where(float("inf"), x)
     best = x._reduce(Ops.REDUCE_MAX, (axis,))
     hit = x == best
     idx = T.arange(n, 0, -1, dtype=dtypes.int32, device=self.device).reshape(tuple(n if i == axis else 1 for i in range(self.ndim)))
-    first = hit.where(idx, 0)._reduce(Ops.REDUCE_MAX, (axis,))
+    first = hit._where(idx, 0)._reduce(Ops.REDUCE_MAX, (axis,))
     out = (n - first).cast(dtypes.int64)
     return out if keepdim else out.squeeze(axis)
 
@@ -146,7 +146,7 @@ class ReduceMixin:
   def logsumexp(self: Tensor, dim, keepdim: bool = False) -> Tensor:
     axes = _axes(self, dim)
     m = self.amax(axes, keepdim=True).detach()
-    m = m.isinf().where(0.0, m)
+    m = m.isinf()._where(0.0, m)
     out = (self - m).exp().sum(axes, keepdim=True).log() + m
     return _finish(self, out, axes, keepdim)
 
@@ -205,12 +205,19 @@ class ReduceMixin:
     pos = T.arange(n, dtype=dtypes.int32, device=self.device).reshape(shape)
     x, v = self.movedim(axis, -1), values.movedim(axis, -1)
     hit = (x.unsqueeze(-2) == v.unsqueeze(-1)) & (pos.reshape(-1).reshape(1, n) <= pos.reshape(-1).reshape(n, 1))
-    idx = hit.where(pos.reshape(1, n), -1).amax(-1).cast(dtypes.int64)
+    idx = hit._where(pos.reshape(1, n), -1).amax(-1).cast(dtypes.int64)
     return MinMax(values, idx.movedim(-1, axis))
 
   def cummin(self: Tensor, dim: int):
     values, indices = (-self).cummax(dim)
     return MinMax(-values, indices)
+
+
+def _values_at(x: Tensor, dim: int, keepdim: bool, index: Tensor, values: Tensor) -> MinMax:
+  """max(dim)/min(dim): the gradient flows to the chosen index only, as in torch."""
+  squeeze = (lambda t: t) if keepdim or x.ndim == 0 else (lambda t: t.squeeze(dim))
+  if x.requires_grad and x.ndim: values = squeeze(x.gather(dim, index))
+  return MinMax(values, squeeze(index))
 
 
 def _int_min(dtype) -> int:

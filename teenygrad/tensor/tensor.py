@@ -263,7 +263,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     idx = Tensor.arange(steps, dtype=dtypes.float32, device=device)
     half = steps // 2
     # torch fills the second half from the end so the last element is exactly `end`
-    out = (idx < half).where(idx * step + start, end - (steps - 1 - idx) * step)
+    out = (idx < half)._where(idx * step + start, end - (steps - 1 - idx) * step)
     return out.cast(dtype)
 
   @staticmethod
@@ -382,6 +382,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
       value = value.cast(self.dtype)
     if value.shape != self.shape:
       raise RuntimeError(f"output with shape {list(self.shape)} doesn't match the broadcast shape {list(value.shape)}")
+    if value._ctx is not None: _detach_history(value, self)
     self.lazydata, self._ctx = value.lazydata, value._ctx
     self.requires_grad = value.requires_grad
     if self._ctx is not None: self._ctx.output = self
@@ -453,14 +454,14 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     q = a._apply(Ops.IDIV, b)
     remainder_nonzero = a._apply(Ops.MOD, b)._apply(Ops.CMPNE, Tensor._const(0, a.dtype, a.device, a.shape))
     signs_differ = (a < 0)._apply(Ops.XOR, b < 0)
-    return (remainder_nonzero & signs_differ).where(q - 1, q)
+    return (remainder_nonzero & signs_differ)._where(q - 1, q)
 
   def remainder(self, other) -> Tensor:
     a, b = self._operands(other)
     if a.dtype.is_float: return a - a.float_div(b).floor() * b
     r = a._apply(Ops.MOD, b)
     fix = (r != 0) & ((r < 0)._apply(Ops.XOR, b < 0))
-    return fix.where(r + b, r)
+    return fix._where(r + b, r)
 
   fmod = lambda self, other: (lambda a, b: a - a.div(b, rounding_mode="trunc") * b)(*self._operands(other))  # noqa: E731
 
@@ -485,9 +486,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     exp_is_int = exp.trunc() == exp
     odd = exp_is_int & ((exp.abs() % 2) == 1)
     negative = base < 0
-    result = (negative & odd).where(-magnitude, magnitude)
-    result = (negative & ~exp_is_int).where(float("nan"), result)
-    return ((base == 0) & (exp == 0)).where(1.0, result)
+    result = (negative & odd)._where(-magnitude, magnitude)
+    result = (negative & ~exp_is_int)._where(float("nan"), result)
+    return ((base == 0) & (exp == 0))._where(1.0, result)
 
   def __pow__(self, other): return self.pow(other)
   def __rpow__(self, other): return Tensor._const(other, result_type_scalar(self.dtype, other) if not isinstance(other, Tensor) else other.dtype, self.device, self.shape).pow(self)
@@ -507,44 +508,47 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   def cos(self) -> Tensor: return (math.pi / 2 - self._float()).sin()
   def tan(self) -> Tensor: return self.sin() / self.cos()
   def sigmoid(self) -> Tensor:
+    # exp(-|x|) never overflows, so neither the value nor its gradient meets inf * 0
     x = self._float()
-    return (1 + (x * -LOG2_E)._apply(Ops.EXP2)).reciprocal()
+    e = (x.abs() * -LOG2_E)._apply(Ops.EXP2)
+    return (x >= 0)._where(1 / (1 + e), e / (1 + e))
   def tanh(self) -> Tensor: return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
   def abs(self) -> Tensor:
     if self.dtype.is_bool or not self.dtype.signed: return self
-    return (self < 0).where(-self, self) if not self.dtype.is_float else self.relu() + (-self).relu()
+    return (self < 0)._where(-self, self) if not self.dtype.is_float else self.relu() + (-self).relu()
   def sign(self) -> Tensor:
     if self.dtype.is_bool: return self
     positive, negative = (self > 0).cast(self.dtype), (self < 0).cast(self.dtype)
-    return (self != self).where(self, positive - negative) if self.dtype.is_float else positive - negative
+    return (self != self)._where(self, positive - negative) if self.dtype.is_float else positive - negative
   def trunc(self) -> Tensor:
     if not self.dtype.is_float: return self
     limit = 2.0 ** (52 if self.dtype == dtypes.float64 else 23)
-    return (self.abs() < limit).where(self.detach().cast(dtypes.int64).cast(self.dtype), self.detach()) + (self - self.detach())
+    rounded = (self.abs() < limit)._where(self.detach().cast(dtypes.int64).cast(self.dtype), self.detach())
+    return rounded + (self - self.detach()) * 0 if self.requires_grad else rounded   # torch: a zero gradient
   def floor(self) -> Tensor:
     if not self.dtype.is_float: return self
     t = self.trunc()
-    return (t > self).where(t - 1, t)
+    return (t > self)._where(t - 1, t)
   def ceil(self) -> Tensor:
     if not self.dtype.is_float: return self
     t = self.trunc()
-    return (t < self).where(t + 1, t)
+    return (t < self)._where(t + 1, t)
   def round(self, decimals: int = 0) -> Tensor:
     if not self.dtype.is_float: return self
     if decimals: return (self * 10 ** decimals).round() / 10 ** decimals
     r = (self + 0.5).floor()
     tie = (r - self) == 0.5
     odd = (r.abs() % 2) == 1
-    return (tie & odd).where(r - 1, r)
+    return (tie & odd)._where(r - 1, r)
   def frac(self) -> Tensor: return self - self.trunc()
   def isnan(self) -> Tensor: return self != self
   def isinf(self) -> Tensor: return (self == float("inf")) | (self == float("-inf")) if self.dtype.is_float else self != self
   def isfinite(self) -> Tensor: return ~(self.isnan() | self.isinf())
   def nan_to_num(self, nan=0.0, posinf=None, neginf=None) -> Tensor:
     big = float(np.finfo(self.dtype.np if self.dtype != dtypes.bfloat16 else np.float32).max)
-    out = self.isnan().where(nan, self)
-    out = (self == float("inf")).where(posinf if posinf is not None else big, out)
-    return (self == float("-inf")).where(neginf if neginf is not None else -big, out)
+    out = self.isnan()._where(nan, self)
+    out = (self == float("inf"))._where(posinf if posinf is not None else big, out)
+    return (self == float("-inf"))._where(neginf if neginf is not None else -big, out)
 
   def _float(self) -> Tensor: return self if self.dtype.is_float else self.cast(dtypes.default_float)
 
@@ -578,8 +582,12 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   def logical_or(self, other) -> Tensor: return self.cast(dtypes.bool) | _as_bool(other)
   def logical_xor(self, other) -> Tensor: return self.cast(dtypes.bool) ^ _as_bool(other)
 
-  def where(self, x, y) -> Tensor:
-    """self is the condition (torch.where(cond, x, y))."""
+  def where(self, condition, other) -> Tensor:
+    """torch's Tensor.where: self where condition holds, other elsewhere."""
+    return condition._where(self, other)
+
+  def _where(self, x, y) -> Tensor:
+    """self is the condition: the internal form of torch.where(cond, x, y)."""
     cond = self.cast(dtypes.bool)
     if isinstance(x, Tensor) or isinstance(y, Tensor):
       ref = x if isinstance(x, Tensor) else y
@@ -604,13 +612,13 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     a, b = self._operands(other)
     if a.dtype.is_bool: return a & b
     if a.dtype.is_float: return -((-a)._apply(Ops.MAX, -b))
-    return (a < b).where(a, b)
+    return (a < b)._where(a, b)
 
   def clamp(self, min=None, max=None) -> Tensor:
     if min is None and max is None: raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     out = self
-    if min is not None: out = (out < min).where(min, out) if not isinstance(min, Tensor) else out.maximum(min)
-    if max is not None: out = (out > max).where(max, out) if not isinstance(max, Tensor) else out.minimum(max)
+    if min is not None: out = (out < min)._where(min, out) if not isinstance(min, Tensor) else out.maximum(min)
+    if max is not None: out = (out > max)._where(max, out) if not isinstance(max, Tensor) else out.minimum(max)
     return out
   clip = clamp
 
@@ -679,6 +687,22 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 _NO_GRAD = {Ops.CMPLT, Ops.CMPNE, Ops.IDIV, Ops.MOD, Ops.AND, Ops.OR, Ops.XOR, Ops.SHL, Ops.SHR, Ops.BITCAST}
 
 
+def _detach_history(value: Tensor, target: Tensor) -> None:
+  """`target` is about to become `value`: where value's history reads target's old self, point it at a snapshot."""
+  old = Tensor.__new__(Tensor)
+  old.lazydata, old._ctx, old.requires_grad, old.grad = target.lazydata, target._ctx, target.requires_grad, target.grad
+  if old._ctx is not None: old._ctx.output = old
+  seen: set[int] = set()
+  stack = [value]
+  while stack:
+    node = stack.pop()
+    if id(node) in seen or node._ctx is None or node is old: continue
+    seen.add(id(node))
+    ctx = node._ctx
+    if any(t is target for t in ctx.inputs): ctx.inputs = tuple(old if t is target else t for t in ctx.inputs)
+    stack.extend(t for t in ctx.inputs if t is not old)
+
+
 def _as_bool(x) -> Tensor | bool:
   return x.cast(dtypes.bool) if isinstance(x, Tensor) else bool(x)
 
@@ -689,10 +713,10 @@ def _int_pow(base: Tensor, exp: Tensor) -> Tensor:
   e = exp
   b = base
   for _ in range(31):
-    result = ((e & 1) == 1).where(result * b, result)
+    result = ((e & 1) == 1)._where(result * b, result)
     e = e >> 1
     b = b * b
-  return (exp < 0).where(Tensor._const(0, base.dtype, base.device, base.shape), result)
+  return (exp < 0)._where(Tensor._const(0, base.dtype, base.device, base.shape), result)
 
 
 def _promote_tensors(a: Tensor, b: Tensor) -> DType:
