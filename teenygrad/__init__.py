@@ -24,7 +24,7 @@ def cat(tensors, dim: int = 0) -> Tensor:
   """Each piece is padded to the full size along dim and the pieces are summed: one fused kernel."""
   from teenygrad.helpers import normalize_dim
   tensors = [t for t in tensors]
-  if not tensors: raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+  if not tensors: raise ValueError("torch.cat(): expected a non-empty list of Tensors")
   ref = next((t for t in tensors if t.shape != (0,)), tensors[0])
   if ref.ndim == 0: raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
   dim = normalize_dim(dim, ref.ndim)

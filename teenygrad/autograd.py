@@ -73,7 +73,7 @@ def _detached_ctx(ctx: Context) -> Context:
   return Context(ctx.op, tuple(t.detach() for t in ctx.inputs), ctx.arg, ctx.output)
 
 
-def backward(root: Tensor, gradient: Tensor) -> None:
+def backward(root: Tensor, gradient: Tensor, retain_graph: bool = False) -> None:
   """Reverse-mode sweep from root; leaves that require grad accumulate into .grad."""
   order: list = []
   seen: set[int] = set()
@@ -102,3 +102,7 @@ def backward(root: Tensor, gradient: Tensor) -> None:
         parent.grad = pg if parent.grad is None else parent.grad + pg
       else:
         grads[id(parent)] = pg if id(parent) not in grads else grads[id(parent)] + pg
+  if not retain_graph:   # as torch: the graph is freed, which also lets its memory go
+    for node in order:
+      node._ctx = None
+      node.graph_freed = True

@@ -283,5 +283,8 @@ def params(cases: list[Case]) -> list[Any]:
       test_id = c.name if c.dtypes == F32 else f"{c.name}[{dtype_id}]"
       assert test_id not in seen, f"duplicate case id {test_id}"
       seen.add(test_id)
-      out.append(pytest.param(c, dtype, id=test_id))
+      # a documented difference from torch stays visible: strict xfail fails the run once it starts passing
+      divergence = c.options.get("known_divergence")
+      marks = [pytest.mark.xfail(reason=divergence, strict=True)] if divergence else []
+      out.append(pytest.param(c, dtype, id=test_id, marks=marks))
   return out

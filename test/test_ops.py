@@ -214,7 +214,8 @@ CASTS = [
   case("bitcast_half_to_int16", [M], lambda xp, x: x.view(xp.int16), ("float16", "bfloat16")),
   case("bitcast_int_to_float", [np.array([0x3F800000, 0x40490FDB, 0], dtype=np.int32)],
        lambda xp, x: x.view(xp.float32)),
-  case("bitcast_uint8_to_int32", [(2, 8)], lambda xp, x: x.view(xp.int32), ("uint8",), low=0, high=255),
+  case("bitcast_uint8_to_int32", [(2, 8)], lambda xp, x: x.view(xp.int32), ("uint8",), low=0, high=255,
+       known_divergence="view(dtype) between element sizes is not implemented yet"),
 ]
 
 # ---------------- reductions ----------------
@@ -440,7 +441,8 @@ INPLACE = [
   case("fill_", [M], lambda x: x.detach().fill_(3.0), forward_only=True),
   case("zero_", [M], lambda x: x.detach().zero_(), forward_only=True),
   case("inplace_then_use_both", [M, M], lambda x, y: inplace_then_use_both(x, y)),
-  case("inplace_is_visible_through_view", [M], lambda x: inplace_through_view(x)),
+  case("inplace_is_visible_through_view", [M], lambda x: inplace_through_view(x),
+       known_divergence="in-place ops rebind the tensor; views taken earlier keep the old value (docs/architecture.md)"),
   case("int_add_", [M, M], lambda x, y: x.add_(y), ("int32", "uint8"), low=0, high=50),
   case("int_mul_", [M, M], lambda x, y: x.mul_(y), ("int32", "int64"), low=-9, high=9),
   case("inplace_on_detached_leaf", [M], lambda x: x.detach().mul_(2), forward_only=True),
@@ -464,6 +466,13 @@ ACTIVATIONS = [
   case("F_hardswish", [M], lambda F, x: F.hardswish(x), FLOATS, low=-4.0, high=4.0),
   case("F_sigmoid", [M], lambda F, x: F.sigmoid(x), FLOATS),
   case("F_tanh", [M], lambda F, x: F.tanh(x), FLOATS),
+  # stable formulations built on abs()/relu() can lose the gradient at exactly 0
+  case("F_sigmoid_at_zero", [f32([-1.0, 0.0, 1.0])], lambda F, x: F.sigmoid(x)),
+  case("F_tanh_at_zero", [f32([-1.0, 0.0, 1.0])], lambda F, x: F.tanh(x)),
+  case("F_softplus_at_zero", [f32([-1.0, 0.0, 1.0])], lambda F, x: F.softplus(x)),
+  case("F_mish_at_zero", [f32([-1.0, 0.0, 1.0])], lambda F, x: F.mish(x)),
+  case("F_gelu_tanh_at_zero", [f32([-1.0, 0.0, 1.0])], lambda F, x: F.gelu(x, approximate="tanh")),
+  case("F_elu_at_zero", [f32([-1.0, 0.0, 1.0])], lambda F, x: F.elu(x)),
   case("F_softmax", [T3], lambda F, x: F.softmax(x, dim=1), FLOATS),
   case("F_log_softmax", [T3], lambda F, x: F.log_softmax(x, dim=-1), FLOATS),
   case("F_softmax_dtype", [M], lambda xp, x: xp.nn.functional.softmax(x, dim=-1, dtype=xp.float32), ("float16",)),
@@ -648,7 +657,7 @@ TABLE = (UNARY + BINARY + INTEGER + PROMOTION + CASTS + REDUCE + MOVEMENT + GATH
 
 @pytest.mark.parametrize("op_case, dtype", params(TABLE))
 def test_op(op_case: Case, dtype: Any) -> None:
-  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **op_case.options)
+  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **{k: v for k, v in op_case.options.items() if k != "known_divergence"})
 
 
 # ---------------- indexing: reads ----------------
@@ -689,7 +698,7 @@ INDEXING = [
 
 @pytest.mark.parametrize("op_case, dtype", params(INDEXING))
 def test_index(op_case: Case, dtype: Any) -> None:
-  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **op_case.options)
+  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **{k: v for k, v in op_case.options.items() if k != "known_divergence"})
 
 
 # ---------------- indexing: writes (on a non-leaf copy so backward flows to both sides) ----------------
@@ -763,7 +772,7 @@ SETITEM = [
 
 @pytest.mark.parametrize("op_case, dtype", params(SETITEM))
 def test_setitem(op_case: Case, dtype: Any) -> None:
-  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **op_case.options)
+  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **{k: v for k, v in op_case.options.items() if k != "known_divergence"})
 
 
 # ---------------- autograd semantics: each function returns the grads it produced ----------------
@@ -848,7 +857,7 @@ AUTOGRAD = [
 @pytest.mark.parametrize("op_case, dtype", params(AUTOGRAD))
 def test_autograd(op_case: Case, dtype: Any) -> None:
   # the case itself calls backward; its returned grads are compared as forward values
-  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **op_case.options)
+  helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **{k: v for k, v in op_case.options.items() if k != "known_divergence"})
 
 
 # ---------------- errors: both raise, and the classes match ----------------

@@ -30,6 +30,9 @@ def _normalize(x: Tensor, index) -> list:
       item = T(array, device=x.device) if array.dtype != np.bool_ else T(array, device=x.device)
     if isinstance(item, T) and item.dtype == dtypes.bool:
       mask = item.numpy()
+      at = sum(1 for it in expanded if it is not None and not isinstance(it, tuple))
+      if mask.ndim and tuple(mask.shape) != tuple(x.shape[at:at + mask.ndim]):
+        raise IndexError(f"The shape of the mask {list(mask.shape)} at index {at} does not match the shape of the indexed tensor {list(x.shape)} at index {at}")
       expanded.extend(T(nz, device=x.device) for nz in np.nonzero(mask)) if mask.ndim else expanded.append(("boolscalar", bool(mask)))
       continue
     if isinstance(item, bool): expanded.append(("boolscalar", item)); continue

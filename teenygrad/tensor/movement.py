@@ -46,7 +46,11 @@ class MovementMixin:
 
   def view(self: Tensor, *shape) -> Tensor:
     if len(shape) == 1 and not isinstance(shape[0], (int, tuple, list)): return self.view_as_dtype(shape[0])
-    return self.reshape(*shape)
+    out = self.reshape(*shape)
+    # torch's view never copies: refuse what a single strided view of the same memory can't express
+    if out is not self and len(out.lazydata.st.views) > len(self.lazydata.st.views):
+      raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one dimension spans across two contiguous subspaces). Use .reshape(...) instead.")
+    return out
 
   def reshape_as(self: Tensor, other: Tensor) -> Tensor: return self.reshape(other.shape)
   def view_as(self: Tensor, other: Tensor) -> Tensor: return self.reshape(other.shape)
@@ -297,7 +301,7 @@ class MovementMixin:
     return mask._where(value, self)
 
   # ---- data-dependent indexing (one-hot) ----
-  def _checked_index(self: Tensor, index, size: int, dim: int) -> Tensor:
+  def _checked_index(self: Tensor, index, size: int, dim: int, error=IndexError) -> Tensor:
     T = _T()
     if not isinstance(index, T): index = T(np.asarray(index, dtype=np.int64), device=self.device)
     if index.dtype.is_float or index.dtype.is_bool: raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
@@ -306,7 +310,7 @@ class MovementMixin:
       low, high = int(host.min()), int(host.max())
       if low < -size or high >= size:
         bad = high if high >= size else low
-        raise IndexError(f"index {bad} is out of bounds for dimension {dim} with size {size}")
+        raise error(f"index {bad} is out of bounds for dimension {dim} with size {size}")
     return (index < 0)._where(index + size, index).cast(dtypes.int32)
 
   def _one_hot_select(self: Tensor, dim: int, index: Tensor) -> Tensor:
@@ -335,7 +339,7 @@ class MovementMixin:
     for d in range(self.ndim):
       if d != dim and index.shape[d] > self.shape[d]:
         raise RuntimeError(f"Size does not match at dimension {d} expected index {list(index.shape)} to be smaller than self {list(self.shape)} apart from dimension {dim}")
-    index = self._checked_index(index, self.shape[dim], dim)
+    index = self._checked_index(index, self.shape[dim], dim, error=RuntimeError)
     n = self.shape[dim]
     x = self._shrink(tuple((0, n) if d == dim else (0, index.shape[d]) for d in range(self.ndim)))
     x = x.movedim(dim, -1).unsqueeze(dim)                         # (..., 1 at dim, ..., n)

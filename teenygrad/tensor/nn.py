@@ -261,7 +261,9 @@ class NNMixin:
   def silu(self: Tensor) -> Tensor: return self * self.sigmoid()
   def softplus(self: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     scaled = self * beta
-    stable = (scaled.relu() + ((-scaled.abs()).exp() + 1).log()) / beta   # log(1+e^x) without overflow
+    nonneg = scaled >= 0
+    # max(x, 0) + log(1 + exp(-|x|)): no overflow, and the gradient at 0 is 1/2
+    stable = (nonneg._where(scaled, 0.0) + (nonneg._where(-scaled, scaled).exp() + 1).log()) / beta
     return (scaled > threshold)._where(self, stable)
   def mish(self: Tensor) -> Tensor: return self * self.softplus().tanh()
   def hardswish(self: Tensor) -> Tensor: return self * (self + 3).clamp(0, 6) / 6

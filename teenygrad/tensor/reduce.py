@@ -78,7 +78,7 @@ class ReduceMixin:
 
   def amax(self: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     axes = _axes(self, dim)
-    if any(self.shape[a] == 0 for a in axes): raise IndexError("max(): Expected reduction dim to be specified for input.numel() == 0.")
+    if any(self.shape[a] == 0 for a in axes): raise RuntimeError("max(): Expected reduction dim to be specified for input.numel() == 0.")
     x = self.cast(dtypes.uint8) if self.dtype.is_bool else self
     out = x._reduce(Ops.REDUCE_MAX, axes)
     return _finish(self, out.cast(self.dtype), axes, keepdim)
@@ -138,10 +138,10 @@ class ReduceMixin:
     return self.var(dim, keepdim, correction=correction), self.mean(dim, keepdim)
 
   def any(self: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    return self.cast(dtypes.bool).amax(dim, keepdim)
+    return self.cast(dtypes.bool).cast(dtypes.int32).sum(dim, keepdim) > 0     # empty: False
 
   def all(self: Tensor, dim=None, keepdim: bool = False) -> Tensor:
-    return ~((~self.cast(dtypes.bool)).amax(dim, keepdim))
+    return (~self.cast(dtypes.bool)).cast(dtypes.int32).sum(dim, keepdim) == 0  # empty: True
 
   def logsumexp(self: Tensor, dim, keepdim: bool = False) -> Tensor:
     axes = _axes(self, dim)

@@ -170,7 +170,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 
   def detach(self) -> Tensor: return Tensor(self.lazydata)
 
-  def backward(self, gradient: Tensor | None = None) -> None:
+  def backward(self, gradient: Tensor | None = None, retain_graph: bool = False) -> None:
+    if self.__dict__.get("graph_freed"):
+      raise RuntimeError("Trying to backward through the graph a second time; pass retain_graph=True the first time")
     if not self.requires_grad:
       raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
     if gradient is None:
@@ -182,7 +184,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self._ctx is None:
       self.grad = gradient if self.grad is None else self.grad + gradient
       return
-    run_backward(self, gradient.detach())
+    run_backward(self, gradient.detach(), retain_graph)
 
   # ---- building the graph ----
   @staticmethod
@@ -510,8 +512,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   def sigmoid(self) -> Tensor:
     # exp(-|x|) never overflows, so neither the value nor its gradient meets inf * 0
     x = self._float()
-    e = (x.abs() * -LOG2_E)._apply(Ops.EXP2)
-    return (x >= 0)._where(1 / (1 + e), e / (1 + e))
+    nonneg = x >= 0
+    e = (nonneg._where(-x, x) * LOG2_E)._apply(Ops.EXP2)   # exp(-|x|), with gradient +-1 even at 0
+    return nonneg._where(1 / (1 + e), e / (1 + e))
   def tanh(self) -> Tensor: return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
   def abs(self) -> Tensor:
     if self.dtype.is_bool or not self.dtype.signed: return self
@@ -522,7 +525,8 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     return (self != self)._where(self, positive - negative) if self.dtype.is_float else positive - negative
   def trunc(self) -> Tensor:
     if not self.dtype.is_float: return self
-    limit = 2.0 ** (52 if self.dtype == dtypes.float64 else 23)
+    # from here on every value of the type is an integer already
+    limit = 2.0 ** {dtypes.float64: 52, dtypes.float32: 23, dtypes.float16: 10, dtypes.bfloat16: 7}[self.dtype]
     rounded = (self.abs() < limit)._where(self.detach().cast(dtypes.int64).cast(self.dtype), self.detach())
     return rounded + (self - self.detach()) * 0 if self.requires_grad else rounded   # torch: a zero gradient
   def floor(self) -> Tensor:
@@ -567,13 +571,13 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     return bool(((self - other).abs() <= atol + rtol * other.abs()).all().item())
 
   def _check_int(self, name: str) -> None:
-    if self.dtype.is_float: raise RuntimeError(f"\"{name}\" not implemented for '{self.dtype.name}'")
+    if self.dtype.is_float: raise NotImplementedError(f"\"{name}\" not implemented for '{self.dtype.name}'")
 
   def bitwise_and(self, other) -> Tensor: self._check_int("bitwise_and"); return self._binary(Ops.AND, other)
   def bitwise_or(self, other) -> Tensor: self._check_int("bitwise_or"); return self._binary(Ops.OR, other)
   def bitwise_xor(self, other) -> Tensor: self._check_int("bitwise_xor"); return self._binary(Ops.XOR, other)
   def bitwise_not(self) -> Tensor:
-    self._check_int("bitwise_not")
+    if self.dtype.is_float: raise TypeError("~ (bitwise_not) is only supported for integer and boolean tensors")
     return self._apply(Ops.XOR, Tensor._const(True if self.dtype.is_bool else -1, self.dtype, self.device, self.shape))
   def bitwise_left_shift(self, other) -> Tensor: self._check_int("lshift"); return self._binary(Ops.SHL, other)
   def bitwise_right_shift(self, other) -> Tensor: self._check_int("rshift"); return self._binary(Ops.SHR, other)
