@@ -171,6 +171,7 @@ class Lowerer:
 
   def _compute(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
     op = lb.op
+    if lb is getattr(self, "gemm_reduce", None): return "ep_acc", frozenset(("ep_bi", "ep_i", "ep_j"))
     if op is Ops.CONTIGUOUS: return self.value(lb.srcs[0], idxs, valid)
     if op in REDUCE: return self._reduce(lb, idxs, valid)
     if op in (Ops.CAST, Ops.BITCAST):
@@ -192,6 +193,7 @@ class Lowerer:
       name = f"r{next(self.names)}"
       var = Variable(name, 0, vmax(src.shape[axis]) - 1)
       loop = Loop(var, src.shape[axis], None, "reduce", 0)
+      self._note_variables(src.shape[axis])
       self.loops_by_var[name] = loop
       loops.append(loop)
       inner_idxs[axis] = var

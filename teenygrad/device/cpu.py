@@ -75,6 +75,8 @@ class CPUProgram(Program):
 
 
 class CPUBackend(Backend):
+  has_gemm = True   # matmuls lower to the tiled GEMM of codegen/gemm.py
+
   def __init__(self, name: str):
     super().__init__(name)
     self.allocator = CPUAllocator()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from teenygrad.codegen.gemm_match import try_gemm
 from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
@@ -91,6 +92,15 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
 
 def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str, key_order: list[LazyBuffer]):
   backend = Device[device]
+  gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if getattr(backend, "has_gemm", False) else None
+  if gemm is not None:
+    name, buffers, src = gemm
+    if config.debug >= 4: print(src)
+    index_of = {lb.id: i for i, lb in enumerate(key_order)}
+    positions = [index_of[buf.lb.id] for buf in buffers[1:]]
+    work = prod(vmax(s) for s in item_root.shape) * prod(vmax(s) for s in _gemm_k(item_root))
+    return CompiledKernel(name, backend.program(name, backend.compiler.compile_cached(src)), positions, [], src, work,
+                          backend.renderer.check_bounds)
   program = lower(item_root, target, is_boundary, backend.renderer)
   src = backend.renderer.render_kernel(program)
   if config.debug >= 4: print(src)
@@ -100,6 +110,12 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
   for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
   return CompiledKernel(program.name, backend.program(program.name, binary), positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
+
+
+def _gemm_k(root: LazyBuffer) -> tuple:
+  from teenygrad.codegen.gemm_match import _find_reduce
+  reduce = _find_reduce(root, lambda b: b.realized is not None)
+  return (reduce.srcs[0].shape[-1],) if reduce is not None else (1,)
 
 
 def _prepare(item: ScheduleItem, roots: set[int]):
@@ -189,3 +205,14 @@ def _finish(root: LazyBuffer) -> None:
 
 
 __all__ = ["realize", "run_exec_item", "ExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
+
+
+class capture_kernels:
+  """with capture_kernels() as launched: ... -> the ExecItems run inside (kernel counts in tests, the JIT)."""
+  def __enter__(self) -> list[ExecItem]:
+    self.items: list[ExecItem] = []
+    _captures.append(self.items)
+    return self.items
+
+  def __exit__(self, *exc) -> None:
+    _captures.remove(self.items)

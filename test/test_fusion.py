@@ -1,0 +1,83 @@
+"""Kernel counts where fusion is promised, and laziness guarantees."""
+import numpy as np
+
+import teenygrad as tg
+from teenygrad.engine.realize import capture_kernels
+
+
+def _inputs(*shapes):
+  rng = np.random.default_rng(0)
+  return [tg.Tensor(rng.standard_normal(s).astype(np.float32)) for s in shapes]
+
+
+def test_elementwise_chain_into_reduce_is_one_kernel():
+  a, b, c = _inputs((16, 32), (16, 32), (16, 32))
+  with capture_kernels() as launched:
+    out = ((a * b + c).relu()).sum().item()
+  assert len(launched) == 1
+  expected = np.maximum(a.numpy() * b.numpy() + c.numpy(), 0).sum()
+  np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_softmax_is_at_most_two_kernels():
+  (x,) = _inputs((8, 64))
+  with capture_kernels() as launched:
+    x.softmax(-1).realize()
+  assert len(launched) <= 2
+
+
+def test_linear_bias_relu_is_one_kernel():
+  x, w, b = _inputs((8, 16), (4, 16), (4,))
+  with capture_kernels() as launched:
+    out = x.linear(w, b).relu().numpy()
+  assert len(launched) == 1
+  np.testing.assert_allclose(out, np.maximum(x.numpy() @ w.numpy().T + b.numpy(), 0), rtol=1e-5, atol=1e-5)
+
+
+def test_nothing_runs_until_asked():
+  a, b = _inputs((4, 4), (4, 4))
+  with capture_kernels() as launched:
+    c = (a + b).exp().sum(0)
+    assert launched == []
+    c.realize()
+  assert len(launched) == 1
+
+
+def test_realized_tensor_is_not_recomputed():
+  (a,) = _inputs((4, 4))
+  b = (a * 2).realize()
+  with capture_kernels() as launched:
+    b.numpy(); b.numpy()
+  assert launched == []
+
+
+def test_movement_ops_are_views():
+  (a,) = _inputs((4, 6))
+  with capture_kernels() as launched:
+    view = a.T.reshape(2, 12)[:, ::2].flip(0)
+    assert view.lazydata.base is a.lazydata
+  assert launched == []
+
+
+def test_constants_fold():
+  with capture_kernels() as launched:
+    value = (tg.full((3, 3), 2.0) * 3 + 1).sum().item()
+  assert value == 63.0
+  assert len(launched) == 1
+
+
+def test_symbolic_size_serves_every_value_with_one_kernel():
+  from teenygrad.ir.symbolic import BoundVariable
+  from teenygrad.engine import realize as engine
+  data = np.arange(32, dtype=np.float32)
+  x = tg.Tensor(data)
+  compiled = set()
+  for n in (3, 9, 17):
+    length = BoundVariable("length", 1, 32, n)
+    window = tg.Tensor(x.lazydata.shrink(((0, length),)))
+    with capture_kernels() as launched:
+      total = window.sum().item()
+    assert total == data[:n].sum()
+    compiled |= {id(item.kernel) for item in launched}
+  assert len(compiled) == 1, "one compiled kernel must serve every bound value"
+  assert engine is not None
