@@ -1,0 +1,107 @@
+"""Core op benchmarks on the CPU: achieved rate, the ceiling, and the ratio to numpy and torch in the same run.
+
+  python bench/ops.py            # prints a table and writes bench/results/ops_cpu.txt
+Medians over repeated runs; the machine is shared, so quote ratios."""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import teenygrad as tg  # noqa: E402
+
+try:
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+except ImportError:
+  torch = None
+
+
+def median_time(fn, repeats: int = 7) -> float:
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def copy_bandwidth(n: int = 1 << 24) -> float:
+  a = np.ones(n, dtype=np.float32); b = np.empty_like(a)
+  return 2 * a.nbytes / median_time(lambda: np.copyto(b, a))
+
+
+def row(name, unit, ours, peers, ceiling):
+  best = max(peers.values()) if peers else float("nan")
+  peer_txt = "  ".join(f"{k} {v:8.1f}" for k, v in peers.items())
+  return f"{name:28s} {unit:7s} teenygrad {ours:8.1f}  {peer_txt}  ceiling {ceiling:8.1f}  ratio-to-best {ours / best:5.2f}"
+
+
+def main() -> None:
+  rng = np.random.default_rng(0)
+  lines = [f"machine: {os.cpu_count()} cores; copy bandwidth {copy_bandwidth() / 1e9:.1f} GB/s (numpy copy)"]
+  copy_gbs = copy_bandwidth() / 1e9
+  for n in (512, 1024, 2048, 4096):
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    ta, tb = tg.Tensor(a), tg.Tensor(b)
+    flops = 2 * n ** 3
+    ours = flops / median_time(lambda: (ta @ tb).realize(), 5 if n < 4096 else 3) / 1e9
+    peers = {"numpy": flops / median_time(lambda: a @ b, 5 if n < 4096 else 3) / 1e9}
+    if torch is not None:
+      xa, xb = torch.from_numpy(a), torch.from_numpy(b)
+      peers["torch"] = flops / median_time(lambda: xa @ xb, 5 if n < 4096 else 3) / 1e9
+    lines.append(row(f"gemm fp32 {n}", "GFLOP/s", ours, peers, float("nan")))
+  n = 1 << 24
+  x, y, z = (rng.standard_normal(n, dtype=np.float32) for _ in range(3))
+  tx, ty, tz = tg.Tensor(x), tg.Tensor(y), tg.Tensor(z)
+  nbytes = 4 * n * 4
+  ours = nbytes / median_time(lambda: (tx * ty + tz).relu().realize()) / 1e9
+  peers = {"numpy": nbytes / median_time(lambda: np.maximum(x * y + z, 0)) / 1e9}
+  if torch is not None:
+    px, py, pz = map(torch.from_numpy, (x, y, z))
+    peers["torch"] = nbytes / median_time(lambda: (px * py + pz).relu()) / 1e9
+  lines.append(row("fused (x*y+z).relu()", "GB/s", ours, peers, copy_gbs))
+  m = rng.standard_normal((4096, 1024), dtype=np.float32)
+  tm = tg.Tensor(m)
+  nbytes = 2 * m.nbytes
+  for name, ours_fn, torch_fn in (("softmax 4096x1024", lambda: tm.softmax(-1).realize(), lambda pm: pm.softmax(-1)),
+                                  ("layernorm 4096x1024", lambda: tm.layer_norm(1024).realize(),
+                                   lambda pm: torch.nn.functional.layer_norm(pm, (1024,)))):
+    ours = nbytes / median_time(ours_fn) / 1e9
+    peers = {}
+    if torch is not None:
+      pm = torch.from_numpy(m)
+      peers["torch"] = nbytes / median_time(lambda: torch_fn(pm)) / 1e9
+    lines.append(row(name, "GB/s", ours, peers, copy_gbs))
+  # conv2d forward + backward (an MNIST-sized layer)
+  xs, ws = rng.standard_normal((64, 32, 28, 28), dtype=np.float32), rng.standard_normal((64, 32, 3, 3), dtype=np.float32)
+  def ours_conv():
+    tx, tw = tg.Tensor(xs, requires_grad=True), tg.Tensor(ws, requires_grad=True)
+    tx.conv2d(tw, padding=1).sum().backward()
+    tw.grad.realize(); tx.grad.realize()
+  flops = 3 * 2 * 64 * 64 * 32 * 9 * 28 * 28
+  ours = flops / median_time(ours_conv, 3) / 1e9
+  peers = {}
+  if torch is not None:
+    def torch_conv():
+      px, pw = torch.from_numpy(xs).requires_grad_(), torch.from_numpy(ws).requires_grad_()
+      torch.nn.functional.conv2d(px, pw, padding=1).sum().backward()
+    peers["torch"] = flops / median_time(torch_conv, 3) / 1e9
+  lines.append(row("conv2d 3x3 fwd+bwd", "GFLOP/s", ours, peers, float("nan")))
+  start = time.perf_counter()
+  import subprocess
+  out = subprocess.run([sys.executable, "-c", "import time; s=time.perf_counter(); import teenygrad; print(time.perf_counter()-s)"],
+                       capture_output=True, text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
+  lines.append(f"import teenygrad: {float(out.stdout.strip()) * 1000:.0f} ms")
+  del start
+  text = "\n".join(lines)
+  print(text)
+  os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
+  with open(os.path.join(os.path.dirname(__file__), "results", "ops_cpu.txt"), "w") as f: f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  main()
