@@ -44,7 +44,7 @@ class Loop:
 
 @dataclass
 class Stmt:
-  text: str
+  text: object   # what the renderer's hooks returned: a line of source for the C family, an instruction tree for SPIR-V
 
 
 @dataclass
@@ -116,10 +116,14 @@ class Lowerer:
     item = (next(self.counter) if order is None else order, Stmt(text))
     (loop.items if loop is not None else self.prologue).append(item)
 
-  def _value(self, ctype: str, expr: str, deps: frozenset[str]) -> tuple[str, frozenset[str]]:
+  def _value(self, dtype: DType, expr, deps: frozenset[str]) -> tuple[str, frozenset[str]]:
     name = f"v{next(self.names)}"
-    self._emit(f"{ctype} {name} = {expr};", deps)
-    return name, deps
+    self._emit(self.r.render_define(dtype, name, expr), deps)
+    return self.r.render_name(name, dtype), deps
+
+  def _select(self, dtype: DType, cond, value) -> object:
+    """`value` where `cond` holds, else zero (masked loads, padding)."""
+    return self.r.render_alu(Ops.WHERE, [cond, value, self.r.render_const(0, dtype)], dtype)
 
   def _check_bounds(self, lb: LazyBuffer, buf: BufferArg) -> None:
     """Prove at compile time that every valid element of this view lies inside the buffer."""
@@ -147,8 +151,7 @@ class Lowerer:
       valid_all = logical_and([valid, view_valid])
       if isinstance(valid_all, int): return (const if valid_all else self.r.render_const(0, lb.dtype)), frozenset()
       cond = self.index_expr(valid_all)
-      return self._value(self.r.compute_type(lb.dtype), f"({cond} ? {const} : {self.r.render_const(0, lb.dtype)})",
-                         self._deps(valid_all))
+      return self._value(lb.dtype, self._select(lb.dtype, cond, const), self._deps(valid_all))
     if self.is_boundary(base) and base is not self.root:
       buf = self._buffer(base)
       offset, view_valid = lb.st.index(idxs)
@@ -157,7 +160,7 @@ class Lowerer:
       deps = self._deps(offset) | self._deps(valid_all)
       self._check_bounds(lb, buf)
       load = self.r.render_load(buf, self.index_expr(offset), None if valid_all == 1 else self.index_expr(valid_all))
-      return self._value(self.r.compute_type(lb.dtype), load, deps)
+      return self._value(lb.dtype, load, deps)
     if lb.is_view:
       offset, view_valid = lb.st.index(idxs)
       base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
@@ -165,8 +168,7 @@ class Lowerer:
       if isinstance(view_valid, int): return value, deps
       # padding reads as zero, whatever the padded computation would give at those positions
       cond = self.index_expr(view_valid)
-      return self._value(self.r.compute_type(lb.dtype), f"({cond} ? {value} : {self.r.render_const(0, lb.dtype)})",
-                         deps | self._deps(view_valid))
+      return self._value(lb.dtype, self._select(lb.dtype, cond, value), deps | self._deps(view_valid))
     return self._compute(base, idxs, valid)
 
   def _compute(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
@@ -176,12 +178,12 @@ class Lowerer:
     if op in REDUCE: return self._reduce(lb, idxs, valid)
     if op in (Ops.CAST, Ops.BITCAST):
       src, deps = self.value(lb.srcs[0], idxs, valid)
-      return self._value(self.r.compute_type(lb.dtype), self.r.render_cast(src, lb.srcs[0].dtype, lb.dtype, op is Ops.BITCAST), deps)
+      return self._value(lb.dtype, self.r.render_cast(src, lb.srcs[0].dtype, lb.dtype, op is Ops.BITCAST), deps)
     args = [self.value(src, idxs, valid) for src in lb.srcs]
     deps = frozenset().union(*(d for _, d in args))
     in_dtype = lb.srcs[-1].dtype
     self.dtypes.add(in_dtype)
-    return self._value(self.r.compute_type(lb.dtype), self.r.render_alu(op, [a for a, _ in args], in_dtype), deps)
+    return self._value(lb.dtype, self.r.render_alu(op, [a for a, _ in args], in_dtype), deps)
 
   def _reduce(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
     src = lb.srcs[0]
@@ -197,7 +199,8 @@ class Lowerer:
       self.loops_by_var[name] = loop
       loops.append(loop)
       inner_idxs[axis] = var
-    acc = f"acc{next(self.names)}"
+    acc_name = f"acc{next(self.names)}"
+    acc = self.r.render_name(acc_name, lb.dtype)
     # a provisional depth below everything open, fixed once the body tells us what it depends on
     for lp in loops: lp.depth = next(self.provisional_depth)
     body, body_deps = self.value(src, inner_idxs, valid)
@@ -212,11 +215,10 @@ class Lowerer:
     for i, lp in enumerate(loops):
       lp.parent = parent if i == 0 else loops[i - 1]
       lp.depth = base_depth + 1 + i
-    ctype = self.r.compute_type(lb.dtype)
     identity = self.r.render_const(REDUCE_IDENTITY[lb.op](lb.dtype), lb.dtype)
     order = next(self.counter)
     container = parent.items if parent is not None else self.prologue
-    container.append((order - 0.5, Stmt(f"{ctype} {acc} = {identity};")))
+    container.append((order - 0.5, Stmt(self.r.render_define(lb.dtype, acc_name, identity, mutable=True))))
     innermost = loops[-1]
     innermost.items.append((next(self.counter), Stmt(self.r.render_accumulate(lb.op, acc, body, lb.dtype))))
     for i, lp in enumerate(loops):

@@ -50,6 +50,13 @@ class CStyleRenderer:
 
   def render_index(self, expr) -> str: return render_sint(expr)
 
+  def render_name(self, name: str, dtype: DType) -> str:
+    """How a defined value is referred to later (SPIR-V renderers return a handle instead)."""
+    return name
+
+  def render_define(self, dtype: DType, name: str, expr: str, mutable: bool = False) -> str:
+    return f"{self.compute_type(dtype)} {name} = {expr};"
+
   def _widen(self, dtype: DType, expr: str) -> str:
     if dtype == dtypes.bfloat16: return f"bf16_to_f32({expr})"
     if dtype == dtypes.float16: return f"(float)({expr})"
