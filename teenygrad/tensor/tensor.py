@@ -123,9 +123,11 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
     from teenygrad.engine.realize import realize
+    # a symbolic size is never statically empty (its kernel just runs zero times when bound to 0)
+    empty = any(isinstance(s, int) and s == 0 for s in self.shape)
     if self.lazydata.is_view or self.lazydata.op is Ops.CONST:
-      self.lazydata = self.lazydata.contiguous() if self.numel() else self.lazydata
-    if self.numel(): realize([self.lazydata])
+      self.lazydata = self.lazydata.contiguous() if not empty else self.lazydata
+    if not empty: realize([self.lazydata])
     return self
 
   async def realize_async(self) -> Tensor:
