@@ -104,6 +104,7 @@ class Hardtanh(Module):
 
 
 class _DimActivation(Module):
+  autocast_policy = "float32"
   def __init__(self, dim: int | None = None):
     super().__init__()
     self.dim = dim

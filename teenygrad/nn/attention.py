@@ -20,6 +20,7 @@ class MultiheadAttention(Module):
   Shape: query (L, N, E) or (N, L, E) with batch_first; key/value (S, N, E). Returns (output, weights) where weights
   is (N, L, S) averaged over heads (or (N, heads, L, S)), or None when need_weights=False.
   Masks follow torch: a boolean attn_mask or key_padding_mask is True where attention is NOT allowed; a float mask is added."""
+  autocast_policy = "lower"
 
   def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, add_bias_kv: bool = False,
                add_zero_attn: bool = False, kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,

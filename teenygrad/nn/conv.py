@@ -13,6 +13,7 @@ def _tuple(x, n: int) -> tuple:
 
 
 class _ConvNd(Module):
+  autocast_policy = "lower"
   dims = 2
   transposed = False
 

@@ -19,6 +19,7 @@ class Linear(Module):
 
   Args: in_features, out_features, bias (default True).
   Shape: input (*, in_features), output (*, out_features). weight is (out_features, in_features)."""
+  autocast_policy = "lower"
 
   def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
     super().__init__()

@@ -8,6 +8,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss(Module):
+  autocast_policy = "float32"
   def __init__(self, reduction: str = "mean"):
     super().__init__()
     if reduction not in REDUCTIONS: raise ValueError(f"{reduction} is not a valid value for reduction")

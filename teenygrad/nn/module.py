@@ -66,8 +66,24 @@ def pending_buffer_updates() -> list[Tensor]:
   return out
 
 
+class _AutocastState:
+  """Set by `teenygrad.amp.autocast`: the lower-precision compute dtype, or None when autocast is off."""
+  dtype = None
+
+
+def _cast_floats(value: Any, dtype) -> Any:
+  if isinstance(value, Tensor): return value.cast(dtype) if value.dtype.is_float and value.dtype != dtype else value
+  if isinstance(value, (tuple, list)): return type(value)(_cast_floats(v, dtype) for v in value)
+  return value
+
+
 class Module:
-  """Base class of every layer: holds parameters, buffers and submodules by attribute name (torch.nn.Module)."""
+  """Base class of every layer: holds parameters, buffers and submodules by attribute name (torch.nn.Module).
+
+  `autocast_policy` says what a layer does under `teenygrad.amp.autocast`: "lower" runs it in the autocast dtype
+  (its float inputs and parameters are cast on use, so the fp32 parameters stay the master copy and receive fp32
+  gradients), "float32" runs it in float32 (normalization, softmax, losses), None leaves its inputs as they come."""
+  autocast_policy: str | None = None
 
   def __init__(self) -> None:
     object.__setattr__(self, "training", True)
@@ -96,7 +112,12 @@ class Module:
 
   def __getattr__(self, name: str) -> Any:
     d = self.__dict__
-    for store in ("_parameters", "_buffers", "_modules"):
+    if "_parameters" in d and name in d["_parameters"]:
+      p = d["_parameters"][name]
+      if d.get("_autocast_depth") and p is not None and p.dtype.is_float and _AutocastState.dtype is not None:
+        return p.cast(_AutocastState.dtype)
+      return p
+    for store in ("_buffers", "_modules"):
       if store in d and name in d[store]: return d[store][name]
     raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
@@ -277,7 +298,16 @@ class Module:
   def forward(self, *args, **kwargs):
     raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
-  def __call__(self, *args, **kwargs): return self.forward(*args, **kwargs)
+  def __call__(self, *args, **kwargs):
+    policy, low = self.autocast_policy, _AutocastState.dtype
+    if low is None or policy is None: return self.forward(*args, **kwargs)
+    dtype = low if policy == "lower" else dtypes.float32
+    args, kwargs = _cast_floats(args, dtype), {k: _cast_floats(v, dtype) for k, v in kwargs.items()}
+    if policy != "lower": return self.forward(*args, **kwargs)
+    d = self.__dict__
+    d["_autocast_depth"] = d.get("_autocast_depth", 0) + 1
+    try: return self.forward(*args, **kwargs)
+    finally: d["_autocast_depth"] -= 1
 
   # ---- printing ----
   def extra_repr(self) -> str: return ""

@@ -12,6 +12,7 @@ def _shape_tuple(shape) -> tuple[int, ...]:
 
 
 class _BatchNorm(Module):
+  autocast_policy = "float32"
   expected_dims: tuple[int, ...] = ()
 
   def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
@@ -93,6 +94,7 @@ class BatchNorm2d(_BatchNorm):
 
 class LayerNorm(Module):
   """Normalizes over the last len(normalized_shape) dims. Args: normalized_shape, eps, elementwise_affine, bias."""
+  autocast_policy = "float32"
 
   def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None):
     super().__init__()
@@ -114,6 +116,7 @@ class LayerNorm(Module):
 
 class RMSNorm(Module):
   """x / sqrt(mean(x^2) + eps) * weight over the last dims. eps=None uses the dtype's machine epsilon (torch)."""
+  autocast_policy = "float32"
 
   def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True, device=None, dtype=None):
     super().__init__()
@@ -132,6 +135,7 @@ class RMSNorm(Module):
 
 class GroupNorm(Module):
   """Normalizes groups of channels per sample. Shape: (N, C, *)."""
+  autocast_policy = "float32"
 
   def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None):
     super().__init__()
