@@ -16,13 +16,14 @@ class _BatchNorm(Module):
   expected_dims: tuple[int, ...] = ()
 
   def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-               track_running_stats: bool = True, device=None, dtype=None):
+               track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True):
     super().__init__()
     self.num_features, self.eps, self.momentum = num_features, eps, momentum
     self.affine, self.track_running_stats = affine, track_running_stats
     if affine:
       self.weight = Parameter(Tensor.ones(num_features, dtype=dtype, device=device))
-      self.bias = Parameter(Tensor.zeros(num_features, dtype=dtype, device=device))
+      if bias: self.bias = Parameter(Tensor.zeros(num_features, dtype=dtype, device=device))
+      else: self.register_parameter("bias", None)
     else:
       self.register_parameter("weight", None)
       self.register_parameter("bias", None)
@@ -43,7 +44,8 @@ class _BatchNorm(Module):
 
   def reset_parameters(self) -> None:
     self.reset_running_stats()
-    if self.affine: init.ones_(self.weight); init.zeros_(self.bias)
+    if self.affine: init.ones_(self.weight)
+    if self.bias is not None: init.zeros_(self.bias)
 
   def forward(self, input: Tensor) -> Tensor:
     if input.ndim not in self.expected_dims:
@@ -63,7 +65,8 @@ class _BatchNorm(Module):
       out = centered * (var + self.eps).rsqrt()
     else:
       out = (input - self.running_mean.reshape(shape)) * (self.running_var.reshape(shape) + self.eps).rsqrt()
-    if self.affine: out = out * self.weight.reshape(shape) + self.bias.reshape(shape)
+    if self.weight is not None: out = out * self.weight.reshape(shape)
+    if self.bias is not None: out = out + self.bias.reshape(shape)
     return out
 
   def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
@@ -79,7 +82,7 @@ class _BatchNorm(Module):
 
   def extra_repr(self) -> str:
     return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}")
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
@@ -111,7 +114,7 @@ class LayerNorm(Module):
     return input.layer_norm(self.normalized_shape, self.weight, self.bias, self.eps)
 
   def extra_repr(self) -> str:
-    return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+    return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
 
 
 class RMSNorm(Module):
@@ -137,13 +140,14 @@ class GroupNorm(Module):
   """Normalizes groups of channels per sample. Shape: (N, C, *)."""
   autocast_policy = "float32"
 
-  def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None):
+  def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None, *, bias: bool = True):
     super().__init__()
     if num_channels % num_groups: raise ValueError("num_channels must be divisible by num_groups")
     self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
     if affine:
       self.weight = Parameter(Tensor.ones(num_channels, dtype=dtype, device=device))
-      self.bias = Parameter(Tensor.zeros(num_channels, dtype=dtype, device=device))
+      if bias: self.bias = Parameter(Tensor.zeros(num_channels, dtype=dtype, device=device))
+      else: self.register_parameter("bias", None)
     else:
       self.register_parameter("weight", None)
       self.register_parameter("bias", None)
@@ -151,4 +155,4 @@ class GroupNorm(Module):
   def forward(self, input: Tensor) -> Tensor:
     return input.group_norm(self.num_groups, self.weight, self.bias, self.eps)
 
-  def extra_repr(self) -> str: return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+  def extra_repr(self) -> str: return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, bias={self.bias is not None}"
