@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.metadata
 import importlib.util
 import io
 import os
@@ -37,7 +38,13 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def package_file(distribution: str, top_level: str, relative: str, install: str) -> Path:
-  """The path of a data file shipped inside a Python package, found without importing the package."""
+  """The path of a data file shipped inside a Python package, found without importing the package: through the
+  installed distribution's metadata first (immune to a same-named module on sys.path, like examples/mnist.py),
+  then through the import system's search for the top-level package."""
+  try:
+    candidate = Path(str(importlib.metadata.distribution(distribution).locate_file(f"{top_level}/{relative}")))
+    if candidate.is_file(): return candidate
+  except importlib.metadata.PackageNotFoundError: pass
   spec = importlib.util.find_spec(top_level)
   locations = list(spec.submodule_search_locations or []) if spec is not None else []
   for location in locations:
