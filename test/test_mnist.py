@@ -24,17 +24,20 @@ def _example():
 def test_short_mnist_run_learns_and_checkpoints(tmp_path):
   example = _example()
   path = str(tmp_path / "mnist.safetensors")
-  result = example.train("mlp", epochs=1, batch_size=64, hidden=64, max_steps=150, test_subset=1984, checkpoint=path, quiet=True)
+  result = example.train("mlp", epochs=1, batch_size=32, hidden=32, max_steps=100, test_subset=992, checkpoint=path, quiet=True)
   losses = result["losses"]
-  assert len(losses) == 150 and all(np.isfinite(losses))
+  assert len(losses) == 100 and all(np.isfinite(losses))
   assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10]), (np.mean(losses[:10]), np.mean(losses[-20:]))
-  assert result["accuracy"] >= 0.85, result["accuracy"]
+  assert result["accuracy"] >= 0.8, result["accuracy"]
   # the checkpoint holds the trained model: a fresh one restored from it predicts the same
-  restored = example.make_model("mlp", 64)
+  restored = example.make_model("mlp", 32)
   info = load_checkpoint(path, model=restored)
-  assert info["step"] == 150 and info["extra"] == {"epoch": 1}
-  test_set = example.Subset(example.MNIST(train=False), range(1984))
-  assert example.evaluate(restored, test_set, 64) == result["accuracy"]
+  assert info["step"] == 100 and info["extra"] == {"epoch": 1}
+  test_set = example.Subset(example.MNIST(train=False), range(992))
+  assert example.evaluate(restored, test_set, 32) == result["accuracy"]
+  # --resume continues after the saved epoch, from the saved weights (its first losses are the trained model's)
+  resumed = example.train("mlp", epochs=2, batch_size=32, hidden=32, max_steps=10, test_subset=992, checkpoint=path, resume=True, quiet=True)
+  assert resumed["epochs_done"] == 2 and np.mean(resumed["losses"]) < np.mean(losses[:10])
 
 
 def test_jitted_training_matches_eager_training():

@@ -155,7 +155,7 @@ def _load_mnist(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
   # the file holds pixel/256 as float32 (train split in 50k + 10k validation): recover the exact uint8 pixels
   def pixels(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != 784: raise ValueError(f"{path}: images of shape {x.shape}, expected (N, 784)")
-    return np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
+    return (x * np.float32(256)).astype(np.uint8).reshape(-1, 28, 28)   # exact: every value is k/256
   (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = parts
   images = np.concatenate([pixels(train_x), pixels(valid_x)])
   labels = np.concatenate([train_y, valid_y]).astype(np.int64)
