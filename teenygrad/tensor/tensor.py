@@ -198,6 +198,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self._ctx is None:
       self.grad = gradient if self.grad is None else self.grad + gradient
       return
+    # the output is computed now, from the weights as they are: an optimizer step writes the weights in place next,
+    # and reading this tensor after it (loss.item()) must still give the value from before the step
+    if self.numel() and not self.lazydata.is_realized: self.realize()
     run_backward(self, gradient.detach(), retain_graph)
 
   # ---- building the graph ----
