@@ -42,6 +42,9 @@ class ExecItem:
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
 _captures: list[list] = []   # JIT capture stacks
+# called as hook(exec_item, root, value, is_boundary) before each kernel launch (exec_item None for alloc/copy/custom), while its graph still exists
+# (teenygrad.export re-lowers each kernel with its own renderer from here)
+_lowering_hooks: list = []
 
 
 # ---- structural keys ----
@@ -129,7 +132,7 @@ def _prepare(item: ScheduleItem, roots: set[int]):
   compiled = _kernel_cache.get(full_key)
   if compiled is None:
     compiled = _kernel_cache[full_key] = _compile(value, target, is_boundary, root.device, order)
-  return compiled, order, values, target
+  return compiled, order, values, target, (value, is_boundary)
 
 
 def _assign_value(value: LazyBuffer, target: LazyBuffer) -> LazyBuffer:
@@ -159,8 +162,11 @@ def realize(outputs: list[LazyBuffer]) -> None:
 
 def _run(item: ScheduleItem, prep) -> None:
   root = item.root
+  if item.kind in ("copy", "custom"):
+    for hook in _lowering_hooks: hook(None, root, None, None)
   if item.kind == "alloc":
     root.realized = Buffer(root.device, int(evaluate(root.size, {})) if isinstance(root.size, Node) else root.size, root.dtype)
+    for hook in _lowering_hooks: hook(None, root, None, None)
     return
   if item.kind == "copy":
     src = root.srcs[0].base
@@ -170,7 +176,7 @@ def _run(item: ScheduleItem, prep) -> None:
   if item.kind == "custom":
     root.realized = root.arg.run(root, [s.base.realized for s in root.srcs])
     _finish(root); return
-  compiled, order, values, target = prep
+  compiled, order, values, target, (value, is_boundary) = prep
   if root.op is Ops.ASSIGN: root.realized = target.realized
   else:
     numel = root.size
@@ -180,6 +186,7 @@ def _run(item: ScheduleItem, prep) -> None:
   var_values = tuple(values[name] for name in compiled.variables)
   exec_item = ExecItem(compiled, buffers, var_values, root.device)
   for capture in _captures: capture.append(exec_item)
+  for hook in _lowering_hooks: hook(exec_item, root, value, is_boundary)
   run_exec_item(exec_item)
   _finish(root)
 
