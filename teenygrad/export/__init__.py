@@ -34,6 +34,7 @@ def to_c(fn: Callable, example_inputs: Sequence, *, name: str = "model", out_dir
     alignment: byte alignment of every arena buffer.
   """
   from teenygrad.engine import realize as engine
+  from teenygrad.ir.ops import Ops
   from teenygrad.tensor import Tensor
 
   if not name.isidentifier(): raise ValueError(f"name must be a C identifier, got {name!r}")
@@ -55,10 +56,11 @@ def to_c(fn: Callable, example_inputs: Sequence, *, name: str = "model", out_dir
     outs = list(result) if isinstance(result, (tuple, list)) else [result]
     for i, t in enumerate(outs):
       if not isinstance(t, Tensor): raise TypeError(f"output {i} of the function is a {type(t).__name__}, expected a Tensor")
-    for t in outs:
-      if t.lazydata.is_view or t.lazydata.base.realized is None: t.realize()
-    for t in weights.values():
-      if isinstance(t, Tensor): t.realize()
+    # one realize for all: outputs and pending weight updates are scheduled together, as an optimizer step does
+    pending = outs + [t for t in weights.values() if isinstance(t, Tensor)]
+    for t in pending:
+      if t.lazydata.is_view or t.lazydata.op is Ops.CONST: t.lazydata = t.lazydata.contiguous()
+    engine.realize([t.lazydata for t in pending if t.numel()])
   finally:
     engine._lowering_hooks.remove(capture)
 
