@@ -165,7 +165,7 @@ def mlp_int8():
 def test_int8_weights_dequantized_in_kernel(mlp_int8, target, tmp_path):
   need(target)
   lib, x, expected = mlp_int8
-  assert "static const signed char mlp8_w0[100352]" in lib.source and "mlp8_w0_scale[128]" in lib.source
+  assert "static const signed char mlp8_const0[100352]" in lib.source and "mlp8_const0_scale[128]" in lib.source
   assert lib.report.const_weight_bytes == 784 * 128 + 128 * 4 + 128 * 4 + 10 * 128 + 10 * 4 + 10 * 4
   res = build_and_run(lib, target, [[x]], tmp_path)
   np.testing.assert_allclose(res.outputs[0][0], expected, rtol=1e-5, atol=1e-5)

@@ -104,10 +104,17 @@ def format_array(values: np.ndarray, dtype: DType) -> str:
       else:
         t = f"{v:.9g}"
         texts.append((t if any(c in t for c in ".e") else t + ".0") + "f")
+  elif dtype == dtypes.float64:
+    texts = []
+    for v in flat.tolist():
+      if v != v: texts.append('__builtin_nan("")')
+      elif v in (float("inf"), float("-inf")): texts.append("__builtin_inf()" if v > 0 else "(-__builtin_inf())")
+      else: texts.append(repr(float(v)) if any(c in repr(float(v)) for c in ".e") else repr(float(v)) + ".0")
   elif dtype == dtypes.bool: texts = ["1" if v else "0" for v in flat.tolist()]
   elif dtype == dtypes.int64: texts = [f"{int(v)}LL" if v != -(1 << 63) else "(-9223372036854775807LL-1)" for v in flat.tolist()]
   elif dtype == dtypes.uint32: texts = [f"{int(v)}u" for v in flat.tolist()]
   elif dtype == dtypes.int32: texts = [str(int(v)) if v != -(1 << 31) else "(-2147483647-1)" for v in flat.tolist()]
+  elif dtype.is_float: raise NotImplementedError(f"export cannot store {dtype.name} arrays")
   else: texts = [str(int(v)) for v in flat.tolist()]
   rows = [", ".join(texts[i:i + 12]) for i in range(0, len(texts), 12)]
   return "{\n  " + ",\n  ".join(rows) + "\n}" if rows else "{0}"
@@ -143,13 +150,15 @@ def emit(name: str, capture: Capture, inputs: list, outputs: list, names: dict[i
     if bid in input_ids: continue
     if info.external: (states if info.writes else consts).append(bid)
     elif bid not in output_ids: arena_ids.append(bid)
-  sym: dict[int, str] = {}
-  taken: set[str] = set()
-  for kind, ids in (("w", consts), ("s", states)):
-    for i, bid in enumerate(ids):
-      base = _c_name(f"{name}_{names[bid]}") if bid in names else f"{name}_{kind}{i}"
-      while base in taken: base += "_"
-      taken.add(base); sym[bid] = base
+  # the caller's names first, so an automatic name never takes one of them
+  sym: dict[int, str] = {bid: _c_name(f"{name}_{names[bid]}") for bid in consts + states if bid in names}
+  if len(set(sym.values())) != len(sym): raise ExportError(f"weight names collide in C: {sorted(sym.values())}")
+  taken = set(sym.values())
+  for kind, ids in (("const", consts), ("state", states)):
+    for i, bid in enumerate(b for b in ids if b not in sym):
+      auto = f"{name}_{kind}{i}"
+      while auto in taken: auto += "_"
+      taken.add(auto); sym[bid] = auto
 
   lifetimes = []
   for bid in arena_ids:

@@ -3,8 +3,8 @@
 Differences from the CPU renderer (renderer/c.py): no OpenMP, no intrinsics, no <math.h> or <stdint.h>, `int`
 indices (buffers are far below 2^31 elements on such targets, and 64-bit index math is slow and large on a
 Cortex-M), and kernels are `static` functions of one translation unit. The transcendental primitives (EXP2, LOG2,
-SIN, SQRT) call the library's own approximations below, accurate to about 2 ulp in fp32. Only float32, the integer
-types and bool are supported; an int8 weight with per-channel scales is dequantized inside the load.
+SIN, SQRT) call the library's own approximations below, accurate to about 1 ulp in fp32. float32, the integer types,
+bool and float64 (scalar arithmetic only: no transcendentals) are supported; an int8 weight with per-channel scales is dequantized inside the load.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.ops import Ops
 from teenygrad.renderer.cstyle import CStyleRenderer
 
-SUPPORTED_DTYPES = (dtypes.float32, dtypes.bool, dtypes.int8, dtypes.uint8, dtypes.int16, dtypes.uint16, dtypes.int32,
+# float64 for scalar arithmetic (optimizers keep lr and bias corrections in it; soft-float on a Cortex-M)
+SUPPORTED_DTYPES = (dtypes.float32, dtypes.float64, dtypes.bool, dtypes.int8, dtypes.uint8, dtypes.int16, dtypes.uint16, dtypes.int32,
                     dtypes.uint32, dtypes.int64)
 
 # The fp32 approximations, each emitted only when a kernel calls it (an unused static function would be a warning).
@@ -158,7 +159,9 @@ class FreestandingCRenderer(CStyleRenderer):
   def render_alu(self, op: Ops, args: list[str], dtype: DType) -> str:
     self._check_dtype(dtype)
     names = {Ops.EXP2: "tg_exp2f", Ops.LOG2: "tg_log2f", Ops.SIN: "tg_sinf", Ops.SQRT: "tg_sqrtf"}
-    if op in names: return f"{names[op]}({args[0]})"
+    if op in names:
+      if dtype != dtypes.float32: raise NotImplementedError(f"export has {op.name} for float32 only, a kernel uses it on {dtype.name}")
+      return f"{names[op]}({args[0]})"
     return super().render_alu(op, args, dtype)
 
   def render_cast(self, value: str, src: DType, dst: DType, bitcast: bool) -> str:
