@@ -1,10 +1,7 @@
 """teenygrad.export: freestanding C libraries built for the host (-nostdlib) and for Cortex-M3/M4 under QEMU, checked
 against teenygrad on the CPU. Each library is captured and compiled once per module (fixtures); the board tests
 skip, naming the missing tool, only when the Arm toolchain or QEMU is absent (CI installs both)."""
-import gzip
-import importlib.util
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +9,7 @@ import pytest
 from teenygrad import Tensor
 from teenygrad.engine.realize import realize
 from teenygrad.export import ExportError, dequantize, quantize_per_channel, to_c
+from teenygrad.export.examples import load_digits
 from teenygrad.export.planner import Lifetime, check_plan, lower_bound, plan_arena
 from teenygrad.export.targets import TARGETS, build_and_run, missing_tools, section_sizes
 from teenygrad.tensor.tensor import no_grad
@@ -253,18 +251,6 @@ def test_training_step_10_times_matches_teenygrad(train_random, target, tmp_path
   for name, want in weights.items(): np.testing.assert_allclose(res.state[name], want, rtol=1e-5, atol=1e-6)
 
 
-def load_digits() -> tuple[np.ndarray, np.ndarray, str]:
-  """scikit-learn's 8x8 digits, read from the file it ships (no download), or random data of that shape."""
-  spec = importlib.util.find_spec("sklearn")
-  if spec is not None and spec.origin:
-    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
-    if path.exists():
-      with gzip.open(path, "rt") as f: table = np.loadtxt(f, delimiter=",", dtype=np.float32)
-      return table[:, :64] / 16.0, table[:, 64].astype(np.int32), "sklearn digits"
-  rng = np.random.default_rng(7)
-  return rng.random((1797, 64), dtype=np.float32), rng.integers(0, 10, 1797).astype(np.int32), "random data (sklearn not installed)"
-
-
 @pytest.fixture(scope="module")
 def train_digits():
   images, labels, source = load_digits()
@@ -352,3 +338,24 @@ def test_write_is_atomic_and_complete(mlp, tmp_path):
   header, source = lib.write(tmp_path / "out")
   assert header.read_text() == lib.header and source.read_text() == lib.source
   assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mlp.c", "mlp.h"]
+
+
+def test_command_line_export(tmp_path, capsys):
+  from teenygrad.export.cli import main
+  factory = tmp_path / "factory.py"
+  factory.write_text("import numpy as np\nfrom teenygrad import Tensor\n"
+                     "w = Tensor(np.arange(12, dtype=np.float32).reshape(3, 4))\n"
+                     "def make():\n  return (lambda x: (x @ w.T).relu(), [Tensor(np.ones((2, 4), dtype=np.float32))])\n")
+  assert main([f"{factory}:make", "--name", "tiny", "--out", str(tmp_path / "lib")]) == 0
+  assert "arena" in capsys.readouterr().out
+  assert (tmp_path / "lib" / "tiny.h").exists() and "void tiny(" in (tmp_path / "lib" / "tiny.c").read_text()
+  assert main([f"{factory}:nothing", "--out", str(tmp_path / "lib")]) == 2
+  assert "no callable" in capsys.readouterr().err
+  assert main(["no_colon_here"]) == 2
+
+
+def test_example_factories_export():
+  from teenygrad.export import examples
+  made = examples.mnist_mlp()
+  lib = to_c(made["fn"], made["inputs"], name="ex", weights=made["weights"])
+  assert [c.name for c in lib.constants] == ["ex_fc1_weight", "ex_fc1_bias", "ex_fc2_weight", "ex_fc2_bias"]

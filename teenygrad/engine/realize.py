@@ -42,8 +42,9 @@ class ExecItem:
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
 _captures: list[list] = []   # JIT capture stacks
-# called as hook(exec_item, root, value, is_boundary) before each kernel launch (exec_item None for alloc/copy/custom), while its graph still exists
-# (teenygrad.export re-lowers each kernel with its own renderer from here)
+# hook(exec_item, root, value, is_boundary) runs before each launch, while the kernel's graph still exists (exec_item is
+# None for alloc/copy/custom items): teenygrad.export re-lowers every kernel with its own renderer from here
+
 _lowering_hooks: list = []
 
 

@@ -122,7 +122,11 @@ static int tg_fill;
 static void tg_flush(void) { tg_line[tg_fill] = 0; tg_write(tg_line); tg_fill = 0; }
 static void tg_put(char c) { tg_line[tg_fill++] = c; if (tg_fill == (int)sizeof tg_line - 1) tg_flush(); }
 static void tg_text(const char *s) { while (*s) tg_put(*s++); }
-static void tg_number(int n) { char digits[12]; int k = 0; do { digits[k++] = (char)('0' + n % 10); n /= 10; } while (n); while (k) tg_put(digits[--k]); }
+static void tg_number(int n) {
+  char digits[12]; int k = 0;
+  do { digits[k++] = (char)('0' + n % 10); n /= 10; } while (n);
+  while (k) tg_put(digits[--k]);
+}
 static void tg_hex(const char *label, int index, const void *data, int nbytes) {
   const unsigned char *bytes = (const unsigned char *)data;
   tg_text(label); tg_put(' '); tg_number(index); tg_put(' ');
