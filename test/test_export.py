@@ -359,3 +359,20 @@ def test_example_factories_export():
   made = examples.mnist_mlp()
   lib = to_c(made["fn"], made["inputs"], name="ex", weights=made["weights"])
   assert [c.name for c in lib.constants] == ["ex_fc1_weight", "ex_fc1_bias", "ex_fc2_weight", "ex_fc2_bias"]
+
+
+def test_outputs_that_are_views_inputs_weights_or_repeated(tmp_path):
+  """Outputs that are views (made contiguous), an input or a weight (copied out), the same tensor twice, a scalar."""
+  need("host")
+  w = Tensor(np.arange(12, dtype=np.float32).reshape(3, 4))
+  x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+  def fn(a):
+    y = a @ w.T
+    return y.T, a, y.T, w, (a * 2).sum(), a.exp2().reshape(8)[2:5]
+  lib = to_c(fn, [Tensor(x)], name="edge")
+  res = build_and_run(lib, "host", [[x], [x * 3]], tmp_path / "edge")
+  for call, scale in enumerate((1, 3)):
+    for got, want in zip(res.outputs[call], fn(Tensor(x * scale))):
+      np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
+  ident = to_c(lambda a: a, [Tensor(x)], name="ident")
+  np.testing.assert_array_equal(build_and_run(ident, "host", [[x]], tmp_path / "ident").outputs[0][0], x)

@@ -44,7 +44,6 @@ _kernel_cache: dict[tuple, CompiledKernel] = {}
 _captures: list[list] = []   # JIT capture stacks
 # hook(exec_item, root, value, is_boundary) runs before each launch, while the kernel's graph still exists (exec_item is
 # None for alloc/copy/custom items): teenygrad.export re-lowers every kernel with its own renderer from here
-
 _lowering_hooks: list = []
 
 

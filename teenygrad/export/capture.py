@@ -94,7 +94,11 @@ class Capture:
     out.writes.append(index)
     for i in ids[1:]: self.buffers[i].reads.append(index)
     var_values = [_variable_value(exec_item, v.name) for v in program.variables]
-    self.kernels.append(KernelCall(program, self.renderer.render_kernel(program), ids, var_values))
+    # two bases can share one buffer (an assign's result and its target): then the output may alias an input
+    self.renderer.restrict = ids[0] not in ids[1:]
+    try: source = self.renderer.render_kernel(program)
+    finally: self.renderer.restrict = True
+    self.kernels.append(KernelCall(program, source, ids, var_values))
 
 
 def _variable_value(exec_item, name: str) -> int:

@@ -1,6 +1,7 @@
 """Emit: a captured function as a C99 library (one header, one source file) plus its size report."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -193,10 +194,12 @@ def emit(name: str, capture: Capture, inputs: list, outputs: list, names: dict[i
     if body not in functions: functions[body] = f"k{len(functions)}_{call.program.name}"
     args = [pointer(bid) for bid in call.buffers] + [str(v) for v in call.var_values]
     calls.append(f"  {functions[body]}({', '.join(args)});")
+  nbytes_of = {bid: math.prod(shape) * dtype.itemsize for _, bid, shape, dtype in inputs + outputs}
   for cname, bid in copies:
-    src = pointer(bid) if bid in infos else None
-    if src is None: raise ExportError(f"output {cname} was not computed by the function")
-    calls.append(f"  memcpy({cname}, {src.split(',')[0]}, {infos[bid].nbytes});")
+    if bid not in infos and bid not in in_param: raise ExportError(f"output {cname} was not computed by the function")
+    if infos.get(bid) is not None and infos[bid].quant_channel is not None:
+      raise ExportError(f"output {cname} is a weight stored as int8; return a computed tensor instead")
+    calls.append(f"  memcpy({cname}, {pointer(bid)}, {nbytes_of[bid]});")
   kernel_src = "\n".join(body.replace("@KERNEL@", fname) for body, fname in functions.items())
 
   written_inputs = {bid for bid in input_ids if bid in infos and any(k in step_of for k in infos[bid].writes)}

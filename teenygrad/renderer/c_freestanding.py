@@ -141,6 +141,7 @@ class FreestandingCRenderer(CStyleRenderer):
   def __init__(self, channel_size: Callable[[BufferArg], int | None] | None = None):
     super().__init__(threads=1, check_bounds=False)
     self.channel_size = channel_size or (lambda buf: None)
+    self.restrict = True   # off for a kernel whose output is also passed as one of its inputs
 
   def _check_dtype(self, dtype: DType) -> None:
     if dtype not in SUPPORTED_DTYPES:
@@ -180,10 +181,10 @@ class FreestandingCRenderer(CStyleRenderer):
     params = []
     for buf in program.buffers:
       if self.channel_size(buf) is not None:
-        params += [f"const signed char* restrict {buf.name}", f"const float* restrict {buf.name}_scale"]
+        params += [f"const signed char* {buf.name}", f"const float* {buf.name}_scale"]
         continue
       const = "" if buf.is_output else "const "
-      params.append(f"{const}{self.storage_type(buf.dtype)}* restrict {buf.name}")
+      params.append(f"{const}{self.storage_type(buf.dtype)}*{' restrict' if self.restrict else ''} {buf.name}")
     return params + [f"int {v.name}" for v in program.variables]
 
   def render_kernel(self, program: LoopProgram) -> str:
