@@ -3,8 +3,9 @@
 Differences from the CPU renderer (renderer/c.py): no OpenMP, no intrinsics, no <math.h> or <stdint.h>, `int`
 indices (buffers are far below 2^31 elements on such targets, and 64-bit index math is slow and large on a
 Cortex-M), and kernels are `static` functions of one translation unit. The transcendental primitives (EXP2, LOG2,
-SIN, SQRT) call the library's own approximations below, accurate to about 1 ulp in fp32. float32, the integer types,
-bool and float64 (scalar arithmetic only: no transcendentals) are supported; an int8 weight with per-channel scales is dequantized inside the load.
+SIN, SQRT) call the library's own approximations below, within 1 ulp of libm in fp32 on the test grid. Supported:
+float32, the integer types, bool, and float64 for optimizer scalars (exp2, log2, sqrt; no sin). An int8 weight with
+per-channel scales is dequantized inside the load.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.ops import Ops
 from teenygrad.renderer.cstyle import CStyleRenderer
 
-# float64 for scalar arithmetic (optimizers keep lr and bias corrections in it; soft-float on a Cortex-M)
+# float64 for optimizer scalars (lr, Adam's bias corrections), soft-float on a Cortex-M
 SUPPORTED_DTYPES = (dtypes.float32, dtypes.float64, dtypes.bool, dtypes.int8, dtypes.uint8, dtypes.int16, dtypes.uint16, dtypes.int32,
                     dtypes.uint32, dtypes.int64)
 
@@ -98,6 +99,65 @@ MATH_FUNCTIONS = {
   return -c;
 }
 """,
+  "tg_exp2": r"""static double tg_exp2(double x) {
+  /* float64 (optimizer scalars, e.g. Adam's beta^t): as tg_exp2f, Taylor series to degree 13 (error < 2e-17) */
+  union { double d; unsigned long long u; } scale;
+  double k, f, p;
+  int n;
+  if (x != x) return x;
+  if (x >= 1024.0) return __builtin_inf();
+  if (x < -1076.0) return 0.0;
+  k = (double)(long long)(x >= 0.0 ? x + 0.5 : x - 0.5);
+  f = (x - k) * 0.69314718055994531;
+  p = 1.0 + f * (1.0 + f * (1.0 / 2 + f * (1.0 / 6 + f * (1.0 / 24 + f * (1.0 / 120 + f * (1.0 / 720 + f * (1.0 / 5040
+      + f * (1.0 / 40320 + f * (1.0 / 362880 + f * (1.0 / 3628800 + f * (1.0 / 39916800 + f * (1.0 / 479001600
+      + f * (1.0 / 6227020800.0)))))))))))));
+  n = (int)k;
+  if (n > 1023) { scale.u = 2046ull << 52; return p * scale.d * 2.0; }
+  if (n < -1022) { scale.u = (unsigned long long)(n + 1023 + 128) << 52; return p * scale.d * 2.9387358770557188e-39; }  /* 2^-128 */
+  scale.u = (unsigned long long)(n + 1023) << 52;
+  return p * scale.d;
+}
+""",
+  "tg_log2": r"""static double tg_log2(double x) {
+  /* float64: as tg_log2f, with the atanh series to s^23 (error < 1e-17) */
+  union { double d; unsigned long long u; } v;
+  double m, s, s2, ln_m;
+  int e = 0;
+  if (x != x || x == __builtin_inf()) return x;
+  if (x < 0.0) return __builtin_nan("");
+  if (x == 0.0) return -__builtin_inf();
+  v.d = x;
+  if (v.u < 0x0010000000000000ull) { v.d = x * 18014398509481984.0; e = -54; }   /* subnormal: scale by 2^54 */
+  e += (int)(v.u >> 52) - 1023;
+  v.u = (v.u & 0x000fffffffffffffull) | 0x3ff0000000000000ull;
+  m = v.d;
+  if (m > 1.4142135623730951) { m *= 0.5; e += 1; }
+  s = (m - 1.0) / (m + 1.0);
+  s2 = s * s;
+  ln_m = 2.0 * s * (1.0 + s2 * (1.0 / 3 + s2 * (1.0 / 5 + s2 * (1.0 / 7 + s2 * (1.0 / 9 + s2 * (1.0 / 11 + s2 * (1.0 / 13
+         + s2 * (1.0 / 15 + s2 * (1.0 / 17 + s2 * (1.0 / 19 + s2 * (1.0 / 21 + s2 * (1.0 / 23))))))))))));
+  return (double)e + ln_m * 1.4426950408889634;
+}
+""",
+  "tg_sqrt": r"""static double tg_sqrt(double x) {
+  /* float64: bit-level first guess, then Newton steps */
+  union { double d; unsigned long long u; } v;
+  double y, scale = 1.0;
+  if (x != x || x == 0.0 || x == __builtin_inf()) return x;
+  if (x < 0.0) return __builtin_nan("");
+  if (x < 2.2250738585072014e-308) { x *= 18014398509481984.0; scale = 7.450580596923828e-09; }  /* x*2^54, result*2^-27 */
+  v.d = x;
+  v.u = (v.u >> 1) + 0x1ff7a3bea91d9b1bull;
+  y = v.d;
+  y = 0.5 * (y + x / y);
+  y = 0.5 * (y + x / y);
+  y = 0.5 * (y + x / y);
+  y = 0.5 * (y + x / y);
+  y = 0.5 * (y + x / y);
+  return y * scale;
+}
+""",
 }
 
 # Where a compiler may call them for a struct copy or a zeroing loop; weak, so a libc linked in later wins.
@@ -159,10 +219,12 @@ class FreestandingCRenderer(CStyleRenderer):
 
   def render_alu(self, op: Ops, args: list[str], dtype: DType) -> str:
     self._check_dtype(dtype)
-    names = {Ops.EXP2: "tg_exp2f", Ops.LOG2: "tg_log2f", Ops.SIN: "tg_sinf", Ops.SQRT: "tg_sqrtf"}
-    if op in names:
-      if dtype != dtypes.float32: raise NotImplementedError(f"export has {op.name} for float32 only, a kernel uses it on {dtype.name}")
-      return f"{names[op]}({args[0]})"
+    names = {(Ops.EXP2, dtypes.float32): "tg_exp2f", (Ops.LOG2, dtypes.float32): "tg_log2f", (Ops.SIN, dtypes.float32): "tg_sinf",
+             (Ops.SQRT, dtypes.float32): "tg_sqrtf", (Ops.EXP2, dtypes.float64): "tg_exp2", (Ops.LOG2, dtypes.float64): "tg_log2",
+             (Ops.SQRT, dtypes.float64): "tg_sqrt"}
+    if op in (Ops.EXP2, Ops.LOG2, Ops.SIN, Ops.SQRT):
+      if (op, dtype) not in names: raise NotImplementedError(f"export has no {op.name} for {dtype.name}")
+      return f"{names[(op, dtype)]}({args[0]})"
     return super().render_alu(op, args, dtype)
 
   def render_cast(self, value: str, src: DType, dst: DType, bitcast: bool) -> str:
