@@ -87,6 +87,8 @@ class Capture:
         fresh |= self._external(buffer, buf.lb.shape).quant_channel is not None
     if fresh: program = lower(value, target, is_boundary, self.renderer)   # render the int8 loads
     ids = [id(buf.lb.realized) for buf in program.buffers]
+    if any(self.buffers[i].buffer.nbytes >= 1 << 31 for i in ids):
+      raise ExportError("a buffer of 2 GiB or more: exported kernels index with 32-bit int")
     out = self.buffers[ids[0]]
     if out.quant_channel is not None:
       raise ExportError(f"the function writes a weight of shape {out.shape} that was chosen for int8 storage; "
