@@ -54,7 +54,7 @@ def test_planner_random_lifetimes_are_valid_and_near_bound():
     check_plan(lifetimes, plan)
     assert plan.size >= lower_bound(lifetimes) == plan.lower_bound
     worst = max(worst, plan.overhead)
-  assert worst < 0.5   # greedy is not optimal on arbitrary interval graphs, but not far off
+  assert worst < 0.1   # the goal; on these sizes the seeded search reaches the bound
 
 
 def test_planner_rejects_bad_lifetimes():

@@ -4,11 +4,13 @@ overlap share space.
 A lifetime is an inclusive range of step indices [first, last] (the kernel that writes the buffer to the last
 kernel that reads it). The lower bound on any arena is the largest total size of the buffers live at one step.
 Placement is greedy, as in TensorFlow Lite Micro's planner: buffers in some order, each at the lowest offset (or
-in the tightest gap) free for its whole lifetime. A few orders and both gap rules are tried and the smallest arena
-kept; on the chains that models make this lands at or near the bound. Pure Python, no device.
+in the tightest gap) free for its whole lifetime. A few orders (by size, by lifetime, by start), then seeded random
+orders, each with both gap rules; the smallest arena is kept, stopping early at the bound. On the graphs models
+make this reaches the bound (the tests and bench/export_sizes.py report both numbers). Pure Python, no device.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 
@@ -78,13 +80,22 @@ def plan_arena(lifetimes: list[Lifetime], alignment: int = 8) -> ArenaPlan:
     sorted(lifetimes, key=lambda lt: (lt.first, -lt.nbytes)),
     sorted(lifetimes, key=lambda lt: (-lt.nbytes * (lt.last - lt.first + 1), lt.first)),
   ]
+  bound = lower_bound(lifetimes, alignment)
+  # then seeded shuffles until the bound is reached or the budget (about 2e5 placements) is spent
+  rng = random.Random(0)
+  shuffles = min(512, 200_000 // max(1, len(lifetimes) ** 2))
+  for _ in range(shuffles):
+    order = list(lifetimes)
+    rng.shuffle(order)
+    orders.append(order)
   best: tuple[dict, int] | None = None
   for order in orders:
     for best_fit in (False, True):
       offsets, size = _place(order, alignment, best_fit)
       if best is None or size < best[1]: best = (offsets, size)
+    if best[1] == bound: break
   assert best is not None
-  return ArenaPlan(best[0], best[1], lower_bound(lifetimes, alignment), alignment)
+  return ArenaPlan(best[0], best[1], bound, alignment)
 
 
 def check_plan(lifetimes: list[Lifetime], plan: ArenaPlan) -> None:
