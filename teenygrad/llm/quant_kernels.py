@@ -64,8 +64,8 @@ _SCALAR = {
   float d = tg_half(b);
   uint32_t qh = tg_u32(b + 2);
   for (int l = 0; l < 16; l++) {
-    y[l] = d * (float)(((b[6 + l] & 15) | (((qh >> l) & 1) << 4)) - 16);
-    y[l + 16] = d * (float)(((b[6 + l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16);
+    y[l] = d * (float)((int)((b[6 + l] & 15) | (((qh >> l) & 1) << 4)) - 16);
+    y[l + 16] = d * (float)((int)((b[6 + l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16);
   }""",
   "Q5_1": """
   float d = tg_half(b), m = tg_half(b + 2);
