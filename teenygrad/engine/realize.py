@@ -12,7 +12,7 @@ from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import config, prod
-from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
 from teenygrad.ir.symbolic import BoundVariable, Node, evaluate, vmax
 from teenygrad.schedule import ScheduleItem, create_schedule
@@ -216,3 +216,14 @@ class capture_kernels:
 
   def __exit__(self, *exc) -> None:
     _captures.remove(self.items)
+
+
+def buffer_from_host(device: str, host: np.ndarray, dtype) -> Buffer:
+  """A device buffer holding a copy of a flat host array (what Tensor(data) builds on)."""
+  buffer = Buffer(device, host.size, dtype)
+  if buffer.size: buffer.copyin(host)
+  return buffer
+
+
+runtime.realize = realize
+runtime.buffer_from_host = buffer_from_host

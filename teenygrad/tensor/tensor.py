@@ -9,10 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from teenygrad.autograd import Context, backward as run_backward
-from teenygrad.device import Buffer, canonicalize
 from teenygrad.dtype import DType, dtypes, promote, result_type_scalar, to_dtype
-from teenygrad.helpers import prod
-from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.helpers import canonicalize, prod
+from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
 from teenygrad.tensor.movement import MovementMixin
 from teenygrad.tensor.nn import NNMixin
@@ -122,10 +121,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
-    from teenygrad.engine.realize import realize
     if self.lazydata.is_view or self.lazydata.op is Ops.CONST:
       self.lazydata = self.lazydata.contiguous() if self.numel() else self.lazydata
-    if self.numel(): realize([self.lazydata])
+    if self.numel(): runtime.realize([self.lazydata])
     return self
 
   async def realize_async(self) -> Tensor:
@@ -136,7 +134,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self.dtype == dtypes.bfloat16: raise TypeError("Got unsupported ScalarType BFloat16")
     if self.numel() == 0: return np.zeros(self.shape, dtype=self.dtype.np)
     self.realize()
-    buffer: Buffer = self.lazydata.realized
+    buffer = self.lazydata.realized
     return buffer.numpy().view(self.dtype.np).reshape(self.shape)
 
   def __array__(self, dtype=None, copy=None):
@@ -769,6 +767,5 @@ def _lazy_from_host(data, dtype: DType | None, device: str) -> LazyBuffer:
   if dtype == dtypes.bfloat16: host = float_to_bfloat16_bits(np.asarray(array, dtype=np.float32))
   else: host = np.ascontiguousarray(array).astype(dtype.np, copy=False)
   shape = tuple(int(s) for s in array.shape)
-  buffer = Buffer(device, int(np.prod(shape, dtype=np.int64)), dtype)
-  if buffer.size: buffer.copyin(np.ascontiguousarray(host))
+  buffer = runtime.buffer_from_host(device, np.ascontiguousarray(host).reshape(-1), dtype)
   return LazyBuffer.from_realized(buffer, shape, dtype, device)
