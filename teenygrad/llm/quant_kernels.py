@@ -38,7 +38,7 @@ GGML_TYPES: dict[str, GGMLType] = {t.name: t for t in (
   GGMLType("Q4_0", 32, 18), GGMLType("Q4_1", 32, 20), GGMLType("Q5_0", 32, 22), GGMLType("Q5_1", 32, 24),
   GGMLType("Q8_0", 32, 34), GGMLType("Q4_K", 256, 144), GGMLType("Q5_K", 256, 176), GGMLType("Q6_K", 256, 210))}
 
-GEMM_MIN_ROWS = 8          # from this many rows of x the packed GEMM beats per-row dots (bench/quant.py)
+GEMM_MIN_ROWS = 12         # from this many rows of x the packed GEMM beats per-row dots (measured on 4096x4096 Q4_1)
 KC = 256                   # depth of one packed slice: a multiple of every block size; 32 x KC floats = 32 KiB
 NC = 128                   # W rows per GEMM task (4 panels of NR)
 MC = 144                   # x rows per GEMM task (12 panels of MR)
@@ -201,6 +201,44 @@ _SIMD = {
   }""",
 }
 
+# ---- per type, AVX-512: the dot product of one block with x, scales factored out of the inner products ----
+# sum_l (d q_l + m) x_l = d (sum_l q_l x_l) + m (sum_l x_l): the block's q.x is formed on small integers converted
+# to float, scaled once per block, and the min term uses per-32 sums of x computed once per call (xs). This costs
+# ~30% fewer vector ops per weight than dequantizing first. Updates acc0/acc1 (vectors) and accm (scalar).
+_DOT = {
+  "Q4_0": """
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 2))), eight = _mm512_set1_epi32(8);
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, _mm512_set1_epi32(15)), eight)), _mm512_loadu_ps(xb));
+  t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight)), _mm512_loadu_ps(xb + 16), t);
+  *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(tg_half(b)), t, *acc0);""",
+  "Q4_1": """
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 4)));
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(15))), _mm512_loadu_ps(xb));
+  t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)), _mm512_loadu_ps(xb + 16), t);
+  *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(tg_half(b)), t, *acc0);
+  *accm += tg_half(b + 2) * xs[0];""",
+  "Q8_0": """
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 2)))), _mm512_loadu_ps(xb));
+  t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 18)))), _mm512_loadu_ps(xb + 16), t);
+  *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(tg_half(b)), t, *acc0);""",
+  "Q4_K": """
+  float d = tg_half(b), dmin = tg_half(b + 2);
+  uint8_t sc[8], mn[8];
+  tg_scale_min_k4(b + 4, sc, mn);
+  __m512i low4 = _mm512_set1_epi32(15);
+  for (int s = 0; s < 8; s += 2) {
+    __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 16 + 16 * s)));
+    __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 32 + 16 * s)));
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q0, low4)), _mm512_loadu_ps(xb + 32 * s));
+    t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q1, low4)), _mm512_loadu_ps(xb + 32 * s + 16), t);
+    __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q0, 4)), _mm512_loadu_ps(xb + 32 * s + 32));
+    u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q1, 4)), _mm512_loadu_ps(xb + 32 * s + 48), u);
+    *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[s]), t, *acc0);
+    *acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[s + 1]), u, *acc1);
+    *accm -= dmin * (float)mn[s] * xs[s] + dmin * (float)mn[s + 1] * xs[s + 1];
+  }""",
+}
+
 _COMMON = r"""
 #include <stdint.h>
 #include <string.h>
@@ -255,9 +293,20 @@ static inline void tg_deq_row(const uint8_t* restrict w, float* restrict y, long
   }
 }
 
-/* sum_k W[row, k] * x[k], dequantizing in registers */
-static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict x, long nb) {
-#if TG_Q_SIMD
+/* sum_k W[row, k] * x[k], dequantizing in registers; xs holds the sums of x over each 32 (TG_DOT types only) */
+static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict x, const float* restrict xs, long nb) {
+#if TG_Q_SIMD && defined(TG_HAS_DOT)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  float accm = 0.0f;
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {   /* two blocks per step into separate accumulators: no dependency chain */
+    tg_dot_block(w + i * TG_TS, x + i * TG_BS, xs + i * (TG_BS / 32), &acc0, &acc1, &accm);
+    tg_dot_block(w + (i + 1) * TG_TS, x + (i + 1) * TG_BS, xs + (i + 1) * (TG_BS / 32), &acc1, &acc0, &accm);
+  }
+  if (i < nb) tg_dot_block(w + i * TG_TS, x + i * TG_BS, xs + i * (TG_BS / 32), &acc0, &acc1, &accm);
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + accm;
+#elif TG_Q_SIMD
+  (void)xs;
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   for (long i = 0; i < nb; i++) {
     __m512 v[TG_VPB];
@@ -270,6 +319,7 @@ static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict 
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 #else
+  (void)xs;
   float y[TG_BS], acc = 0.0f;
   for (long i = 0; i < nb; i++) {
     tg_deq_s(w + i * TG_TS, y);
@@ -312,9 +362,16 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (M == 1) {
+    float* xs = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
+    for (long i = 0; i < K / 32; i++) {
+      float s = 0.0f;
+      for (int l = 0; l < 32; l++) s += x[32 * i + l];
+      xs[i] = s;
+    }
     int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
     #pragma omp parallel for schedule(static) num_threads(nthreads) if(par)
-    for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, nb);
+    for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
+    free(xs);
     return;
   }
   if (M < TG_GEMM_MIN_ROWS) {
@@ -391,5 +448,9 @@ def render_quant_source(ggml_type: str, simd: bool = True) -> str:
              f"#define TG_ROWS {rows_name(ggml_type)}"]
   assert MR == 12 and NR == 32 and NC % NR == 0 and MC % MR == 0 and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
-  vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n#endif\n"
+  vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n"
+  if ggml_type in _DOT:
+    vector += ("#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
+               f"const float* restrict xs, __m512* acc0, __m512* acc1, float* accm) {{{_DOT[ggml_type]}\n}}\n")
+  vector += "#endif\n"
   return "\n".join(([] if simd else ["#define TG_QUANT_SCALAR 1"]) + defines) + "\n" + _COMMON + GEMM_PREAMBLE + scalar + vector + _GENERIC
