@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from teenygrad import Tensor  # noqa: E402
 from teenygrad.engine.realize import capture_kernels, run_exec_item  # noqa: E402
+from teenygrad.helpers import config  # noqa: E402
 from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
 from teenygrad.llm.quant_kernels import GGML_TYPES  # noqa: E402
 
@@ -112,7 +113,8 @@ def main() -> None:
   quick = "--quick" in sys.argv
   rng = np.random.default_rng(0)
   bandwidth = copy_bandwidth()
-  lines = [f"machine: {os.cpu_count()} cores; copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy, read+write)"]
+  lines = [f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; copy bandwidth {bandwidth / 1e9:.1f} GB/s "
+           f"(numpy copy, read+write); threads {config.threads}"]
   try:
     import llama_cpp  # noqa: F401
     lines.append("llama-cpp-python is installed, but this script does not drive it yet (see bench/llm.py)")
@@ -122,6 +124,9 @@ def main() -> None:
   for ggml_type in (TYPES[:3] if quick else TYPES):
     qtype = gguf.GGMLQuantizationType[ggml_type]
     for n, k in (SHAPES[:2] if quick else SHAPES):
+      if k % GGML_TYPES[ggml_type].block_size:
+        lines.append(f"{ggml_type} {n}x{k}: skipped, in_features is not a multiple of {GGML_TYPES[ggml_type].block_size}")
+        continue
       raw = random_blocks(ggml_type, n, k, rng)
       qt = QuantizedTensor.from_gguf_bytes(ggml_type, raw.reshape(-1), (n, k))
       w32 = gguf.quants.dequantize(raw, qtype)
@@ -150,4 +155,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  main()
+  if "--sweep" in sys.argv: print("\n".join(decode_sweep(copy_bandwidth())))
+  else: main()

@@ -14,7 +14,7 @@ gguf = pytest.importorskip("gguf")
 from teenygrad import Tensor  # noqa: E402
 from teenygrad.llm import quant  # noqa: E402
 from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
-from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, NC  # noqa: E402
+from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC  # noqa: E402
 
 TYPES = list(GGML_TYPES)
 SIMPLE = [t for t in TYPES if not t.endswith("_K")]
@@ -86,6 +86,14 @@ def test_linear_all_paths(ggml_type, simd, monkeypatch):
     _check_linear(qt, want, rows)
   ids = np.array([[0, n - 1, 5], [7, 7, 0]])
   np.testing.assert_array_equal(qt.embedding(Tensor(ids)).numpy().view(np.uint32), want[ids].view(np.uint32))
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q5_K"])
+def test_linear_tall_x(ggml_type):
+  """More rows of x than one GEMM task holds (MS), with N small enough that tasks narrow to one panel."""
+  n, k = 45, k_for(ggml_type)
+  blocks = make_blocks(ggml_type, n, k, seed=7)
+  _check_linear(QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k)), reference(ggml_type, blocks), MS + 29)
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_1", "Q6_K"])

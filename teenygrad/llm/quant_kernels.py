@@ -40,8 +40,9 @@ GGML_TYPES: dict[str, GGMLType] = {t.name: t for t in (
 
 GEMM_MIN_ROWS = 12         # from this many rows of x the packed GEMM beats per-row dots (measured on 4096x4096 Q4_1)
 KC = 256                   # depth of one packed slice: a multiple of every block size; 32 x KC floats = 32 KiB
-NC = 128                   # W rows per GEMM task (4 panels of NR)
-MC = 144                   # x rows per GEMM task (12 panels of MR)
+NC = 64                    # W rows per GEMM task at most (2 panels of NR): their KC slice, dequantized, stays in L1/L2
+MC = 144                   # x rows packed at a time (12 panels of MR), in L2
+MS = 1020                  # x rows per GEMM task at most (a multiple of MR): bounds the task's C block to MS x NC floats
 PARALLEL_MIN_BYTES = 1 << 17   # a matvec over fewer weight bytes stays on one thread (fork/join costs ~microseconds)
 
 # ---- per type: scalar dequantize of one block into y[BS], and the AVX-512 one into v[BS / 16] ----
@@ -388,31 +389,38 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
     }
     return;
   }
-  long m_blocks = (M + TG_MC - 1) / TG_MC, n_blocks = (N + TG_NC - 1) / TG_NC;
+  /* a task is NC W rows x up to TG_MS rows of x: its slice of W is dequantized once per k-chunk and reused by every
+     MC-row block of x; fewer, narrower column blocks when N is small, so both threads get work */
+  long nc = TG_NC;
+  while (nc > TG_GEMM_NR && (N + nc - 1) / nc < 4 * nthreads) nc -= TG_GEMM_NR;
+  long n_blocks = (N + nc - 1) / nc, m_chunks = (M + TG_MS - 1) / TG_MS;
   int par = nthreads > 1 && M * N * K >= (1L << 20);
   #pragma omp parallel num_threads(nthreads) if(par)
   {
+    long rows_max = M < TG_MS ? M : TG_MS;
     float* a_packed = (float*)tg_gemm_alloc((size_t)TG_MC * TG_KC * sizeof(float));
     float* b_packed = (float*)tg_gemm_alloc((size_t)TG_NC * TG_KC * sizeof(float));
-    float* c_block = (float*)tg_gemm_alloc((size_t)TG_MC * TG_NC * sizeof(float));
+    float* c_block = (float*)tg_gemm_alloc((size_t)(rows_max + TG_GEMM_MR) * TG_NC * sizeof(float));
     float* row = (float*)tg_gemm_alloc((size_t)TG_KC * sizeof(float));
-    /* n-blocks outer: consecutive tasks share W bytes, which come from memory once per m-block */
     #pragma omp for schedule(dynamic, 1)
-    for (long t = 0; t < m_blocks * n_blocks; t++) {
-      long i0 = (t % m_blocks) * TG_MC, j0 = (t / m_blocks) * TG_NC;
-      long nrows = M - i0 < TG_MC ? M - i0 : TG_MC, ncols = N - j0 < TG_NC ? N - j0 : TG_NC;
+    for (long t = 0; t < n_blocks * m_chunks; t++) {
+      long j0 = (t % n_blocks) * nc, ncols = N - j0 < nc ? N - j0 : nc;
+      long m0 = (t / n_blocks) * TG_MS, mrows = M - m0 < TG_MS ? M - m0 : TG_MS;
       for (long k0 = 0; k0 < K; k0 += TG_KC) {
         long kc = K - k0 < TG_KC ? K - k0 : TG_KC;
-        tg_gemm_pack_a_f32(a_packed, x + i0 * K + k0, nrows, kc, K, 1);
         for (long c = 0; c < ncols; c += TG_GEMM_NR)
           tg_pack_b_quant(b_packed + (c / TG_GEMM_NR) * kc * TG_GEMM_NR, w, row_bytes, j0 + c,
                           ncols - c < TG_GEMM_NR ? ncols - c : TG_GEMM_NR, k0, kc, row);
-        for (long c = 0; c < ncols; c += TG_GEMM_NR)
-          for (long r = 0; r < nrows; r += TG_GEMM_MR)
-            tg_gemm_micro_f32(kc, a_packed + r * kc, b_packed + (c / TG_GEMM_NR) * kc * TG_GEMM_NR,
-                              c_block + r * TG_NC + c, TG_NC, k0 > 0);
+        for (long i0 = 0; i0 < mrows; i0 += TG_MC) {
+          long nrows = mrows - i0 < TG_MC ? mrows - i0 : TG_MC;
+          tg_gemm_pack_a_f32(a_packed, x + (m0 + i0) * K + k0, nrows, kc, K, 1);
+          for (long c = 0; c < ncols; c += TG_GEMM_NR)
+            for (long r = 0; r < nrows; r += TG_GEMM_MR)
+              tg_gemm_micro_f32(kc, a_packed + r * kc, b_packed + (c / TG_GEMM_NR) * kc * TG_GEMM_NR,
+                                c_block + (i0 + r) * TG_NC + c, TG_NC, k0 > 0);
+        }
       }
-      for (long r = 0; r < nrows; r++) memcpy(out + (i0 + r) * N + j0, c_block + r * TG_NC, (size_t)ncols * sizeof(float));
+      for (long r = 0; r < mrows; r++) memcpy(out + (m0 + r) * N + j0, c_block + r * TG_NC, (size_t)ncols * sizeof(float));
     }
     free(a_packed); free(b_packed); free(c_block); free(row);
   }
@@ -443,10 +451,10 @@ def render_quant_source(ggml_type: str, simd: bool = True) -> str:
   """The C source of one type's library. simd=False forces the portable scalar path (tests use it)."""
   t = GGML_TYPES[ggml_type]
   defines = [f"#define TG_BS {t.block_size}", f"#define TG_TS {t.type_size}", f"#define TG_VPB {t.block_size // 16}",
-             f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
+             f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_MS {MS}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
              f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_LINEAR {linear_name(ggml_type)}",
              f"#define TG_ROWS {rows_name(ggml_type)}"]
-  assert MR == 12 and NR == 32 and NC % NR == 0 and MC % MR == 0 and KC % 256 == 0
+  assert MR == 12 and NR == 32 and NC % NR == 0 and MC % MR == 0 and MS % MR == 0 and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
   vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n"
   if ggml_type in _DOT:
