@@ -12,7 +12,8 @@ Rows:
 - "call": the same through the Tensor API (graph building, scheduling, ctypes): the per-call overhead matters at
   small shapes.
 - peers: "np-deq+mm" = gguf-py's numpy dequantize then numpy matmul; "np-f32" = numpy matmul with the weights
-  already dequantized to fp32 (4-8x the bytes); llama.cpp through llama-cpp-python when installed.
+  already dequantized to fp32 (4-8x the bytes); llama.cpp through llama-cpp-python when installed: its whole decode
+  step on the same GGUF and thread count, next to our matvecs of that step (an upper bound on its matvec time).
 Medians over repeated runs; the machine is shared, so quote ratios.
 """
 from __future__ import annotations
@@ -105,8 +106,24 @@ def decode_sweep(bandwidth: float) -> list[str]:
     for w in weights: w.linear(xs[w.shape[1]]).realize()
   seconds = median_time(lambda: [run_exec_item(item) for item in items], 7, 0.0)
   types = sorted({w.ggml_type for w in weights})
-  return [fmt(f"decode sweep SmolLM2 {'+'.join(types)}", "GB/s", nbytes / seconds / 1e9, {}, bandwidth / 1e9)
-          + f"   ({len(weights)} matvecs, {nbytes / 1e6:.1f} MB, {seconds * 1e3:.2f} ms = {1 / seconds:.0f} tok/s of matvec)"]
+  peers = {}
+  llama_seconds = llama_cpp_decode_seconds(path)
+  if llama_seconds is not None: peers["llama.cpp-whole-step"] = nbytes / llama_seconds / 1e9
+  return [fmt(f"decode sweep SmolLM2 {'+'.join(types)}", "GB/s", nbytes / seconds / 1e9, peers, bandwidth / 1e9)
+          + f"   ({len(weights)} matvecs, {nbytes / 1e6:.1f} MB, {seconds * 1e3:.2f} ms = {1 / seconds:.0f} tok/s of matvec"
+          + (f"; llama.cpp decode {1 / llama_seconds:.0f} tok/s with attention and norms)" if llama_seconds else ")")]
+
+
+def llama_cpp_decode_seconds(path: str) -> float | None:
+  """Median seconds of one llama.cpp decode step on the same GGUF and thread count (it includes attention, norms and
+  sampling-free logits, so it bounds the matvec share from above); None without llama-cpp-python."""
+  try: import llama_cpp
+  except ImportError: return None
+  threads = max(config.threads, 1)
+  llm = llama_cpp.Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=512, verbose=False)
+  tokens = llm.tokenize(b"The quick brown fox jumps over the lazy dog. Once upon a time")
+  llm.eval(tokens)
+  return median_time(lambda: llm.eval(tokens[-1:]), 15, 0.0)
 
 
 def main() -> None:
@@ -117,7 +134,7 @@ def main() -> None:
            f"(numpy copy, read+write); threads {config.threads}"]
   try:
     import llama_cpp  # noqa: F401
-    lines.append("llama-cpp-python is installed, but this script does not drive it yet (see bench/llm.py)")
+    lines.append("llama.cpp peer: whole decode steps of the same GGUF in the decode sweep row (its matmuls are not callable alone)")
   except ImportError:
     lines.append("llama.cpp peer: llama-cpp-python not installed")
   import gguf
