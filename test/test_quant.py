@@ -163,3 +163,22 @@ def test_linear_shape_errors():
   qt = QuantizedTensor.from_gguf_bytes("Q8_0", make_blocks("Q8_0", 4, 64), (4, 64))
   with pytest.raises(ValueError, match="in_features 64"): qt.linear(Tensor(np.zeros((2, 32), dtype=np.float32)))
   assert qt.linear(Tensor(np.zeros((0, 64), dtype=np.float32))).shape == (0, 4)
+
+
+def test_one_launch_that_replays():
+  """linear is one program launch on realized buffers, visible to capture_kernels (what the JIT records); replaying
+  it after new data lands in x's buffer gives the new product."""
+  from teenygrad.engine.realize import capture_kernels, run_exec_item
+  n, k = 24, 64
+  blocks = make_blocks("Q4_1", n, k, seed=8)
+  w = reference("Q4_1", blocks)
+  qt = QuantizedTensor.from_gguf_bytes("Q4_1", blocks, (n, k))
+  x = Tensor(np.ones((1, k), dtype=np.float32)).realize()
+  with capture_kernels() as items:
+    out = qt.linear(x).realize()
+  assert [item.kernel.name for item in items] == ["qlinear_q4_1"]
+  np.testing.assert_allclose(out.numpy(), np.ones((1, k)) @ w.T, rtol=1e-5, atol=1e-5)
+  new_x = np.random.default_rng(9).standard_normal((1, k), dtype=np.float32)
+  items[0].buffers[1].copyin(new_x)
+  run_exec_item(items[0])
+  np.testing.assert_allclose(out.numpy(), new_x @ w.T, rtol=1e-5, atol=1e-5)
