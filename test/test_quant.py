@@ -12,6 +12,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 
 from teenygrad import Tensor  # noqa: E402
+from teenygrad.engine.realize import capture_kernels, run_exec_item  # noqa: E402
 from teenygrad.llm import quant  # noqa: E402
 from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
 from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC  # noqa: E402
@@ -77,7 +78,7 @@ def _check_linear(qt: QuantizedTensor, want_w: np.ndarray, rows: int, seed: int 
 def test_linear_all_paths(ggml_type, simd, monkeypatch):
   """One row (matvec), a few rows, and enough rows for the GEMM with edge tiles on both sides (N not a multiple of
   the panel, M not a multiple of the microkernel), in the SIMD build and the portable scalar build."""
-  monkeypatch.setitem(quant.FUSED_KERNELS, "CPU", lambda device, t: quant._cpu_programs(device, t, simd))
+  monkeypatch.setitem(quant.FUSED_KERNELS, "CPU", lambda device, t: quant._cpu_kernels(device, t, simd))
   n, k = NC + 37, k_for(ggml_type) * 2
   blocks = make_blocks(ggml_type, n, k, seed=2)
   qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k))
@@ -97,14 +98,16 @@ def test_linear_tall_x(ggml_type):
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_1", "Q6_K"])
-def test_linear_reference_path(ggml_type):
-  """What backends without a fused kernel run: x @ dequantize().T."""
+def test_backend_without_fused_kernel(ggml_type, monkeypatch):
+  """What backends without an entry in FUSED_KERNELS run: x @ dequantize().T, and rows picked on the host."""
+  monkeypatch.delitem(quant.FUSED_KERNELS, "CPU")
   n, k = 19, k_for(ggml_type)
   blocks = make_blocks(ggml_type, n, k, seed=3)
   qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k))
-  _check_linear(qt, reference(ggml_type, blocks), 5, fn=qt.linear_reference)
-  ids = Tensor(np.array([3, 0, 18]))
-  np.testing.assert_array_equal(qt._embedding_reference(ids).numpy(), reference(ggml_type, blocks)[[3, 0, 18]])
+  with capture_kernels() as items: _check_linear(qt, reference(ggml_type, blocks), 5)
+  assert not any(item.kernel.name.startswith("qlinear") for item in items)
+  np.testing.assert_array_equal(qt.embedding([3, 0, 18]).numpy(), reference(ggml_type, blocks)[[3, 0, 18]])
+  with pytest.raises(IndexError, match="out of range"): qt.embedding([19])
 
 
 def test_linear_batched_lazy_input_and_grad():
@@ -168,7 +171,6 @@ def test_linear_shape_errors():
 def test_one_launch_that_replays():
   """linear is one program launch on realized buffers, visible to capture_kernels (what the JIT records); replaying
   it after new data lands in x's buffer gives the new product."""
-  from teenygrad.engine.realize import capture_kernels, run_exec_item
   n, k = 24, 64
   blocks = make_blocks("Q4_1", n, k, seed=8)
   w = reference("Q4_1", blocks)

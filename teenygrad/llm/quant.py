@@ -120,35 +120,6 @@ REFERENCE_DEQUANT: dict[str, Callable[[Tensor], Tensor]] = {
 
 # ---- fused kernels, per backend ----
 
-class _CPUQuantPrograms:
-  """The compiled C library of one GGML type on the CPU (compiled once, disk-cached by the backend's compiler)."""
-  def __init__(self, device: str, ggml_type: str, simd: bool = True):
-    backend = Device[device]
-    self.src = render_quant_source(ggml_type, simd)
-    binary = backend.compiler.compile_cached(self.src)
-    self.linear = backend.program(linear_name(ggml_type), binary)
-    self.rows = backend.program(rows_name(ggml_type), binary)
-
-
-_programs: dict[tuple[str, str, bool], _CPUQuantPrograms] = {}
-
-
-def _cpu_programs(device: str, ggml_type: str, simd: bool = True) -> _CPUQuantPrograms:
-  key = (device, ggml_type, simd)
-  if key not in _programs: _programs[key] = _CPUQuantPrograms(device, ggml_type, simd)
-  return _programs[key]
-
-
-# backend name -> a factory of the programs for (device, ggml type). A program set has `linear` and `rows`, called
-# as launch() below does; a backend without an entry runs the reference.
-FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_programs}
-
-
-def _fused_programs(device: str, ggml_type: str):
-  factory = FUSED_KERNELS.get(device.partition(":")[0])
-  return factory(device, ggml_type) if factory is not None else None
-
-
 def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], work: int, device: str) -> None:
   """One compiled-program launch on realized buffers, as an ExecItem: DEBUG=2 timing and JIT capture see it."""
   from teenygrad.engine.realize import CompiledKernel, ExecItem, _captures, run_exec_item
@@ -157,16 +128,55 @@ def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], 
   run_exec_item(item)
 
 
+class CPUQuantKernels:
+  """The fused kernels of one GGML type on the CPU: one C library (quant_kernels.py), compiled once and disk-cached
+  by the backend's compiler. Each method is a single launch on realized buffers."""
+  def __init__(self, device: str, ggml_type: str, simd: bool = True):
+    backend = Device[device]
+    self.device, self.ggml_type = device, ggml_type
+    self.src = render_quant_source(ggml_type, simd)
+    binary = backend.compiler.compile_cached(self.src)
+    self._linear = backend.program(linear_name(ggml_type), binary)
+    self._rows = backend.program(rows_name(ggml_type), binary)
+
+  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
+    """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks."""
+    _launch(f"qlinear_{self.ggml_type.lower()}", self._linear, [out, x, w], (m, n, k, max(config.threads, 1)), m * n * k, self.device)
+
+  def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
+    """out (count, k) = W[ids] for int64 ids; an id outside [0, n) gives a zero row and sets err[0]."""
+    _launch(f"qrows_{self.ggml_type.lower()}", self._rows, [out, ids, w, err], (count, n, k, max(config.threads, 1)), count * k,
+            self.device)
+
+
+_cpu_cache: dict[tuple[str, str, bool], CPUQuantKernels] = {}
+
+
+def _cpu_kernels(device: str, ggml_type: str, simd: bool = True) -> CPUQuantKernels:
+  key = (device, ggml_type, simd)
+  if key not in _cpu_cache: _cpu_cache[key] = CPUQuantKernels(device, ggml_type, simd)
+  return _cpu_cache[key]
+
+
+# backend name -> factory(device, ggml_type) of an object with `linear` and `rows` methods shaped like
+# CPUQuantKernels'. A backend without an entry runs the reference (x @ dequantize().T); add yours here.
+FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels}
+
+
+def _fused_kernels(device: str, ggml_type: str):
+  factory = FUSED_KERNELS.get(device.partition(":")[0])
+  return factory(device, ggml_type) if factory is not None else None
+
+
 class QuantLinearKernel:
   """The custom op of `QuantizedTensor.linear`: srcs (x (M, K) float32 contiguous, raw (N, row_bytes) uint8)."""
-  def __init__(self, weight: QuantizedTensor, programs):
-    self.weight, self.programs = weight, programs
+  def __init__(self, weight: QuantizedTensor, kernels):
+    self.weight, self.kernels = weight, kernels
 
   def run(self, root: LazyBuffer, buffers: list[Buffer]) -> Buffer:
     (m, n), k = root.shape, self.weight.shape[1]
     out = Buffer(root.device, m * n, dtypes.float32)
-    _launch(f"qlinear_{self.weight.ggml_type.lower()}", self.programs.linear, [out, *buffers], (m, n, k, max(config.threads, 1)),
-            m * n * k, root.device)
+    self.kernels.linear(out, buffers[0], buffers[1], m, n, k)
     return out
 
   def backward(self, grad: Tensor, ctx: Context) -> tuple:
@@ -176,17 +186,16 @@ class QuantLinearKernel:
 
 class QuantRowsKernel:
   """The custom op of `QuantizedTensor.embedding`: srcs (ids (n,) int64 contiguous, raw)."""
-  def __init__(self, weight: QuantizedTensor, programs):
-    self.weight, self.programs = weight, programs
+  def __init__(self, weight: QuantizedTensor, kernels):
+    self.weight, self.kernels = weight, kernels
 
   def run(self, root: LazyBuffer, buffers: list[Buffer]) -> Buffer:
     (count, k), n = root.shape, self.weight.shape[0]
     out = Buffer(root.device, count * k, dtypes.float32)
     err = Buffer(root.device, 1, dtypes.int32).copyin(np.zeros(1, dtype=np.int32))
-    _launch(f"qrows_{self.weight.ggml_type.lower()}", self.programs.rows, [out, *buffers, err], (count, n, k, max(config.threads, 1)),
-            count * k, root.device)
+    self.kernels.rows(out, buffers[0], buffers[1], err, count, n, k)
     if err.numpy()[0]:
-      ids = Buffer.numpy(buffers[0])
+      ids = buffers[0].numpy()
       bad = ids[(ids < 0) | (ids >= n)]
       raise IndexError(f"embedding index {int(bad[0]) if bad.size else '?'} out of range for {n} rows")
     return out
@@ -268,14 +277,14 @@ class QuantizedTensor:
   def linear(self, x: Tensor) -> Tensor:
     """x (..., in_features) @ W.T -> (..., out_features) float32, dequantizing inside the kernel where one exists."""
     self._check_x(x)
-    programs = _fused_programs(self.device, self.ggml_type)
-    if programs is None: return self.linear_reference(x)
+    kernels = _fused_kernels(self.device, self.ggml_type)
+    if kernels is None: return self.linear_reference(x)
     batch = tuple(x.shape[:-1])
     rows = 1
     for s in batch: rows *= s
     if rows == 0: return Tensor.zeros(*batch, self.shape[0], device=self.device)
     flat = x.float().reshape(rows, self.shape[1]).contiguous()
-    kernel = QuantLinearKernel(self, programs)
+    kernel = QuantLinearKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (rows, self.shape[0]), dtypes.float32))
     if is_grad_enabled() and flat.requires_grad:
       out.requires_grad = True
@@ -291,10 +300,10 @@ class QuantizedTensor:
     count = 1
     for s in shape: count *= s
     if count == 0: return Tensor.zeros(*shape, k, device=self.device)
-    programs = _fused_programs(self.device, self.ggml_type)
-    if programs is None: return self._embedding_reference(ids)
+    kernels = _fused_kernels(self.device, self.ggml_type)
+    if kernels is None: return self._embedding_reference(ids)
     flat = ids.cast(dtypes.int64).reshape(count).contiguous()
-    kernel = QuantRowsKernel(self, programs)
+    kernel = QuantRowsKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (count, k), dtypes.float32))
     return out.reshape(*shape, k)
 
