@@ -101,7 +101,6 @@ def decode_sweep(bandwidth: float) -> list[str]:
       weights.append(QuantizedTensor.from_gguf_bytes(t.tensor_type.name, np.asarray(t.data).reshape(-1), (n, k)))
   nbytes = sum(w.nbytes for w in weights)
   xs = {k: Tensor(np.random.default_rng(0).standard_normal((1, k), dtype=np.float32)) for k in {w.shape[1] for w in weights}}
-  items = []
   with capture_kernels() as items:
     for w in weights: w.linear(xs[w.shape[1]]).realize()
   seconds = median_time(lambda: [run_exec_item(item) for item in items], 7, 0.0)

@@ -11,7 +11,7 @@ buffer of GGML blocks, row by row. Three ways to use it:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
