@@ -1,0 +1,1 @@
+"""Large language models: Llama-family model, tokenizer, chat templates, sampling and generation."""

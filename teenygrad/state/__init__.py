@@ -1,0 +1,1 @@
+"""Reading and writing weights: GGUF, safetensors, checkpoints."""
