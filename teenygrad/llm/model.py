@@ -99,14 +99,23 @@ def rope_frequencies(config: LlamaConfig, freq_factors: np.ndarray | None = None
   return inv_freq
 
 
+def kernel_output(x: Tensor) -> Tensor:
+  """Make x the output of its own kernel. The scheduler would find these cuts itself (matmuls, reduces feeding
+  reduces), but only by failing and rescheduling the whole graph once per cut: O(layers^2) per forward."""
+  if x.lazydata.is_view: return x.contiguous()
+  x.lazydata.forced = True
+  return x
+
+
 def linear(x: Tensor, weight, bias: Tensor | None = None) -> Tensor:
   """x @ weight.T (+ bias); weight is a float Tensor or a QuantizedTensor."""
   out = x.linear(weight) if isinstance(weight, Tensor) else weight.linear(x)
-  return out + bias if bias is not None else out
+  # each matmul is its own kernel: telling the scheduler up front saves it a failed fusion attempt per matmul
+  return kernel_output(out + bias if bias is not None else out)
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-  return x * (x * x).mean(-1, keepdim=True).add(eps).rsqrt() * weight
+  return kernel_output(x * (x * x).mean(-1, keepdim=True).add(eps).rsqrt() * weight)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
@@ -205,14 +214,18 @@ class Transformer:
     q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
     keys, values = cache.update(i, k, v, start, length)               # (B, KVH, S, D), S = start + T
     group = c.n_heads // c.n_kv_heads
-    q = q.reshape(B, c.n_kv_heads, group, T, c.head_dim)              # heads sharing a kv head side by side
-    scores = (q @ keys.unsqueeze(2).transpose(-1, -2)) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
+    S = keys.shape[2]
+    q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
+    scores = (q * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
     if T > 1:   # causal: query t (at position start+t) sees keys up to start+t
-      S = keys.shape[2]
       query_pos = Tensor.arange(T, device=self.device).reshape(T, 1) + start
       key_pos = Tensor.arange(S, device=self.device).reshape(1, S)
       scores = (key_pos <= query_pos)._where(scores, float("-inf"))
-    attn = scores.softmax(-1) @ values.unsqueeze(2)                   # (B, KVH, G, T, D)
+    # softmax with every reduce its own kernel (the scheduler would otherwise split them after a failed try)
+    scores = kernel_output(scores)
+    exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
+    probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
+    attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))   # (B, KVH, G, T, 1, D)
     attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
     return linear(attn, w[f"blk.{i}.attn_output.weight"])
 
