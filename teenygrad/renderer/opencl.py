@@ -85,9 +85,10 @@ class OpenCLRenderer(GPURenderer):
   # ---- values ----
   def render_cast(self, value: str, src: DType, dst: DType, bitcast: bool) -> str:
     if bitcast:
-      bits = self._narrow(src, value) if src in (dtypes.float16, dtypes.bfloat16) else value
-      raw = f"as_{OPENCL_TYPES[dst]}(({OPENCL_TYPES[src]})({bits}))"
-      return self._widen(dst, raw) if dst in (dtypes.float16, dtypes.bfloat16) else raw
+      half_types = (dtypes.float16, dtypes.bfloat16)
+      bits = self._narrow(src, value) if src in half_types else value
+      raw = f"as_{'ushort' if dst in half_types else OPENCL_TYPES[dst]}(({'ushort' if src in half_types else OPENCL_TYPES[src]})({bits}))"
+      return self._widen(dst, raw) if dst in half_types else raw
     if dst == dtypes.bool: return f"({value} != 0)"
     if dst == dtypes.float16: return f"round_f16((float)({value}))"
     if dst == dtypes.bfloat16: return f"bf16_to_f32(f32_to_bf16((float)({value})))"
