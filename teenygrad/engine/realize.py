@@ -135,7 +135,10 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
   positions = []
   index_of = {lb.id: i for i, lb in enumerate(key_order)}
   for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
-  return CompiledKernel(program.name, backend.program(program.name, binary), positions,
+  # GPU renderers say how the kernel maps onto the grid (sizes as functions of the kernel's variables)
+  launch = backend.renderer.launch_dims(program) if hasattr(backend.renderer, "launch_dims") else None
+  compiled_program = backend.program(program.name, binary) if launch is None else backend.program(program.name, binary, launch)
+  return CompiledKernel(program.name, compiled_program, positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
 
 
