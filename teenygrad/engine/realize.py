@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from teenygrad.codegen.gemm_match import try_gemm
 from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
@@ -92,23 +91,21 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
 
 def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str, key_order: list[LazyBuffer]):
   backend = Device[device]
-  gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if getattr(backend, "has_gemm", False) else None
+  index_of = {lb.id: i for i, lb in enumerate(key_order)}
+  gemm = backend.gemm_kernel(item_root, target, is_boundary)   # the backend's own matmul, when it has one
   if gemm is not None:
-    name, buffers, src = gemm
-    if config.debug >= 4: print(src)
-    index_of = {lb.id: i for i, lb in enumerate(key_order)}
-    positions = [index_of[buf.lb.id] for buf in buffers[1:]]
+    if config.debug >= 4: print(gemm.src)
+    positions = [index_of[buf.lb.id] for buf in gemm.buffers[1:]]
     work = prod(vmax(s) for s in item_root.shape) * prod(vmax(s) for s in _gemm_k(item_root))
-    return CompiledKernel(name, backend.program(name, backend.compiler.compile_cached(src)), positions, [], src, work,
-                          backend.renderer.check_bounds)
+    program = backend.program(gemm.name, backend.compiler.compile_cached(gemm.src), **gemm.launch)
+    return CompiledKernel(gemm.name, program, positions, [], gemm.src, work, backend.renderer.check_bounds)
   program = lower(item_root, target, is_boundary, backend.renderer)
   src = backend.renderer.render_kernel(program)
   if config.debug >= 4: print(src)
   binary = backend.compiler.compile_cached(src)
-  positions = []
-  index_of = {lb.id: i for i, lb in enumerate(key_order)}
-  for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
-  return CompiledKernel(program.name, backend.program(program.name, binary), positions,
+  positions = [index_of[buf.lb.id] for buf in program.buffers[1:]]
+  launch = backend.renderer.launch_dims(program)   # grid and block sizes on a GPU; nothing on the CPU
+  return CompiledKernel(program.name, backend.program(program.name, binary, **launch), positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
 
 
@@ -164,8 +161,9 @@ def _run(item: ScheduleItem, prep) -> None:
     return
   if item.kind == "copy":
     src = root.srcs[0].base
-    data = src.realized.numpy()
-    root.realized = Buffer(root.device, src.realized.size, root.dtype).copyin(data)
+    root.realized = Buffer(root.device, src.realized.size, root.dtype)
+    # a backend copies between its own devices directly (CUDA peer copies); otherwise through the host
+    if not Device[root.device].transfer(root.realized, src.realized): root.realized.copyin(src.realized.numpy())
     _finish(root); return
   if item.kind == "custom":
     root.realized = root.arg.run(root, [s.base.realized for s in root.srcs])
