@@ -85,7 +85,6 @@ def main() -> None:
   copy_s = time_torch(lambda: dst_t.copy_(src_t), 10)
   copy_gbs = 2 * 4 * n / copy_s / 1e9
   emit(f"{'device-to-device copy':34s} GB/s     torch {copy_gbs:9.1f}   ({n * 4 / 2**20:.0f} MiB each way)")
-  del src_t, dst_t
 
   # ---- GEMM ----
   sizes = (1024,) if args.quick else (4096, 8192)
@@ -108,7 +107,6 @@ def main() -> None:
       err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
       emit(row(f"gemm {dtype_name} {size}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
                f"rel err {err:.1e}  kernels {names}"))
-      del a_t, b_t, a, b, out
 
   # ---- memory-bound kernels ----
   rows, cols = (1024, 4096) if args.quick else (16384, 8192)
@@ -135,7 +133,6 @@ def main() -> None:
   ours = 2 * 4 * numel / time_items(backend, items, 10) / 1e9
   peer = 2 * 4 * numel / time_torch(lambda: torch.nn.functional.layer_norm(x2t, (cols,), wt, bt), 10) / 1e9
   emit(row(f"layernorm {rows}x{cols}", "GB/s", ours, "copy", copy_gbs, f"torch {peer:.0f} GB/s ({peer / copy_gbs:.2f}x copy); kernels {len(items)}"))
-  del x, y, xt, yt, x2, x2t
 
   # ---- launch overhead ----
   from teenygrad.engine.realize import run_exec_item

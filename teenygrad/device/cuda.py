@@ -147,7 +147,7 @@ class CUDAProgram(Program):
   def launch_args(self, bufs, vals: tuple[int, ...]):
     """The argument block cuLaunchKernel reads (kept alive by the caller until the launch is enqueued)."""
     values = [c_u64(b) for b in bufs] + [ctypes.c_longlong(v) for v in vals]
-    pointers = (c_ptr * max(len(values), 1))(*[ctypes.cast(ctypes.byref(v), c_ptr) for v in values])
+    pointers = (c_ptr * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
     return values, pointers
 
   def __call__(self, *bufs, vals: tuple[int, ...] = (), wait: bool = False) -> float | None:
@@ -297,6 +297,11 @@ class CUDABackend(Backend):
     else:
       self.enable_peer_access(source)
       check(libcuda().cuMemcpyPeerAsync(dest.raw, self.context, src.raw, source.context, src.nbytes, self.stream), "cuMemcpyPeerAsync")
+      # the source's stream must not reuse the source block before this copy has read it
+      done = self.new_event(timing=False)
+      self.record(done)
+      source.activate()
+      check(libcuda().cuStreamWaitEvent(source.stream, done, 0), "cuStreamWaitEvent")
     return True
 
   def enable_peer_access(self, other: CUDABackend) -> None:
