@@ -179,9 +179,10 @@ class CUDARenderer(CStyleRenderer):
   def render_kernel(self, program: LoopProgram) -> str:
     self.index_type = "long long" if self._needs_64bit(program) else "int"
     block = self.block_mode(program)
-    lines = ["  __shared__ unsigned long long tg_scratch[32];"] if block else []
-    if block: lines += self.render_block_items(program.prologue, 1, program)
-    else: lines += self.render_items(program.prologue, 1, program, True)
+    # the prologue (work no output index depends on, such as the sum in x / x.sum()) runs before the grid loop, so
+    # every block computes it with all its threads together, whatever the mode
+    lines = ["  __shared__ unsigned long long tg_scratch[32];"]
+    lines += self.render_block_items(program.prologue, 1, program)
     for outer in program.root_loops:
       var, size = outer.var.name, render_sint(outer.size)
       if block:

@@ -19,8 +19,11 @@ from teenygrad.device import GemmKernelSource
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import ceildiv
 
-# tensor-core tile: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N, ring of STAGES k slices
-BM, BN, BK, STAGES = 128, 128, 32, 4
+# tensor-core tile: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of STAGES k slices;
+# large products take the wide tile (64 x 64 per warp: 32 mma per 8 ldmatrix), small ones the narrow (more blocks)
+BM, BK = 128, 32
+WIDE = {"BN": 256, "WN": 64, "STAGES": 3}
+NARROW = {"BN": 128, "WN": 32, "STAGES": 4}
 WARPS_M, WARPS_N = 2, 4
 THREADS = 32 * WARPS_M * WARPS_N
 PAD = 8   # halves of padding per shared-memory row (16 bytes)
@@ -68,7 +71,8 @@ def _layouts(spec, a_offset: int, b_offset: int) -> tuple[str, str]:
   return a, b
 
 
-def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k: int, stride_batch: int, limit_rows: int, K: int) -> str:
+def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k: int, stride_batch: int, limit_rows: int,
+               K: int) -> str:
   """Statements filling stage `st` of operand A (rows = i) or B (rows = j) for the k slice starting at k0."""
   smem = f"s{operand}[st]"
   base = f"({operand.lower()}_ptr + (long long)bi * {stride_batch})"
@@ -96,10 +100,14 @@ def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k:
 
 
 def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int,
-                            epilogue: str, kind: str) -> tuple[str, dict]:
+                            epilogue: str, kind: str, sms: int = 132) -> tuple[str, dict]:
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
+  wide_blocks = batch * ceildiv(M, BM) * ceildiv(N, WIDE["BN"])
+  config = WIDE if wide_blocks >= 2 * sms else NARROW
+  BN, WN, STAGES = config["BN"], config["WN"], config["STAGES"]
+  NI = WN // 8
   a_layout, b_layout = _layouts(spec, a_offset, b_offset)
   a_tile = BK * (BM + PAD) if a_layout == "KM" else BM * (BK + PAD)
   b_tile = BK * (BN + PAD) if b_layout == "KN" else BN * (BK + PAD)
@@ -114,12 +122,14 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
   else:
     a_frag = f"tg_ldm_x4(af[mi], &sA[st][(wm * 64 + mi * 16 + (lane & 15)) * {BK + PAD} + kk + (lane >> 4) * 8]);"
   if b_layout == "KN":
-    b_frag = f"tg_ldm_x4_t(&bf[2 * nj][0], &sB[st][(kk + (lane & 7) + ((lane >> 3) & 1) * 8) * {BN + PAD} + wn * 32 + nj * 16 + (lane >> 4) * 8]);"
+    b_frag = (f"tg_ldm_x4_t(&bf[2 * nj][0], &sB[st][(kk + (lane & 7) + ((lane >> 3) & 1) * 8) * {BN + PAD} + wn * {WN} + nj * 16 "
+              f"+ (lane >> 4) * 8]);")
   else:
-    b_frag = f"tg_ldm_x4(&bf[2 * nj][0], &sB[st][(wn * 32 + nj * 16 + (lane & 7) + (lane >> 4) * 8) * {BK + PAD} + kk + ((lane >> 3) & 1) * 8]);"
+    b_frag = (f"tg_ldm_x4(&bf[2 * nj][0], &sB[st][(wn * {WN} + nj * 16 + (lane & 7) + (lane >> 4) * 8) * {BK + PAD} + kk "
+              f"+ ((lane >> 3) & 1) * 8]);")
   src = f"""{TC_PREAMBLE}{_mma(kind)}
 /* {batch}x{M}x{N}x{K} {kind}: A {a_layout}, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages */
-extern "C" __global__ void __launch_bounds__({THREADS}) {name}({params}) {{
+extern "C" __global__ void __launch_bounds__({THREADS}, {1 if config is WIDE else 2}) {name}({params}) {{
   extern __shared__ __align__(16) unsigned short tg_smem_pool[];
   unsigned short (*sA)[{a_tile}] = (unsigned short (*)[{a_tile}])tg_smem_pool;
   unsigned short (*sB)[{b_tile}] = (unsigned short (*)[{b_tile}])(tg_smem_pool + {STAGES * a_tile});
@@ -132,11 +142,11 @@ extern "C" __global__ void __launch_bounds__({THREADS}) {name}({params}) {{
   const int tm = first_m + (tile % ({GROUP_M} * {tiles_n})) % group_rows, tn = (tile % ({GROUP_M} * {tiles_n})) / group_rows;
   const int a0 = tm * {BM}, b0 = tn * {BN};
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wm = warp / {WARPS_N}, wn = warp % {WARPS_N};
-  float acc[4][4][4];
+  float acc[4][{NI}][4];
   #pragma unroll
   for (int mi = 0; mi < 4; mi++)
     #pragma unroll
-    for (int ni = 0; ni < 4; ni++)
+    for (int ni = 0; ni < {NI}; ni++)
       #pragma unroll
       for (int q = 0; q < 4; q++) acc[mi][ni][q] = 0.0f;
   #pragma unroll
@@ -163,26 +173,26 @@ extern "C" __global__ void __launch_bounds__({THREADS}) {name}({params}) {{
     const int st = kt % {STAGES};
     #pragma unroll
     for (int kk = 0; kk < {BK}; kk += 16) {{
-      unsigned af[4][4], bf[4][2];
+      unsigned af[4][4], bf[{NI}][2];
       #pragma unroll
       for (int mi = 0; mi < 4; mi++) {a_frag}
       #pragma unroll
-      for (int nj = 0; nj < 2; nj++) {b_frag}
+      for (int nj = 0; nj < {NI // 2}; nj++) {b_frag}
       #pragma unroll
       for (int mi = 0; mi < 4; mi++)
         #pragma unroll
-        for (int ni = 0; ni < 4; ni++) tg_mma(acc[mi][ni], af[mi], bf[ni]);
+        for (int ni = 0; ni < {NI}; ni++) tg_mma(acc[mi][ni], af[mi], bf[ni]);
     }}
   }}
   tg_cp_wait<0>();
   #pragma unroll
   for (int mi = 0; mi < 4; mi++)
     #pragma unroll
-    for (int ni = 0; ni < 4; ni++)
+    for (int ni = 0; ni < {NI}; ni++)
       #pragma unroll
       for (int q = 0; q < 4; q++) {{
         const int i = a0 + wm * 64 + mi * 16 + (lane >> 2) + (q >> 1) * 8;
-        const int j = b0 + wn * 32 + ni * 8 + (lane & 3) * 2 + (q & 1);
+        const int j = b0 + wn * {WN} + ni * 8 + (lane & 3) * 2 + (q & 1);
         if (i < {M} && j < {N}) {{
           long long ep_bi = bi, ep_i = i, ep_j = j; float ep_acc = acc[mi][ni][q];
           (void)ep_bi; (void)ep_i; (void)ep_j;
@@ -208,7 +218,7 @@ def render_simt_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_o
   b_map = "int r = e % 128, kk = e / 128;" if sbj == 1 and sbk != 1 else "int r = e / 8, kk = e % 8;"
   src = f"""
 /* {batch}x{M}x{N}x{K} fp32 SIMT */
-extern "C" __global__ void __launch_bounds__(256) {name}({params}) {{
+extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
   __shared__ __align__(16) float sA[2][{SK}][{SB}];
   __shared__ __align__(16) float sB[2][{SK}][{SB}];
   const float* a_ptr = {a_name} + {a_offset} + (long long)blockIdx.z * {sab};
@@ -269,7 +279,7 @@ extern "C" __global__ void __launch_bounds__(256) {name}({params}) {{
   return src, {"block": (256, 1, 1), "grid": (tiles_m * tiles_n, 1, batch)}
 
 
-def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024) -> GemmKernelSource | None:
+def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024, sms: int = 132) -> GemmKernelSource | None:
   """The CUDA GEMM for a kernel that is a matmul (with anything elementwise after it), or None."""
   from teenygrad.codegen.lower import LoopProgram
   from teenygrad.renderer.cuda import CUDA_PREAMBLE
@@ -282,7 +292,8 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
+    src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
+                                           sms)
     if launch["shared"] > max_shared: return None
   else:
     src, launch = render_simt_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue)
