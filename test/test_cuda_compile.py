@@ -43,7 +43,7 @@ def render_cuda(tensor: Tensor) -> list[tuple[str, str, dict]]:
       for item in items:
         if item.kind != "kernel": continue
         gemm = cuda_gemm_kernel(item.root, item.root, is_boundary, renderer, 227 * 1024)
-        if gemm is not None: kernels.append((gemm.name, gemm.src, gemm.launch)); continue
+        if gemm is not None: kernels.append((gemm[0], gemm[2], gemm[3])); continue
         program = lower(item.root, item.root, is_boundary, renderer)
         kernels.append((program.name, renderer.render_kernel(program), renderer.launch_dims(program)))
       return kernels

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from teenygrad.dtype import DType, dtypes
-from teenygrad.helpers import config
+from teenygrad.helpers import canonicalize, config
 
 BUILTIN_BACKENDS = {"CPU": "teenygrad.device.cpu", "CUDA": "teenygrad.device.cuda",
                     "OPENCL": "teenygrad.device.opencl", "VULKAN": "teenygrad.device.vulkan"}
@@ -122,16 +122,6 @@ class GemmKernelSource:
   buffers: list
   src: str
   launch: dict = field(default_factory=dict)
-
-
-def canonicalize(device: str | None) -> str:
-  """'cpu' -> 'CPU', 'cuda:0' -> 'CUDA', 'cuda:1' -> 'CUDA:1'."""
-  if device is None: return config.device
-  if not isinstance(device, str): device = str(device)
-  name, _, index = device.partition(":")
-  name = name.upper()
-  if name == "GPU": name = "CUDA"
-  return name if index in ("", "0") else f"{name}:{index}"
 
 
 class _DeviceRegistry:

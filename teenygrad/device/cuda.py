@@ -283,7 +283,8 @@ class CUDABackend(Backend):
 
   def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
     from teenygrad.renderer.cuda_gemm import cuda_gemm_kernel
-    return cuda_gemm_kernel(root, target, is_boundary, self.renderer, self.max_shared, self.multiprocessors)
+    gemm = cuda_gemm_kernel(root, target, is_boundary, self.renderer, self.max_shared, self.multiprocessors)
+    return GemmKernelSource(*gemm) if gemm is not None else None
 
   def graph(self, exec_items: list) -> CUDAGraph: return CUDAGraph(self, exec_items)
 

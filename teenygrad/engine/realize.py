@@ -11,7 +11,7 @@ from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import config, prod
-from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
 from teenygrad.ir.symbolic import BoundVariable, Node, evaluate, vmax
 from teenygrad.schedule import ScheduleItem, create_schedule
@@ -93,6 +93,7 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
   backend = Device[device]
   index_of = {lb.id: i for i, lb in enumerate(key_order)}
   gemm = backend.gemm_kernel(item_root, target, is_boundary)   # the backend's own matmul, when it has one
+  if gemm is None: _split_off_gemm(item_root, is_boundary, backend)
   if gemm is not None:
     if config.debug >= 4: print(gemm.src)
     positions = [index_of[buf.lb.id] for buf in gemm.buffers[1:]]
@@ -107,6 +108,15 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
   launch = backend.renderer.launch_dims(program)   # grid and block sizes on a GPU; nothing on the CPU
   return CompiledKernel(program.name, backend.program(program.name, binary, **launch), positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
+
+
+def _split_off_gemm(root: LazyBuffer, is_boundary, backend) -> None:
+  """A matmul inlined into a consumer the GEMM can't take as its epilogue (a permuted store, a reduce of it) would
+  run as a naive loop: give it a kernel of its own instead."""
+  from teenygrad.codegen.gemm_match import _find_reduce
+  reduce = _find_reduce(root, is_boundary)
+  if reduce is not None and reduce is not root and backend.gemm_kernel(reduce, reduce, is_boundary) is not None:
+    raise NeedsRealize(reduce)
 
 
 def _gemm_k(root: LazyBuffer) -> tuple:
@@ -214,3 +224,14 @@ class capture_kernels:
 
   def __exit__(self, *exc) -> None:
     _captures.remove(self.items)
+
+
+def buffer_from_host(device: str, host: np.ndarray, dtype) -> Buffer:
+  """A device buffer holding a copy of a flat host array (what Tensor(data) builds on)."""
+  buffer = Buffer(device, host.size, dtype)
+  if buffer.size: buffer.copyin(host)
+  return buffer
+
+
+runtime.realize = realize
+runtime.buffer_from_host = buffer_from_host

@@ -15,7 +15,6 @@ Sizes and strides are compile-time constants in the rendered source (one kernel 
 from __future__ import annotations
 
 from teenygrad.codegen.gemm_match import match_gemm
-from teenygrad.device import GemmKernelSource
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import ceildiv
 
@@ -279,8 +278,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
   return src, {"block": (256, 1, 1), "grid": (tiles_m * tiles_n, 1, batch)}
 
 
-def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024, sms: int = 132) -> GemmKernelSource | None:
-  """The CUDA GEMM for a kernel that is a matmul (with anything elementwise after it), or None."""
+def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024, sms: int = 132) -> tuple | None:
+  """(name, buffers, source, launch sizes) of the CUDA GEMM for a kernel that is a matmul (with anything elementwise
+  after it), or None."""
   from teenygrad.codegen.lower import LoopProgram
   from teenygrad.renderer.cuda import CUDA_PREAMBLE
   match = match_gemm(root, target, is_boundary, renderer, (dtypes.float32, dtypes.float16, dtypes.bfloat16))
@@ -297,7 +297,7 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
     if launch["shared"] > max_shared: return None
   else:
     src, launch = render_simt_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue)
-  return GemmKernelSource(name, match.buffers, CUDA_PREAMBLE + src, launch)
+  return name, match.buffers, CUDA_PREAMBLE + src, launch
 
 
 __all__ = ["cuda_gemm_kernel", "render_tensor_core_gemm", "render_simt_gemm"]
