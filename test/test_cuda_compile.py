@@ -45,7 +45,8 @@ def render_cuda(tensor: Tensor) -> list[tuple[str, str, dict]]:
         gemm = cuda_gemm_kernel(item.root, item.root, is_boundary, renderer, 227 * 1024)
         if gemm is not None: kernels.append((gemm[0], gemm[2], gemm[3])); continue
         program = lower(item.root, item.root, is_boundary, renderer)
-        kernels.append((program.name, renderer.render_kernel(program), renderer.launch_dims(program)))
+        dims = renderer.launch_dims(program)
+        kernels.append((program.name, renderer.render_kernel(program), {"block": (dims.local, 1, 1)}))
       return kernels
     except NeedsRealize as e:
       e.lb.forced = True
@@ -105,8 +106,8 @@ def test_kernels_compile_for_sm90(name):
   kernels = render_cuda(tensor.contiguous())
   assert kernels, "nothing to compile"
   sources = "\n".join(src for _, src, _ in kernels)
-  if expect == "block": assert "tg_block_reduce<" in sources
-  elif expect == "thread": assert "blockIdx.x * blockDim.x + threadIdx.x" in sources
+  if expect == "block": assert "__syncthreads();" in sources and "tg_warp_" in sources
+  elif expect == "thread": assert "__syncthreads" not in sources and "blockIdx.x * 256 + lane" in sources
   elif expect is not None: assert expect in sources, f"expected {expect!r} in the rendered kernels"
   for kernel_name, src, launch in kernels:
     cubin = bindings.nvrtc_compile(src, kernel_name, ["--gpu-architecture=sm_90", "-std=c++17"])

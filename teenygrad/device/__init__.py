@@ -7,7 +7,7 @@ import hashlib
 import importlib
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +95,8 @@ class Backend:
   renderer: object
 
   def __init__(self, name: str): self.name = name
-  def program(self, name: str, binary: bytes, **launch) -> Program:
-    """A loaded kernel; `launch` is what the renderer's launch_dims gave (grid and block sizes on a GPU)."""
+  def program(self, name: str, binary: bytes, launch=None) -> Program:
+    """A loaded kernel; `launch` is what a GPU renderer's launch_dims gave (grid and block sizes), None on a CPU."""
     raise NotImplementedError
   def synchronize(self) -> None: pass
   def supports(self, dtype: DType) -> bool: return True
@@ -117,11 +117,12 @@ class Backend:
 
 @dataclass
 class GemmKernelSource:
-  """A backend GEMM: kernel name, its parameters (output first, as codegen BufferArgs), source, launch sizes."""
+  """A backend GEMM: kernel name, its parameters (output first, as codegen BufferArgs), source, and launch sizes in
+  whatever form the backend's program() takes (None on a CPU)."""
   name: str
   buffers: list
   src: str
-  launch: dict = field(default_factory=dict)
+  launch: object = None
 
 
 class _DeviceRegistry:

@@ -84,7 +84,7 @@ class CPUBackend(Backend):
     self.renderer = CRenderer(threads=max(config.threads, 1), check_bounds=config.check_bounds,
                               parallel_threshold=config.parallel_threshold)
 
-  def program(self, name: str, binary: bytes, **launch) -> CPUProgram: return CPUProgram(name, binary)
+  def program(self, name: str, binary: bytes, launch=None) -> CPUProgram: return CPUProgram(name, binary)
 
   def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
     """float32 matmuls lower to the tiled AVX-512 GEMM of codegen/gemm.py, the rest of the kernel fused as epilogue."""

@@ -132,17 +132,23 @@ class NVRTCCompiler(Compiler):
 
 
 class CUDAProgram(Program):
-  """One kernel of a loaded cubin. Launch sizes come from the renderer: a block shape and a grid (or a function of
-  the kernel's variable values giving it)."""
-  def __init__(self, device: CUDABackend, name: str, binary: bytes, block=(1, 1, 1), grid=(1, 1, 1), shared: int = 0):
-    self.device, self.name, self.block, self.grid, self.shared = device, name, block, grid, shared
+  """One kernel of a loaded cubin. `launch` is the GPU renderer's LaunchDims (a 1-D grid, sized by the kernel's
+  variable values) or, for the GEMMs, a dict of block, grid and dynamic shared-memory bytes."""
+  def __init__(self, device: CUDABackend, name: str, binary: bytes, launch=None):
+    self.device, self.name = device, name
+    if launch is None: launch = {}
+    if isinstance(launch, dict):
+      self.block, self.grid, self.shared = launch.get("block", (1, 1, 1)), launch.get("grid", (1, 1, 1)), launch.get("shared", 0)
+    else:
+      self.block, self.shared = (launch.local, 1, 1), 0
+      self.grid = lambda vals, dims=launch: (dims.sizes(vals)[0], 1, 1)
     device.activate()
     self.module = c_ptr()
     check(libcuda().cuModuleLoadData(ctypes.byref(self.module), binary), f"loading the cubin of {name}")
     self.function = c_ptr()
     check(libcuda().cuModuleGetFunction(ctypes.byref(self.function), self.module, name.encode()), f"finding kernel {name}")
-    if shared > 48 * 1024:
-      check(libcuda().cuFuncSetAttribute(self.function, FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared), f"{name}: shared memory")
+    if self.shared > 48 * 1024:
+      check(libcuda().cuFuncSetAttribute(self.function, FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, self.shared), f"{name}: shared memory")
 
   def launch_args(self, bufs, vals: tuple[int, ...]):
     """The argument block cuLaunchKernel reads (kept alive by the caller until the launch is enqueued)."""
@@ -279,7 +285,7 @@ class CUDABackend(Backend):
     return ms.value / 1e3
 
   # ---- what the engine asks of a backend ----
-  def program(self, name: str, binary: bytes, **launch) -> CUDAProgram: return CUDAProgram(self, name, binary, **launch)
+  def program(self, name: str, binary: bytes, launch=None) -> CUDAProgram: return CUDAProgram(self, name, binary, launch)
 
   def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
     from teenygrad.renderer.cuda_gemm import cuda_gemm_kernel

@@ -98,15 +98,18 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
     if config.debug >= 4: print(gemm.src)
     positions = [index_of[buf.lb.id] for buf in gemm.buffers[1:]]
     work = prod(vmax(s) for s in item_root.shape) * prod(vmax(s) for s in _gemm_k(item_root))
-    program = backend.program(gemm.name, backend.compiler.compile_cached(gemm.src), **gemm.launch)
+    binary = backend.compiler.compile_cached(gemm.src)
+    program = backend.program(gemm.name, binary) if gemm.launch is None else backend.program(gemm.name, binary, gemm.launch)
     return CompiledKernel(gemm.name, program, positions, [], gemm.src, work, backend.renderer.check_bounds)
   program = lower(item_root, target, is_boundary, backend.renderer)
   src = backend.renderer.render_kernel(program)
   if config.debug >= 4: print(src)
   binary = backend.compiler.compile_cached(src)
   positions = [index_of[buf.lb.id] for buf in program.buffers[1:]]
-  launch = backend.renderer.launch_dims(program)   # grid and block sizes on a GPU; nothing on the CPU
-  return CompiledKernel(program.name, backend.program(program.name, binary, **launch), positions,
+  # GPU renderers say how the kernel maps onto the grid (sizes as functions of the kernel's variables)
+  launch = backend.renderer.launch_dims(program) if hasattr(backend.renderer, "launch_dims") else None
+  compiled_program = backend.program(program.name, binary) if launch is None else backend.program(program.name, binary, launch)
+  return CompiledKernel(program.name, compiled_program, positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
 
 

@@ -152,10 +152,6 @@ class CStyleRenderer:
   def loop_pragma(self, loop: Loop, program: LoopProgram, in_parallel: bool) -> str:
     return ""
 
-  def launch_dims(self, program: LoopProgram) -> dict:
-    """Keyword arguments for Backend.program: a GPU renderer gives grid and block sizes, a CPU one nothing."""
-    return {}
-
   def render_kernel(self, program: LoopProgram) -> str:
     body = self.render_items(program.prologue + [(float("inf"), lp) for lp in program.root_loops], 1, program, False)
     params = ", ".join(self.render_params(program))
