@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.codegen.gemm_match import try_gemm
+from teenygrad.device import Allocator, Backend, Compiler, GemmKernelSource, Program
 from teenygrad.helpers import config
 from teenygrad.renderer.c import CRenderer
 
@@ -83,7 +84,6 @@ class CPUProgram(Program):
 
 
 class CPUBackend(Backend):
-  has_gemm = True   # matmuls lower to the tiled GEMM of codegen/gemm.py
 
   def __init__(self, name: str):
     super().__init__(name)
@@ -92,7 +92,12 @@ class CPUBackend(Backend):
     self.renderer = CRenderer(threads=max(config.threads, 1), check_bounds=config.check_bounds,
                               parallel_threshold=config.parallel_threshold, vector_math=has_vector_math())
 
-  def program(self, name: str, binary: bytes) -> CPUProgram: return CPUProgram(name, binary)
+  def program(self, name: str, binary: bytes, launch=None) -> CPUProgram: return CPUProgram(name, binary)
+
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    """float32 matmuls lower to the tiled AVX-512 GEMM of codegen/gemm.py, the rest of the kernel fused as epilogue."""
+    gemm = try_gemm(root, target, is_boundary, self.renderer)
+    return GemmKernelSource(*gemm) if gemm is not None else None
 
 
 def open_device(name: str) -> CPUBackend: return CPUBackend(name)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from teenygrad.codegen.gemm_match import try_gemm
 from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
@@ -117,24 +116,21 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
 
 def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str, key_order: list[LazyBuffer]):
   backend = Device[device]
-  has_gemm = getattr(backend, "has_gemm", False)
-  gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if has_gemm else None
-  if gemm is None and has_gemm: _split_off_gemm(item_root, is_boundary, backend.renderer)
+  index_of = {lb.id: i for i, lb in enumerate(key_order)}
+  gemm = backend.gemm_kernel(item_root, target, is_boundary)   # the backend's own matmul, when it has one
+  if gemm is None: _split_off_gemm(item_root, is_boundary, backend)
   if gemm is not None:
-    name, buffers, src = gemm
-    if config.debug >= 4: print(src)
-    index_of = {lb.id: i for i, lb in enumerate(key_order)}
-    positions = [index_of[buf.lb.id] for buf in buffers[1:]]
+    if config.debug >= 4: print(gemm.src)
+    positions = [index_of[buf.lb.id] for buf in gemm.buffers[1:]]
     work = prod(vmax(s) for s in item_root.shape) * prod(vmax(s) for s in _gemm_k(item_root))
-    return CompiledKernel(name, backend.program(name, backend.compiler.compile_cached(src)), positions, [], src, work,
-                          backend.renderer.check_bounds)
+    binary = backend.compiler.compile_cached(gemm.src)
+    program = backend.program(gemm.name, binary) if gemm.launch is None else backend.program(gemm.name, binary, gemm.launch)
+    return CompiledKernel(gemm.name, program, positions, [], gemm.src, work, backend.renderer.check_bounds)
   program = lower(item_root, target, is_boundary, backend.renderer)
   src = backend.renderer.render_kernel(program)
   if config.debug >= 4: print(src)
   binary = backend.compiler.compile_cached(src)
-  positions = []
-  index_of = {lb.id: i for i, lb in enumerate(key_order)}
-  for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
+  positions = [index_of[buf.lb.id] for buf in program.buffers[1:]]
   # GPU renderers say how the kernel maps onto the grid (sizes as functions of the kernel's variables)
   launch = backend.renderer.launch_dims(program) if hasattr(backend.renderer, "launch_dims") else None
   compiled_program = backend.program(program.name, binary) if launch is None else backend.program(program.name, binary, launch)
@@ -142,12 +138,12 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
 
 
-def _split_off_gemm(root: LazyBuffer, is_boundary, renderer) -> None:
+def _split_off_gemm(root: LazyBuffer, is_boundary, backend) -> None:
   """A matmul inlined into a consumer the GEMM can't take as its epilogue (a permuted store, a reduce of it) would
   run as a naive loop: give it a kernel of its own instead."""
   from teenygrad.codegen.gemm_match import _find_reduce
   reduce = _find_reduce(root, is_boundary)
-  if reduce is not None and reduce is not root and try_gemm(reduce, reduce, is_boundary, renderer) is not None:
+  if reduce is not None and reduce is not root and backend.gemm_kernel(reduce, reduce, is_boundary) is not None:
     raise NeedsRealize(reduce)
 
 
@@ -206,8 +202,9 @@ def _run(item: ScheduleItem, prep) -> None:
     return
   if item.kind == "copy":
     src = root.srcs[0].base
-    data = src.realized.numpy()
-    root.realized = Buffer(root.device, src.realized.size, root.dtype).copyin(data)
+    root.realized = Buffer(root.device, src.realized.size, root.dtype)
+    # a backend copies between its own devices directly (CUDA peer copies); otherwise through the host
+    if not Device[root.device].transfer(root.realized, src.realized): root.realized.copyin(src.realized.numpy())
     for capture in _captures: capture.append(CopyExecItem(src.realized, root.realized, root.device))
     _finish(root); return
   if item.kind == "custom":
