@@ -148,7 +148,7 @@ class KernelEmitter:
       if src[0] == "f": return self.op("FConvert", kind, vid)
       return self.op("ConvertSToF" if src[0] == "i" else "ConvertUToF", kind, vid)
     if src[0] == "f":
-      if kind == "u32": return self.op("Bitcast", "u32", self.op("ConvertFToS", "i64", vid))
+      if kind == "u32": return self.convert((self.op("ConvertFToS", "i64", vid), "i64"), "u32")   # C converts through long
       return self.op("ConvertFToS", kind, vid)
     src_bits, dst_bits = int(src[1:]), int(kind[1:])
     if src_bits != dst_bits:
@@ -240,7 +240,7 @@ class KernelEmitter:
 
   def widen(self, raw: int, dtype: DType) -> tuple[int, str]:
     kind = kind_of(dtype)
-    if dtype == dtypes.bool: return self.op("INotEqual", "bool", raw, self.m.const_int(0, 8, False)), "bool"
+    if dtype == dtypes.bool: return self.op("INotEqual", "bool", self.op("UConvert", "u32", raw), self.const(0, "u32")), "bool"
     if dtype == dtypes.bfloat16:
       wide = self.op("ShiftLeftLogical", "u32", self.op("UConvert", "u32", raw), self.const(16, "u32"))
       return self.op("Bitcast", "f32", wide), "f32"
@@ -250,7 +250,9 @@ class KernelEmitter:
 
   def narrow(self, value: tuple[int, str], dtype: DType) -> int:
     if dtype == dtypes.bool:
-      return self.op("Select", "u8", self.convert(value, "bool"), self.m.const_int(1, 8, False), self.m.const_int(0, 8, False))
+      # 8-bit constants would need the Int8 capability: select in 32 bits, then narrow
+      wide = self.op("Select", "u32", self.convert(value, "bool"), self.const(1, "u32"), self.const(0, "u32"))
+      return self.m.emit_value("UConvert", self.storage_type(dtype), wide)
     if dtype == dtypes.bfloat16: return self.m.emit_value("UConvert", self.storage_type(dtype), self.bf16_bits(self.convert(value, "f32")))
     if dtype == dtypes.float16: return self.m.emit_value("FConvert", self.storage_type(dtype), self.convert(value, "f32"))
     vid = self.convert(value, kind_of(dtype))
