@@ -50,7 +50,8 @@ def try_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer) -> str
   k_axis = reduce.arg[0]
   if src.is_view or src.op is not Ops.MUL or k_axis != len(full) - 1 or len(full) < 3: return None
   if not all(isinstance(s, int) for s in full): return None
-  if reduce.shape[:-1] != root.shape[:len(reduce.shape) - 1] or root.shape != reduce.shape[:-1]: return None
+  keeps_dim = root.shape == reduce.shape   # the reduce itself (or elementwise over it) is the output, (..., M, N, 1)
+  if root.shape != reduce.shape[:-1] and not keeps_dim: return None
   operands = [_affine_strides(s, is_boundary) for s in src.srcs]
   if any(o is None for o in operands): return None
   *batch_shape, M, N, K = full
@@ -78,7 +79,7 @@ def try_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer) -> str
   fake = Loop(loop_vars[2], N, None, "output", 1)
   for v in loop_vars: lowerer.loops_by_var[v.name] = fake
   batch_idx = View.create(tuple(batch_shape)).unravel(loop_vars[0]) if batch_shape else []
-  idxs = list(batch_idx) + [loop_vars[1], loop_vars[2]]
+  idxs = list(batch_idx) + [loop_vars[1], loop_vars[2]] + ([0] if keeps_dim else [])
   lowerer.gemm_reduce = reduce
   value, _ = lowerer.value(root, idxs, 1)
   out = lowerer.buffers[target.id]

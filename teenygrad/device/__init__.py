@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from teenygrad.dtype import DType, dtypes
-from teenygrad.helpers import config
+from teenygrad.helpers import canonicalize, config
 
 BUILTIN_BACKENDS = {"CPU": "teenygrad.device.cpu", "CUDA": "teenygrad.device.cuda",
                     "OPENCL": "teenygrad.device.opencl", "VULKAN": "teenygrad.device.vulkan"}
@@ -97,16 +97,6 @@ class Backend:
   def program(self, name: str, binary: bytes) -> Program: raise NotImplementedError
   def synchronize(self) -> None: pass
   def supports(self, dtype: DType) -> bool: return True
-
-
-def canonicalize(device: str | None) -> str:
-  """'cpu' -> 'CPU', 'cuda:0' -> 'CUDA', 'cuda:1' -> 'CUDA:1'."""
-  if device is None: return config.device
-  if not isinstance(device, str): device = str(device)
-  name, _, index = device.partition(":")
-  name = name.upper()
-  if name == "GPU": name = "CUDA"
-  return name if index in ("", "0") else f"{name}:{index}"
 
 
 class _DeviceRegistry:

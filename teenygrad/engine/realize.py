@@ -12,7 +12,7 @@ from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import config, prod
-from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
 from teenygrad.ir.symbolic import BoundVariable, Node, evaluate, vmax
 from teenygrad.schedule import ScheduleItem, create_schedule
@@ -92,7 +92,9 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
 
 def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str, key_order: list[LazyBuffer]):
   backend = Device[device]
-  gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if getattr(backend, "has_gemm", False) else None
+  has_gemm = getattr(backend, "has_gemm", False)
+  gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if has_gemm else None
+  if gemm is None and has_gemm: _split_off_gemm(item_root, is_boundary, backend.renderer)
   if gemm is not None:
     name, buffers, src = gemm
     if config.debug >= 4: print(src)
@@ -110,6 +112,15 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
   for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
   return CompiledKernel(program.name, backend.program(program.name, binary), positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
+
+
+def _split_off_gemm(root: LazyBuffer, is_boundary, renderer) -> None:
+  """A matmul inlined into a consumer the GEMM can't take as its epilogue (a permuted store, a reduce of it) would
+  run as a naive loop: give it a kernel of its own instead."""
+  from teenygrad.codegen.gemm_match import _find_reduce
+  reduce = _find_reduce(root, is_boundary)
+  if reduce is not None and reduce is not root and try_gemm(reduce, reduce, is_boundary, renderer) is not None:
+    raise NeedsRealize(reduce)
 
 
 def _gemm_k(root: LazyBuffer) -> tuple:
@@ -216,3 +227,14 @@ class capture_kernels:
 
   def __exit__(self, *exc) -> None:
     _captures.remove(self.items)
+
+
+def buffer_from_host(device: str, host: np.ndarray, dtype) -> Buffer:
+  """A device buffer holding a copy of a flat host array (what Tensor(data) builds on)."""
+  buffer = Buffer(device, host.size, dtype)
+  if buffer.size: buffer.copyin(host)
+  return buffer
+
+
+runtime.realize = realize
+runtime.buffer_from_host = buffer_from_host
