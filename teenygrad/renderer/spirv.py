@@ -82,6 +82,7 @@ class KernelEmitter:
     self.m = SpirvModule()
     self.m.capability("Shader")
     self.values: dict[str, tuple] = {}
+    self.index_names: set[str] = set()
     self.loop_ids: dict[str, tuple[int, str]] = {}
     self.push: dict[str, tuple[int, str]] = {}
     self.block = 0
@@ -179,7 +180,11 @@ class KernelEmitter:
       return entry
     if tag == "index": return self.index(node[1])
     if tag == "load": return self.load(*node[1:])
-    if tag == "alu": return self.alu(node[1], [self.value(a) for a in node[2]], node[3])
+    if tag == "alu":
+      args = [self.value(a) for a in node[2]]
+      if node[3] == dtypes.int64 and self.is_index_math(node):
+        return self.int_alu(node[1], [self.as_int(a) for a in args], self.index_kind)
+      return self.alu(node[1], args, node[3])
     if tag == "cast": return self.cast(self.value(node[1]), *node[2:])
     raise NotImplementedError(f"SPIR-V: no value for {tag}")
 
@@ -379,6 +384,9 @@ class KernelEmitter:
       _, dtype, name, expr, mutable = stmt
       value = self.value(expr)
       kind = kind_of(dtype)
+      if not mutable and self.is_index_math(expr):
+        kind = value[1]   # index math staged loop by loop stays in the kernel's index width (32 bits where it fits)
+        self.index_names.add(name)
       vid = self.wrap(self.convert(value, kind), dtype)
       if mutable:
         var = self.m.function_variable(self.type_of(kind))
@@ -393,6 +401,11 @@ class KernelEmitter:
       if uniform_guard is not None: self.if_then(uniform_guard, lambda: self.store(buf, index, value))
       else: self.store(buf, index, value)
     else: raise NotImplementedError(f"SPIR-V: no statement {tag}")
+
+  def is_index_math(self, node) -> bool:
+    if node[0] == "index": return True
+    if node[0] == "name": return node[1] in self.index_names
+    return node[0] == "alu" and node[1] in (Ops.ADD, Ops.AND) and all(self.is_index_math(a) for a in node[2])
 
   def store(self, buf: BufferArg, index, value) -> None:
     vid = self.narrow(self.value(value), buf.dtype)
