@@ -133,15 +133,19 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
+    target = self._realize_target()
+    if target is not None: runtime.realize([target])
+    return self
+
+  def _realize_target(self) -> LazyBuffer | None:
+    """The graph node realizing this tensor computes: its base when the tensor reads a whole buffer in place (a
+    reshape), else a contiguous copy it switches to; None when there is nothing to compute."""
     lb = self.lazydata
     # a symbolic size is never statically empty (its kernel just runs zero times when bound to 0)
-    if any(isinstance(s, int) and s == 0 for s in self.shape): return self
-    if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size):
-      runtime.realize([lb.base])   # a reshape of a whole buffer reads it in place: no copy
-      return self
+    if any(isinstance(s, int) and s == 0 for s in self.shape): return None
+    if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size): return lb.base
     if lb.is_view or lb.op is Ops.CONST: self.lazydata = lb.contiguous()
-    runtime.realize([self.lazydata])
-    return self
+    return self.lazydata
 
   async def realize_async(self) -> Tensor:
     import asyncio
