@@ -381,3 +381,15 @@ def test_outputs_that_are_views_inputs_weights_or_repeated(tmp_path):
       np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
   ident = to_c(lambda a: a, [Tensor(x)], name="ident")
   np.testing.assert_array_equal(build_and_run(ident, "host", [[x]], tmp_path / "ident").outputs[0][0], x)
+
+
+def test_cli_subparser_hook(tmp_path):
+  """How teenygrad/cli.py plugs the command in: add_subparser, then args.func(args)."""
+  import argparse
+
+  from teenygrad.export.cli import add_subparser
+  parser = argparse.ArgumentParser(prog="teenygrad")
+  add_subparser(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["export", "teenygrad.export.examples:mnist_mlp", "--name", "mlp", "--out", str(tmp_path), "--int8"])
+  assert args.func(args) == 0
+  assert "signed char" in (tmp_path / "mlp.c").read_text()
