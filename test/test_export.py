@@ -87,8 +87,11 @@ def test_math_approximations_match_teenygrad(math_lib, target, tmp_path):
   need(target)
   res = build_and_run(math_lib, target, [[MATH_INPUTS]], tmp_path)
   with np.errstate(all="ignore"):
-    for got, want in zip(res.outputs[0], (t.numpy() for t in math_functions(Tensor(MATH_INPUTS)))):
-      check = np.abs(MATH_INPUTS) < 1e4 if got is res.outputs[0][2] else np.ones(MATH_INPUTS.shape, bool)
+    for k, (got, want) in enumerate(zip(res.outputs[0], (t.numpy() for t in math_functions(Tensor(MATH_INPUTS))))):
+      check = np.abs(MATH_INPUTS) < 1e4 if k == 2 else np.ones(MATH_INPUTS.shape, bool)
+      if k in (4, 5):   # exp and tanh are composites in teenygrad's graph (tanh cancels near 0): fp32 tolerance
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7)
+        continue
       assert (np.isnan(got) == np.isnan(want))[check].all()
       finite = np.isfinite(want) & check
       assert (got[~np.isnan(want) & ~finite & check] == want[~np.isnan(want) & ~finite & check]).all()
