@@ -1,4 +1,5 @@
 """teenygrad: a small lazy ML library with its own kernels. `import teenygrad` pulls in numpy and nothing heavier."""
+from teenygrad.engine import realize as _engine  # noqa: F401  (plugs the engine into the graph: ir.lazy.runtime)
 from teenygrad.device import Device
 from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.symbolic import Variable
