@@ -13,6 +13,7 @@ from teenygrad.dtype import dtypes
 from teenygrad.helpers import config, prod
 from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
+from teenygrad.ir.view import ShapeTracker
 from teenygrad.ir.symbolic import BoundVariable, Node, evaluate, vmax
 from teenygrad.schedule import ScheduleItem, create_schedule
 
@@ -158,7 +159,14 @@ def _prepare(item: ScheduleItem, roots: set[int]):
   def is_boundary(base: LazyBuffer) -> bool: return base.realized is not None or base.id in roots
   value = root.srcs[1] if root.op is Ops.ASSIGN else root
   target = root.srcs[0] if root.op is Ops.ASSIGN else root
-  if root.op is Ops.ASSIGN: value = _assign_value(value, target)
+  if root.op is Ops.ASSIGN:
+    value = _assign_value(value, target, is_boundary)
+    if _reads_target_moved(value, target.base, is_boundary):
+      # compute the value into a buffer of its own first; the assign then copies it over the target
+      aside = LazyBuffer(root.device, ShapeTracker.from_shape(root.srcs[1].shape), root.dtype, Ops.CONTIGUOUS, (root.srcs[1],))
+      root.srcs = (root.srcs[0], aside)
+      aside.readers.add(root)
+      raise NeedsRealize(aside)
   key, order, values = kernel_key(value, is_boundary)
   full_key = (key, root.device, root.dtype.name, config.threads, config.check_bounds)
   compiled = _kernel_cache.get(full_key)
@@ -167,9 +175,9 @@ def _prepare(item: ScheduleItem, roots: set[int]):
   return compiled, order, values, target, (value, is_boundary)
 
 
-def _assign_value(value: LazyBuffer, target: LazyBuffer) -> LazyBuffer:
+def _assign_value(value: LazyBuffer, target: LazyBuffer, is_boundary) -> LazyBuffer:
   """The value written by an assign, made a kernel over the target's shape (views inline as usual)."""
-  if value.is_view or value.base.realized is not None or value.op is Ops.CONST:
+  if value.is_view or is_boundary(value.base) or value.op is Ops.CONST:
     return LazyBuffer(value.device, value.st.__class__.from_shape(value.shape), value.dtype, Ops.CONTIGUOUS, (value,))
   return value
 
@@ -213,7 +221,12 @@ def _run(item: ScheduleItem, prep) -> None:
     for capture in _captures: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
   compiled, order, values, target, (value, is_boundary) = prep
-  if root.op is Ops.ASSIGN: root.realized = target.realized
+  old_values = None
+  if root.op is Ops.ASSIGN:
+    if _old_values_still_read(root, value, is_boundary):
+      # a lazy graph built before this assign still reads the target: it gets a copy of the old values (below)
+      old_values = Buffer(target.device, target.realized.size, target.dtype).copyin(target.realized.numpy())
+    root.realized = target.realized
   else:
     numel = root.size
     if isinstance(numel, Node): numel = evaluate(numel, {v: values[v.name] for v in numel.variables()})
@@ -224,7 +237,35 @@ def _run(item: ScheduleItem, prep) -> None:
   for capture in _captures: capture.append(exec_item)
   for hook in _lowering_hooks: hook(exec_item, root, value, is_boundary)
   run_exec_item(exec_item)
+  if old_values is not None: target.realized = old_values
   _finish(root)
+
+
+def _inlined_bases(value: LazyBuffer, is_boundary) -> dict[int, LazyBuffer]:
+  inlined, stack = {}, [value]
+  while stack:
+    base = stack.pop().base
+    if base.id in inlined or (is_boundary(base) and base is not value): continue
+    inlined[base.id] = base
+    stack.extend(base.srcs)
+  return inlined
+
+
+def _old_values_still_read(root: LazyBuffer, value: LazyBuffer, is_boundary) -> bool:
+  """An assign overwrites its target's buffer: wrong while a lazy graph built before it still has to read the old
+  values (a prediction made before an optimizer step, realized after it)."""
+  target = root.srcs[0].base
+  inlined = _inlined_bases(value, is_boundary)
+  return any(r.realized is None and r is not root and r.id not in inlined for r in list(target.readers))
+
+
+def _reads_target_moved(value: LazyBuffer, target: LazyBuffer, is_boundary) -> bool:
+  """The assign's own kernel reads its target at other positions than it writes (x.assign(x.flip(0))): in place,
+  it would read values it has already overwritten."""
+  for base in _inlined_bases(value, is_boundary).values():
+    for src in base.srcs:
+      if src.base is target and src is not target and not (src.st.contiguous and src.shape == target.shape): return True
+  return False
 
 
 def run_exec_item(ei: ExecItem) -> None:
