@@ -110,12 +110,15 @@ def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=15)
   parser.add_argument("--profile", action="store_true")
+  parser.add_argument("--threads", type=int, default=0, help="threads for both libraries (default: every usable core)")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "train_cpu.txt"))
   args = parser.parse_args()
   import torch
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
-  batches = data(args.steps)
   from teenygrad.helpers import config
+  threads = args.threads or len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  config.threads = threads
+  batches = data(args.steps)
   lines = [f"machine: {len(os.sched_getaffinity(0))} cores usable (of {os.cpu_count()}); teenygrad {config.threads} threads; torch {torch.__version__} with {torch.get_num_threads()} threads; batch {BATCH}, Adam lr 1e-3; "
            f"median of {args.steps - 3} steps after 3 warm-up steps"]
   profiles = []
