@@ -54,6 +54,9 @@ def _sum_product(g, axes: tuple[int, ...]):
   size = 1
   for a in axes: size *= g.shape[a]
   flat = tuple(g.shape[i] for i in keep) + (size,)
+  for src in lb.srcs:
+    # an operand computed inline (relu of the layer below) would keep the GEMM from reading it straight from memory
+    if src.base.realized is None and src.base.op is not Ops.CONST: src.base.forced = True
   a, b = (src.permute(keep + axes).reshape(flat) for src in lb.srcs)
   summed = a.alu(Ops.MUL, b).reduce(Ops.SUM, (len(flat) - 1,))
   return type(g)(summed.reshape(tuple(1 if i in axes else s for i, s in enumerate(g.shape))))

@@ -417,3 +417,10 @@ def test_linear_and_conv_weight_grads_are_tiled_gemms():
   assert any(item.kernel.name.startswith("gemm") for item in launched), [item.kernel.name for item in launched]
   t_lin = torch.nn.Linear(64, 32)
   check_module(t_lin, nn.Linear(64, 32), randn(48, 64), atol=1e-4)
+
+
+@pytest.mark.parametrize("name,args,kwargs,shape", [
+  ("MaxPool2d", (2,), {}, (2, 3, 11, 11)), ("MaxPool2d", ((2, 3),), {}, (2, 3, 9, 10)), ("MaxPool2d", (3,), dict(stride=2, padding=1), (1, 2, 9, 9)),
+  ("AvgPool2d", (2,), {}, (2, 3, 8, 8)), ("AvgPool2d", (3,), dict(stride=2, padding=1), (1, 2, 9, 9)), ("AdaptiveAvgPool2d", ((1, 1),), {}, (2, 3, 6, 6))])
+def test_pooling_modules(name, args, kwargs, shape):
+  check_module(getattr(torch.nn, name)(*args, **kwargs), getattr(nn, name)(*args, **kwargs), randn(*shape))
