@@ -4,7 +4,8 @@ torch measured in the same run.
   python bench/train.py              # prints a table and writes bench/results/train_cpu.txt
   python bench/train.py --profile    # also lists where teenygrad's step time goes, kernel by kernel
 
-A step is zero_grad, forward, cross-entropy, backward, optimizer step and reading the loss (so the work is done).
+A step is zero_grad, forward, cross-entropy, backward, optimizer step and reading the loss (so the work is done);
+"teenygrad+jit" is the same step under teenygrad.jit (launches replayed, no Python graph building or scheduling).
 Medians over repeated steps on random data of MNIST's shape; the machine is shared, so quote the ratio."""
 from __future__ import annotations
 
@@ -58,6 +59,17 @@ def teenygrad_step(model, opt):
     opt.step()
     return loss.item()
   return step
+
+
+def teenygrad_jit_step(model, opt):
+  @tg.jit
+  def train(x, y):
+    loss = model(x).cross_entropy(y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+  return lambda x, y: train(tg.Tensor(x), tg.Tensor(y)).item()
 
 
 def torch_step(torch, model, opt):
@@ -127,12 +139,17 @@ def main() -> None:
     t_model = build(torch)
     g_model = build(tg)
     g_model.load_state_dict(t_model.state_dict())
+    j_model = build(tg)
+    j_model.load_state_dict(t_model.state_dict())
     t_opt, g_opt = torch.optim.Adam(t_model.parameters(), lr=1e-3), optim.Adam(g_model.parameters(), lr=1e-3)
+    j_opt = optim.Adam(j_model.parameters(), lr=1e-3)
     ours = time_steps(teenygrad_step(g_model, g_opt), batches)
+    jitted = time_steps(teenygrad_jit_step(j_model, j_opt), batches)
     theirs = time_steps(torch_step(torch, t_model, t_opt), batches)
     gflops = 3 * forward_flops(kind) / 1e9
-    lines.append(f"{kind:4s} train step  teenygrad {ours * 1e3:8.1f} ms ({gflops / ours:6.1f} GFLOP/s)  torch {theirs * 1e3:8.1f} ms "
-                 f"({gflops / theirs:6.1f} GFLOP/s)  teenygrad/torch time {ours / theirs:5.2f}x  (goal <= 1.0x)")
+    lines.append(f"{kind:4s} train step  teenygrad {ours * 1e3:8.1f} ms ({gflops / ours:6.1f} GFLOP/s)  teenygrad+jit {jitted * 1e3:8.1f} ms "
+                 f"({gflops / jitted:6.1f} GFLOP/s)  torch {theirs * 1e3:8.1f} ms ({gflops / theirs:6.1f} GFLOP/s)  "
+                 f"teenygrad/torch time {ours / theirs:5.2f}x, with jit {jitted / theirs:5.2f}x  (goal <= 1.0x)")
     if args.profile: profiles += profile(kind, g_model, g_opt, batches)
   text = "\n".join(lines + profiles)
   print(text)
