@@ -63,6 +63,9 @@ class CopyExecItem:
 
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
+# kernels whose lowering handed a reduce back (NeedsRealize): key -> position of that base in kernel_key's walk, so the
+# next graph of the same structure is rescheduled at once instead of being lowered again each step
+_handed_back: dict[tuple, int] = {}
 _captures: list[list] = []   # JIT capture stacks
 # hook(exec_item, root, value, is_boundary) runs before each launch, while the kernel's graph still exists (exec_item is
 # None for alloc/copy/custom items): teenygrad.export re-lowers every kernel with its own renderer from here
@@ -87,14 +90,26 @@ def _collect_vars(st, values: dict) -> None:
           if isinstance(var, BoundVariable): values[var.name] = var.value
 
 
-def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], dict[str, int]]:
-  """A hashable description of what the kernel computes, with its buffers numbered by first use."""
+# structural sub-keys interned to small ints: a kernel key is then a shallow tuple whose hash is cheap. Nested tuples
+# would be hashed again at every shared subexpression (exponential in the depth of a backward graph's sharing).
+_structure_ids: dict[tuple, int] = {}
+
+
+def _intern(key: tuple) -> int:
+  found = _structure_ids.get(key)
+  if found is None: found = _structure_ids[key] = len(_structure_ids)
+  return found
+
+
+def kernel_key(root: LazyBuffer, is_boundary, computed: list[LazyBuffer] | None = None) -> tuple[int, list[LazyBuffer], dict[str, int]]:
+  """An exact structural id of what the kernel computes, with its buffers numbered by first use. `computed`, if given,
+  receives the bases the kernel computes, in walk order (the same order for every graph with the same key)."""
   boundaries: dict[int, int] = {}
   order: list[LazyBuffer] = []
   values: dict[str, int] = {}
-  memo: dict[int, tuple] = {}
+  memo: dict[int, int] = {}
 
-  def walk(lb: LazyBuffer, top: bool = False) -> tuple:
+  def walk(lb: LazyBuffer, top: bool = False) -> int:
     if lb.id in memo: return memo[lb.id]
     base = lb.base
     _collect_vars(lb.st, values)
@@ -105,10 +120,12 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
           boundaries[base.id] = len(order); order.append(base)
         key = ("buf", boundaries[base.id], base.dtype.name, _st_key(lb.st), base.shape if lb.is_view else None)
     elif lb.is_view: key = ("view", _st_key(lb.st), walk(base))
-    else: key = (base.op, base.arg if base.op is not Ops.CUSTOM else id(base.arg), base.dtype.name, tuple(map(_k, base.shape)),
-                 tuple(walk(s) for s in base.srcs))
-    memo[lb.id] = key
-    return key
+    else:
+      key = (base.op, base.arg if base.op is not Ops.CUSTOM else id(base.arg), base.dtype.name, tuple(map(_k, base.shape)),
+             tuple(walk(s) for s in base.srcs))
+      if computed is not None: computed.append(base)
+    memo[lb.id] = _intern(key)
+    return memo[lb.id]
 
   return walk(root, top=True), order, values
 
@@ -167,11 +184,18 @@ def _prepare(item: ScheduleItem, roots: set[int]):
       root.srcs = (root.srcs[0], aside)
       aside.readers.add(root)
       raise NeedsRealize(aside)
-  key, order, values = kernel_key(value, is_boundary)
+  computed: list[LazyBuffer] = []
+  key, order, values = kernel_key(value, is_boundary, computed)
   full_key = (key, root.device, root.dtype.name, config.threads, config.check_bounds)
   compiled = _kernel_cache.get(full_key)
   if compiled is None:
-    compiled = _kernel_cache[full_key] = _compile(value, target, is_boundary, root.device, order)
+    if full_key in _handed_back: raise NeedsRealize(computed[_handed_back[full_key]])
+    try: compiled = _compile(value, target, is_boundary, root.device, order)
+    except NeedsRealize as e:
+      position = next((i for i, base in enumerate(computed) if base is e.lb), None)
+      if position is not None: _handed_back[full_key] = position
+      raise
+    _kernel_cache[full_key] = compiled
   return compiled, order, values, target, (value, is_boundary)
 
 
@@ -191,11 +215,14 @@ def realize(outputs: list[LazyBuffer]) -> None:
     for _ in range(1000):
       items = create_schedule(outputs)
       roots = {it.root.id for it in items}
-      try:
-        prepared = [(it, _prepare(it, roots) if it.kind == "kernel" else None) for it in items]
-        break
-      except NeedsRealize as e:
-        e.lb.forced = True
+      prepared, handed_back = [], False
+      for it in items:
+        # every kernel that hands a reduce back is collected in one round, so a graph with many of them
+        # (a backward pass) reschedules a few times, not once per reduce
+        try: prepared.append((it, _prepare(it, roots) if it.kind == "kernel" else None))
+        except NeedsRealize as e:
+          e.lb.forced, handed_back = True, True
+      if not handed_back: break
     else: raise RuntimeError("scheduler did not converge")
     for item, prep in prepared: _run(item, prep)
 
