@@ -44,8 +44,8 @@ class ExecItem:
 
 @dataclass
 class CustomExecItem:
-  """A custom kernel launch (Ops.CUSTOM), recorded for the JIT: a replay calls `kernel.run(root, inputs)` again
-  with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
+  """A custom kernel launch (Ops.CUSTOM), recorded for the JIT unless its run recorded ExecItems of its own: a
+  replay calls `kernel.run(root, inputs)` again with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
   shape, dtype, device and arg, and the buffers it is given."""
   kernel: object
   root: LazyBuffer
@@ -244,8 +244,11 @@ def _run(item: ScheduleItem, prep) -> None:
     _finish(root); return
   if item.kind == "custom":
     inputs = [s.base.realized for s in root.srcs]
+    marks = [len(capture) for capture in _captures]
     root.realized = root.arg.run(root, inputs)
-    for capture in _captures: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
+    # a kernel whose run recorded its own launches (llm/quant.py) is replayed through them; others are re-run whole
+    for capture, mark in zip(_captures, marks):
+      if len(capture) == mark: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
   compiled, order, values, target, (value, is_boundary) = prep
   old_values = None
