@@ -1,1 +1,1 @@
-"""LLM support: quantized GGUF weights (quant.py); the model, tokenizer and generation live beside it."""
+"""Large language models: Llama-family model, quantized GGUF weights, tokenizer, chat templates, sampling and generation."""

@@ -61,6 +61,18 @@ def bfloat16_bits_to_float(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.uint32) << 16).view(np.float32)
 
 
+def _same_size(a, b) -> bool:
+  return a == b if isinstance(a, int) and isinstance(b, int) else (not isinstance(a, int) and not isinstance(b, int) and a.key() == b.key())
+
+
+class _CompositeGradient:
+  """The autograd hook of a composite op (autograd calls `backward(grad, ctx)` for Ops.CUSTOM contexts)."""
+  def __init__(self, backward): self.fn = backward
+  def backward(self, grad, ctx):
+    needed = tuple(t.requires_grad for t in ctx.inputs)
+    return self.fn(grad, needed)
+
+
 class Tensor(MovementMixin, ReduceMixin, NNMixin):
   __slots__ = ("lazydata", "requires_grad", "grad", "_ctx", "__weakref__", "__dict__")
   __array_priority__ = 1000   # numpy defers to our operators
@@ -121,9 +133,14 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
-    if self.lazydata.is_view or self.lazydata.op is Ops.CONST:
-      self.lazydata = self.lazydata.contiguous() if self.numel() else self.lazydata
-    if self.numel(): runtime.realize([self.lazydata])
+    lb = self.lazydata
+    # a symbolic size is never statically empty (its kernel just runs zero times when bound to 0)
+    if any(isinstance(s, int) and s == 0 for s in self.shape): return self
+    if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size):
+      runtime.realize([lb.base])   # a reshape of a whole buffer reads it in place: no copy
+      return self
+    if lb.is_view or lb.op is Ops.CONST: self.lazydata = lb.contiguous()
+    runtime.realize([self.lazydata])
     return self
 
   async def realize_async(self) -> Tensor:
@@ -134,7 +151,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self.dtype == dtypes.bfloat16: raise TypeError("Got unsupported ScalarType BFloat16")
     if self.numel() == 0: return np.zeros(self.shape, dtype=self.dtype.np)
     self.realize()
-    buffer = self.lazydata.realized
+    buffer = self.lazydata.base.realized
     return buffer.numpy().view(self.dtype.np).reshape(self.shape)
 
   def __array__(self, dtype=None, copy=None):
@@ -153,7 +170,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   def __dlpack__(self, stream=None, **kwargs):
     if self.device != "CPU": raise RuntimeError("DLPack export is only supported on the CPU device")
     self.realize()
-    raw = self.lazydata.realized.raw
+    raw = self.lazydata.base.realized.raw
     array = raw.view(self.dtype.np if self.dtype != dtypes.bfloat16 else np.uint16)[:self.numel()].reshape(self.shape)
     return array.__dlpack__(**({"stream": stream} if stream is not None else {}))
 
@@ -182,6 +199,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self._ctx is None:
       self.grad = gradient if self.grad is None else self.grad + gradient
       return
+    # the output is computed now, from the weights as they are: an optimizer step writes the weights in place next,
+    # and reading this tensor after it (loss.item()) must still give the value from before the step
+    if self.numel() and not self.lazydata.is_realized: self.realize()
     run_backward(self, gradient.detach(), retain_graph)
 
   # ---- building the graph ----
@@ -207,6 +227,17 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
       result.requires_grad = True
       result._ctx = Context(op, inputs, arg, result)
     return result
+
+  @staticmethod
+  def _with_gradient(inputs: tuple[Tensor, ...], forward, backward) -> Tensor:
+    """A composite op with a gradient of its own (as torch.autograd.Function): `forward(*inputs)` builds the value from
+    primitives without recording them, `backward(grad)` returns one gradient per input (None where not needed).
+    Convolution uses it so that its backward is two matmuls and a sum of shifted views, not the gradient of im2col."""
+    with no_grad(): out = forward(*inputs)
+    if _GradMode.enabled and any(t.requires_grad for t in inputs) and out.dtype.is_float:
+      out.requires_grad = True
+      out._ctx = Context(Ops.CUSTOM, tuple(inputs), _CompositeGradient(backward), out)
+    return out
 
   def _reduce(self, op: Ops, axes: tuple[int, ...]) -> Tensor:
     """Primitive reduce keeping dims (size 1 on reduced axes)."""
