@@ -544,7 +544,12 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     nonneg = x >= 0
     e = (nonneg._where(-x, x) * LOG2_E)._apply(Ops.EXP2)   # exp(-|x|), with gradient +-1 even at 0
     return nonneg._where(1 / (1 + e), e / (1 + e))
-  def tanh(self) -> Tensor: return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
+  def tanh(self) -> Tensor:
+    # 2*sigmoid(2x)-1 loses every digit to cancellation near 0, where tanh(x) ~ x: use the series there
+    x = self._float()
+    x2 = x * x
+    series = x * (1.0 + x2 * (-1.0 / 3 + x2 * (2.0 / 15 - x2 * (17.0 / 315))))
+    return (x.abs() < 0.05)._where(series, 2.0 * (2.0 * x).sigmoid() - 1.0)
   def abs(self) -> Tensor:
     if self.dtype.is_bool or not self.dtype.signed: return self
     return (self < 0)._where(-self, self) if not self.dtype.is_float else self.relu() + (-self).relu()
