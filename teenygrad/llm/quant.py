@@ -243,7 +243,7 @@ class QuantizedTensor:
       raise ValueError(f"raw holds {raw.size} bytes but a {ggml_type} tensor of shape {(out_features, in_features)} "
                        f"needs {expected} ({out_features} rows x {row_bytes} bytes)")
     host = raw.reshape(out_features, row_bytes)
-    return cls(ggml_type, Tensor(np.ascontiguousarray(host), device=canonicalize(device)), (out_features, in_features), host)
+    return cls(ggml_type, Tensor(host, device=canonicalize(device)), (out_features, in_features), host)   # one copy, straight from the map
 
   @property
   def nbytes(self) -> int: return self.raw.numel()
