@@ -2,6 +2,7 @@
 ceiling, and 512-row prefill GEMM GFLOP/s, with numpy peers measured in the same run.
 
   python bench/quant.py            # prints a table and writes bench/results/quant_cpu.txt
+  TEENYGRAD_THREADS=1 python bench/quant.py    # one thread: writes bench/results/quant_cpu_1thread.txt
   python bench/quant.py --quick    # fewer shapes, no file written
 
 Rows:
@@ -168,7 +169,8 @@ def main() -> None:
   lines += decode_sweep(bandwidth)
   print("\n".join(lines[:2] + lines[-1:]))
   if not quick:
-    out = os.path.join(os.path.dirname(__file__), "results", "quant_cpu.txt")
+    suffix = "" if config.threads == os.cpu_count() else f"_{config.threads}thread"
+    out = os.path.join(os.path.dirname(__file__), "results", f"quant_cpu{suffix}.txt")
     with open(out + ".tmp", "w") as f: f.write("\n".join(lines) + "\n")
     os.replace(out + ".tmp", out)
 
