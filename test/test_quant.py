@@ -15,7 +15,7 @@ from teenygrad import Tensor  # noqa: E402
 from teenygrad.engine.realize import ExecItem, capture_kernels  # noqa: E402
 from teenygrad.llm import quant  # noqa: E402
 from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
-from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC  # noqa: E402
+from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC, PARALLEL_MIN_BYTES  # noqa: E402
 
 TYPES = list(GGML_TYPES)
 SIMPLE = [t for t in TYPES if not t.endswith("_K")]
@@ -95,6 +95,18 @@ def test_linear_tall_x(ggml_type):
   n, k = 45, k_for(ggml_type)
   blocks = make_blocks(ggml_type, n, k, seed=7)
   _check_linear(QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k)), reference(ggml_type, blocks), MS + 29)
+
+
+def test_threaded_matvec_and_rows():
+  """A weight big enough for the threaded matvec and row gather (when the machine config allows threads)."""
+  n, k = 3600, 576
+  blocks = make_blocks("Q4_1", n, k, seed=11)
+  assert blocks.size >= PARALLEL_MIN_BYTES
+  qt = QuantizedTensor.from_gguf_bytes("Q4_1", blocks, (n, k))
+  want = reference("Q4_1", blocks)
+  _check_linear(qt, want, 1)
+  ids = np.random.default_rng(12).integers(0, n, size=n)
+  np.testing.assert_array_equal(qt.embedding(ids).numpy().view(np.uint32), want[ids].view(np.uint32))
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_1", "Q6_K"])
