@@ -188,7 +188,7 @@ class Transformer:
     table = self.weights["token_embd.weight"]
     return embedding_rows(table, tokens) if isinstance(table, Tensor) else table.embedding(tokens)
 
-  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int) -> Tensor:
+  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int, key_mask: Tensor | None) -> Tensor:
     c, w = self.config, self.weights
     B = x.shape[0]
     q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias"))
@@ -212,6 +212,8 @@ class Transformer:
       query_pos = Tensor.arange(T, device=self.device).reshape(T, 1) + start
       key_pos = Tensor.arange(S, device=self.device).reshape(1, S)
       scores = (key_pos <= query_pos)._where(scores, float("-inf"))
+    if key_mask is not None:   # (B, L) additive: padding of shorter prompts in a batch
+      scores = scores + Tensor(key_mask.lazydata.shrink(((0, B), (0, S)))).reshape(B, 1, 1, 1, S)
     # softmax with every reduce its own kernel (the scheduler would otherwise split them after a failed try)
     scores = kernel_output(scores)
     exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
@@ -225,11 +227,13 @@ class Transformer:
     return linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
 
   def forward(self, tokens: Tensor, cache: KVCache, start: int | BoundVariable, start_tensor: Tensor | None = None,
-              last_only: bool = True) -> Tensor:
+              last_only: bool = True, key_mask: Tensor | None = None) -> Tensor:
     """Run tokens (B, T) at positions [start, start+T), filling the cache.
 
     For decode through the JIT, `start` is a BoundVariable (sizes) and `start_tensor` holds the same position as
-    data (where the cache write goes), so one capture serves every position."""
+    data (where the cache write goes), so one capture serves every position. `key_mask` (B, cache length) is added
+    to attention scores: a large negative value hides the left padding of shorter prompts in a batch (RoPE is
+    relative, so shifting a whole prompt right changes nothing)."""
     c, w = self.config, self.weights
     if not isinstance(tokens, Tensor): tokens = Tensor(np.asarray(tokens, dtype=np.int32), device=self.device)
     B, T = tokens.shape
@@ -240,7 +244,7 @@ class Transformer:
     length = start + T
     h = self.embed(tokens)
     for i in range(c.n_layers):
-      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T)
+      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T, key_mask)
       h = h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps))
     if last_only: h = h[:, -1:, :]
     logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()
