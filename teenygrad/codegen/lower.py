@@ -93,7 +93,8 @@ class Lowerer:
   def _buffer(self, base: LazyBuffer, is_output=False) -> BufferArg:
     key = base.id
     if key not in self.buffers:
-      size = base.realized.size if base.realized is not None else base.size
+      # a symbolic size stays symbolic even once realized: the kernel serves every value, so prove bounds for all
+      size = base.realized.size if base.realized is not None and not isinstance(base.size, Node) else base.size
       self.buffers[key] = BufferArg(f"data{len(self.buffers)}", base, base.dtype, size, is_output)
       self.dtypes.add(base.dtype)
     return self.buffers[key]

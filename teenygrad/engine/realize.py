@@ -37,6 +37,28 @@ class ExecItem:
   buffers: list[Buffer]
   var_values: tuple[int, ...]
   device: str
+  size: object = None     # the output's element count, symbolic when its shape is (the JIT sizes it per call)
+  assign: bool = False    # writes into an existing buffer (ASSIGN) rather than a fresh one
+
+
+@dataclass
+class CustomExecItem:
+  """A custom kernel launch (Ops.CUSTOM), recorded for the JIT: a replay calls `kernel.run(root, inputs)` again
+  with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
+  shape, dtype, device and arg, and the buffers it is given."""
+  kernel: object
+  root: LazyBuffer
+  inputs: list[Buffer]
+  output: Buffer
+  device: str
+
+
+@dataclass
+class CopyExecItem:
+  """A copy between devices, recorded for the JIT."""
+  src: Buffer
+  dest: Buffer
+  device: str
 
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
@@ -177,9 +199,12 @@ def _run(item: ScheduleItem, prep) -> None:
     root.realized = Buffer(root.device, src.realized.size, root.dtype)
     # a backend copies between its own devices directly (CUDA peer copies); otherwise through the host
     if not Device[root.device].transfer(root.realized, src.realized): root.realized.copyin(src.realized.numpy())
+    for capture in _captures: capture.append(CopyExecItem(src.realized, root.realized, root.device))
     _finish(root); return
   if item.kind == "custom":
-    root.realized = root.arg.run(root, [s.base.realized for s in root.srcs])
+    inputs = [s.base.realized for s in root.srcs]
+    root.realized = root.arg.run(root, inputs)
+    for capture in _captures: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
   compiled, order, values, target = prep
   if root.op is Ops.ASSIGN: root.realized = target.realized
@@ -189,7 +214,7 @@ def _run(item: ScheduleItem, prep) -> None:
     root.realized = Buffer(root.device, int(numel), root.dtype)
   buffers = [root.realized] + [order[p].realized for p in compiled.positions]
   var_values = tuple(values[name] for name in compiled.variables)
-  exec_item = ExecItem(compiled, buffers, var_values, root.device)
+  exec_item = ExecItem(compiled, buffers, var_values, root.device, root.size, root.op is Ops.ASSIGN)
   for capture in _captures: capture.append(exec_item)
   run_exec_item(exec_item)
   _finish(root)
@@ -215,11 +240,13 @@ def _finish(root: LazyBuffer) -> None:
   root.srcs, root.op, root.arg = (), Ops.LOAD, None
 
 
-__all__ = ["realize", "run_exec_item", "ExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
+__all__ = ["realize", "run_exec_item", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
 
 
 class capture_kernels:
-  """with capture_kernels() as launched: ... -> the ExecItems run inside (kernel counts in tests, the JIT)."""
+  """with capture_kernels() as launched: ... -> the ExecItems run inside (kernel counts in tests, the JIT).
+
+  Kernels give ExecItem; custom kernels and copies between devices give CustomExecItem and CopyExecItem."""
   def __enter__(self) -> list[ExecItem]:
     self.items: list[ExecItem] = []
     _captures.append(self.items)

@@ -68,8 +68,11 @@ class View:
   def unravel(self, flat: sint) -> list[sint]:
     """Logical indices of this view's shape for a flat contiguous position (used to chain views)."""
     idxs: list[sint] = []
-    for size, stride in zip(self.shape, strides_for_shape(self.shape)):
+    for axis, (size, stride) in enumerate(zip(self.shape, strides_for_shape(self.shape))):
       if isinstance(size, int) and size == 1: idxs.append(0); continue
+      # the outermost index of an in-range position needs no wrap; skipping it lets a symbolic leading size
+      # (a KV-cache length) through, since modulo by a symbolic value can't be rendered
+      if axis == 0 and not isinstance(size, int): idxs.append(flat // stride if stride != 0 else 0); continue
       idxs.append((flat // stride) % size if stride != 0 else 0)
     return idxs
 
