@@ -166,6 +166,25 @@ def main() -> None:
   emit(row("launch, in a graph replay", "us", graph_us, "eager", eager_us,
            f"per kernel of a 100-kernel graph; a 1-kernel graph replay costs {one_us:.1f} us end to end"))
 
+  from teenygrad.engine.jit import jit
+  @jit
+  def one_kernel(t): return t + 1
+  @jit
+  def hundred_kernels(t):
+    for _ in range(100): t = (t * 0.5 + 1).realize()
+    return t
+  for fn, kernels in ((one_kernel, 1), (hundred_kernels, 100)):
+    for _ in range(3): fn(tiny)
+    backend.synchronize()
+    calls = 2000 // kernels + 20
+    start = time.perf_counter()
+    for _ in range(calls): fn(tiny)
+    backend.synchronize()
+    per_call = (time.perf_counter() - start) / calls * 1e6
+    graphs = fn.capture.graph_launches if getattr(fn.capture, "graphs", None) is not None else 0
+    emit(row(f"jit replay, {kernels} kernel(s)", "us", per_call / kernels, "eager", eager_us,
+             f"per kernel; {per_call:.1f} us per call (input/output copies and Python included); graph launches {graphs}"))
+
   out = args.out or os.path.join(os.path.dirname(__file__), "results", f"gpu_{'h200' if 'H200' in gpu else 'h100' if 'H100' in gpu else 'cuda'}.txt")
   header = ["# bench/gpu.py: teenygrad CUDA backend vs torch " + torch.__version__ + " on the same GPU, same run", ""]
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

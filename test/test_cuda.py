@@ -144,3 +144,23 @@ def test_half_and_bfloat16_roundtrip(cuda):
     got = (Tensor(x, device="CUDA").cast(dtype) * 3).exp().float().numpy()
     ref = (torch.from_numpy(x).to(torch_dtype) * 3).exp().float().numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-2)
+
+
+def test_jit_replays_as_one_graph(cuda):
+  from teenygrad.engine.jit import jit
+  rng = np.random.default_rng(9)
+  w_np = rng.standard_normal((64, 32)).astype(np.float32)
+  w = Tensor(w_np, device="CUDA").realize()
+
+  @jit
+  def step(x):
+    hidden = (x @ w).relu().realize()   # two launches, so the graph has more than one node
+    return hidden * 2 + 1, hidden.sum(-1)
+
+  for _ in range(5):
+    x_np = rng.standard_normal((16, 64)).astype(np.float32)
+    out, total = step(Tensor(x_np, device="CUDA"))
+    ref = np.maximum(x_np.astype(np.float64) @ w_np, 0)
+    np.testing.assert_allclose(out.numpy(), ref * 2 + 1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(total.numpy(), ref.sum(-1), rtol=1e-5, atol=1e-4)
+  assert step.capture.graph_launches == 3   # calls 3, 4 and 5 replayed as graphs

@@ -49,6 +49,9 @@ def realize_all(tensors: list[Tensor]) -> None:
   todo = []
   for t in tensors:
     if t.numel() == 0: continue
+    lb = t.lazydata
+    # a reshape of a whole realized buffer is already there (Tensor.realize leaves such views in place)
+    if lb.is_view and lb.base.realized is not None and lb.st.contiguous and lb.size == lb.base.size: continue
     if t.lazydata.is_view or (t.lazydata.op is not None and t.lazydata.op.name == "CONST"): t.lazydata = t.lazydata.contiguous()
     todo.append(t.lazydata)
   realize(todo)
