@@ -108,6 +108,27 @@ def main() -> None:
       emit(row(f"gemm {dtype_name} {size}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
                f"rel err {err:.1e}  kernels {names}"))
 
+  # ---- experiments: other tensor-core tiles (the library uses TC_DEFAULT; these rows show what the others give) ----
+  import teenygrad.renderer.cuda_gemm as cuda_gemm
+  from teenygrad.engine import realize as engine_realize
+  for config in [c for c in cuda_gemm.TC_CONFIGS if c != cuda_gemm.TC_DEFAULT]:
+    for size in sizes:
+      a_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
+      b_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
+      a, b = Tensor(a_t.float().cpu().numpy()).half().realize(), Tensor(b_t.float().cpu().numpy()).half().realize()
+      default, cuda_gemm.TC_DEFAULT = cuda_gemm.TC_DEFAULT, config
+      engine_realize._kernel_cache.clear()
+      try: out, items = capture(lambda: a @ b)
+      finally:
+        cuda_gemm.TC_DEFAULT = default
+        engine_realize._kernel_cache.clear()
+      reps = 3 if size >= 8192 else 10
+      ours_s, peer_s = time_items(backend, items, reps), time_torch(lambda: a_t @ b_t, reps)
+      ref = (a_t[:256].double() @ b_t.double()).cpu().numpy()
+      err = np.linalg.norm(out[:256].float().numpy() - ref) / np.linalg.norm(ref)
+      flops = 2 * size ** 3
+      emit(row(f"  experiment: tile {config} fp16 {size}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12, f"rel err {err:.1e}"))
+
   # ---- memory-bound kernels ----
   rows, cols = (1024, 4096) if args.quick else (16384, 8192)
   numel = rows * cols

@@ -138,12 +138,15 @@ def test_graph_replays_with_new_input_data(cuda):
   np.testing.assert_equal(y.lazydata.realized.numpy(), np.full(1000, 7, np.float32))
 
 
-def test_half_and_bfloat16_roundtrip(cuda):
+def test_half_and_bfloat16_match_the_cpu(cuda):
+  """Half types are storage types on both backends: the same kernel gives the same values (torch rounds every
+  intermediate to the half type, so it is only a loose reference)."""
   x = np.linspace(-3, 3, 1001).astype(np.float32)
   for dtype, torch_dtype in ((dtypes.float16, torch.float16), (dtypes.bfloat16, torch.bfloat16)):
-    got = (Tensor(x, device="CUDA").cast(dtype) * 3).exp().float().numpy()
-    ref = (torch.from_numpy(x).to(torch_dtype) * 3).exp().float().numpy()
-    np.testing.assert_allclose(got, ref, rtol=1e-2)
+    def f(device): return ((Tensor(x, device=device).cast(dtype) * 3).exp() + 1).cast(dtype).float().numpy()
+    np.testing.assert_allclose(f("CUDA"), f("CPU"), rtol=1e-6)
+    ref = ((torch.from_numpy(x).to(torch_dtype) * 3).exp() + 1).float().numpy()
+    np.testing.assert_allclose(f("CUDA"), ref, rtol=4e-2)
 
 
 def test_jit_replays_as_one_graph(cuda):

@@ -18,11 +18,16 @@ from teenygrad.codegen.gemm_match import match_gemm
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import ceildiv
 
-# tensor-core tile: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of STAGES k slices;
-# large products take the wide tile (64 x 64 per warp: 32 mma per 8 ldmatrix), small ones the narrow (more blocks)
-BM, BK = 128, 32
-WIDE = {"BN": 256, "WN": 64, "STAGES": 3}
-NARROW = {"BN": 128, "WN": 32, "STAGES": 4}
+# tensor-core tiles: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of STAGES k slices.
+# Measured on an H100 (fp16, 8192^3): 128x128x32 in 4 stages at 2 blocks/SM 283 TFLOP/s; 128x256x32 in 3 stages
+# (64 x 64 per warp, 1 block/SM) 254. bench/gpu.py times the others as experiments.
+BM = 128
+TC_CONFIGS = {
+  "128x128x32": {"BN": 128, "WN": 32, "BK": 32, "STAGES": 4, "BLOCKS_PER_SM": 2},
+  "128x128x64": {"BN": 128, "WN": 32, "BK": 64, "STAGES": 3, "BLOCKS_PER_SM": 2},
+  "128x256x32": {"BN": 256, "WN": 64, "BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
+}
+TC_DEFAULT = "128x128x32"
 WARPS_M, WARPS_N = 2, 4
 THREADS = 32 * WARPS_M * WARPS_N
 PAD = 8   # halves of padding per shared-memory row (16 bytes)
@@ -71,7 +76,7 @@ def _layouts(spec, a_offset: int, b_offset: int) -> tuple[str, str]:
 
 
 def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k: int, stride_batch: int, limit_rows: int,
-               K: int) -> str:
+               K: int, BK: int) -> str:
   """Statements filling stage `st` of operand A (rows = i) or B (rows = j) for the k slice starting at k0."""
   smem = f"s{operand}[st]"
   base = f"({operand.lower()}_ptr + (long long)bi * {stride_batch})"
@@ -99,13 +104,12 @@ def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k:
 
 
 def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int,
-                            epilogue: str, kind: str, sms: int = 132) -> tuple[str, dict]:
+                            epilogue: str, kind: str, config_name: str | None = None) -> tuple[str, dict]:
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
-  wide_blocks = batch * ceildiv(M, BM) * ceildiv(N, WIDE["BN"])
-  config = WIDE if wide_blocks >= 2 * sms else NARROW
-  BN, WN, STAGES = config["BN"], config["WN"], config["STAGES"]
+  config = TC_CONFIGS[config_name or TC_DEFAULT]
+  BN, WN, BK, STAGES = config["BN"], config["WN"], config["BK"], config["STAGES"]
   NI = WN // 8
   a_layout, b_layout = _layouts(spec, a_offset, b_offset)
   a_tile = BK * (BM + PAD) if a_layout == "KM" else BM * (BK + PAD)
@@ -113,8 +117,8 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
   shared = STAGES * (a_tile + b_tile) * 2
   tiles_m, tiles_n = ceildiv(M, BM), ceildiv(N, BN)
   k_tiles = ceildiv(K, BK)
-  load_a = _tc_loader("A", a_layout, BM, sai, sak, sab, M, K)
-  load_b = _tc_loader("B", b_layout, BN, sbj, sbk, sbb, N, K)
+  load_a = _tc_loader("A", a_layout, BM, sai, sak, sab, M, K, BK)
+  load_b = _tc_loader("B", b_layout, BN, sbj, sbk, sbb, N, K, BK)
   # fragment addresses (see the ldmatrix lane maps in the module notes)
   if a_layout == "KM":
     a_frag = f"tg_ldm_x4_t(af[mi], &sA[st][(kk + (lane & 7) + (lane >> 4) * 8) * {BM + PAD} + wm * 64 + mi * 16 + ((lane >> 3) & 1) * 8]);"
@@ -128,7 +132,7 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
               f"+ ((lane >> 3) & 1) * 8]);")
   src = f"""{TC_PREAMBLE}{_mma(kind)}
 /* {batch}x{M}x{N}x{K} {kind}: A {a_layout}, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages */
-extern "C" __global__ void __launch_bounds__({THREADS}, {1 if config is WIDE else 2}) {name}({params}) {{
+extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]}) {name}({params}) {{
   extern __shared__ __align__(16) unsigned short tg_smem_pool[];
   unsigned short (*sA)[{a_tile}] = (unsigned short (*)[{a_tile}])tg_smem_pool;
   unsigned short (*sB)[{b_tile}] = (unsigned short (*)[{b_tile}])(tg_smem_pool + {STAGES * a_tile});
@@ -278,7 +282,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
   return src, {"block": (256, 1, 1), "grid": (tiles_m * tiles_n, 1, batch)}
 
 
-def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024, sms: int = 132) -> tuple | None:
+def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024) -> tuple | None:
   """(name, buffers, source, launch sizes) of the CUDA GEMM for a kernel that is a matmul (with anything elementwise
   after it), or None."""
   from teenygrad.codegen.lower import LoopProgram
@@ -292,8 +296,7 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
-                                           sms)
+    src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None
   else:
     src, launch = render_simt_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue)
