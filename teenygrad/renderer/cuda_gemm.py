@@ -57,7 +57,8 @@ def _mma(kind: str) -> str:
   return (f"__device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsigned* b) {{\n"
           f"  asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.{kind}.{kind}.f32 {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, "
           f"{{%0,%1,%2,%3}};\\n\"\n"
-          f"    : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3]) : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n}}\n")
+          f"    : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
+          f"    : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n}}\n")
 
 
 def _layouts(spec, a_offset: int, b_offset: int) -> tuple[str, str]:
@@ -247,7 +248,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
       ra[q] = ({a_check}) ? a_ptr[(long long)gi * {sai} + (long long)gk * {sak}] : 0.0f; }} \\
       {{ {b_map} int gj = n0 + r, gk = (k0) + kk; rb[q] = ({b_check}) ? b_ptr[(long long)gk * {sbk} + (long long)gj * {sbj}] : 0.0f; }} }}
   #define TG_STORE(buf) \\
-    _Pragma("unroll") for (int q = 0; q < 4; q++) {{ int e = threadIdx.x + q * 256; {{ {a_map} sA[buf][kk][r] = ra[q]; }} {{ {b_map} sB[buf][kk][r] = rb[q]; }} }}
+    _Pragma("unroll") for (int q = 0; q < 4; q++) {{ int e = threadIdx.x + q * 256; \\
+      {{ {a_map} sA[buf][kk][r] = ra[q]; }} {{ {b_map} sB[buf][kk][r] = rb[q]; }} }}
   TG_LOAD(0)
   TG_STORE(0)
   __syncthreads();
