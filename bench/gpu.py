@@ -123,30 +123,6 @@ def main() -> None:
       emit(row(f"gemm {dtype_name} {size}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
                f"rel err {err:.1e}  kernels {names}"))
 
-  # ---- experiments: other tensor-core tiles (the library uses TC_DEFAULT; these rows show what the others give) ----
-  import teenygrad.renderer.cuda_gemm as cuda_gemm
-  from teenygrad.engine import realize as engine_realize
-  experiments = [(config, size) for config in cuda_gemm.TC_CONFIGS if config != cuda_gemm.TC_DEFAULT for size in sizes]
-  for config, size in experiments:
-    try:
-      a_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
-      b_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
-      a, b = Tensor(a_t.float().cpu().numpy()).half().realize(), Tensor(b_t.float().cpu().numpy()).half().realize()
-      default, cuda_gemm.TC_DEFAULT = cuda_gemm.TC_DEFAULT, config
-      engine_realize._kernel_cache.clear()
-      try: out, items = capture(lambda: a @ b)
-      finally:
-        cuda_gemm.TC_DEFAULT = default
-        engine_realize._kernel_cache.clear()
-      reps = 3 if size >= 8192 else 10
-      ours_s, peer_s = time_items(backend, items, reps), time_torch(lambda: a_t @ b_t, reps)
-      ref = (a_t[:256].double() @ b_t.double()).cpu().numpy()
-      err = np.linalg.norm(out[:256].float().numpy() - ref) / np.linalg.norm(ref)
-      flops = 2 * size ** 3
-      emit(row(f"  experiment: tile {config} fp16 {size}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12, f"rel err {err:.1e}"))
-    except Exception as e:  # noqa: BLE001 -- an experiment that fails is reported, the run goes on
-      emit(f"  experiment: tile {config} fp16 {size} failed: {type(e).__name__}: {str(e)[:200]}")
-
   # ---- memory-bound kernels ----
   rows, cols = (1024, 4096) if args.quick else (16384, 8192)
   numel = rows * cols
@@ -227,9 +203,49 @@ def main() -> None:
   out = args.out or os.path.join(os.path.dirname(__file__), "results", f"gpu_{'h200' if 'H200' in gpu else 'h100' if 'H100' in gpu else 'cuda'}.txt")
   header = ["# bench/gpu.py: teenygrad CUDA backend vs torch " + torch.__version__ + " on the same GPU, same run", ""]
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out + ".tmp", "w") as f: f.write("\n".join(header + lines) + "\n")
-  os.replace(out + ".tmp", out)
+
+  def save() -> None:
+    with open(out + ".tmp", "w") as f: f.write("\n".join(header + lines) + "\n")
+    os.replace(out + ".tmp", out)
+  save()   # the main rows are safe before any experiment runs (a faulting kernel ends the CUDA context)
+  emit("")
+  emit("experiments (not what the library runs by default):")
+  experiments(backend, sizes, torch_dev, emit)
+  save()
   print(f"wrote {out}")
+
+
+def experiments(backend, sizes, torch_dev, emit) -> None:
+  """Other tensor-core tiles on a @ b, and the wgmma (sm_90a) kernel against mma.sync on the linear layout x @ w.T."""
+  import teenygrad.renderer.cuda_gemm as cuda_gemm
+  from teenygrad.engine import realize as engine_realize
+
+  def with_config(config, fn):
+    default, cuda_gemm.TC_DEFAULT = cuda_gemm.TC_DEFAULT, config
+    engine_realize._kernel_cache.clear()
+    try: return capture(fn)
+    finally:
+      cuda_gemm.TC_DEFAULT = default
+      engine_realize._kernel_cache.clear()
+
+  cases = [(config, size, "a @ b") for config in cuda_gemm.TC_CONFIGS if config != cuda_gemm.TC_DEFAULT for size in sizes]
+  cases += [(config, size, "x @ w.T") for size in sizes for config in (cuda_gemm.TC_DEFAULT, "wgmma")]
+  for config, size, layout in cases:
+    try:
+      a_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
+      b_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
+      a, b = Tensor(a_t.float().cpu().numpy()).half().realize(), Tensor(b_t.float().cpu().numpy()).half().realize()
+      if layout == "a @ b": out, items = with_config(config, lambda: a @ b); peer_fn, ref_b = (lambda: a_t @ b_t), b_t.double()
+      else: out, items = with_config(config, lambda: a.linear(b)); peer_fn, ref_b = (lambda: a_t @ b_t.T), b_t.double().T
+      reps = 3 if size >= 8192 else 10
+      ours_s, peer_s = time_items(backend, items, reps), time_torch(peer_fn, reps)
+      ref = (a_t[:256].double() @ ref_b).cpu().numpy()
+      err = np.linalg.norm(out[:256].float().numpy() - ref) / np.linalg.norm(ref)
+      flops = 2 * size ** 3
+      emit(row(f"  {config} fp16 {size} {layout}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
+               f"rel err {err:.1e}  kernels {[ei.kernel.name for ei in items]}"))
+    except Exception as e:  # noqa: BLE001 -- an experiment that fails is reported, the run goes on
+      emit(f"  {config} fp16 {size} {layout} failed: {type(e).__name__}: {str(e)[:300]}")
 
 
 if __name__ == "__main__":

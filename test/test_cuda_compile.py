@@ -136,3 +136,14 @@ def test_cpu_gemm_hook_still_taken():
   a, b = realized((64, 256)), realized((256, 512))
   with capture_kernels() as launched: (a @ b).numpy()
   assert [ei.kernel.name for ei in launched] == ["gemm_1_64_512_256"]
+
+
+def test_wgmma_experiment_compiles_for_sm90a(monkeypatch):
+  bindings = _nvrtc_or_skip()
+  import teenygrad.renderer.cuda_gemm as cuda_gemm
+  monkeypatch.setattr(cuda_gemm, "TC_DEFAULT", "wgmma")
+  _, realized = _inputs(2)
+  kernels = render_cuda(realized((256, 128), np.float16).linear(realized((128, 128), np.float16)).contiguous())
+  (name, src, _), = kernels
+  assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16" in src
+  assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90a", "-std=c++17"])[:4] == b"\x7fELF"

@@ -128,7 +128,9 @@ class NVRTCCompiler(Compiler):
     self.cache_tag = f"nvrtc {major}.{minor}\0{' '.join(self.options)}"
 
   def compile(self, src: str) -> bytes:
-    return nvrtc_compile(src, "kernel", self.options)
+    # warpgroup MMA exists only on the architecture-specific target (sm_90a), whose cubin runs on that chip alone
+    options = [o + "a" if o == "--gpu-architecture=sm_90" and "wgmma." in src else o for o in self.options]
+    return nvrtc_compile(src, "kernel", options)
 
 
 class CUDAProgram(Program):

@@ -112,7 +112,7 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
-  config = TC_CONFIGS[config_name or TC_DEFAULT]
+  config = TC_CONFIGS.get(config_name or TC_DEFAULT, TC_CONFIGS["128x128x32"])
   BN, WN, BK, STAGES = config["BN"], config["WN"], config["BK"], config["STAGES"]
   NI = WN // 8
   a_layout, b_layout = _layouts(spec, a_offset, b_offset)
@@ -303,6 +303,11 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
+    if TC_DEFAULT == "wgmma":   # the sm_90a experiment (renderer/cuda_wgmma.py), where its layout fits
+      from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
+      if wgmma_applicable(spec, *_layouts(spec, match.a_offset, match.b_offset)):
+        src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
+        return name, match.buffers, CUDA_PREAMBLE + src, launch
     src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None
   else:

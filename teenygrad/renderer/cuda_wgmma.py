@@ -1,0 +1,122 @@
+"""EXPERIMENT (not used unless asked for): a Hopper GEMM on warpgroup MMA (wgmma.mma_async, sm_90a).
+
+Scope: fp16/bf16 operands that are both k-contiguous (`x @ w.T`, nn.Linear's layout), M and N multiples of 128, K a
+multiple of 64. A block of two warpgroups computes a 128 x 128 tile (each warpgroup m64n128); 64-deep k slices of A
+and B land through cp.async in shared memory in the 128-byte swizzled K-major layout wgmma reads through matrix
+descriptors (rows of 64 halves = 128 bytes, 16-byte chunk c of row r stored at chunk c ^ (r % 8), 8-row groups 1024
+bytes apart), STAGES slices deep. bench/gpu.py times it against the mma.sync kernel and cuBLAS; the library keeps
+mma.sync until this is checked on the GPU.
+"""
+from __future__ import annotations
+
+from teenygrad.helpers import ceildiv
+
+BM, BN, BK, STAGES = 128, 128, 64, 4
+THREADS = 256
+STAGE_BYTES = (BM + BN) * BK * 2
+
+
+def _wgmma_asm(kind: str) -> str:
+  """tg_wgmma(d[64], desc_a, desc_b, accumulate): one m64n128k16 on the warpgroup, K-major A and B."""
+  regs = ", ".join(f"%{i}" for i in range(64))
+  outs = ", ".join(f'"+f"(d[{i}])' for i in range(64))
+  return (f"__device__ __forceinline__ void tg_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int accumulate) {{\n"
+          f"  asm volatile(\"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n\"\n"
+          f"    \"wgmma.mma_async.sync.aligned.m64n128k16.f32.{kind}.{kind} {{{regs}}}, %64, %65, p, 1, 1, 0, 0;\\n}}\\n\"\n"
+          f"    : {outs}\n"
+          f"    : \"l\"(desc_a), \"l\"(desc_b), \"r\"(accumulate));\n}}\n")
+
+
+WGMMA_PREAMBLE = r"""
+__device__ __forceinline__ unsigned tg_smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void tg_cp16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(tg_smem(dst)), "l"(src));
+}
+__device__ __forceinline__ void tg_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void tg_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+/* K-major, 128-byte swizzle: start address, leading byte offset 16 (unused), 8-row groups 1024 bytes apart */
+__device__ __forceinline__ unsigned long long tg_desc(const void* p) {
+  return (unsigned long long)((tg_smem(p) & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+"""
+
+
+def wgmma_applicable(spec, a_layout: str, b_layout: str) -> bool:
+  return a_layout == "MK" and b_layout == "NK" and spec.M % BM == 0 and spec.N % BN == 0 and spec.K % BK == 0
+
+
+def render_wgmma_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int, epilogue: str,
+                      kind: str) -> tuple[str, dict]:
+  M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
+  sab, sai, _ = spec.a_strides
+  sbb, _, sbj = spec.b_strides
+  tiles_m, tiles_n, k_tiles = M // BM, N // BN, K // BK
+  load = f"""      {{
+        unsigned char* stage = smem + (st) * {STAGE_BYTES};
+        #pragma unroll
+        for (int q = 0; q < {(BM + BN) * BK // 8 // THREADS}; q++) {{
+          const int c = threadIdx.x + q * {THREADS};   /* 16-byte chunk: rows 0..{BM - 1} of A, then {BN} rows of B */
+          const int row = (c >> 3), chunk = c & 7;
+          const unsigned short* src = row < {BM} ? a_ptr + (long long)(m0 + row) * {sai} + (k0) + chunk * 8
+                                                 : b_ptr + (long long)(n0 + row - {BM}) * {sbj} + (k0) + chunk * 8;
+          tg_cp16(stage + row * 128 + ((chunk ^ (row & 7)) << 4), src);
+        }}
+      }}"""
+  src = f"""{WGMMA_PREAMBLE}{_wgmma_asm(kind)}
+/* EXPERIMENT {batch}x{M}x{N}x{K} {kind} wgmma: tile {BM}x{BN}x{BK}, {STAGES} stages */
+extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
+  extern __shared__ __align__(1024) unsigned char tg_smem_raw[];
+  unsigned char* smem = (unsigned char*)(((unsigned long long)tg_smem_raw + 1023) & ~1023ull);
+  const int bi = blockIdx.z;
+  const unsigned short* a_ptr = (const unsigned short*){a_name} + {a_offset} + (long long)bi * {sab};
+  const unsigned short* b_ptr = (const unsigned short*){b_name} + {b_offset} + (long long)bi * {sbb};
+  const int tile = blockIdx.x, group = tile / (8 * {tiles_n}), first_m = group * 8;
+  const int group_rows = min({tiles_m} - first_m, 8);
+  const int tm = first_m + (tile % (8 * {tiles_n})) % group_rows, tn = (tile % (8 * {tiles_n})) / group_rows;
+  const int m0 = tm * {BM}, n0 = tn * {BN};
+  const int wg = threadIdx.x >> 7, lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
+  float d[64];
+  #pragma unroll
+  for (int i = 0; i < 64; i++) d[i] = 0.0f;
+  #pragma unroll
+  for (int s = 0; s < {STAGES - 1}; s++) {{
+    if (s < {k_tiles}) {{ const int st = s, k0 = s * {BK};
+{load}
+    }}
+    tg_cp_commit();
+  }}
+  for (int kt = 0; kt < {k_tiles}; kt++) {{
+    tg_cp_wait<{STAGES - 2}>();
+    asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory");   /* cp.async writes, seen by the async proxy */
+    __syncthreads();
+    {{ const int next = kt + {STAGES - 1};
+      if (next < {k_tiles}) {{ const int st = next % {STAGES}, k0 = next * {BK};
+{load}
+      }}
+      tg_cp_commit();
+    }}
+    unsigned char* stage = smem + (kt % {STAGES}) * {STAGE_BYTES};
+    const unsigned long long desc_a = tg_desc(stage + wg * 64 * 128), desc_b = tg_desc(stage + {BM} * 128);
+    asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
+    #pragma unroll
+    for (int kk = 0; kk < {BK // 16}; kk++) tg_wgmma(d, desc_a + 2 * kk, desc_b + 2 * kk, kt > 0 || kk > 0);
+    asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
+  }}
+  tg_cp_wait<0>();
+  #pragma unroll
+  for (int j = 0; j < {BN // 8}; j++)
+    #pragma unroll
+    for (int q = 0; q < 4; q++) {{
+      const int i = m0 + wg * 64 + warp * 16 + (lane >> 2) + (q >> 1) * 8;
+      const int jj = n0 + j * 8 + (lane & 3) * 2 + (q & 1);
+      long long ep_bi = bi, ep_i = i, ep_j = jj; float ep_acc = d[j * 4 + q];
+      (void)ep_bi; (void)ep_i; (void)ep_j;
+      {epilogue}
+    }}
+}}
+"""
+  return src, {"block": (THREADS, 1, 1), "grid": (tiles_m * tiles_n, 1, batch), "shared": STAGES * STAGE_BYTES + 1024}
+
+
+__all__ = ["render_wgmma_gemm", "wgmma_applicable"]
