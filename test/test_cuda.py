@@ -167,3 +167,30 @@ def test_jit_replays_as_one_graph(cuda):
     np.testing.assert_allclose(out.numpy(), ref * 2 + 1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(total.numpy(), ref.sum(-1), rtol=1e-5, atol=1e-4)
   assert step.capture.graph_launches == 3   # calls 3, 4 and 5 replayed as graphs
+
+
+# last in the file: an experimental kernel that faults would end the process's CUDA context
+@pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma"])
+@pytest.mark.parametrize("layout", ["nn", "linear"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_tensor_core_tiles_match_torch(cuda, monkeypatch, config, layout, dtype):
+  import teenygrad.renderer.cuda_gemm as cuda_gemm
+  from teenygrad.engine import realize as engine_realize
+  monkeypatch.setattr(cuda_gemm, "TC_DEFAULT", config)
+  engine_realize._kernel_cache.clear()
+  try:
+    rng = np.random.default_rng(17)
+    m, k, n = 256, 512, 384
+    torch_dtype = getattr(torch, dtype)
+    a_np, b_np = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((n, k) if layout == "linear" else (k, n)).astype(np.float32)
+    a_ref, b_ref = (torch.from_numpy(x).to(torch_dtype).double() for x in (a_np, b_np))
+    a = Tensor(a_ref.float().numpy(), device="CUDA").cast(getattr(dtypes, dtype)).realize()
+    b = Tensor(b_ref.float().numpy(), device="CUDA").cast(getattr(dtypes, dtype)).realize()
+    fn = (lambda: a.linear(b).float().numpy()) if layout == "linear" else (lambda: (a @ b).float().numpy())
+    out, names = _launched(fn)
+    ref = (a_ref @ b_ref.T if layout == "linear" else a_ref @ b_ref).numpy()
+    assert any(name.startswith("gemm_") for name in names)
+    error = _rel_error(out, ref)
+    assert error < BOUNDS[dtype] * 4, f"{config} {layout}: relative Frobenius error {error:.2e}"
+  finally:
+    engine_realize._kernel_cache.clear()

@@ -305,8 +305,10 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
     if TC_DEFAULT == "wgmma":   # the sm_90a experiment (renderer/cuda_wgmma.py), where its layout fits
       from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
-      if wgmma_applicable(spec, *_layouts(spec, match.a_offset, match.b_offset)):
-        src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
+      layouts = _layouts(spec, match.a_offset, match.b_offset)
+      if wgmma_applicable(spec, *layouts):
+        src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
+                                        layouts[1])
         return name, match.buffers, CUDA_PREAMBLE + src, launch
     src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None

@@ -1,10 +1,14 @@
 """EXPERIMENT (not used unless asked for): a Hopper GEMM on warpgroup MMA (wgmma.mma_async, sm_90a).
 
-Scope: fp16/bf16 operands that are both k-contiguous (`x @ w.T`, nn.Linear's layout), M and N multiples of 128, K a
-multiple of 64. A block of two warpgroups computes a 128 x 128 tile (each warpgroup m64n128); 64-deep k slices of A
-and B land through cp.async in shared memory in the 128-byte swizzled K-major layout wgmma reads through matrix
-descriptors (rows of 64 halves = 128 bytes, 16-byte chunk c of row r stored at chunk c ^ (r % 8), 8-row groups 1024
-bytes apart), STAGES slices deep. bench/gpu.py times it against the mma.sync kernel and cuBLAS; the library keeps
+Scope: fp16/bf16, A k-contiguous, B k-contiguous (`x @ w.T`, nn.Linear's layout) or n-contiguous (`a @ b`), M and
+N multiples of 128, K a multiple of 64. A block of two warpgroups computes a 128 x 128 tile (each warpgroup
+m64n128); 64-deep k slices of A and B land through cp.async in shared memory in the 128-byte swizzled layouts wgmma
+reads through matrix descriptors, STAGES slices deep. Swizzle atoms are 8 rows of 128 bytes (1024 bytes), the
+16-byte chunk c of atom row r stored at chunk c ^ r:
+- K-major (A; B of x @ w.T): a row is 64 k values of one i (or j); atoms of 8 rows stacked 1024 bytes apart (SBO);
+  the k16 step moves the start address 32 bytes inside the row.
+- MN-major (B of a @ b, tnspB = 1): a row is 64 j values of one k; the two 64-wide j halves are 64 rows = 8192 bytes
+  apart (LBO), 8-k groups 1024 bytes apart (SBO); the k16 step moves the start address 2048 bytes. bench/gpu.py times it against the mma.sync kernel and cuBLAS; the library keeps
 mma.sync until this is checked on the GPU.
 """
 from __future__ import annotations
@@ -16,13 +20,13 @@ THREADS = 256
 STAGE_BYTES = (BM + BN) * BK * 2
 
 
-def _wgmma_asm(kind: str) -> str:
-  """tg_wgmma(d[64], desc_a, desc_b, accumulate): one m64n128k16 on the warpgroup, K-major A and B."""
+def _wgmma_asm(kind: str, transpose_b: int) -> str:
+  """tg_wgmma(d[64], desc_a, desc_b, accumulate): one m64n128k16 on the warpgroup (B MN-major when transpose_b)."""
   regs = ", ".join(f"%{i}" for i in range(64))
   outs = ", ".join(f'"+f"(d[{i}])' for i in range(64))
   return (f"__device__ __forceinline__ void tg_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int accumulate) {{\n"
           f"  asm volatile(\"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n\"\n"
-          f"    \"wgmma.mma_async.sync.aligned.m64n128k16.f32.{kind}.{kind} {{{regs}}}, %64, %65, p, 1, 1, 0, 0;\\n}}\\n\"\n"
+          f"    \"wgmma.mma_async.sync.aligned.m64n128k16.f32.{kind}.{kind} {{{regs}}}, %64, %65, p, 1, 1, 0, {transpose_b};\\n}}\\n\"\n"
           f"    : {outs}\n"
           f"    : \"l\"(desc_a), \"l\"(desc_b), \"r\"(accumulate));\n}}\n")
 
@@ -34,36 +38,46 @@ __device__ __forceinline__ void tg_cp16(void* dst, const void* src) {
 }
 __device__ __forceinline__ void tg_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void tg_cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
-/* K-major, 128-byte swizzle: start address, leading byte offset 16 (unused), 8-row groups 1024 bytes apart */
-__device__ __forceinline__ unsigned long long tg_desc(const void* p) {
-  return (unsigned long long)((tg_smem(p) & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+/* 128-byte swizzle descriptor: start address, leading and stride byte offsets (in 16-byte units) */
+__device__ __forceinline__ unsigned long long tg_desc(const void* p, unsigned lbo, unsigned sbo) {
+  return (unsigned long long)((tg_smem(p) & 0x3FFFF) >> 4) | ((unsigned long long)(lbo >> 4) << 16) |
+         ((unsigned long long)(sbo >> 4) << 32) | (1ull << 62);
 }
 """
 
 
 def wgmma_applicable(spec, a_layout: str, b_layout: str) -> bool:
-  return a_layout == "MK" and b_layout == "NK" and spec.M % BM == 0 and spec.N % BN == 0 and spec.K % BK == 0
+  return a_layout == "MK" and b_layout in ("NK", "KN") and spec.M % BM == 0 and spec.N % BN == 0 and spec.K % BK == 0
 
 
 def render_wgmma_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int, epilogue: str,
-                      kind: str) -> tuple[str, dict]:
+                      kind: str, b_layout: str) -> tuple[str, dict]:
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, _ = spec.a_strides
-  sbb, _, sbj = spec.b_strides
+  sbb, sbk, sbj = spec.b_strides
+  mn_major = b_layout == "KN"
   tiles_m, tiles_n, k_tiles = M // BM, N // BN, K // BK
+  if mn_major:   # B rows are k: 16 chunks of 8 j values each; j half nb goes to the atom column 8192 bytes further
+    b_src = f"b_ptr + (long long)((k0) + kr) * {sbk} + n0 + cn * 8"
+    b_dst = "stage + 16384 + (cn >> 3) * 8192 + kr * 128 + (((cn & 7) ^ (kr & 7)) << 4)"
+    b_index = "const int kr = (c - 1024) >> 4, cn = (c - 1024) & 15;"
+  else:
+    b_src = f"b_ptr + (long long)(n0 + row - {BM}) * {sbj} + (k0) + chunk * 8"
+    b_dst = "stage + row * 128 + ((chunk ^ (row & 7)) << 4)"
+    b_index = ""
   load = f"""      {{
         unsigned char* stage = smem + (st) * {STAGE_BYTES};
         #pragma unroll
         for (int q = 0; q < {(BM + BN) * BK // 8 // THREADS}; q++) {{
-          const int c = threadIdx.x + q * {THREADS};   /* 16-byte chunk: rows 0..{BM - 1} of A, then {BN} rows of B */
+          const int c = threadIdx.x + q * {THREADS};   /* 16-byte chunk: the first 1024 fill A, the rest B */
           const int row = (c >> 3), chunk = c & 7;
-          const unsigned short* src = row < {BM} ? a_ptr + (long long)(m0 + row) * {sai} + (k0) + chunk * 8
-                                                 : b_ptr + (long long)(n0 + row - {BM}) * {sbj} + (k0) + chunk * 8;
-          tg_cp16(stage + row * 128 + ((chunk ^ (row & 7)) << 4), src);
+          if (c < 1024) tg_cp16(stage + row * 128 + ((chunk ^ (row & 7)) << 4), a_ptr + (long long)(m0 + row) * {sai} + (k0) + chunk * 8);
+          else {{ {b_index} tg_cp16({b_dst}, {b_src}); }}
         }}
       }}"""
-  src = f"""{WGMMA_PREAMBLE}{_wgmma_asm(kind)}
-/* EXPERIMENT {batch}x{M}x{N}x{K} {kind} wgmma: tile {BM}x{BN}x{BK}, {STAGES} stages */
+  b_desc = "tg_desc(stage + 16384 + kk * 2048, 8192, 1024)" if mn_major else "tg_desc(stage + 16384 + kk * 32, 16, 1024)"
+  src = f"""{WGMMA_PREAMBLE}{_wgmma_asm(kind, int(mn_major))}
+/* EXPERIMENT {batch}x{M}x{N}x{K} {kind} wgmma: A MK, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages */
 extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
   extern __shared__ __align__(1024) unsigned char tg_smem_raw[];
   unsigned char* smem = (unsigned char*)(((unsigned long long)tg_smem_raw + 1023) & ~1023ull);
@@ -96,10 +110,10 @@ extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
       tg_cp_commit();
     }}
     unsigned char* stage = smem + (kt % {STAGES}) * {STAGE_BYTES};
-    const unsigned long long desc_a = tg_desc(stage + wg * 64 * 128), desc_b = tg_desc(stage + {BM} * 128);
     asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
     #pragma unroll
-    for (int kk = 0; kk < {BK // 16}; kk++) tg_wgmma(d, desc_a + 2 * kk, desc_b + 2 * kk, kt > 0 || kk > 0);
+    for (int kk = 0; kk < {BK // 16}; kk++)
+      tg_wgmma(d, tg_desc(stage + wg * 8192 + kk * 32, 16, 1024), {b_desc}, kt > 0 || kk > 0);
     asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
     asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
   }}
