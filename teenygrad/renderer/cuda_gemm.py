@@ -303,12 +303,12 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    if TC_DEFAULT == "wgmma":   # the sm_90a experiment (renderer/cuda_wgmma.py), where its layout fits
+    if TC_DEFAULT.startswith("wgmma"):   # the sm_90a experiment (renderer/cuda_wgmma.py), where its layout fits
       from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
       layouts = _layouts(spec, match.a_offset, match.b_offset)
-      if wgmma_applicable(spec, *layouts):
+      if wgmma_applicable(spec, *layouts, TC_DEFAULT):
         src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
-                                        layouts[1])
+                                        layouts[1], TC_DEFAULT)
         return name, match.buffers, CUDA_PREAMBLE + src, launch
     src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None

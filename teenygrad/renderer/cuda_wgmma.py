@@ -15,18 +15,19 @@ from __future__ import annotations
 
 from teenygrad.helpers import ceildiv
 
-BM, BN, BK, STAGES = 128, 128, 64, 4
+BM, BK, STAGES = 128, 64, 4
 THREADS = 256
-STAGE_BYTES = (BM + BN) * BK * 2
+WIDTHS = {"wgmma": 128, "wgmma256": 256}   # config name -> BN (the warpgroups' m64nBNk16)
 
 
-def _wgmma_asm(kind: str, transpose_b: int) -> str:
-  """tg_wgmma(d[64], desc_a, desc_b, accumulate): one m64n128k16 on the warpgroup (B MN-major when transpose_b)."""
-  regs = ", ".join(f"%{i}" for i in range(64))
-  outs = ", ".join(f'"+f"(d[{i}])' for i in range(64))
+def _wgmma_asm(kind: str, transpose_b: int, BN: int) -> str:
+  """tg_wgmma(d[BN/2], desc_a, desc_b, accumulate): one m64nBNk16 on the warpgroup (B MN-major when transpose_b)."""
+  count = BN // 2
+  regs = ", ".join(f"%{i}" for i in range(count))
+  outs = ", ".join(f'"+f"(d[{i}])' for i in range(count))
   return (f"__device__ __forceinline__ void tg_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int accumulate) {{\n"
-          f"  asm volatile(\"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %66, 0;\\n\"\n"
-          f"    \"wgmma.mma_async.sync.aligned.m64n128k16.f32.{kind}.{kind} {{{regs}}}, %64, %65, p, 1, 1, 0, {transpose_b};\\n}}\\n\"\n"
+          f"  asm volatile(\"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{count + 2}, 0;\\n\"\n"
+          f"    \"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{kind}.{kind} {{{regs}}}, %{count}, %{count + 1}, p, 1, 1, 0, {transpose_b};\\n}}\\n\"\n"
           f"    : {outs}\n"
           f"    : \"l\"(desc_a), \"l\"(desc_b), \"r\"(accumulate));\n}}\n")
 
@@ -46,21 +47,23 @@ __device__ __forceinline__ unsigned long long tg_desc(const void* p, unsigned lb
 """
 
 
-def wgmma_applicable(spec, a_layout: str, b_layout: str) -> bool:
-  return a_layout == "MK" and b_layout in ("NK", "KN") and spec.M % BM == 0 and spec.N % BN == 0 and spec.K % BK == 0
+def wgmma_applicable(spec, a_layout: str, b_layout: str, config: str = "wgmma") -> bool:
+  return a_layout == "MK" and b_layout in ("NK", "KN") and spec.M % BM == 0 and spec.N % WIDTHS[config] == 0 and spec.K % BK == 0
 
 
 def render_wgmma_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int, epilogue: str,
-                      kind: str, b_layout: str) -> tuple[str, dict]:
+                      kind: str, b_layout: str, config: str = "wgmma") -> tuple[str, dict]:
+  BN = WIDTHS[config]
+  STAGE_BYTES = (BM + BN) * BK * 2
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, _ = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
   mn_major = b_layout == "KN"
   tiles_m, tiles_n, k_tiles = M // BM, N // BN, K // BK
-  if mn_major:   # B rows are k: 16 chunks of 8 j values each; j half nb goes to the atom column 8192 bytes further
+  if mn_major:   # B rows are k: BN/8 chunks of 8 j values each; each 64-wide j block is an atom column 8192 bytes on
     b_src = f"b_ptr + (long long)((k0) + kr) * {sbk} + n0 + cn * 8"
     b_dst = "stage + 16384 + (cn >> 3) * 8192 + kr * 128 + (((cn & 7) ^ (kr & 7)) << 4)"
-    b_index = "const int kr = (c - 1024) >> 4, cn = (c - 1024) & 15;"
+    b_index = f"const int kr = (c - 1024) / {BN // 8}, cn = (c - 1024) % {BN // 8};"
   else:
     b_src = f"b_ptr + (long long)(n0 + row - {BM}) * {sbj} + (k0) + chunk * 8"
     b_dst = "stage + row * 128 + ((chunk ^ (row & 7)) << 4)"
@@ -76,7 +79,7 @@ def render_wgmma_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_
         }}
       }}"""
   b_desc = "tg_desc(stage + 16384 + kk * 2048, 8192, 1024)" if mn_major else "tg_desc(stage + 16384 + kk * 32, 16, 1024)"
-  src = f"""{WGMMA_PREAMBLE}{_wgmma_asm(kind, int(mn_major))}
+  src = f"""{WGMMA_PREAMBLE}{_wgmma_asm(kind, int(mn_major), BN)}
 /* EXPERIMENT {batch}x{M}x{N}x{K} {kind} wgmma: A MK, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages */
 extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
   extern __shared__ __align__(1024) unsigned char tg_smem_raw[];
@@ -89,9 +92,9 @@ extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
   const int tm = first_m + (tile % (8 * {tiles_n})) % group_rows, tn = (tile % (8 * {tiles_n})) / group_rows;
   const int m0 = tm * {BM}, n0 = tn * {BN};
   const int wg = threadIdx.x >> 7, lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
-  float d[64];
+  float d[{BN // 2}];
   #pragma unroll
-  for (int i = 0; i < 64; i++) d[i] = 0.0f;
+  for (int i = 0; i < {BN // 2}; i++) d[i] = 0.0f;
   #pragma unroll
   for (int s = 0; s < {STAGES - 1}; s++) {{
     if (s < {k_tiles}) {{ const int st = s, k0 = s * {BK};
