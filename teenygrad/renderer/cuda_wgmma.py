@@ -13,7 +13,6 @@ mma.sync until this is checked on the GPU.
 """
 from __future__ import annotations
 
-from teenygrad.helpers import ceildiv
 
 BM, BK, STAGES = 128, 64, 4
 THREADS = 256
