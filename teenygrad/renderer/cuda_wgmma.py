@@ -7,9 +7,9 @@ reads through matrix descriptors, STAGES slices deep. Swizzle atoms are 8 rows o
 16-byte chunk c of atom row r stored at chunk c ^ r:
 - K-major (A; B of x @ w.T): a row is 64 k values of one i (or j); atoms of 8 rows stacked 1024 bytes apart (SBO);
   the k16 step moves the start address 32 bytes inside the row.
-- MN-major (B of a @ b, tnspB = 1): a row is 64 j values of one k; the two 64-wide j halves are 64 rows = 8192 bytes
-  apart (LBO), 8-k groups 1024 bytes apart (SBO); the k16 step moves the start address 2048 bytes. bench/gpu.py times it against the mma.sync kernel and cuBLAS; the library keeps
-mma.sync until this is checked on the GPU.
+- MN-major (B of a @ b, tnspB = 1): a row is 64 j values of one k; 64-wide j blocks are 64 rows = 8192 bytes apart
+  (LBO), 8-k groups 1024 bytes apart (SBO); the k16 step moves the start address 2048 bytes.
+bench/gpu.py times it against the mma.sync kernel and cuBLAS; the library keeps mma.sync until it is checked on a GPU.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _wgmma_asm(kind: str, transpose_b: int, BN: int) -> str:
   outs = ", ".join(f'"+f"(d[{i}])' for i in range(count))
   return (f"__device__ __forceinline__ void tg_wgmma(float* d, unsigned long long desc_a, unsigned long long desc_b, int accumulate) {{\n"
           f"  asm volatile(\"{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{count + 2}, 0;\\n\"\n"
-          f"    \"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{kind}.{kind} {{{regs}}}, %{count}, %{count + 1}, p, 1, 1, 0, {transpose_b};\\n}}\\n\"\n"
+          f"    \"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{kind}.{kind} {{{regs}}}, \"\n"
+          f"    \"%{count}, %{count + 1}, p, 1, 1, 0, {transpose_b};\\n}}\\n\"\n"
           f"    : {outs}\n"
           f"    : \"l\"(desc_a), \"l\"(desc_b), \"r\"(accumulate));\n}}\n")
 
