@@ -5,7 +5,7 @@ Every unrealized base either becomes a kernel output (a "root") or is inlined in
   unless it contains a reduce and its consumers end up in different kernels;
 - a reduce is inlined when all its consumers land in one kernel (the matmul epilogue, the softmax row sums);
   the code generator may still hand one back (NeedsRealize) and the engine reschedules with it forced;
-- copies, custom kernels, assigns and explicit `contiguous()` are always roots.
+- copies, custom kernels (and the sources a custom kernel reads), assigns and explicit `contiguous()` are always roots.
 This module is pure: it never touches a device.
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ CL_SUCCESS = 0
 CL_DEVICE_TYPE_GPU, CL_DEVICE_TYPE_ALL = 1 << 2, 0xFFFFFFFF
 CL_DEVICE_NAME, CL_DEVICE_VERSION, CL_DRIVER_VERSION = 0x102B, 0x102F, 0x102D
 CL_DEVICE_EXTENSIONS, CL_DEVICE_MAX_WORK_GROUP_SIZE, CL_DEVICE_LOCAL_MEM_SIZE = 0x1030, 0x1004, 0x1023
-CL_DEVICE_GLOBAL_MEM_SIZE = 0x101F
+CL_DEVICE_GLOBAL_MEM_SIZE, CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x101F, 0x1010
 CL_MEM_READ_WRITE = 1 << 0
 CL_PROGRAM_BUILD_LOG, CL_PROGRAM_BINARY_SIZES, CL_PROGRAM_BINARIES = 0x1183, 0x1165, 0x1166
 CL_PROFILING_COMMAND_START, CL_PROFILING_COMMAND_END = 0x1282, 0x1283
@@ -135,7 +135,9 @@ class CLAllocator(Allocator):
   def __init__(self, backend: OpenCLBackend): self.backend = backend
 
   def _alloc(self, nbytes: int) -> ctypes.c_void_p:
-    lib = libopencl()
+    lib, limit = libopencl(), self.backend.max_alloc
+    if nbytes > limit:
+      raise MemoryError(f"OpenCL: a {nbytes}-byte buffer is larger than {self.backend.device_name}'s {limit}-byte allocation limit")
     return ctypes.c_void_p(_call_create(lib.clCreateBuffer, self.backend.context, CL_MEM_READ_WRITE, nbytes, None))
 
   def free(self, raw, nbytes: int) -> None: libopencl().clReleaseMemObject(raw)
@@ -244,6 +246,7 @@ class OpenCLBackend(Backend):
     self.max_work_group = _device_info(self.device, CL_DEVICE_MAX_WORK_GROUP_SIZE, "size")
     self.local_memory = _device_info(self.device, CL_DEVICE_LOCAL_MEM_SIZE, "u64")
     self.global_memory = _device_info(self.device, CL_DEVICE_GLOBAL_MEM_SIZE, "u64")
+    self.max_alloc = _device_info(self.device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, "u64")
     self.context = ctypes.c_void_p(_call_create(lib.clCreateContext, None, 1, ctypes.byref(self.device), None, None))
     self.queue = ctypes.c_void_p(_call_create(lib.clCreateCommandQueue, self.context, self.device, CL_QUEUE_PROFILING_ENABLE))
     self.allocator = CLAllocator(self)

@@ -63,6 +63,9 @@ class CopyExecItem:
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
 _captures: list[list] = []   # JIT capture stacks
+# hook(exec_item, root, value, is_boundary) runs before each launch, while the kernel's graph still exists (exec_item is
+# None for alloc/copy/custom items): teenygrad.export re-lowers every kernel with its own renderer from here
+_lowering_hooks: list = []
 
 
 # ---- structural keys ----
@@ -161,7 +164,7 @@ def _prepare(item: ScheduleItem, roots: set[int]):
   compiled = _kernel_cache.get(full_key)
   if compiled is None:
     compiled = _kernel_cache[full_key] = _compile(value, target, is_boundary, root.device, order)
-  return compiled, order, values, target
+  return compiled, order, values, target, (value, is_boundary)
 
 
 def _assign_value(value: LazyBuffer, target: LazyBuffer) -> LazyBuffer:
@@ -191,8 +194,11 @@ def realize(outputs: list[LazyBuffer]) -> None:
 
 def _run(item: ScheduleItem, prep) -> None:
   root = item.root
+  if item.kind in ("copy", "custom"):
+    for hook in _lowering_hooks: hook(None, root, None, None)
   if item.kind == "alloc":
     root.realized = Buffer(root.device, int(evaluate(root.size, {})) if isinstance(root.size, Node) else root.size, root.dtype)
+    for hook in _lowering_hooks: hook(None, root, None, None)
     return
   if item.kind == "copy":
     src = root.srcs[0].base
@@ -206,7 +212,7 @@ def _run(item: ScheduleItem, prep) -> None:
     root.realized = root.arg.run(root, inputs)
     for capture in _captures: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
-  compiled, order, values, target = prep
+  compiled, order, values, target, (value, is_boundary) = prep
   if root.op is Ops.ASSIGN: root.realized = target.realized
   else:
     numel = root.size
@@ -216,6 +222,7 @@ def _run(item: ScheduleItem, prep) -> None:
   var_values = tuple(values[name] for name in compiled.variables)
   exec_item = ExecItem(compiled, buffers, var_values, root.device, root.size, root.op is Ops.ASSIGN)
   for capture in _captures: capture.append(exec_item)
+  for hook in _lowering_hooks: hook(exec_item, root, value, is_boundary)
   run_exec_item(exec_item)
   _finish(root)
 

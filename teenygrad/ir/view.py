@@ -156,6 +156,9 @@ def _sym_minmax(a, b, fn):
 def _reshape_strides(old: list[tuple[sint, sint]], new_shape: tuple[sint, ...]) -> tuple[sint, ...] | None:
   """Strides for `new_shape` over the same elements, if it only splits and merges dims that are laid out evenly."""
   old = [(s, st) for s, st in old if s != 1]
+  if [s for s, _ in old] == [s for s in new_shape if s != 1]:   # only size-1 dims come or go (also for symbolic sizes)
+    kept = iter(st for _, st in old)
+    return tuple(0 if s == 1 else next(kept) for s in new_shape)
   # merge runs of old dims that behave as one strided dim
   merged: list[tuple[sint, sint]] = []
   for s, st in old:
