@@ -146,7 +146,8 @@ def test_half_and_bfloat16_match_the_cpu(cuda):
     def f(device): return ((Tensor(x, device=device).cast(dtype) * 3).exp() + 1).cast(dtype).float().numpy()
     np.testing.assert_allclose(f("CUDA"), f("CPU"), rtol=1e-6)
     ref = ((torch.from_numpy(x).to(torch_dtype) * 3).exp() + 1).float().numpy()
-    np.testing.assert_allclose(f("CUDA"), ref, rtol=4e-2)
+    # torch rounds 3x to bf16 (2^-8 relative) before exp, which multiplies that error by up to 9 (seen: 5%)
+    np.testing.assert_allclose(f("CUDA"), ref, rtol=4e-2 if dtype == dtypes.float16 else 1e-1)
 
 
 def test_jit_replays_as_one_graph(cuda):
@@ -180,7 +181,7 @@ def test_tensor_core_tiles_match_torch(cuda, monkeypatch, config, layout, dtype)
   engine_realize._kernel_cache.clear()
   try:
     rng = np.random.default_rng(17)
-    m, k, n = 256, 512, 384
+    m, k, n = 384, 512, 512   # every config applies (wgmma256 needs n % 256, the others 128)
     torch_dtype = getattr(torch, dtype)
     a_np, b_np = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((n, k) if layout == "linear" else (k, n)).astype(np.float32)
     a_ref, b_ref = (torch.from_numpy(x).to(torch_dtype).double() for x in (a_np, b_np))

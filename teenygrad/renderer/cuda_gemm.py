@@ -18,16 +18,23 @@ from teenygrad.codegen.gemm_match import match_gemm
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import ceildiv
 
-# tensor-core tiles: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of STAGES k slices.
-# Measured on an H100 (fp16, 8192^3): 128x128x32 in 4 stages at 2 blocks/SM 283 TFLOP/s; 128x256x32 in 3 stages
-# (64 x 64 per warp, 1 block/SM) 254. bench/gpu.py times the others as experiments.
+# tensor-core tiles for mma.sync: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of
+# STAGES k slices. On sm_90 "auto" (the default) takes the wgmma kernels of renderer/cuda_wgmma.py where their layout
+# fits (m64n256 first, then m64n128), else mma.sync 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
+# 757-768), bench/results/gpu_h100.txt:
+#                 a @ b 4096   8192    x @ w.T 4096   8192
+#   128x128x32        262     282           260     267
+#   128x128x64        276     292
+#   128x256x32        232     254
+#   wgmma n128        278     302           281     304
+#   wgmma n256        275     307           333     371
 BM = 128
 TC_CONFIGS = {
   "128x128x32": {"BN": 128, "WN": 32, "BK": 32, "STAGES": 4, "BLOCKS_PER_SM": 2},
   "128x128x64": {"BN": 128, "WN": 32, "BK": 64, "STAGES": 3, "BLOCKS_PER_SM": 2},
   "128x256x32": {"BN": 256, "WN": 64, "BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
 }
-TC_DEFAULT = "128x128x32"
+TC_DEFAULT = "auto"   # or a TC_CONFIGS name, "wgmma" or "wgmma256" to force one (tests and bench/gpu.py do)
 WARPS_M, WARPS_N = 2, 4
 THREADS = 32 * WARPS_M * WARPS_N
 PAD = 8   # halves of padding per shared-memory row (16 bytes)
@@ -112,7 +119,7 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
-  config = TC_CONFIGS.get(config_name or TC_DEFAULT, TC_CONFIGS["128x128x32"])
+  config = TC_CONFIGS.get(config_name or TC_DEFAULT, TC_CONFIGS["128x128x32"])   # "auto" and wgmma fall back here
   BN, WN, BK, STAGES = config["BN"], config["WN"], config["BK"], config["STAGES"]
   NI = WN // 8
   a_layout, b_layout = _layouts(spec, a_offset, b_offset)
@@ -303,13 +310,15 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    if TC_DEFAULT.startswith("wgmma"):   # the sm_90a experiment (renderer/cuda_wgmma.py), where its layout fits
+    wgmma_configs = {"auto": ("wgmma256", "wgmma"), "wgmma": ("wgmma",), "wgmma256": ("wgmma256",)}.get(TC_DEFAULT, ())
+    if getattr(renderer, "arch", "") == "sm_90":   # warpgroup MMA: Hopper only (an sm_90a cubin)
       from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
       layouts = _layouts(spec, match.a_offset, match.b_offset)
-      if wgmma_applicable(spec, *layouts, TC_DEFAULT):
+      for config in wgmma_configs:
+        if not wgmma_applicable(spec, *layouts, config): continue
         src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
-                                        layouts[1], TC_DEFAULT)
-        return name, match.buffers, CUDA_PREAMBLE + src, launch
+                                        layouts[1], config)
+        if launch["shared"] <= max_shared: return name, match.buffers, CUDA_PREAMBLE + src, launch
     src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None
   else:
