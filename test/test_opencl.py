@@ -181,3 +181,28 @@ def test_float64_support_is_reported():
   from teenygrad.device import Device
   backend = Device["OPENCL"]
   assert backend.supports(dtypes.float64) == ("cl_khr_fp64" in backend.extensions)
+
+
+def test_float32_matmul_uses_the_tiled_kernel():
+  from teenygrad.codegen.gemm_match import try_gemm
+  renderer = OpenCLRenderer()
+  out = (cpu((2, 100, 40)) @ cpu((2, 40, 130))).relu()
+  items = [it for it in create_schedule([out.lazydata]) if it.kind == "kernel"]
+  root = items[-1].root
+  name, buffers, src, launch = try_gemm(root, root, lambda b: b.realized is not None, renderer)
+  assert "__local float a_tile" in src and "barrier(CLK_LOCAL_MEM_FENCE)" in src
+  assert launch.sizes() == (2 * 2 * 3, 256)
+  thin = (cpu((1, 40)) @ cpu((40, 130))).lazydata.base
+  assert try_gemm(thin, thin, lambda b: b.realized is not None, renderer) is None, "a matrix-vector product keeps plain loops"
+
+
+@needs_opencl
+@pytest.mark.parametrize("batch,M,N,K,transpose_b", [(1, 64, 64, 64, False), (3, 65, 129, 17, False), (1, 100, 70, 200, True)])
+def test_tiled_matmul_on_device(batch, M, N, K, transpose_b):
+  rng = np.random.default_rng(2)
+  a = rng.standard_normal((batch, M, K)).astype(np.float32)
+  b = rng.standard_normal((batch, N, K) if transpose_b else (batch, K, N)).astype(np.float32)
+  ta, tb = tg.Tensor(a, device="OPENCL"), tg.Tensor(b, device="OPENCL")
+  out = ((ta @ (tb.transpose(1, 2) if transpose_b else tb)) * 0.5 + 1).relu().numpy()
+  expected = np.maximum((a.astype(np.float64) @ (b.transpose(0, 2, 1) if transpose_b else b)) * 0.5 + 1, 0)
+  np.testing.assert_allclose(out, expected, atol=1e-4 * np.sqrt(K), rtol=1e-4)

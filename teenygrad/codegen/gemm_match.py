@@ -4,6 +4,7 @@ its epilogue. Anything that doesn't match exactly falls back to the generic loop
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from teenygrad.codegen.gemm import GEMM_PREAMBLE, GemmSpec, render_gemm_body
 from teenygrad.codegen.lower import Loop, Lowerer, LoopProgram
@@ -41,7 +42,31 @@ def _affine_strides(lb: LazyBuffer, is_boundary) -> tuple | None:
   return lb.st.views[0].strides, lb.st.views[0].offset
 
 
-def try_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer) -> str | None:
+@dataclass
+class GemmMatch:
+  """A kernel recognized as a matmul: the operands (pointer expressions and strides) and the epilogue as a store."""
+  spec: GemmSpec
+  a: str
+  b: str
+  store: Callable[[str, str, str, str], str]
+  buffers: list
+  params: list[str]
+  name: str
+
+
+def try_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer) -> tuple | None:
+  """(name, buffers, source, launch dims or None) of the kernel as a GEMM, or None when it isn't one.
+
+  A renderer with `render_gemm(match)` (the GPU's tiled kernel) renders it, or declines with None; otherwise the
+  CPU's AVX-512 GEMM."""
+  match = match_gemm(root, target, is_boundary, renderer)
+  if match is None: return None
+  if hasattr(renderer, "render_gemm"): return renderer.render_gemm(match)
+  body = render_gemm_body(match.spec, match.a, match.b, match.store, renderer.threads)
+  return match.name, match.buffers, GEMM_PREAMBLE + f"void {match.name}({', '.join(match.params)}) {body}\n", None
+
+
+def match_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer) -> GemmMatch | None:
   if root.dtype != dtypes.float32 or renderer.check_bounds: return None
   reduce = _find_reduce(root, is_boundary)
   if reduce is None or len(reduce.arg) != 1: return None
@@ -89,7 +114,6 @@ def try_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer) -> str
   epilogue = " ".join(stmts)
   def store(acc: str, bi: str, i: str, j: str) -> str:
     return f"{{ long ep_bi = {bi}; long ep_i = {i}; long ep_j = {j}; float ep_acc = {acc}; (void)ep_bi; (void)ep_i; (void)ep_j; {epilogue} }}"
-  body = render_gemm_body(spec, f"({a_buf.name} + {oa})", f"({b_buf.name} + {ob})", store, renderer.threads)
   params = renderer.render_params(LoopProgram("gemm", list(lowerer.buffers.values()), [], [], [], set(), 0, 0))
-  name = f"gemm_{batch}_{M}_{N}_{K}"
-  return name, list(lowerer.buffers.values()), GEMM_PREAMBLE + f"void {name}({', '.join(params)}) {body}\n"
+  return GemmMatch(spec, f"({a_buf.name} + {oa})", f"({b_buf.name} + {ob})", store, list(lowerer.buffers.values()), params,
+                   f"gemm_{batch}_{M}_{N}_{K}")

@@ -232,6 +232,8 @@ class CLProgram(Program):
 
 
 class OpenCLBackend(Backend):
+  has_gemm = True   # float32 matmuls use the renderer's shared-memory tiled kernel (renderer/gpu.py render_gemm)
+
   def __init__(self, name: str):
     super().__init__(name)
     _, _, index = name.partition(":")

@@ -94,13 +94,14 @@ def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str
   backend = Device[device]
   gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if getattr(backend, "has_gemm", False) else None
   if gemm is not None:
-    name, buffers, src = gemm
+    name, buffers, src, launch = gemm
     if config.debug >= 4: print(src)
     index_of = {lb.id: i for i, lb in enumerate(key_order)}
     positions = [index_of[buf.lb.id] for buf in buffers[1:]]
     work = prod(vmax(s) for s in item_root.shape) * prod(vmax(s) for s in _gemm_k(item_root))
-    return CompiledKernel(name, backend.program(name, backend.compiler.compile_cached(src)), positions, [], src, work,
-                          backend.renderer.check_bounds)
+    binary = backend.compiler.compile_cached(src)
+    gemm_program = backend.program(name, binary) if launch is None else backend.program(name, binary, launch)
+    return CompiledKernel(name, gemm_program, positions, [], src, work, backend.renderer.check_bounds)
   program = lower(item_root, target, is_boundary, backend.renderer)
   src = backend.renderer.render_kernel(program)
   if config.debug >= 4: print(src)

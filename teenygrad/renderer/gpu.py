@@ -192,6 +192,72 @@ class GPURenderer(CStyleRenderer):
     if outer is not None: lines += self._render_items(outer.items, 1, plan, False)
     return lines
 
+  # ---- matmul ----
+  gemm_tile = 64       # output tile of one work-group (gemm_tile x gemm_tile)
+  gemm_k_tile = 16     # k-slice staged in shared memory per step
+  gemm_threads = 16    # work-group is gemm_threads x gemm_threads lanes; each computes a (tile/threads)^2 block
+
+  def render_gemm(self, match) -> tuple[str, list, str, LaunchDims] | None:
+    """A float32 matmul (codegen/gemm_match.py's GemmMatch) as a shared-memory tiled kernel, epilogue fused.
+
+    Each work-group stages a gemm_tile x gemm_k_tile slice of A and of B in shared memory and every lane
+    accumulates a small block of outputs in registers, so each loaded element is used gemm_tile times.
+    None for products too thin to fill the tiles."""
+    spec = match.spec
+    tile, kt, threads = self.gemm_tile, self.gemm_k_tile, self.gemm_threads
+    # a thin product (a matrix-vector product in decoding) would leave most of each tile idle: plain loops do better
+    if min(spec.M, spec.N) < tile // 2 or spec.K < kt: return None
+    per = tile // threads
+    sa_b, sa_i, sa_k = spec.a_strides
+    sb_b, sb_k, sb_j = spec.b_strides
+    tiles_m, tiles_n = -(-spec.M // tile), -(-spec.N // tile)
+    local = threads * threads
+    shared = self.shared_qualifier
+    store = match.store("acc[m][n]", "bi", "i", "j")
+    src = f"""{self.kernel_prefix}void {match.name}({', '.join(match.params)}) {{
+  /* gemm {spec.batch}x{spec.M}x{spec.N}x{spec.K}: {tile}x{tile} tiles, k-steps of {kt} through shared memory */
+  {shared} float a_tile[{kt}][{tile}];
+  {shared} float b_tile[{kt}][{tile}];
+  const int lane = {self.local_id};
+  const int tx = lane % {threads}, ty = lane / {threads};
+  const long group = (long){self.group_id};
+  const long bi = group / {tiles_m * tiles_n};
+  const long i0 = (group % {tiles_m * tiles_n}) / {tiles_n} * {tile}, j0 = (group % {tiles_n}) * {tile};
+  {self.buffer_qualifier}const float* a = {match.a} + bi * {sa_b};
+  {self.buffer_qualifier}const float* b = {match.b} + bi * {sb_b};
+  float acc[{per}][{per}];
+  for (int m = 0; m < {per}; m++) for (int n = 0; n < {per}; n++) acc[m][n] = 0.0f;
+  for (long k0 = 0; k0 < {spec.K}; k0 += {kt}) {{
+    for (int l = lane; l < {tile * kt}; l += {local}) {{
+      const int r = l / {kt}, c = l % {kt};
+      const long i = i0 + r, k = k0 + c;
+      a_tile[c][r] = (i < {spec.M} && k < {spec.K}) ? a[i * {sa_i} + k * {sa_k}] : 0.0f;
+    }}
+    for (int l = lane; l < {tile * kt}; l += {local}) {{
+      const int r = l / {tile}, c = l % {tile};
+      const long k = k0 + r, j = j0 + c;
+      b_tile[r][c] = (k < {spec.K} && j < {spec.N}) ? b[k * {sb_k} + j * {sb_j}] : 0.0f;
+    }}
+    {self.barrier}
+    for (int kk = 0; kk < {kt}; kk++) {{
+      float a_reg[{per}], b_reg[{per}];
+      for (int m = 0; m < {per}; m++) a_reg[m] = a_tile[kk][ty + {threads} * m];
+      for (int n = 0; n < {per}; n++) b_reg[n] = b_tile[kk][tx + {threads} * n];
+      for (int m = 0; m < {per}; m++) for (int n = 0; n < {per}; n++) acc[m][n] += a_reg[m] * b_reg[n];
+    }}
+    {self.barrier}
+  }}
+  for (int m = 0; m < {per}; m++) for (int n = 0; n < {per}; n++) {{
+    const long i = i0 + ty + {threads} * m, j = j0 + tx + {threads} * n;
+    if (i < {spec.M} && j < {spec.N}) {store}
+  }}
+}}
+"""
+    launch = LaunchDims(spec.batch * tiles_m * tiles_n, local, ())
+    return match.name, match.buffers, self.gemm_preamble() + src, launch
+
+  def gemm_preamble(self) -> str: return ""
+
   def preamble(self, program: LoopProgram) -> str: return ""
 
   def render_kernel(self, program: LoopProgram) -> str:
