@@ -1,4 +1,5 @@
 """teenygrad: a small lazy ML library with its own kernels. `import teenygrad` pulls in numpy and nothing heavier."""
+from teenygrad.engine import realize as _engine  # noqa: F401  (plugs the engine into the graph: ir.lazy.runtime)
 from teenygrad.device import Device
 from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.symbolic import Variable
@@ -86,5 +87,6 @@ def from_dlpack(obj) -> Tensor:
 def __getattr__(name: str):
   # heavy or optional parts load on first use
   import importlib
-  if name in ("nn", "optim", "jit", "state", "data"): return importlib.import_module(f"teenygrad.{name}")
+  if name in ("jit", "JitError"): return getattr(importlib.import_module("teenygrad.engine.jit"), name)
+  if name in ("nn", "optim", "state", "data"): return importlib.import_module(f"teenygrad.{name}")
   raise AttributeError(f"module 'teenygrad' has no attribute {name!r}")

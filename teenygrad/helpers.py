@@ -65,3 +65,13 @@ def flatten(xss) -> list:
 
 def is_finite_number(x) -> bool:
   return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def canonicalize(device: str | None) -> str:
+  """'cpu' -> 'CPU', 'cuda:0' -> 'CUDA', 'cuda:1' -> 'CUDA:1'."""
+  if device is None: return config.device
+  if not isinstance(device, str): device = str(device)
+  name, _, index = device.partition(":")
+  name = name.upper()
+  if name == "GPU": name = "CUDA"
+  return name if index in ("", "0") else f"{name}:{index}"

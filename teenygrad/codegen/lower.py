@@ -18,7 +18,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config, prod
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import REDUCE, REDUCE_IDENTITY, Ops
-from teenygrad.ir.symbolic import Node, Variable, logical_and, sint, vmax
+from teenygrad.ir.symbolic import And, Node, Sum, Variable, divmod_variables, logical_and, make_sum, sint, vmax
 from teenygrad.ir.view import View, strides_for_shape
 
 
@@ -84,6 +84,7 @@ class Lowerer:
     self.reduce_deps: list[tuple[LazyBuffer, frozenset[str]]] = []
     self.levels = levels
     self.work = 0
+    self.divmod_vars: set[str] = set()   # loop variables some index has to unravel with // or %
     self.out_shape = root.shape
     # the output buffer is argument 0
     self._buffer(output_target, is_output=True)
@@ -92,7 +93,8 @@ class Lowerer:
   def _buffer(self, base: LazyBuffer, is_output=False) -> BufferArg:
     key = base.id
     if key not in self.buffers:
-      size = base.realized.size if base.realized is not None else base.size
+      # a symbolic size stays symbolic even once realized: the kernel serves every value, so prove bounds for all
+      size = base.realized.size if base.realized is not None and not isinstance(base.size, Node) else base.size
       self.buffers[key] = BufferArg(f"data{len(self.buffers)}", base, base.dtype, size, is_output)
       self.dtypes.add(base.dtype)
     return self.buffers[key]
@@ -135,7 +137,27 @@ class Lowerer:
   # ---- the walk ----
   def index_expr(self, expr: sint) -> str:
     self._note_variables(expr)
+    self.divmod_vars |= divmod_variables(expr)
     return self.r.render_index(expr)
+
+  def staged_expr(self, expr: sint, dtype: DType) -> tuple[str, frozenset[str]]:
+    """An index (a sum) or a mask (a conjunction) built up loop by loop: each part is computed in the outermost
+    loop it depends on, so the inner loop adds one term instead of redoing all the index math and mask tests."""
+    if isinstance(expr, Sum): parts, combine, op = list(expr.terms) + ([expr.const] if expr.const else []), make_sum, Ops.ADD
+    elif isinstance(expr, And): parts, combine, op = list(expr.nodes), logical_and, Ops.AND
+    else: return self.index_expr(expr), self._deps(expr)
+    groups: dict[int, list] = {}
+    for part in parts:
+      loop = self._place(self._deps(part))
+      groups.setdefault(loop.depth if loop is not None else 0, []).append(part)
+    if len(groups) == 1: return self.index_expr(expr), self._deps(expr)
+    acc, acc_deps = None, frozenset()
+    for depth in sorted(groups):
+      group = combine(groups[depth])
+      text = self.index_expr(group)
+      if acc is not None: text = self.r.render_alu(op, [acc, text], dtype)
+      acc, acc_deps = self._value(dtype, text, acc_deps | self._deps(group))
+    return acc, acc_deps
 
   def value(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
     key = (lb.id, tuple(i.key() if isinstance(i, Node) else i for i in idxs), valid.key() if isinstance(valid, Node) else valid)
@@ -159,11 +181,13 @@ class Lowerer:
       if isinstance(valid_all, int) and valid_all == 0: return self.r.render_const(0, lb.dtype), frozenset()
       deps = self._deps(offset) | self._deps(valid_all)
       self._check_bounds(lb, buf)
-      load = self.r.render_load(buf, self.index_expr(offset), None if valid_all == 1 else self.index_expr(valid_all))
-      return self._value(lb.dtype, load, deps)
+      index, _ = self.staged_expr(offset, dtypes.int64)
+      mask = None if valid_all == 1 else self.staged_expr(valid_all, dtypes.bool)[0]
+      return self._value(lb.dtype, self.r.render_load(buf, index, mask), deps)
     if lb.is_view:
       offset, view_valid = lb.st.index(idxs)
-      base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
+      base_idxs = _direct_base_indices(lb.st, base.shape, idxs)
+      if base_idxs is None: base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
       value, deps = self.value(base, base_idxs, logical_and([valid, view_valid]))
       if isinstance(view_valid, int): return value, deps
       # padding reads as zero, whatever the padded computation would give at those positions
@@ -238,6 +262,28 @@ def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint
   probe_loops = _open_axis_loops(probe, [[a] for a in axes], shape)
   probe.value(root, _axis_indices(probe_loops, shape, axes, per_axis=True), 1)
   levels = _levels(probe, axes, probe_loops)
+  # a level is one flattened loop unravelled by its sizes; a symbolic size there would need symbolic division
+  levels = [sub for level in levels for sub in ([[a] for a in level] if any(isinstance(shape[a], Node) for a in level) else [level])]
+  lowerer = _lower_levels(root, target, is_boundary, renderer, levels, shape, axes)
+  if levels and len(levels[-1]) > 1 and f"L{len(levels) - 1}" in lowerer.divmod_vars:
+    # the innermost level's flat index doesn't simplify (a transpose, im2col): give its inner axes loops of their
+    # own so index math is hoisted out of the inner loop, keeping enough leading axes together for the threads
+    outer, inner = _split_level(levels[-1], shape)
+    levels = levels[:-1] + ([outer] if outer else []) + [[a] for a in inner]
+    lowerer = _lower_levels(root, target, is_boundary, renderer, levels, shape, axes)
+  return _finish_program(lowerer, root, shape, name_hint)
+
+
+def _split_level(level: list[int], shape, parallel_rows: int = 64) -> tuple[list[int], list[int]]:
+  outer, rows = [], 1
+  for a in level[:-1]:
+    if rows >= parallel_rows: break
+    outer.append(a)
+    rows *= vmax(shape[a])
+  return outer, level[len(outer):]
+
+
+def _lower_levels(root, target, is_boundary, renderer, levels, shape, axes) -> Lowerer:
   lowerer = Lowerer(root, target, is_boundary, renderer, levels)
   level_loops = _open_axis_loops(lowerer, levels, shape)
   idxs = _axis_indices(level_loops, shape, axes, per_axis=False, levels=levels)
@@ -245,6 +291,12 @@ def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint
   out = lowerer.buffers[target.id]
   flat = sum((i * st for i, st in zip(idxs, strides_for_shape(shape))), 0)
   lowerer._emit(renderer.render_store(out, lowerer.index_expr(flat), value), frozenset(lp.var.name for lp in level_loops))
+  lowerer.level_loops = level_loops
+  return lowerer
+
+
+def _finish_program(lowerer: Lowerer, root: LazyBuffer, shape, name_hint: str) -> LoopProgram:
+  level_loops = lowerer.level_loops
   output_numel = prod(vmax(s) for s in shape)
   lowerer.work += output_numel
   roots = level_loops[:1]
@@ -309,3 +361,28 @@ def _has_reduce(lb: LazyBuffer, seen: set) -> bool:
 
 
 __all__ = ["lower", "LoopProgram", "Loop", "Stmt", "BufferArg", "NeedsRealize", "dtypes"]
+
+
+def _same_size(a: sint, b: sint) -> bool:
+  if isinstance(a, int) or isinstance(b, int): return isinstance(a, int) and isinstance(b, int) and a == b
+  return a.key() == b.key()
+
+
+def _direct_base_indices(st, base_shape: tuple, idxs: list[sint]) -> list[sint] | None:
+  """Base indices read straight off a view that only permutes, expands or adds/removes size-1 dims of its base.
+
+  The general path flattens the view's offset and unravels it over the base's shape, which divides by the base's
+  strides: impossible when they are symbolic (a KV cache length). None when the view is anything else."""
+  if len(st.views) != 1: return None
+  view = st.views[0]
+  if view.mask is not None or not (isinstance(view.offset, int) and view.offset == 0): return None
+  used = set()
+  out: list[sint] = []
+  for size, stride in zip(base_shape, strides_for_shape(base_shape)):
+    if isinstance(size, int) and size == 1: out.append(0); continue
+    match = [d for d, (s, st_) in enumerate(zip(view.shape, view.strides)) if _same_size(st_, stride) and _same_size(s, size)]
+    if len(match) != 1: return None
+    used.add(match[0])
+    out.append(idxs[match[0]])
+  if any(d not in used and not (isinstance(st_, int) and st_ == 0) for d, st_ in enumerate(view.strides)): return None
+  return out

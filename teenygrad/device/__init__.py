@@ -7,12 +7,13 @@ import hashlib
 import importlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from teenygrad.dtype import DType, dtypes
-from teenygrad.helpers import config
+from teenygrad.helpers import canonicalize, config
 
 BUILTIN_BACKENDS = {"CPU": "teenygrad.device.cpu", "CUDA": "teenygrad.device.cuda",
                     "OPENCL": "teenygrad.device.opencl", "VULKAN": "teenygrad.device.vulkan"}
@@ -94,19 +95,34 @@ class Backend:
   renderer: object
 
   def __init__(self, name: str): self.name = name
-  def program(self, name: str, binary: bytes) -> Program: raise NotImplementedError
+  def program(self, name: str, binary: bytes, launch=None) -> Program:
+    """A loaded kernel; `launch` is what a GPU renderer's launch_dims gave (grid and block sizes), None on a CPU."""
+    raise NotImplementedError
   def synchronize(self) -> None: pass
   def supports(self, dtype: DType) -> bool: return True
 
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    """The backend's own matrix multiply for this kernel (tiled, tensor cores...) or None for the generic lowering."""
+    return None
 
-def canonicalize(device: str | None) -> str:
-  """'cpu' -> 'CPU', 'cuda:0' -> 'CUDA', 'cuda:1' -> 'CUDA:1'."""
-  if device is None: return config.device
-  if not isinstance(device, str): device = str(device)
-  name, _, index = device.partition(":")
-  name = name.upper()
-  if name == "GPU": name = "CUDA"
-  return name if index in ("", "0") else f"{name}:{index}"
+  def transfer(self, dest: Buffer, src: Buffer) -> bool:
+    """Copy src into dest without going through the host, if this backend can (peer copies); False otherwise."""
+    return False
+
+  # A backend that can replay recorded launches as one device-side graph (CUDA graphs) defines
+  #   graph(exec_items) -> object whose __call__(exec_items) relaunches them all at once
+  # and the JIT uses it when present (see engine/realize.py ExecItem).
+  graph = None
+
+
+@dataclass
+class GemmKernelSource:
+  """A backend GEMM: kernel name, its parameters (output first, as codegen BufferArgs), source, and launch sizes in
+  whatever form the backend's program() takes (None on a CPU)."""
+  name: str
+  buffers: list
+  src: str
+  launch: object = None
 
 
 class _DeviceRegistry:
@@ -133,4 +149,4 @@ def _entry_point_backends() -> dict[str, str]:
 
 Device = _DeviceRegistry()
 
-__all__ = ["Allocator", "Backend", "Buffer", "Compiler", "Device", "Program", "canonicalize", "dtypes"]
+__all__ = ["Allocator", "Backend", "Buffer", "Compiler", "Device", "GemmKernelSource", "Program", "canonicalize", "dtypes"]

@@ -10,7 +10,8 @@ import ctypes.util
 import functools
 import time
 
-from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.codegen.gemm_match import match_gemm
+from teenygrad.device import Allocator, Backend, Compiler, GemmKernelSource, Program
 from teenygrad.dtype import DType, dtypes
 from teenygrad.renderer.gpu import LaunchDims
 from teenygrad.renderer.opencl import OpenCLRenderer
@@ -232,8 +233,6 @@ class CLProgram(Program):
 
 
 class OpenCLBackend(Backend):
-  has_gemm = True   # float32 matmuls use the renderer's shared-memory tiled kernel (renderer/gpu.py render_gemm)
-
   def __init__(self, name: str):
     super().__init__(name)
     _, _, index = name.partition(":")
@@ -263,6 +262,12 @@ class OpenCLBackend(Backend):
     return CLProgram(self, name, binary, launch)
 
   def synchronize(self) -> None: check(libopencl().clFinish(self.queue), "clFinish")
+
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    """float32 matmuls that fill the tiles use the shared-memory tiled kernel of renderer/gpu.py."""
+    match = match_gemm(root, target, is_boundary, self.renderer)
+    gemm = self.renderer.render_gemm(match) if match is not None and root.dtype == dtypes.float32 else None
+    return GemmKernelSource(*gemm) if gemm is not None else None
 
 
 def open_device(name: str) -> OpenCLBackend: return OpenCLBackend(name)

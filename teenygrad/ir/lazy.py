@@ -20,6 +20,21 @@ from teenygrad.ir.view import ShapeTracker
 _ids = itertools.count()
 
 
+
+class Runtime:
+  """The engine and the devices sit below the graph in the layering (DESIGN.md), so instead of being imported by
+  the layers above they plug themselves in here when `teenygrad` is imported."""
+  def __init__(self):
+    self.realize = self.buffer_from_host = self._not_loaded
+
+  @staticmethod
+  def _not_loaded(*args, **kwargs):
+    raise RuntimeError("teenygrad's engine is not loaded: `import teenygrad` plugs it in")
+
+
+runtime = Runtime()
+
+
 class LazyBuffer:
   __slots__ = ("device", "st", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "views", "__weakref__")
 

@@ -55,6 +55,9 @@ class Variable(Node):
   def variables(self) -> set[Variable]: return {self}
   def substitute(self, values: dict[Variable, sint]) -> sint: return values.get(self, self)
   def render(self) -> str: return self.name
+  def bind(self, value: int) -> BoundVariable:
+    """This variable with a value for one call (what the JIT and symbolic shapes take)."""
+    return BoundVariable(self.name, self.vmin, self.vmax, value)
 
 
 class BoundVariable(Variable):
@@ -162,6 +165,15 @@ def render(x: sint) -> str: return _render(x)
 def vmin(x: sint) -> int: return x.vmin if isinstance(x, Node) else x
 def vmax(x: sint) -> int: return x.vmax if isinstance(x, Node) else x
 def variables(x: sint) -> set[Variable]: return _vars(x)
+
+
+def divmod_variables(x: sint) -> set[str]:
+  """Names of the variables that appear under a // or % (what a flattened loop index costs to unravel)."""
+  if not isinstance(x, Node): return set()
+  if isinstance(x, (FloorDiv, Mod)): return {v.name for v in x.variables()}
+  children = {Sum: lambda n: n.terms, Mul: lambda n: (n.node, n.factor), LessThan: lambda n: (n.left, n.right),
+              And: lambda n: n.nodes, Not: lambda n: (n.node,)}.get(type(x), lambda n: ())(x)
+  return set().union(*(divmod_variables(c) for c in children))
 def substitute(x: sint, values: dict[Variable, sint]) -> sint: return _subst(x, values)
 
 

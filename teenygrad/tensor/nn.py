@@ -2,6 +2,8 @@
 semantics), all written in terms of other Tensor ops."""
 from __future__ import annotations
 
+import itertools
+
 import math
 from typing import TYPE_CHECKING
 
@@ -368,11 +370,11 @@ def _ceil_extra(spatial, k, s, p, d) -> tuple[int, int]:
 
 
 def _conv(x: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: int, dims: int) -> Tensor:
-  """im2col as views, made contiguous once, then one matmul (which the code generator tiles)."""
+  """Convolution as im2col + matmul, with a gradient of its own (see _ConvPlan)."""
   if x.ndim != dims + 2:
     raise RuntimeError(f"Expected {dims + 1}D (unbatched) or {dims + 2}D (batched) input to conv{dims}d, but got input of size: {list(x.shape)}")
   stride, dilation = _pair(stride, dims), _pair(dilation, dims)
-  b, cin = x.shape[:2]
+  cin = x.shape[1]
   cout, cin_g = weight.shape[:2]
   kernel = weight.shape[2:]
   if cin_g * groups != cin:
@@ -381,23 +383,83 @@ def _conv(x: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: in
   if padding == "same": padding = tuple((d * (k - 1)) // 2 for d, k in zip(dilation, kernel))
   elif padding == "valid": padding = (0,) * dims
   padding = _pair(padding, dims)
-  pads = []
-  for p in reversed(padding): pads += [p, p]
   if x.dtype != weight.dtype: raise RuntimeError(f"Input type ({x.dtype.name}) and weight type ({weight.dtype.name}) should be the same")
-  xp = x.pad(tuple(pads)) if any(padding) else x
-  windows = xp._pool(kernel, stride, dilation)                      # (b, cin, *out, *kernel)
-  out_spatial = windows.shape[2:2 + dims]
-  rcout = cout // groups
-  # (b, g, *out, cin_g, *kernel) -> rows (b*out) x cols (cin_g*kernel) per group
-  cols = windows.reshape(b, groups, cin_g, *out_spatial, *kernel)
-  cols = cols.permute(1, 0, *range(3, 3 + dims), 2, *range(3 + dims, 3 + 2 * dims))
-  cols = cols.reshape(groups, b * prod(out_spatial), cin_g * prod(kernel)).contiguous()
-  w = weight.reshape(groups, rcout, cin_g * prod(kernel)).transpose(1, 2)   # (g, K, rcout)
-  out = cols @ w                                                     # (g, b*out, rcout)
-  out = out.reshape(groups, b, *out_spatial, rcout).permute(1, 0, dims + 2, *range(2, 2 + dims))
-  out = out.reshape(b, cout, *out_spatial)
+  plan = _ConvPlan(x.shape, weight.shape, stride, padding, dilation, groups)
+  out = _T()._with_gradient((x, weight), plan.forward, plan.backward)
   if bias is not None: out = out + bias.reshape(1, cout, *([1] * dims))
   return out
+
+
+class _ConvPlan:
+  """Shapes of one convolution and its three matmuls. Columns are K-major, (groups, cin_g * kernel, batch * out), so
+  the im2col copy runs along output rows on both sides and every matmul operand is a plain strided view:
+    forward      out[g, co, m]  = sum_k w[g, co, k] * cols[g, k, m]
+    weight grad  dw[g, co, k]   = sum_m dout[g, co, m] * cols[g, k, m]
+    input grad   dcols[g, k, m] = sum_co w[g, co, k] * dout[g, co, m], then each kernel tap's slice of dcols is
+                 shifted back to where it was read from and the taps are summed (col2im, one fused kernel)."""
+  def __init__(self, x_shape, w_shape, stride, padding, dilation, groups):
+    self.b, self.cin = x_shape[:2]
+    self.spatial = tuple(x_shape[2:])
+    self.cout, self.cin_g = w_shape[:2]
+    self.kernel = tuple(w_shape[2:])
+    self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+    self.dims = len(self.kernel)
+    self.padded = tuple(s + 2 * p for s, p in zip(self.spatial, padding))
+    self.out = tuple((i - d * (k - 1) - 1) // s + 1 for i, d, k, s in zip(self.padded, dilation, self.kernel, stride))
+    self.rcout = self.cout // groups
+    self.K, self.M = self.cin_g * prod(self.kernel), self.b * prod(self.out)
+    self.cols: Tensor | None = None
+    self.weight: Tensor | None = None
+
+  def _columns(self, x: Tensor) -> Tensor:
+    pads = []
+    for p in reversed(self.padding): pads += [p, p]
+    xp = x.pad(tuple(pads)) if any(self.padding) else x
+    d = self.dims
+    windows = xp._pool(self.kernel, self.stride, self.dilation)              # (b, cin, *out, *kernel)
+    windows = windows.reshape(self.b, self.groups, self.cin_g, *self.out, *self.kernel)
+    # (g, cin_g, *kernel, b, *out)
+    cols = windows.permute(1, 2, *range(3 + d, 3 + 2 * d), 0, *range(3, 3 + d)).contiguous()
+    return cols.reshape(self.groups, self.K, self.M)
+
+  def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+    self.weight = weight.detach()
+    self.cols = self._columns(x)
+    out = weight.reshape(self.groups, self.rcout, self.K) @ self.cols          # (g, rcout, b*out)
+    out = out.reshape(self.groups, self.rcout, self.b, *self.out).permute(2, 0, 1, *range(3, 3 + self.dims))
+    return out.reshape(self.b, self.cout, *self.out)
+
+  def backward(self, grad: Tensor, needed: tuple[bool, bool]):
+    d, g = self.dims, self.groups
+    dout = grad.reshape(self.b, g, self.rcout, *self.out).permute(1, 2, 0, *range(3, 3 + d))
+    dout = dout.contiguous().reshape(g, self.rcout, self.M)                    # (g, rcout, b*out)
+    weight = self.weight
+    dw = (dout @ self.cols.transpose(1, 2)).contiguous().reshape(weight.shape) if needed[1] else None
+    dx = None
+    if needed[0]:
+      dcols = (weight.reshape(g, self.rcout, self.K).transpose(1, 2) @ dout).contiguous()   # (g, K, b*out), read by every tap
+      dx = self._col2im(dcols)
+    return dx, dw
+
+  def _col2im(self, dcols: Tensor) -> Tensor:
+    d = self.dims
+    taps = dcols.reshape(self.groups * self.cin_g, *self.kernel, self.b, *self.out)
+    total = None
+    for tap in itertools.product(*(range(k) for k in self.kernel)):
+      piece = taps[(slice(None),) + tap]                                         # (cin, b, *out)
+      piece = piece.permute(1, 0, *range(2, 2 + d))                              # (b, cin, *out)
+      for axis, (o, s, k, dil, full) in enumerate(zip(self.out, self.stride, tap, self.dilation, self.padded)):
+        dim = 2 + axis
+        if s > 1:   # spread the outputs back onto the strided input grid
+          shape = piece.shape
+          piece = piece.reshape(*shape[:dim + 1], 1, *shape[dim + 1:])
+          piece = piece._pad(tuple((0, s - 1) if i == dim + 1 else (0, 0) for i in range(piece.ndim)))
+          piece = piece.reshape(*shape[:dim], o * s, *shape[dim + 1:])
+          piece = piece._shrink(tuple((0, (o - 1) * s + 1) if i == dim else (0, n) for i, n in enumerate(piece.shape)))
+        start = k * dil
+        piece = piece._pad(tuple((start, full - start - piece.shape[dim]) if i == dim else (0, 0) for i in range(piece.ndim)))
+      total = piece if total is None else total + piece
+    return total._shrink(((0, self.b), (0, self.cin)) + tuple((p, p + s) for p, s in zip(self.padding, self.spatial)))
 
 
 __all__ = ["NNMixin", "normalize_dim"]

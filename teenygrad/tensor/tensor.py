@@ -9,10 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from teenygrad.autograd import Context, backward as run_backward
-from teenygrad.device import Buffer, canonicalize
 from teenygrad.dtype import DType, dtypes, promote, result_type_scalar, to_dtype
-from teenygrad.helpers import prod
-from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.helpers import canonicalize, prod
+from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
 from teenygrad.tensor.movement import MovementMixin
 from teenygrad.tensor.nn import NNMixin
@@ -60,6 +59,18 @@ def float_to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 def bfloat16_bits_to_float(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.uint32) << 16).view(np.float32)
+
+
+def _same_size(a, b) -> bool:
+  return a == b if isinstance(a, int) and isinstance(b, int) else (not isinstance(a, int) and not isinstance(b, int) and a.key() == b.key())
+
+
+class _CompositeGradient:
+  """The autograd hook of a composite op (autograd calls `backward(grad, ctx)` for Ops.CUSTOM contexts)."""
+  def __init__(self, backward): self.fn = backward
+  def backward(self, grad, ctx):
+    needed = tuple(t.requires_grad for t in ctx.inputs)
+    return self.fn(grad, needed)
 
 
 class Tensor(MovementMixin, ReduceMixin, NNMixin):
@@ -122,10 +133,14 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
-    from teenygrad.engine.realize import realize
-    if self.lazydata.is_view or self.lazydata.op is Ops.CONST:
-      self.lazydata = self.lazydata.contiguous() if self.numel() else self.lazydata
-    if self.numel(): realize([self.lazydata])
+    lb = self.lazydata
+    # a symbolic size is never statically empty (its kernel just runs zero times when bound to 0)
+    if any(isinstance(s, int) and s == 0 for s in self.shape): return self
+    if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size):
+      runtime.realize([lb.base])   # a reshape of a whole buffer reads it in place: no copy
+      return self
+    if lb.is_view or lb.op is Ops.CONST: self.lazydata = lb.contiguous()
+    runtime.realize([self.lazydata])
     return self
 
   async def realize_async(self) -> Tensor:
@@ -136,7 +151,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self.dtype == dtypes.bfloat16: raise TypeError("Got unsupported ScalarType BFloat16")
     if self.numel() == 0: return np.zeros(self.shape, dtype=self.dtype.np)
     self.realize()
-    buffer: Buffer = self.lazydata.realized
+    buffer = self.lazydata.base.realized
     return buffer.numpy().view(self.dtype.np).reshape(self.shape)
 
   def __array__(self, dtype=None, copy=None):
@@ -155,7 +170,7 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   def __dlpack__(self, stream=None, **kwargs):
     if self.device != "CPU": raise RuntimeError("DLPack export is only supported on the CPU device")
     self.realize()
-    raw = self.lazydata.realized.raw
+    raw = self.lazydata.base.realized.raw
     array = raw.view(self.dtype.np if self.dtype != dtypes.bfloat16 else np.uint16)[:self.numel()].reshape(self.shape)
     return array.__dlpack__(**({"stream": stream} if stream is not None else {}))
 
@@ -184,6 +199,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self._ctx is None:
       self.grad = gradient if self.grad is None else self.grad + gradient
       return
+    # the output is computed now, from the weights as they are: an optimizer step writes the weights in place next,
+    # and reading this tensor after it (loss.item()) must still give the value from before the step
+    if self.numel() and not self.lazydata.is_realized: self.realize()
     run_backward(self, gradient.detach(), retain_graph)
 
   # ---- building the graph ----
@@ -209,6 +227,17 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
       result.requires_grad = True
       result._ctx = Context(op, inputs, arg, result)
     return result
+
+  @staticmethod
+  def _with_gradient(inputs: tuple[Tensor, ...], forward, backward) -> Tensor:
+    """A composite op with a gradient of its own (as torch.autograd.Function): `forward(*inputs)` builds the value from
+    primitives without recording them, `backward(grad)` returns one gradient per input (None where not needed).
+    Convolution uses it so that its backward is two matmuls and a sum of shifted views, not the gradient of im2col."""
+    with no_grad(): out = forward(*inputs)
+    if _GradMode.enabled and any(t.requires_grad for t in inputs) and out.dtype.is_float:
+      out.requires_grad = True
+      out._ctx = Context(Ops.CUSTOM, tuple(inputs), _CompositeGradient(backward), out)
+    return out
 
   def _reduce(self, op: Ops, axes: tuple[int, ...]) -> Tensor:
     """Primitive reduce keeping dims (size 1 on reduced axes)."""
@@ -515,7 +544,12 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     nonneg = x >= 0
     e = (nonneg._where(-x, x) * LOG2_E)._apply(Ops.EXP2)   # exp(-|x|), with gradient +-1 even at 0
     return nonneg._where(1 / (1 + e), e / (1 + e))
-  def tanh(self) -> Tensor: return 2.0 * (2.0 * self._float()).sigmoid() - 1.0
+  def tanh(self) -> Tensor:
+    # 2*sigmoid(2x)-1 loses every digit to cancellation near 0, where tanh(x) ~ x: use the series there
+    x = self._float()
+    x2 = x * x
+    series = x * (1.0 + x2 * (-1.0 / 3 + x2 * (2.0 / 15 - x2 * (17.0 / 315))))
+    return (x.abs() < 0.05)._where(series, 2.0 * (2.0 * x).sigmoid() - 1.0)
   def abs(self) -> Tensor:
     if self.dtype.is_bool or not self.dtype.signed: return self
     return (self < 0)._where(-self, self) if not self.dtype.is_float else self.relu() + (-self).relu()
@@ -769,6 +803,5 @@ def _lazy_from_host(data, dtype: DType | None, device: str) -> LazyBuffer:
   if dtype == dtypes.bfloat16: host = float_to_bfloat16_bits(np.asarray(array, dtype=np.float32))
   else: host = np.ascontiguousarray(array).astype(dtype.np, copy=False)
   shape = tuple(int(s) for s in array.shape)
-  buffer = Buffer(device, int(np.prod(shape, dtype=np.int64)), dtype)
-  if buffer.size: buffer.copyin(np.ascontiguousarray(host))
+  buffer = runtime.buffer_from_host(device, np.ascontiguousarray(host).reshape(-1), dtype)
   return LazyBuffer.from_realized(buffer, shape, dtype, device)
