@@ -30,7 +30,7 @@ SETS_PER_POOL = 1024
 class SpirvCompiler(Compiler):
   """The renderer already wrote the binary; compiling is checking it (spirv-val when TEENYGRAD_SPIRV_VAL=1)."""
   def __init__(self):
-    self.validate = os.environ.get("TEENYGRAD_SPIRV_VAL", "0") not in ("", "0")
+    self.validate = config.spirv_validate
     self.cache_tag = f"{SPIRV_TAG}\0validated={self.validate}"
 
   def compile(self, src: str) -> bytes:
