@@ -42,6 +42,12 @@ SPIRV_TAG = "spirv-v1"
 def kind_of(dtype: DType) -> str: return KIND[dtype]
 
 
+def prod_vmax(sizes) -> int:
+  out = 1
+  for size in sizes: out *= vmax(size)
+  return out
+
+
 class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
   def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True):
@@ -94,7 +100,10 @@ class KernelEmitter:
     root = program.root_loops[0] if program.root_loops else None
     self.mode = "row" if root is not None and self._wants_rows(root) else "grid"
     self.local_size = [ROW_GROUP if self.mode == "row" else GRID_GROUP, 1, 1]
-    outer = vmax(root.size) if root is not None else 1
+    # grid kernels spread the outer loop and the chain of single output loops under it (a transpose's rows and
+    # columns) over the invocations as one flat index
+    self.grid_chain = self._output_chain(root) if root is not None and self.mode == "grid" else [root] if root is not None else []
+    outer = prod_vmax([lp.size for lp in self.grid_chain]) if self.grid_chain else 1
     self.groups = max(1, min(MAX_GROUPS, outer if self.mode == "row" else -(-outer // GRID_GROUP)))
     if root is None and self._has_prologue_reduce(): self.local_size = [ROW_GROUP, 1, 1]
     self.shared: dict[str, int] = {}
@@ -104,6 +113,16 @@ class KernelEmitter:
     reduces = [it for _, it in root.items if isinstance(it, Loop) and it.kind == "reduce"]
     biggest = max((vmax(lp.size) for lp in reduces), default=0)
     return biggest >= 256 or (biggest >= 32 and vmax(root.size) < 8192)
+
+  @staticmethod
+  def _output_chain(root: Loop) -> list[Loop]:
+    chain = [root]
+    while True:
+      items = sorted(chain[-1].items, key=lambda it: it[0])
+      loops = [it for _, it in items if isinstance(it, Loop)]
+      stores = [it for _, it in items if isinstance(it, Stmt) and it.text[0] == "store"]
+      if len(loops) != 1 or loops[0].kind != "output" or items[-1][1] is not loops[0] or stores: return chain
+      chain.append(loops[0])
 
   def _has_prologue_reduce(self) -> bool:
     return any(isinstance(it, Loop) and it.kind == "reduce" for _, it in self.p.prologue)
@@ -539,6 +558,18 @@ class KernelEmitter:
       self.m.capability("GroupNonUniform")
     return self.m.emit_value("Load", u32, self.m.builtin(name, u32))
 
+  def grid_body(self, sizes: list[int]) -> None:
+    """Unflatten the grid index into the chain's loop indices, then run each level's statements in order."""
+    k = self.index_kind
+    flat = self.loop_ids["grid"][0]
+    for lp, size in reversed(list(zip(self.grid_chain[1:], sizes[1:]))):
+      self.loop_ids[lp.var.name] = (self.op("SRem", k, flat, size), k)
+      flat = self.op("SDiv", k, flat, size)
+    self.loop_ids[self.grid_chain[0].var.name] = (flat, k)
+    for depth, lp in enumerate(self.grid_chain):
+      inner = self.grid_chain[depth + 1] if depth + 1 < len(self.grid_chain) else None
+      self.items([it for it in lp.items if it[1] is not inner], "serial", None)
+
   # ---- the kernel ----
   def declare_interface(self) -> None:
     self.buffer_vars: dict[str, tuple[int, int]] = {}
@@ -589,6 +620,9 @@ class KernelEmitter:
       else:
         local = self.const(self.local_size[0], k)
         start = self.op("IAdd", k, self.op("IMul", k, group, local), self.lane)
-        self.loop(root.var.name, start, bound, self.op("IMul", k, groups, local), lambda: self.items(root.items, "serial", None))
+        sizes = [self.as_int(self.index(lp.size)) for lp in self.grid_chain]
+        total = sizes[0]
+        for size in sizes[1:]: total = self.op("IMul", k, total, size)
+        self.loop("grid", start, total, self.op("IMul", k, groups, local), lambda: self.grid_body(sizes))
     self.m.emit("Return")
     return self.m.finish(self.p.name, tuple(self.local_size), entry)
