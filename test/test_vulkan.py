@@ -142,6 +142,19 @@ def test_buffer_larger_than_one_binding(validated):
   assert any(uses(m, OP_CAPABILITY, CAP_STORAGE_ARRAY_DYNAMIC) for m in modules)
 
 
+@pytest.mark.parametrize("name, fn", [
+  ("sum", lambda t: t.sum(1)), ("softmax", lambda t: t.softmax(-1)), ("transpose", lambda t: t.T.contiguous() * 2),
+  ("pad_flip", lambda t: t.pad((0, 3, 1, 2)).flip(0) + 1), ("max", lambda t: t.max()), ("cumsum", lambda t: t.cumsum(1))])
+def test_64_bit_index_math(validated, monkeypatch, name, fn):
+  """Buffers past 2**30 elements switch every index to 64 bits; force that path on small inputs."""
+  import teenygrad
+  x = np.random.randn(37, 300).astype(np.float32)
+  expected = fn(teenygrad.Tensor(x, device="CPU")).numpy()
+  monkeypatch.setattr(validated.renderer, "index_bits", 64)
+  out = fn(vk_tensor(x)).numpy()
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def quantize_q8_0(w: np.ndarray) -> np.ndarray:
   """ggml's Q8_0: blocks of 32 as (float16 scale, 32 int8): (rows, blocks, 34) bytes."""
   rows, k = w.shape

@@ -20,6 +20,7 @@ import time
 from teenygrad.device import Allocator, Backend, Compiler, Program
 from teenygrad.device import vulkan_bindings as vk
 from teenygrad.device.vulkan_bindings import VulkanError, check
+from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.renderer.spirv import SPIRV_TAG, SpirvRenderer, parse_kernel
 
@@ -119,7 +120,8 @@ class VulkanDevice(Backend):
     self._open_pipeline_cache()
     self.allocator = VulkanAllocator(self)
     self.compiler = SpirvCompiler()
-    self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic)
+    self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic,
+                                  float64=self.features["float64"], device_name=self.device_name)
     self.pending_frees: list[VulkanBuffer] = []
     self.recorded = 0
     atexit.register(self.save_pipeline_cache)
@@ -349,7 +351,7 @@ class VulkanDevice(Backend):
     descriptor_set = ctypes.c_void_p()
     layouts = (ctypes.c_void_p * 1)(set_layout.value)
     while True:
-      if not self.pools or self.pool_sets_left == 0 or sum(bindings) > 16:
+      if not self.pools or self.pool_sets_left == 0:
         if self.pools and self.pool_sets_left == 0 and not self.free_pools and len(self.pools) >= 8: self.synchronize()
         self.pools.append(self.free_pools.pop() if self.free_pools else self._new_pool())
         self.pool_sets_left = SETS_PER_POOL
@@ -362,8 +364,10 @@ class VulkanDevice(Backend):
       if count == 1: chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, 0, buf.size)]
       else:
         # a buffer bigger than one binding's range: consecutive views; the last ones may be empty past the end
-        chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, min(i * chunk_bytes, buf.size - 4) // 4 * 4,
-                                               max(4, min(chunk_bytes, buf.size - i * chunk_bytes))) for i in range(count)]
+        # (views past the end, where a symbolic size is bound smaller than its maximum, are never read: any valid one will do)
+        chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, i * chunk_bytes, min(chunk_bytes, buf.size - i * chunk_bytes))
+                       if i * chunk_bytes < buf.size else vk.DescriptorBufferInfo(buf.buffer, 0, min(chunk_bytes, buf.size))
+                       for i in range(count)]
       array = (vk.DescriptorBufferInfo * count)(*chunk_infos)
       infos.append(array)
       writes.append(vk.WriteDescriptorSet(vk.ST_WRITE_DESCRIPTOR_SET, None, descriptor_set, binding, 0, count,
@@ -429,6 +433,8 @@ class VulkanDevice(Backend):
       self.pending_frees = []
 
   def program(self, name: str, binary: bytes) -> VulkanProgram: return VulkanProgram(self, name, binary)
+
+  def supports(self, dtype: DType) -> bool: return dtype != dtypes.float64 or self.features["float64"]
 
 
 def open_device(name: str) -> VulkanDevice: return VulkanDevice(name)

@@ -50,8 +50,10 @@ def prod_vmax(sizes) -> int:
 
 class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
-  def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True):
-    self.max_binding_range, self.subgroups = max_binding_range, subgroups
+  def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True, float64: bool = True, device_name: str = "",
+               index_bits: int | None = None):
+    self.max_binding_range, self.subgroups, self.float64, self.device_name = max_binding_range, subgroups, float64, device_name
+    self.index_bits = index_bits   # None: 32-bit index math where every buffer fits, else 64; tests force 64
     self.check_bounds = False
 
   # ---- hooks (called by the lowerer) ----
@@ -94,7 +96,7 @@ class KernelEmitter:
     self.block = 0
     self.f64 = F64Math(self)
     biggest = max([vmax(b.size) for b in program.buffers] + [vmax(v.vmax) for v in program.variables] + [1])
-    self.index_kind = "i64" if biggest >= (1 << 30) or any(vmax(b.size) * b.dtype.itemsize >= (1 << 31) for b in program.buffers) else "i32"
+    self.index_kind = f"i{renderer.index_bits}" if renderer.index_bits else "i64" if biggest >= (1 << 30) or any(vmax(b.size) * b.dtype.itemsize >= (1 << 31) for b in program.buffers) else "i32"
     self.chunks = {b.name: max(1, -(-vmax(b.size) * b.dtype.itemsize // CHUNK_BYTES)) if vmax(b.size) * b.dtype.itemsize > renderer.max_binding_range else 1
                    for b in program.buffers}
     root = program.root_loops[0] if program.root_loops else None
@@ -132,7 +134,9 @@ class KernelEmitter:
     m = self.m
     if kind == "bool": return m.t_bool()
     if kind in ("i64", "u64"): m.capability("Int64")
-    if kind == "f64": m.capability("Float64")
+    if kind == "f64":
+      if not self.r.float64: raise TypeError(f"float64 is not supported on {self.r.device_name or 'this Vulkan device'} (no shaderFloat64)")
+      m.capability("Float64")
     if kind[0] in "iu": return m.t_int(int(kind[1:]), kind[0] == "i")
     return m.t_float(int(kind[1:]))
 
