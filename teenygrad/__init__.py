@@ -87,5 +87,6 @@ def from_dlpack(obj) -> Tensor:
 def __getattr__(name: str):
   # heavy or optional parts load on first use
   import importlib
-  if name in ("nn", "optim", "jit", "state", "data"): return importlib.import_module(f"teenygrad.{name}")
+  if name in ("jit", "JitError"): return getattr(importlib.import_module("teenygrad.engine.jit"), name)
+  if name in ("nn", "optim", "state", "data"): return importlib.import_module(f"teenygrad.{name}")
   raise AttributeError(f"module 'teenygrad' has no attribute {name!r}")

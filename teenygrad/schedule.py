@@ -5,7 +5,7 @@ Every unrealized base either becomes a kernel output (a "root") or is inlined in
   unless it contains a reduce and its consumers end up in different kernels;
 - a reduce is inlined when all its consumers land in one kernel (the matmul epilogue, the softmax row sums);
   the code generator may still hand one back (NeedsRealize) and the engine reschedules with it forced;
-- copies, custom kernels, assigns and explicit `contiguous()` are always roots.
+- copies, custom kernels (and the sources a custom kernel reads), assigns and explicit `contiguous()` are always roots.
 This module is pure: it never touches a device.
 """
 from __future__ import annotations
@@ -61,6 +61,8 @@ def find_roots(outputs: list[LazyBuffer]) -> tuple[list[LazyBuffer], set[int]]:
       if src.base.id in consumers and b not in consumers[src.base.id]: consumers[src.base.id].append(b)
   roots = {o.base.id for o in outputs if o.base.realized is None}
   roots |= {b.id for b in order if b.forced or b.op in ALWAYS_ROOT}
+  # a custom kernel reads its sources as buffers, so they can't be inlined into it
+  roots |= {s.base.id for b in order if b.op is Ops.CUSTOM for s in b.srcs if s.base.realized is None and s.base.op is not Ops.CONST}
   kernels_of: dict[int, frozenset[int]] = {}
   reduce_memo: dict[int, bool] = {}
   for b in reversed(order):   # consumers first

@@ -93,7 +93,8 @@ class Lowerer:
   def _buffer(self, base: LazyBuffer, is_output=False) -> BufferArg:
     key = base.id
     if key not in self.buffers:
-      size = base.realized.size if base.realized is not None else base.size
+      # a symbolic size stays symbolic even once realized: the kernel serves every value, so prove bounds for all
+      size = base.realized.size if base.realized is not None and not isinstance(base.size, Node) else base.size
       self.buffers[key] = BufferArg(f"data{len(self.buffers)}", base, base.dtype, size, is_output)
       self.dtypes.add(base.dtype)
     return self.buffers[key]
@@ -185,7 +186,8 @@ class Lowerer:
       return self._value(lb.dtype, self.r.render_load(buf, index, mask), deps)
     if lb.is_view:
       offset, view_valid = lb.st.index(idxs)
-      base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
+      base_idxs = _direct_base_indices(lb.st, base.shape, idxs)
+      if base_idxs is None: base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
       value, deps = self.value(base, base_idxs, logical_and([valid, view_valid]))
       if isinstance(view_valid, int): return value, deps
       # padding reads as zero, whatever the padded computation would give at those positions
@@ -260,6 +262,8 @@ def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint
   probe_loops = _open_axis_loops(probe, [[a] for a in axes], shape)
   probe.value(root, _axis_indices(probe_loops, shape, axes, per_axis=True), 1)
   levels = _levels(probe, axes, probe_loops)
+  # a level is one flattened loop unravelled by its sizes; a symbolic size there would need symbolic division
+  levels = [sub for level in levels for sub in ([[a] for a in level] if any(isinstance(shape[a], Node) for a in level) else [level])]
   lowerer = _lower_levels(root, target, is_boundary, renderer, levels, shape, axes)
   if levels and len(levels[-1]) > 1 and f"L{len(levels) - 1}" in lowerer.divmod_vars:
     # the innermost level's flat index doesn't simplify (a transpose, im2col): give its inner axes loops of their
@@ -357,3 +361,28 @@ def _has_reduce(lb: LazyBuffer, seen: set) -> bool:
 
 
 __all__ = ["lower", "LoopProgram", "Loop", "Stmt", "BufferArg", "NeedsRealize", "dtypes"]
+
+
+def _same_size(a: sint, b: sint) -> bool:
+  if isinstance(a, int) or isinstance(b, int): return isinstance(a, int) and isinstance(b, int) and a == b
+  return a.key() == b.key()
+
+
+def _direct_base_indices(st, base_shape: tuple, idxs: list[sint]) -> list[sint] | None:
+  """Base indices read straight off a view that only permutes, expands or adds/removes size-1 dims of its base.
+
+  The general path flattens the view's offset and unravels it over the base's shape, which divides by the base's
+  strides: impossible when they are symbolic (a KV cache length). None when the view is anything else."""
+  if len(st.views) != 1: return None
+  view = st.views[0]
+  if view.mask is not None or not (isinstance(view.offset, int) and view.offset == 0): return None
+  used = set()
+  out: list[sint] = []
+  for size, stride in zip(base_shape, strides_for_shape(base_shape)):
+    if isinstance(size, int) and size == 1: out.append(0); continue
+    match = [d for d, (s, st_) in enumerate(zip(view.shape, view.strides)) if _same_size(st_, stride) and _same_size(s, size)]
+    if len(match) != 1: return None
+    used.add(match[0])
+    out.append(idxs[match[0]])
+  if any(d not in used and not (isinstance(st_, int) and st_ == 0) for d, st_ in enumerate(view.strides)): return None
+  return out

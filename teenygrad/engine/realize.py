@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from teenygrad.codegen.gemm_match import try_gemm
 from teenygrad.codegen.lower import NeedsRealize, lower
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
@@ -38,10 +37,35 @@ class ExecItem:
   buffers: list[Buffer]
   var_values: tuple[int, ...]
   device: str
+  size: object = None     # the output's element count, symbolic when its shape is (the JIT sizes it per call)
+  assign: bool = False    # writes into an existing buffer (ASSIGN) rather than a fresh one
+
+
+@dataclass
+class CustomExecItem:
+  """A custom kernel launch (Ops.CUSTOM), recorded for the JIT: a replay calls `kernel.run(root, inputs)` again
+  with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
+  shape, dtype, device and arg, and the buffers it is given."""
+  kernel: object
+  root: LazyBuffer
+  inputs: list[Buffer]
+  output: Buffer
+  device: str
+
+
+@dataclass
+class CopyExecItem:
+  """A copy between devices, recorded for the JIT."""
+  src: Buffer
+  dest: Buffer
+  device: str
 
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
 _captures: list[list] = []   # JIT capture stacks
+# hook(exec_item, root, value, is_boundary) runs before each launch, while the kernel's graph still exists (exec_item is
+# None for alloc/copy/custom items): teenygrad.export re-lowers every kernel with its own renderer from here
+_lowering_hooks: list = []
 
 
 # ---- structural keys ----
@@ -92,34 +116,34 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
 
 def _compile(item_root: LazyBuffer, target: LazyBuffer, is_boundary, device: str, key_order: list[LazyBuffer]):
   backend = Device[device]
-  has_gemm = getattr(backend, "has_gemm", False)
-  gemm = try_gemm(item_root, target, is_boundary, backend.renderer) if has_gemm else None
-  if gemm is None and has_gemm: _split_off_gemm(item_root, is_boundary, backend.renderer)
+  index_of = {lb.id: i for i, lb in enumerate(key_order)}
+  gemm = backend.gemm_kernel(item_root, target, is_boundary)   # the backend's own matmul, when it has one
+  if gemm is None: _split_off_gemm(item_root, is_boundary, backend)
   if gemm is not None:
-    name, buffers, src = gemm
-    if config.debug >= 4: print(src)
-    index_of = {lb.id: i for i, lb in enumerate(key_order)}
-    positions = [index_of[buf.lb.id] for buf in buffers[1:]]
+    if config.debug >= 4: print(gemm.src)
+    positions = [index_of[buf.lb.id] for buf in gemm.buffers[1:]]
     work = prod(vmax(s) for s in item_root.shape) * prod(vmax(s) for s in _gemm_k(item_root))
-    return CompiledKernel(name, backend.program(name, backend.compiler.compile_cached(src)), positions, [], src, work,
-                          backend.renderer.check_bounds)
+    binary = backend.compiler.compile_cached(gemm.src)
+    program = backend.program(gemm.name, binary) if gemm.launch is None else backend.program(gemm.name, binary, gemm.launch)
+    return CompiledKernel(gemm.name, program, positions, [], gemm.src, work, backend.renderer.check_bounds)
   program = lower(item_root, target, is_boundary, backend.renderer)
   src = backend.renderer.render_kernel(program)
   if config.debug >= 4: print(src)
   binary = backend.compiler.compile_cached(src)
-  positions = []
-  index_of = {lb.id: i for i, lb in enumerate(key_order)}
-  for buf in program.buffers[1:]: positions.append(index_of[buf.lb.id])
-  return CompiledKernel(program.name, backend.program(program.name, binary), positions,
+  positions = [index_of[buf.lb.id] for buf in program.buffers[1:]]
+  # GPU renderers say how the kernel maps onto the grid (sizes as functions of the kernel's variables)
+  launch = backend.renderer.launch_dims(program) if hasattr(backend.renderer, "launch_dims") else None
+  compiled_program = backend.program(program.name, binary) if launch is None else backend.program(program.name, binary, launch)
+  return CompiledKernel(program.name, compiled_program, positions,
                         [v.name for v in program.variables], src, program.work, backend.renderer.check_bounds)
 
 
-def _split_off_gemm(root: LazyBuffer, is_boundary, renderer) -> None:
+def _split_off_gemm(root: LazyBuffer, is_boundary, backend) -> None:
   """A matmul inlined into a consumer the GEMM can't take as its epilogue (a permuted store, a reduce of it) would
   run as a naive loop: give it a kernel of its own instead."""
   from teenygrad.codegen.gemm_match import _find_reduce
   reduce = _find_reduce(root, is_boundary)
-  if reduce is not None and reduce is not root and try_gemm(reduce, reduce, is_boundary, renderer) is not None:
+  if reduce is not None and reduce is not root and backend.gemm_kernel(reduce, reduce, is_boundary) is not None:
     raise NeedsRealize(reduce)
 
 
@@ -140,7 +164,7 @@ def _prepare(item: ScheduleItem, roots: set[int]):
   compiled = _kernel_cache.get(full_key)
   if compiled is None:
     compiled = _kernel_cache[full_key] = _compile(value, target, is_boundary, root.device, order)
-  return compiled, order, values, target
+  return compiled, order, values, target, (value, is_boundary)
 
 
 def _assign_value(value: LazyBuffer, target: LazyBuffer) -> LazyBuffer:
@@ -170,18 +194,25 @@ def realize(outputs: list[LazyBuffer]) -> None:
 
 def _run(item: ScheduleItem, prep) -> None:
   root = item.root
+  if item.kind in ("copy", "custom"):
+    for hook in _lowering_hooks: hook(None, root, None, None)
   if item.kind == "alloc":
     root.realized = Buffer(root.device, int(evaluate(root.size, {})) if isinstance(root.size, Node) else root.size, root.dtype)
+    for hook in _lowering_hooks: hook(None, root, None, None)
     return
   if item.kind == "copy":
     src = root.srcs[0].base
-    data = src.realized.numpy()
-    root.realized = Buffer(root.device, src.realized.size, root.dtype).copyin(data)
+    root.realized = Buffer(root.device, src.realized.size, root.dtype)
+    # a backend copies between its own devices directly (CUDA peer copies); otherwise through the host
+    if not Device[root.device].transfer(root.realized, src.realized): root.realized.copyin(src.realized.numpy())
+    for capture in _captures: capture.append(CopyExecItem(src.realized, root.realized, root.device))
     _finish(root); return
   if item.kind == "custom":
-    root.realized = root.arg.run(root, [s.base.realized for s in root.srcs])
+    inputs = [s.base.realized for s in root.srcs]
+    root.realized = root.arg.run(root, inputs)
+    for capture in _captures: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
-  compiled, order, values, target = prep
+  compiled, order, values, target, (value, is_boundary) = prep
   if root.op is Ops.ASSIGN: root.realized = target.realized
   else:
     numel = root.size
@@ -189,8 +220,9 @@ def _run(item: ScheduleItem, prep) -> None:
     root.realized = Buffer(root.device, int(numel), root.dtype)
   buffers = [root.realized] + [order[p].realized for p in compiled.positions]
   var_values = tuple(values[name] for name in compiled.variables)
-  exec_item = ExecItem(compiled, buffers, var_values, root.device)
+  exec_item = ExecItem(compiled, buffers, var_values, root.device, root.size, root.op is Ops.ASSIGN)
   for capture in _captures: capture.append(exec_item)
+  for hook in _lowering_hooks: hook(exec_item, root, value, is_boundary)
   run_exec_item(exec_item)
   _finish(root)
 
@@ -215,11 +247,13 @@ def _finish(root: LazyBuffer) -> None:
   root.srcs, root.op, root.arg = (), Ops.LOAD, None
 
 
-__all__ = ["realize", "run_exec_item", "ExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
+__all__ = ["realize", "run_exec_item", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
 
 
 class capture_kernels:
-  """with capture_kernels() as launched: ... -> the ExecItems run inside (kernel counts in tests, the JIT)."""
+  """with capture_kernels() as launched: ... -> the ExecItems run inside (kernel counts in tests, the JIT).
+
+  Kernels give ExecItem; custom kernels and copies between devices give CustomExecItem and CopyExecItem."""
   def __enter__(self) -> list[ExecItem]:
     self.items: list[ExecItem] = []
     _captures.append(self.items)

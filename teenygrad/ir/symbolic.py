@@ -55,6 +55,9 @@ class Variable(Node):
   def variables(self) -> set[Variable]: return {self}
   def substitute(self, values: dict[Variable, sint]) -> sint: return values.get(self, self)
   def render(self) -> str: return self.name
+  def bind(self, value: int) -> BoundVariable:
+    """This variable with a value for one call (what the JIT and symbolic shapes take)."""
+    return BoundVariable(self.name, self.vmin, self.vmax, value)
 
 
 class BoundVariable(Variable):

@@ -68,8 +68,11 @@ class View:
   def unravel(self, flat: sint) -> list[sint]:
     """Logical indices of this view's shape for a flat contiguous position (used to chain views)."""
     idxs: list[sint] = []
-    for size, stride in zip(self.shape, strides_for_shape(self.shape)):
+    for axis, (size, stride) in enumerate(zip(self.shape, strides_for_shape(self.shape))):
       if isinstance(size, int) and size == 1: idxs.append(0); continue
+      # the outermost index of an in-range position needs no wrap; skipping it lets a symbolic leading size
+      # (a KV-cache length) through, since modulo by a symbolic value can't be rendered
+      if axis == 0 and not isinstance(size, int): idxs.append(flat // stride if stride != 0 else 0); continue
       idxs.append((flat // stride) % size if stride != 0 else 0)
     return idxs
 
@@ -153,6 +156,9 @@ def _sym_minmax(a, b, fn):
 def _reshape_strides(old: list[tuple[sint, sint]], new_shape: tuple[sint, ...]) -> tuple[sint, ...] | None:
   """Strides for `new_shape` over the same elements, if it only splits and merges dims that are laid out evenly."""
   old = [(s, st) for s, st in old if s != 1]
+  if [s for s, _ in old] == [s for s in new_shape if s != 1]:   # only size-1 dims come or go (also for symbolic sizes)
+    kept = iter(st for _, st in old)
+    return tuple(0 if s == 1 else next(kept) for s in new_shape)
   # merge runs of old dims that behave as one strided dim
   merged: list[tuple[sint, sint]] = []
   for s, st in old:

@@ -29,13 +29,19 @@ static inline long long checked_index(long long i, long long n, int* err) {
 """
 
 
+# SIMD variants of libm's functions (glibc's libmvec, linked with -lmvec): loops calling them vectorize
+VECTOR_MATH_DECLARATIONS = "".join(f"#pragma omp declare simd notinbranch\n{t} {fn}({t});\n"
+                                   for fn, t in (("exp2f", "float"), ("log2f", "float"), ("sinf", "float"),
+                                                 ("exp2", "double"), ("log2", "double"), ("sin", "double")))
+
+
 class CRenderer(CStyleRenderer):
   kernel_prefix = ""
   index_type = "long long"
 
-  def __init__(self, threads: int = 1, check_bounds: bool = False, parallel_threshold: int = 1 << 15):
+  def __init__(self, threads: int = 1, check_bounds: bool = False, parallel_threshold: int = 1 << 15, vector_math: bool = False):
     super().__init__(threads, check_bounds)
-    self.parallel_threshold = parallel_threshold
+    self.parallel_threshold, self.vector_math = parallel_threshold, vector_math
 
   def loop_pragma(self, loop: Loop, program: LoopProgram, in_parallel: bool) -> str:
     """The outermost loop with enough work runs on every core; innermost sums vectorize."""
@@ -51,7 +57,7 @@ class CRenderer(CStyleRenderer):
     return ""
 
   def render_kernel(self, program: LoopProgram) -> str:
-    return C_PREAMBLE + super().render_kernel(program)
+    return C_PREAMBLE + (VECTOR_MATH_DECLARATIONS if self.vector_math else "") + super().render_kernel(program)
 
 
 __all__ = ["CRenderer", "C_PREAMBLE", "dtypes"]

@@ -134,7 +134,8 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
     lb = self.lazydata
-    if self.numel() == 0: return self
+    # a symbolic size is never statically empty (its kernel just runs zero times when bound to 0)
+    if any(isinstance(s, int) and s == 0 for s in self.shape): return self
     if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size):
       runtime.realize([lb.base])   # a reshape of a whole buffer reads it in place: no copy
       return self
@@ -198,6 +199,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     if self._ctx is None:
       self.grad = gradient if self.grad is None else self.grad + gradient
       return
+    # the output is computed now, from the weights as they are: an optimizer step writes the weights in place next,
+    # and reading this tensor after it (loss.item()) must still give the value from before the step
+    if self.numel() and not self.lazydata.is_realized: self.realize()
     run_backward(self, gradient.detach(), retain_graph)
 
   # ---- building the graph ----

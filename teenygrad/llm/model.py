@@ -1,0 +1,254 @@
+"""The Llama family in one file: Llama 2/3, SmolLM2, TinyLlama, Mistral, Qwen2/2.5, Qwen3.
+
+Follows the Llama papers (Touvron et al. 2023; Llama 3 "herd of models" for the RoPE scaling) and Hugging Face's
+`modeling_llama.py` / `modeling_qwen3.py` as reference. Weights use GGUF's tensor names (`blk.N.attn_q.weight`);
+Hugging Face names are mapped onto them when loading a folder.
+
+RoPE comes in two layouts. Hugging Face rotates the two halves of each head (`rotate_half`); llama.cpp's converter
+permutes the q/k rows of llama-arch GGUF files so that adjacent pairs rotate instead. Rather than unpermute
+(quantized) weights, the model uses the rotation that matches the file: `rope_interleaved`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from teenygrad.dtype import dtypes
+from teenygrad.ir.symbolic import BoundVariable
+from teenygrad.tensor import Tensor
+
+# GGUF architectures whose q/k rows llama.cpp permuted for interleaved (adjacent-pair) RoPE
+INTERLEAVED_ROPE_ARCHS = {"llama", "mistral"}
+SUPPORTED_ARCHS = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+  vocab_size: int
+  dim: int                       # hidden size
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int                # < n_heads: grouped-query attention
+  hidden_dim: int                # feed-forward size
+  head_dim: int
+  norm_eps: float = 1e-5
+  rope_theta: float = 10000.0
+  max_seq_len: int = 4096
+  rope_scaling: tuple | None = None   # Llama 3: (factor, low_freq_factor, high_freq_factor, original_max_position)
+  rope_interleaved: bool = False      # adjacent-pair rotation (llama-arch GGUF) instead of halves (HF)
+  qkv_bias: bool = False              # Qwen2
+  qk_norm: bool = False               # Qwen3
+  tie_embeddings: bool = False
+  arch: str = "llama"
+  extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+  @classmethod
+  def from_gguf(cls, metadata: dict, tensor_names: set[str]) -> LlamaConfig:
+    arch = metadata.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS: raise ValueError(f"unsupported GGUF architecture {arch!r} (supported: {sorted(SUPPORTED_ARCHS)})")
+    def get(key, default=None):
+      value = metadata.get(f"{arch}.{key}", default)
+      if value is None: raise ValueError(f"GGUF metadata lacks {arch}.{key}")
+      return value
+    dim, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
+    vocab = metadata.get(f"{arch}.vocab_size") or len(metadata.get("tokenizer.ggml.tokens", []))
+    return cls(vocab_size=int(vocab), dim=dim, n_layers=int(get("block_count")), n_heads=n_heads,
+               n_kv_heads=int(get("attention.head_count_kv", n_heads)), hidden_dim=int(get("feed_forward_length")),
+               head_dim=int(get("attention.key_length", dim // n_heads)), norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+               rope_theta=float(get("rope.freq_base", 10000.0)), max_seq_len=int(get("context_length", 4096)),
+               rope_interleaved=arch in INTERLEAVED_ROPE_ARCHS, qkv_bias="blk.0.attn_q.bias" in tensor_names,
+               qk_norm="blk.0.attn_q_norm.weight" in tensor_names, tie_embeddings="output.weight" not in tensor_names, arch=arch)
+
+  @classmethod
+  def from_hf(cls, config: dict) -> LlamaConfig:
+    model_type = config.get("model_type", "llama")
+    if model_type not in SUPPORTED_ARCHS: raise ValueError(f"unsupported model_type {model_type!r} (supported: {sorted(SUPPORTED_ARCHS)})")
+    dim, n_heads = config["hidden_size"], config["num_attention_heads"]
+    scaling = config.get("rope_scaling") or None
+    rope_scaling = None
+    if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":
+      rope_scaling = (float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"]),
+                      int(scaling["original_max_position_embeddings"]))
+    elif scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+      raise ValueError(f"unsupported rope_scaling {scaling}")
+    return cls(vocab_size=config["vocab_size"], dim=dim, n_layers=config["num_hidden_layers"], n_heads=n_heads,
+               n_kv_heads=config.get("num_key_value_heads", n_heads), hidden_dim=config["intermediate_size"],
+               head_dim=config.get("head_dim") or dim // n_heads, norm_eps=config.get("rms_norm_eps", 1e-5),
+               rope_theta=config.get("rope_theta", 10000.0), max_seq_len=config.get("max_position_embeddings", 4096),
+               rope_scaling=rope_scaling, qkv_bias=model_type == "qwen2" or bool(config.get("attention_bias")),
+               qk_norm=model_type == "qwen3", tie_embeddings=bool(config.get("tie_word_embeddings", False)), arch=model_type)
+
+
+def rope_frequencies(config: LlamaConfig, freq_factors: np.ndarray | None = None) -> np.ndarray:
+  """Inverse frequencies (head_dim/2,), with Llama 3's wavelength-dependent scaling when configured."""
+  half = config.head_dim // 2
+  inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, half, dtype=np.float64) * 2 / config.head_dim))
+  if freq_factors is not None:   # GGUF stores Llama 3's scaling as per-frequency divisors (rope_freqs.weight)
+    inv_freq = inv_freq / freq_factors.astype(np.float64)
+  elif config.rope_scaling is not None:
+    factor, low_freq_factor, high_freq_factor, old_context = config.rope_scaling
+    wavelength = 2 * math.pi / inv_freq
+    low_wavelength, high_wavelength = old_context / low_freq_factor, old_context / high_freq_factor
+    smooth = (old_context / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    scaled = np.where(wavelength > low_wavelength, inv_freq / factor, inv_freq)
+    middle = (wavelength <= low_wavelength) & (wavelength >= high_wavelength)
+    inv_freq = np.where(middle, (1 - smooth) * inv_freq / factor + smooth * inv_freq, scaled)
+  return inv_freq
+
+
+def kernel_output(x: Tensor) -> Tensor:
+  """Make x the output of its own kernel. The scheduler would find these cuts itself (matmuls, reduces feeding
+  reduces), but only by failing and rescheduling the whole graph once per cut: O(layers^2) per forward."""
+  if x.lazydata.is_view: return x.contiguous()
+  x.lazydata.forced = True
+  return x
+
+
+def linear(x: Tensor, weight, bias: Tensor | None = None) -> Tensor:
+  """x @ weight.T (+ bias); weight is a float Tensor or a QuantizedTensor."""
+  out = x.linear(weight) if isinstance(weight, Tensor) else weight.linear(x)
+  # each matmul is its own kernel: telling the scheduler up front saves it a failed fusion attempt per matmul
+  return kernel_output(out + bias if bias is not None else out)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+  return kernel_output(x * (x * x).mean(-1, keepdim=True).add(eps).rsqrt() * weight)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
+  """x (B, H, T, D); cos/sin (T, D/2)."""
+  B, H, T, D = x.shape
+  if interleaved:   # rotate pairs (x[2i], x[2i+1])
+    pairs = x.reshape(B, H, T, D // 2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    out = Tensor.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)   # (B, H, T, D/2, 2)
+    return out.reshape(B, H, T, D)
+  x0, x1 = x[..., :D // 2], x[..., D // 2:]   # rotate halves (HF rotate_half)
+  return Tensor.cat([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+
+
+class KVCache:
+  """Preallocated keys and values for every layer: (batch, n_kv_heads, max_len, head_dim) each.
+
+  Each row of the batch is its own sequence; `write` stores new entries at a position, attention reads rows
+  [0, position + T). Rows at different positions (continuous batching) only need a per-row position and mask.
+  """
+  def __init__(self, config: LlamaConfig, batch: int, max_len: int, device: str | None = None, dtype=dtypes.float32):
+    self.batch, self.max_len, self.dtype = batch, max_len, dtype
+    shape = (batch, config.n_kv_heads, max_len, config.head_dim)
+    self.keys = [Tensor.zeros(*shape, dtype=dtype, device=device).contiguous().realize() for _ in range(config.n_layers)]
+    self.values = [Tensor.zeros(*shape, dtype=dtype, device=device).contiguous().realize() for _ in range(config.n_layers)]
+
+  @property
+  def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+  def update(self, layer: int, k: Tensor, v: Tensor, start, length) -> tuple[Tensor, Tensor]:
+    """Store k, v (B, KVH, T, D) at [start, start+T) and return the cache rows [0, start+T) of this layer."""
+    from teenygrad.llm.cache_write import cache_write
+    keys = cache_write(self.keys[layer], k, start)
+    values = cache_write(self.values[layer], v, start)
+    end = (0, length)
+    return (Tensor(keys.lazydata.shrink(((0, keys.shape[0]), (0, keys.shape[1]), end, (0, keys.shape[3])))),
+            Tensor(values.lazydata.shrink(((0, values.shape[0]), (0, values.shape[1]), end, (0, values.shape[3])))))
+
+
+class Transformer:
+  """A decoder-only Llama-family transformer.
+
+  Args:
+    config: the hyperparameters.
+    weights: GGUF-named tensors (float Tensors or QuantizedTensors).
+  Shape:
+    tokens (B, T) int -> logits (B, T, vocab) float32, or (B, vocab) for the last position only.
+  """
+  def __init__(self, config: LlamaConfig, weights: dict[str, Any], device: str | None = None):
+    self.config, self.device = config, device
+    missing = [n for n in self.required_weights() if n not in weights]
+    if missing: raise ValueError(f"model weights missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    self.weights = weights
+    self.output = weights.get("output.weight", weights["token_embd.weight"])
+    freq_factors = weights.get("rope_freqs.weight")
+    inv_freq = rope_frequencies(config, freq_factors.numpy() if freq_factors is not None else None)
+    angles = np.outer(np.arange(config.max_seq_len, dtype=np.float64), inv_freq)
+    self.rope_cos = Tensor(np.cos(angles).astype(np.float32), device=device)
+    self.rope_sin = Tensor(np.sin(angles).astype(np.float32), device=device)
+
+  def required_weights(self) -> list[str]:
+    names = ["token_embd.weight", "output_norm.weight"]
+    for i in range(self.config.n_layers):
+      names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+      if self.config.qk_norm: names += [f"blk.{i}.attn_q_norm.weight", f"blk.{i}.attn_k_norm.weight"]
+    return names
+
+  def embed(self, tokens: np.ndarray) -> Tensor:
+    """(B, T) token ids -> (B, T, dim) float32."""
+    table = self.weights["token_embd.weight"]
+    if not isinstance(table, Tensor): return table.embedding(Tensor(tokens.astype(np.int32), device=self.device)).float()
+    host = self._host_embedding()
+    return Tensor(host[tokens].astype(np.float32), device=self.device)
+
+  def _host_embedding(self) -> np.ndarray:
+    # a gather over a (vocab, dim) table as a one-hot sum costs vocab*dim per token; rows copied on the host cost dim
+    if not hasattr(self, "_embedding_rows"):
+      table = self.weights["token_embd.weight"]
+      self._embedding_rows = table.float().numpy() if table.dtype == dtypes.bfloat16 else table.numpy()
+    return self._embedding_rows
+
+  def attention(self, i: int, x: Tensor, cache: KVCache, start, length, T: int) -> Tensor:
+    c, w = self.config, self.weights
+    B = x.shape[0]
+    q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias"))
+    k = linear(x, w[f"blk.{i}.attn_k.weight"], w.get(f"blk.{i}.attn_k.bias"))
+    v = linear(x, w[f"blk.{i}.attn_v.weight"], w.get(f"blk.{i}.attn_v.bias"))
+    q = q.reshape(B, T, c.n_heads, c.head_dim).transpose(1, 2)       # (B, H, T, D)
+    k = k.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)    # (B, KVH, T, D)
+    v = v.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+    if c.qk_norm:
+      q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
+      k = rms_norm(k, w[f"blk.{i}.attn_k_norm.weight"], c.norm_eps)
+    cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
+    sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
+    q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
+    keys, values = cache.update(i, k, v, start, length)               # (B, KVH, S, D), S = start + T
+    group = c.n_heads // c.n_kv_heads
+    S = keys.shape[2]
+    q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
+    scores = (q * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
+    if T > 1:   # causal: query t (at position start+t) sees keys up to start+t
+      query_pos = Tensor.arange(T, device=self.device).reshape(T, 1) + start
+      key_pos = Tensor.arange(S, device=self.device).reshape(1, S)
+      scores = (key_pos <= query_pos)._where(scores, float("-inf"))
+    # softmax with every reduce its own kernel (the scheduler would otherwise split them after a failed try)
+    scores = kernel_output(scores)
+    exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
+    probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
+    attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))   # (B, KVH, G, T, 1, D)
+    attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
+    return linear(attn, w[f"blk.{i}.attn_output.weight"])
+
+  def feed_forward(self, i: int, x: Tensor) -> Tensor:
+    w = self.weights
+    return linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
+
+  def forward(self, tokens: np.ndarray, cache: KVCache, start: int | BoundVariable, last_only: bool = True) -> Tensor:
+    """Run tokens (B, T) at positions [start, start+T), filling the cache. `start` may be a BoundVariable (decode)."""
+    c, w = self.config, self.weights
+    tokens = np.asarray(tokens)
+    B, T = tokens.shape
+    if isinstance(start, int) and start + T > cache.max_len: raise ValueError(f"context full: {start}+{T} tokens > cache of {cache.max_len}")
+    length = start + T
+    h = self.embed(tokens)
+    for i in range(c.n_layers):
+      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, length, T)
+      h = h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps))
+    if last_only: h = h[:, -1:, :]
+    logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()
+    return logits.reshape(B, c.vocab_size) if last_only else logits
+
+  __call__ = forward
+
+  def with_config(self, **changes) -> Transformer:
+    return Transformer(replace(self.config, **changes), self.weights, self.device)

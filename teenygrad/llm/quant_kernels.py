@@ -1,0 +1,464 @@
+"""C kernels for GGUF-quantized weights on the CPU: the weights stay in their GGML blocks and are dequantized in
+registers inside the matmul.
+
+One shared library per GGML type, compiled by the CPU backend's compiler (disk-cached), exporting two functions:
+
+    tg_qlinear_<type>(out, x, w, M, N, K, threads)      out (M, N) = x (M, K) @ W.T, W = N rows of K/BS blocks
+    tg_qrows_<type>(out, ids, w, err, n, N, K, threads) out (n, K) = W[ids]; an id outside [0, N) gives a zero row
+                                                        and err[0] = 1
+
+How `tg_qlinear` runs, by the number of rows M of x:
+- M == 1 (decode): a matvec that streams W once; each block is dequantized into zmm registers and multiplied with
+  x right there, so the only memory traffic is the quantized bytes (bandwidth-bound, OpenMP over output rows).
+- M < GEMM_MIN_ROWS: each W row is dequantized once into an L1 buffer and dotted with every row of x.
+- otherwise (prefill): a GotoBLAS-style GEMM with the microkernel of codegen/gemm.py, where packing B is
+  dequantizing a KC x 32 slice of W (transposed) into the L1-resident panel, so every weight is dequantized once
+  per task and reused across all MC rows of x in that task.
+
+Block layouts follow ggml (ggml-common.h / gguf-py quants.py); the per-element arithmetic is done in the same
+order as gguf-py's numpy dequantize (fp16 scale widened to fp32, separate multiply and add: the compiler runs
+with -ffp-contract=off), so `tg_qrows` is bit-exact with it. Every type has a scalar path too (no AVX-512, or
+TG_QUANT_SCALAR defined) that gives the same bits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from teenygrad.codegen.gemm import GEMM_PREAMBLE, MR, NR
+
+
+@dataclass(frozen=True)
+class GGMLType:
+  name: str
+  block_size: int   # weights per block
+  type_size: int    # bytes per block
+
+
+GGML_TYPES: dict[str, GGMLType] = {t.name: t for t in (
+  GGMLType("Q4_0", 32, 18), GGMLType("Q4_1", 32, 20), GGMLType("Q5_0", 32, 22), GGMLType("Q5_1", 32, 24),
+  GGMLType("Q8_0", 32, 34), GGMLType("Q4_K", 256, 144), GGMLType("Q5_K", 256, 176), GGMLType("Q6_K", 256, 210))}
+
+GEMM_MIN_ROWS = 12         # from this many rows of x the packed GEMM beats per-row dots (measured on 4096x4096 Q4_1)
+KC = 256                   # depth of one packed slice: a multiple of every block size; 32 x KC floats = 32 KiB
+NC = 64                    # W rows per GEMM task at most (2 panels of NR): their KC slice, dequantized, stays in L1/L2
+MC = 144                   # x rows packed at a time (12 panels of MR), in L2
+MS = 1020                  # x rows per GEMM task at most (a multiple of MR): bounds the task's C block to MS x NC floats
+PARALLEL_MIN_BYTES = 1 << 17   # a matvec over fewer weight bytes stays on one thread (fork/join costs ~microseconds)
+
+# ---- per type: scalar dequantize of one block into y[BS], and the AVX-512 one into v[BS / 16] ----
+# Both compute each weight with the same float operations in the same order, so they give the same bits.
+
+_SCALAR = {
+  "Q4_0": """
+  float d = tg_half(b);
+  for (int l = 0; l < 16; l++) {
+    y[l] = d * (float)((b[2 + l] & 15) - 8);
+    y[l + 16] = d * (float)((b[2 + l] >> 4) - 8);
+  }""",
+  "Q4_1": """
+  float d = tg_half(b), m = tg_half(b + 2);
+  for (int l = 0; l < 16; l++) {
+    y[l] = d * (float)(b[4 + l] & 15) + m;
+    y[l + 16] = d * (float)(b[4 + l] >> 4) + m;
+  }""",
+  "Q5_0": """
+  float d = tg_half(b);
+  uint32_t qh = tg_u32(b + 2);
+  for (int l = 0; l < 16; l++) {
+    y[l] = d * (float)((int)((b[6 + l] & 15) | (((qh >> l) & 1) << 4)) - 16);
+    y[l + 16] = d * (float)((int)((b[6 + l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16);
+  }""",
+  "Q5_1": """
+  float d = tg_half(b), m = tg_half(b + 2);
+  uint32_t qh = tg_u32(b + 4);
+  for (int l = 0; l < 16; l++) {
+    y[l] = d * (float)((b[8 + l] & 15) | (((qh >> l) & 1) << 4)) + m;
+    y[l + 16] = d * (float)((b[8 + l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) + m;
+  }""",
+  "Q8_0": """
+  float d = tg_half(b);
+  for (int l = 0; l < 32; l++) y[l] = (float)(int8_t)b[2 + l] * d;""",
+  "Q4_K": """
+  float d = tg_half(b), dmin = tg_half(b + 2);
+  uint8_t sc[8], mn[8];
+  tg_scale_min_k4(b + 4, sc, mn);
+  for (int s = 0; s < 8; s++) {
+    float dl = d * (float)sc[s], ml = dmin * (float)mn[s];
+    const uint8_t* q = b + 16 + 32 * (s / 2);
+    for (int l = 0; l < 32; l++) y[32 * s + l] = dl * (float)((s & 1) ? q[l] >> 4 : q[l] & 15) - ml;
+  }""",
+  "Q5_K": """
+  float d = tg_half(b), dmin = tg_half(b + 2);
+  uint8_t sc[8], mn[8];
+  tg_scale_min_k4(b + 4, sc, mn);
+  const uint8_t* qh = b + 16;
+  for (int s = 0; s < 8; s++) {
+    float dl = d * (float)sc[s], ml = dmin * (float)mn[s];
+    const uint8_t* q = b + 48 + 32 * (s / 2);
+    for (int l = 0; l < 32; l++)
+      y[32 * s + l] = dl * (float)(((s & 1) ? q[l] >> 4 : q[l] & 15) | (((qh[l] >> s) & 1) << 4)) - ml;
+  }""",
+  "Q6_K": """
+  float d = tg_half(b + 208);
+  for (int h = 0; h < 2; h++) {
+    const uint8_t* ql = b + 64 * h;
+    const uint8_t* qh = b + 128 + 32 * h;
+    const int8_t* sc = (const int8_t*)(b + 192 + 8 * h);
+    for (int g = 0; g < 4; g++)
+      for (int l = 0; l < 32; l++) {
+        int lo = (g & 1) ? ql[l + 32] : ql[l];
+        lo = (g & 2) ? lo >> 4 : lo & 15;
+        int q = (lo | (((qh[l] >> (2 * g)) & 3) << 4)) - 32;
+        y[128 * h + 32 * g + l] = (d * (float)sc[2 * g + l / 16]) * (float)q;
+      }
+  }""",
+}
+
+_SIMD = {
+  "Q4_0": """
+  __m512 d = _mm512_set1_ps(tg_half(b));
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 2))), eight = _mm512_set1_epi32(8);
+  v[0] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, _mm512_set1_epi32(15)), eight)));
+  v[1] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight)));""",
+  "Q4_1": """
+  __m512 d = _mm512_set1_ps(tg_half(b)), m = _mm512_set1_ps(tg_half(b + 2));
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 4)));
+  v[0] = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(15)))), m);
+  v[1] = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4))), m);""",
+  "Q5_0": """
+  __m512 d = _mm512_set1_ps(tg_half(b));
+  __m512i qh = _mm512_set1_epi32((int)tg_u32(b + 2)), one = _mm512_set1_epi32(1), sixteen = _mm512_set1_epi32(16);
+  __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 6)));
+  __m512i hi0 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(qh, lanes), one), 4);
+  __m512i hi1 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(qh, _mm512_add_epi32(lanes, sixteen)), one), 4);
+  __m512i q0 = _mm512_or_si512(_mm512_and_si512(q, _mm512_set1_epi32(15)), hi0);
+  __m512i q1 = _mm512_or_si512(_mm512_srli_epi32(q, 4), hi1);
+  v[0] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(q0, sixteen)));
+  v[1] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(q1, sixteen)));""",
+  "Q5_1": """
+  __m512 d = _mm512_set1_ps(tg_half(b)), m = _mm512_set1_ps(tg_half(b + 2));
+  __m512i qh = _mm512_set1_epi32((int)tg_u32(b + 4)), one = _mm512_set1_epi32(1);
+  __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 8)));
+  __m512i hi0 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(qh, lanes), one), 4);
+  __m512i hi1 = _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(qh, _mm512_add_epi32(lanes, _mm512_set1_epi32(16))), one), 4);
+  v[0] = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_and_si512(q, _mm512_set1_epi32(15)), hi0))), m);
+  v[1] = _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_or_si512(_mm512_srli_epi32(q, 4), hi1))), m);""",
+  "Q8_0": """
+  __m512 d = _mm512_set1_ps(tg_half(b));
+  v[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 2)))), d);
+  v[1] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 18)))), d);""",
+  "Q4_K": """
+  float d = tg_half(b), dmin = tg_half(b + 2);
+  uint8_t sc[8], mn[8];
+  tg_scale_min_k4(b + 4, sc, mn);
+  __m512i low4 = _mm512_set1_epi32(15);
+  for (int s = 0; s < 8; s++) {
+    __m512 dl = _mm512_set1_ps(d * (float)sc[s]), ml = _mm512_set1_ps(dmin * (float)mn[s]);
+    for (int half = 0; half < 2; half++) {
+      __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 16 + 32 * (s / 2) + 16 * half)));
+      q = (s & 1) ? _mm512_srli_epi32(q, 4) : _mm512_and_si512(q, low4);
+      v[2 * s + half] = _mm512_sub_ps(_mm512_mul_ps(dl, _mm512_cvtepi32_ps(q)), ml);
+    }
+  }""",
+  "Q5_K": """
+  float d = tg_half(b), dmin = tg_half(b + 2);
+  uint8_t sc[8], mn[8];
+  tg_scale_min_k4(b + 4, sc, mn);
+  __m512i low4 = _mm512_set1_epi32(15), one = _mm512_set1_epi32(1);
+  __m512i qh0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 16)));
+  __m512i qh1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 32)));
+  for (int s = 0; s < 8; s++) {
+    __m512 dl = _mm512_set1_ps(d * (float)sc[s]), ml = _mm512_set1_ps(dmin * (float)mn[s]);
+    for (int half = 0; half < 2; half++) {
+      __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 48 + 32 * (s / 2) + 16 * half)));
+      q = (s & 1) ? _mm512_srli_epi32(q, 4) : _mm512_and_si512(q, low4);
+      __m512i hbit = _mm512_and_si512(_mm512_srli_epi32(half ? qh1 : qh0, s), one);
+      q = _mm512_or_si512(q, _mm512_slli_epi32(hbit, 4));
+      v[2 * s + half] = _mm512_sub_ps(_mm512_mul_ps(dl, _mm512_cvtepi32_ps(q)), ml);
+    }
+  }""",
+  "Q6_K": """
+  float d = tg_half(b + 208);
+  __m512i low4 = _mm512_set1_epi32(15), three = _mm512_set1_epi32(3), bias = _mm512_set1_epi32(32);
+  for (int h = 0; h < 2; h++) {
+    const uint8_t* ql = b + 64 * h;
+    const uint8_t* qh = b + 128 + 32 * h;
+    const int8_t* sc = (const int8_t*)(b + 192 + 8 * h);
+    for (int half = 0; half < 2; half++) {
+      __m512i hb = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(qh + 16 * half)));
+      __m512i l0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(ql + 16 * half)));
+      __m512i l1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(ql + 32 + 16 * half)));
+      for (int g = 0; g < 4; g++) {
+        __m512i lo = (g & 1) ? l1 : l0;
+        lo = (g & 2) ? _mm512_srli_epi32(lo, 4) : _mm512_and_si512(lo, low4);
+        __m512i hi = _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hb, 2 * g), three), 4);
+        __m512i q = _mm512_sub_epi32(_mm512_or_si512(lo, hi), bias);
+        __m512 dl = _mm512_set1_ps(d * (float)sc[2 * g + half]);
+        v[8 * h + 2 * g + half] = _mm512_mul_ps(dl, _mm512_cvtepi32_ps(q));
+      }
+    }
+  }""",
+}
+
+# ---- per type, AVX-512: the dot product of one block with x, scales factored out of the inner products ----
+# sum_l (d q_l + m) x_l = d (sum_l q_l x_l) + m (sum_l x_l): the block's q.x is formed on small integers converted
+# to float, scaled once per block, and the min term uses per-32 sums of x computed once per call (xs). This costs
+# ~30% fewer vector ops per weight than dequantizing first. Updates acc0/acc1 (vectors) and accm (scalar).
+_DOT = {
+  "Q4_0": """
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 2))), eight = _mm512_set1_epi32(8);
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, _mm512_set1_epi32(15)), eight)), _mm512_loadu_ps(xb));
+  t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(q, 4), eight)), _mm512_loadu_ps(xb + 16), t);
+  *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(tg_half(b)), t, *acc0);""",
+  "Q4_1": """
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 4)));
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(15))), _mm512_loadu_ps(xb));
+  t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q, 4)), _mm512_loadu_ps(xb + 16), t);
+  *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(tg_half(b)), t, *acc0);
+  *accm += tg_half(b + 2) * xs[0];""",
+  "Q8_0": """
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 2)))), _mm512_loadu_ps(xb));
+  t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 18)))), _mm512_loadu_ps(xb + 16), t);
+  *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(tg_half(b)), t, *acc0);""",
+  "Q4_K": """
+  float d = tg_half(b), dmin = tg_half(b + 2);
+  uint8_t sc[8], mn[8];
+  tg_scale_min_k4(b + 4, sc, mn);
+  __m512i low4 = _mm512_set1_epi32(15);
+  for (int s = 0; s < 8; s += 2) {
+    __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 16 + 16 * s)));
+    __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(b + 32 + 16 * s)));
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q0, low4)), _mm512_loadu_ps(xb + 32 * s));
+    t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(q1, low4)), _mm512_loadu_ps(xb + 32 * s + 16), t);
+    __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q0, 4)), _mm512_loadu_ps(xb + 32 * s + 32));
+    u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(q1, 4)), _mm512_loadu_ps(xb + 32 * s + 48), u);
+    *acc0 = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[s]), t, *acc0);
+    *acc1 = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[s + 1]), u, *acc1);
+    *accm -= dmin * (float)mn[s] * xs[s] + dmin * (float)mn[s + 1] * xs[s + 1];
+  }""",
+}
+
+_COMMON = r"""
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR)
+#include <immintrin.h>
+#define TG_Q_SIMD 1
+#else
+#define TG_Q_SIMD 0
+#endif
+
+static inline uint32_t tg_u32(const uint8_t* p) { uint32_t v; memcpy(&v, p, 4); return v; }  /* little endian */
+
+/* an IEEE half (little endian bytes) widened to float: exact */
+static inline float tg_half(const uint8_t* p) {
+  uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
+#if TG_Q_SIMD
+  return _cvtsh_ss(h);
+#else
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 31, mantissa = h & 1023, bits;
+  if (exponent == 0) {
+    float f = (float)mantissa * 5.9604644775390625e-8f;   /* subnormal: mantissa * 2^-24, exact */
+    return sign ? -f : f;
+  }
+  bits = exponent == 31 ? (sign | 0x7F800000u | (mantissa << 13)) : (sign | ((exponent + 112) << 23) | (mantissa << 13));
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+/* the 6-bit scales and mins of Q4_K / Q5_K: 8 of each packed into 12 bytes */
+static inline void tg_scale_min_k4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
+  for (int j = 0; j < 4; j++) { sc[j] = s[j] & 63; mn[j] = s[j + 4] & 63; }
+  for (int j = 4; j < 8; j++) {
+    sc[j] = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+    mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+"""
+
+_GENERIC = r"""
+/* one row of W (nb blocks) dequantized into y */
+static inline void tg_deq_row(const uint8_t* restrict w, float* restrict y, long nb) {
+  for (long i = 0; i < nb; i++) {
+#if TG_Q_SIMD
+    __m512 v[TG_VPB];
+    tg_deq_v(w + i * TG_TS, v);
+    for (int j = 0; j < TG_VPB; j++) _mm512_storeu_ps(y + i * TG_BS + 16 * j, v[j]);
+#else
+    tg_deq_s(w + i * TG_TS, y + i * TG_BS);
+#endif
+  }
+}
+
+/* sum_k W[row, k] * x[k], dequantizing in registers; xs holds the sums of x over each 32 (TG_DOT types only) */
+static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict x, const float* restrict xs, long nb) {
+#if TG_Q_SIMD && defined(TG_HAS_DOT)
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  float accm = 0.0f;
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {   /* two blocks per step into separate accumulators: no dependency chain */
+    tg_dot_block(w + i * TG_TS, x + i * TG_BS, xs + i * (TG_BS / 32), &acc0, &acc1, &accm);
+    tg_dot_block(w + (i + 1) * TG_TS, x + (i + 1) * TG_BS, xs + (i + 1) * (TG_BS / 32), &acc1, &acc0, &accm);
+  }
+  if (i < nb) tg_dot_block(w + i * TG_TS, x + i * TG_BS, xs + i * (TG_BS / 32), &acc0, &acc1, &accm);
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + accm;
+#elif TG_Q_SIMD
+  (void)xs;
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  for (long i = 0; i < nb; i++) {
+    __m512 v[TG_VPB];
+    tg_deq_v(w + i * TG_TS, v);
+    const float* xb = x + i * TG_BS;
+    for (int j = 0; j < TG_VPB; j += 2) {
+      acc0 = _mm512_fmadd_ps(v[j], _mm512_loadu_ps(xb + 16 * j), acc0);
+      acc1 = _mm512_fmadd_ps(v[j + 1], _mm512_loadu_ps(xb + 16 * j + 16), acc1);
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#else
+  (void)xs;
+  float y[TG_BS], acc = 0.0f;
+  for (long i = 0; i < nb; i++) {
+    tg_deq_s(w + i * TG_TS, y);
+    for (int j = 0; j < TG_BS; j++) acc += y[j] * x[i * TG_BS + j];
+  }
+  return acc;
+#endif
+}
+
+static inline float tg_dot_f32(const float* restrict a, const float* restrict b, long n) {
+#if TG_Q_SIMD
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  long k = 0;
+  for (; k + 32 <= n; k += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), acc1);
+  }
+  float acc = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (; k < n; k++) acc += a[k] * b[k];   /* K is a multiple of 32: never runs */
+  return acc;
+#else
+  float acc = 0.0f;
+  for (long k = 0; k < n; k++) acc += a[k] * b[k];
+  return acc;
+#endif
+}
+
+/* b_panel[k][c] = W[j0 + c, k0 + k] for c < ncols (zero above), k < kc: the GEMM's B = W.T, dequantized */
+static inline void tg_pack_b_quant(float* restrict b_panel, const uint8_t* restrict w, long row_bytes, long j0,
+                                   long ncols, long k0, long kc, float* restrict row) {
+  if (ncols < TG_GEMM_NR) memset(b_panel, 0, (size_t)kc * TG_GEMM_NR * sizeof(float));
+  for (long c = 0; c < ncols; c++) {
+    tg_deq_row(w + (j0 + c) * row_bytes + (k0 / TG_BS) * TG_TS, row, kc / TG_BS);
+    for (long k = 0; k < kc; k++) b_panel[k * TG_GEMM_NR + c] = row[k];
+  }
+}
+
+void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
+               long long K, long long threads) {
+  long nb = K / TG_BS, row_bytes = nb * TG_TS;
+  int nthreads = threads > 1 ? (int)threads : 1;
+  if (M == 1) {
+    float* xs = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
+    for (long i = 0; i < K / 32; i++) {
+      float s = 0.0f;
+      for (int l = 0; l < 32; l++) s += x[32 * i + l];
+      xs[i] = s;
+    }
+    int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
+    #pragma omp parallel for schedule(static) num_threads(nthreads) if(par)
+    for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
+    free(xs);
+    return;
+  }
+  if (M < TG_GEMM_MIN_ROWS) {
+    int par = nthreads > 1 && M * N * row_bytes >= TG_PARALLEL_MIN_BYTES;
+    #pragma omp parallel num_threads(nthreads) if(par)
+    {
+      float* row = (float*)tg_gemm_alloc((size_t)K * sizeof(float));
+      #pragma omp for schedule(static)
+      for (long n = 0; n < N; n++) {
+        tg_deq_row(w + n * row_bytes, row, nb);
+        for (long m = 0; m < M; m++) out[m * N + n] = tg_dot_f32(row, x + m * K, K);
+      }
+      free(row);
+    }
+    return;
+  }
+  /* a task is NC W rows x up to TG_MS rows of x: its slice of W is dequantized once per k-chunk and reused by every
+     MC-row block of x; fewer, narrower column blocks when N is small, so both threads get work */
+  long nc = TG_NC;
+  while (nc > TG_GEMM_NR && (N + nc - 1) / nc < 4 * nthreads) nc -= TG_GEMM_NR;
+  long n_blocks = (N + nc - 1) / nc, m_chunks = (M + TG_MS - 1) / TG_MS;
+  int par = nthreads > 1 && M * N * K >= (1L << 20);
+  #pragma omp parallel num_threads(nthreads) if(par)
+  {
+    long rows_max = M < TG_MS ? M : TG_MS;
+    float* a_packed = (float*)tg_gemm_alloc((size_t)TG_MC * TG_KC * sizeof(float));
+    float* b_packed = (float*)tg_gemm_alloc((size_t)TG_NC * TG_KC * sizeof(float));
+    float* c_block = (float*)tg_gemm_alloc((size_t)(rows_max + TG_GEMM_MR) * TG_NC * sizeof(float));
+    float* row = (float*)tg_gemm_alloc((size_t)TG_KC * sizeof(float));
+    #pragma omp for schedule(dynamic, 1)
+    for (long t = 0; t < n_blocks * m_chunks; t++) {
+      long j0 = (t % n_blocks) * nc, ncols = N - j0 < nc ? N - j0 : nc;
+      long m0 = (t / n_blocks) * TG_MS, mrows = M - m0 < TG_MS ? M - m0 : TG_MS;
+      for (long k0 = 0; k0 < K; k0 += TG_KC) {
+        long kc = K - k0 < TG_KC ? K - k0 : TG_KC;
+        for (long c = 0; c < ncols; c += TG_GEMM_NR)
+          tg_pack_b_quant(b_packed + (c / TG_GEMM_NR) * kc * TG_GEMM_NR, w, row_bytes, j0 + c,
+                          ncols - c < TG_GEMM_NR ? ncols - c : TG_GEMM_NR, k0, kc, row);
+        for (long i0 = 0; i0 < mrows; i0 += TG_MC) {
+          long nrows = mrows - i0 < TG_MC ? mrows - i0 : TG_MC;
+          tg_gemm_pack_a_f32(a_packed, x + (m0 + i0) * K + k0, nrows, kc, K, 1);
+          for (long c = 0; c < ncols; c += TG_GEMM_NR)
+            for (long r = 0; r < nrows; r += TG_GEMM_MR)
+              tg_gemm_micro_f32(kc, a_packed + r * kc, b_packed + (c / TG_GEMM_NR) * kc * TG_GEMM_NR,
+                                c_block + (i0 + r) * TG_NC + c, TG_NC, k0 > 0);
+        }
+      }
+      for (long r = 0; r < mrows; r++) memcpy(out + (m0 + r) * N + j0, c_block + r * TG_NC, (size_t)ncols * sizeof(float));
+    }
+    free(a_packed); free(b_packed); free(c_block); free(row);
+  }
+}
+
+void TG_ROWS(float* restrict out, const long long* restrict ids, const uint8_t* restrict w, int* restrict err,
+             long long n, long long N, long long K, long long threads) {
+  long nb = K / TG_BS, row_bytes = nb * TG_TS;
+  int nthreads = threads > 1 ? (int)threads : 1;
+  int par = nthreads > 1 && n * row_bytes >= TG_PARALLEL_MIN_BYTES;
+  int bad = 0;
+  #pragma omp parallel for schedule(static) num_threads(nthreads) if(par) reduction(|:bad)
+  for (long i = 0; i < n; i++) {
+    long long id = ids[i];
+    if (id < 0 || id >= N) { memset(out + i * K, 0, (size_t)K * sizeof(float)); bad = 1; continue; }
+    tg_deq_row(w + id * row_bytes, out + i * K, nb);
+  }
+  if (bad) err[0] = 1;
+}
+"""
+
+
+def linear_name(ggml_type: str) -> str: return f"tg_qlinear_{ggml_type.lower()}"
+def rows_name(ggml_type: str) -> str: return f"tg_qrows_{ggml_type.lower()}"
+
+
+def render_quant_source(ggml_type: str, simd: bool = True) -> str:
+  """The C source of one type's library. simd=False forces the portable scalar path (tests use it)."""
+  t = GGML_TYPES[ggml_type]
+  defines = [f"#define TG_BS {t.block_size}", f"#define TG_TS {t.type_size}", f"#define TG_VPB {t.block_size // 16}",
+             f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_MS {MS}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
+             f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_LINEAR {linear_name(ggml_type)}",
+             f"#define TG_ROWS {rows_name(ggml_type)}"]
+  assert MR == 12 and NR == 32 and NC % NR == 0 and MC % MR == 0 and MS % MR == 0 and KC % 256 == 0
+  scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
+  vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n"
+  if ggml_type in _DOT:
+    vector += ("#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
+               f"const float* restrict xs, __m512* acc0, __m512* acc1, float* accm) {{{_DOT[ggml_type]}\n}}\n")
+  vector += "#endif\n"
+  return "\n".join(([] if simd else ["#define TG_QUANT_SCALAR 1"]) + defines) + "\n" + _COMMON + GEMM_PREAMBLE + scalar + vector + _GENERIC

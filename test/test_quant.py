@@ -1,0 +1,186 @@
+"""Quantized GGUF weights (teenygrad/llm/quant.py) against gguf-py's numpy quantize/dequantize.
+
+For every type: the Tensor-primitive dequantize is bit-identical with gguf-py's, the fused CPU kernels (matvec,
+few-row, GEMM paths; AVX-512 and the portable scalar C) match numpy's x @ W.T within fp32 tolerance, embedding rows
+are exact, and malformed input raises a clear error.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+from teenygrad import Tensor  # noqa: E402
+from teenygrad.engine.realize import capture_kernels, run_exec_item  # noqa: E402
+from teenygrad.llm import quant  # noqa: E402
+from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
+from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC  # noqa: E402
+
+TYPES = list(GGML_TYPES)
+SIMPLE = [t for t in TYPES if not t.endswith("_K")]
+
+
+def make_blocks(ggml_type: str, n: int, k: int, seed: int = 0) -> np.ndarray:
+  """(n, row_bytes) uint8 blocks of a random matrix. gguf-py quantizes the simple types; it has no K-type quantizer,
+  so those get random bytes (every bit pattern is a valid block) with finite fp16 scales of both signs."""
+  rng = np.random.default_rng(seed)
+  if ggml_type in SIMPLE:
+    w = rng.standard_normal((n, k), dtype=np.float32) * rng.uniform(0.01, 2.0, size=(n, 1)).astype(np.float32)
+    return gguf.quants.quantize(w, gguf.GGMLQuantizationType[ggml_type])
+  info = GGML_TYPES[ggml_type]
+  blocks = rng.integers(0, 256, size=(n, k // info.block_size, info.type_size), dtype=np.uint8)
+  for offset in ((208,) if ggml_type == "Q6_K" else (0, 2)):
+    scales = (rng.standard_normal((n, k // info.block_size, 1)) * 0.02).astype(np.float16)
+    blocks[:, :, offset:offset + 2] = scales.view(np.uint8)
+  return blocks.reshape(n, -1)
+
+
+def reference(ggml_type: str, blocks: np.ndarray) -> np.ndarray:
+  return gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type])
+
+
+def k_for(ggml_type: str) -> int: return 512 if ggml_type.endswith("_K") else 96
+
+
+@pytest.mark.parametrize("ggml_type", TYPES)
+def test_dequantize_bitwise(ggml_type):
+  n, k = 13, k_for(ggml_type)
+  blocks = make_blocks(ggml_type, n, k)
+  qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks.reshape(-1), (n, k))
+  ours, want = qt.dequantize().numpy(), reference(ggml_type, blocks)
+  assert ours.shape == (n, k) and ours.dtype == np.float32
+  np.testing.assert_array_equal(ours.view(np.uint32), want.view(np.uint32))
+  assert qt.nbytes == blocks.size
+
+
+def test_dequantize_special_scales():
+  """fp16 subnormal, negative zero and largest scales survive the bytes -> float16 -> float32 path exactly."""
+  blocks = make_blocks("Q8_0", 4, 64)
+  blocks.reshape(4, 2, 34)[:, :, 0:2] = np.array([[1e-7, -0.0], [65504, -2.0 ** -24], [6e-5, 1.0], [-1.0, 0.5]],
+                                                  dtype=np.float16).reshape(4, 2, 1).view(np.uint8)
+  qt = QuantizedTensor.from_gguf_bytes("Q8_0", blocks, (4, 64))
+  np.testing.assert_array_equal(qt.dequantize().numpy().view(np.uint32), reference("Q8_0", blocks).view(np.uint32))
+  assert qt.dequantize("float16").dtype.name == "float16"
+
+
+def _check_linear(qt: QuantizedTensor, want_w: np.ndarray, rows: int, seed: int = 1, fn=None) -> None:
+  x = np.random.default_rng(seed).standard_normal((rows, qt.shape[1]), dtype=np.float32)
+  got = (fn or qt.linear)(Tensor(x)).numpy()
+  want = x.astype(np.float64) @ want_w.T.astype(np.float64)
+  scale = np.abs(x).astype(np.float64) @ np.abs(want_w.T).astype(np.float64) + 1e-30
+  assert got.shape == (rows, qt.shape[0])
+  assert np.max(np.abs(got - want) / scale) < 1e-5, f"rows={rows}"
+
+
+@pytest.mark.parametrize("ggml_type", TYPES)
+@pytest.mark.parametrize("simd", [True, False], ids=["avx512", "scalar"])
+def test_linear_all_paths(ggml_type, simd, monkeypatch):
+  """One row (matvec), a few rows, and enough rows for the GEMM with edge tiles on both sides (N not a multiple of
+  the panel, M not a multiple of the microkernel), in the SIMD build and the portable scalar build."""
+  monkeypatch.setitem(quant.FUSED_KERNELS, "CPU", lambda device, t: quant._cpu_kernels(device, t, simd))
+  n, k = NC + 37, k_for(ggml_type) * 2
+  blocks = make_blocks(ggml_type, n, k, seed=2)
+  qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k))
+  want = reference(ggml_type, blocks)
+  for rows in (1, 3, GEMM_MIN_ROWS, MC + 17):
+    _check_linear(qt, want, rows)
+  ids = np.array([[0, n - 1, 5], [7, 7, 0]])
+  np.testing.assert_array_equal(qt.embedding(Tensor(ids)).numpy().view(np.uint32), want[ids].view(np.uint32))
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q5_K"])
+def test_linear_tall_x(ggml_type):
+  """More rows of x than one GEMM task holds (MS), with N small enough that tasks narrow to one panel."""
+  n, k = 45, k_for(ggml_type)
+  blocks = make_blocks(ggml_type, n, k, seed=7)
+  _check_linear(QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k)), reference(ggml_type, blocks), MS + 29)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_1", "Q6_K"])
+def test_backend_without_fused_kernel(ggml_type, monkeypatch):
+  """What backends without an entry in FUSED_KERNELS run: x @ dequantize().T, and rows picked on the host."""
+  monkeypatch.delitem(quant.FUSED_KERNELS, "CPU")
+  n, k = 19, k_for(ggml_type)
+  blocks = make_blocks(ggml_type, n, k, seed=3)
+  qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k))
+  with capture_kernels() as items: _check_linear(qt, reference(ggml_type, blocks), 5)
+  assert not any(item.kernel.name.startswith("qlinear") for item in items)
+  np.testing.assert_array_equal(qt.embedding([3, 0, 18]).numpy(), reference(ggml_type, blocks)[[3, 0, 18]])
+  with pytest.raises(IndexError, match="out of range"): qt.embedding([19])
+
+
+def test_linear_batched_lazy_input_and_grad():
+  """x of shape (B, T, K) built lazily (elementwise work the custom kernel cannot inline), and the gradient of x."""
+  n, k = 40, 64
+  blocks = make_blocks("Q4_0", n, k, seed=4)
+  w = reference("Q4_0", blocks)
+  qt = QuantizedTensor.from_gguf_bytes("Q4_0", blocks, (n, k))
+  x = np.random.default_rng(5).standard_normal((2, 3, k), dtype=np.float32)
+  tx = Tensor(x, requires_grad=True)
+  out = qt.linear(tx * 2 + 1)
+  assert out.shape == (2, 3, n)
+  np.testing.assert_allclose(out.numpy(), (2 * x + 1) @ w.T, rtol=1e-4, atol=1e-4)
+  g = np.random.default_rng(6).standard_normal((2, 3, n), dtype=np.float32)
+  (out * Tensor(g)).sum().backward()
+  np.testing.assert_allclose(tx.grad.numpy(), 2 * (g @ w), rtol=1e-4, atol=1e-4)
+  transposed = Tensor(np.ascontiguousarray(x[0].T)).T   # a view: the kernel must read it laid out row-major
+  np.testing.assert_allclose(qt.linear(transposed).numpy(), x[0] @ w.T, rtol=1e-4, atol=1e-4)
+
+
+def test_embedding_errors_and_shapes():
+  qt = QuantizedTensor.from_gguf_bytes("Q8_0", make_blocks("Q8_0", 10, 32), (10, 32))
+  assert qt.embedding([[1, 2, 3]]).shape == (1, 3, 32)
+  for bad in ([0, 10], [-1]):
+    with pytest.raises(IndexError, match="out of range"): qt.embedding(bad).numpy()
+  with pytest.raises(TypeError, match="integers"): qt.embedding(Tensor([0.5]))
+
+
+def test_from_memmap(tmp_path):
+  blocks = make_blocks("Q4_1", 8, 64)
+  path = tmp_path / "w.bin"
+  path.write_bytes(b"hdr!" + blocks.tobytes())
+  mm = np.memmap(path, dtype=np.uint8, mode="r", offset=4, shape=(blocks.size,))
+  qt = QuantizedTensor.from_gguf_bytes("Q4_1", mm, (8, 64))
+  np.testing.assert_array_equal(qt.dequantize().numpy(), reference("Q4_1", blocks))
+
+
+@pytest.mark.parametrize("args, message", [
+  (("Q4_2", 32 * 18 // 32, (1, 32)), "unknown or unsupported GGML type 'Q4_2'"),
+  (("Q4_0", 17, (1, 32)), "raw holds 17 bytes but a Q4_0 tensor of shape \\(1, 32\\) needs 18"),
+  (("Q4_0", 18, (1, 48)), "in_features 48 is not a multiple of the Q4_0 block size 32"),
+  (("Q6_K", 210, (1, 128)), "in_features 128 is not a multiple of the Q6_K block size 256"),
+  (("Q8_0", 34, (34,)), "shape must be \\(out_features, in_features\\)"),
+  (("Q8_0", 0, (0, 32)), "positive sizes"),
+  (("Q8_0", 34, (1, 32), np.float32), "uint8"),
+  (("Q8_0", 1 << 10, (1 << 40, 1 << 40)), "needs"),
+])
+def test_malformed_input(args, message):
+  ggml_type, nbytes, shape, *dtype = args
+  raw = np.zeros(nbytes, dtype=dtype[0] if dtype else np.uint8)
+  with pytest.raises(ValueError, match=message):
+    QuantizedTensor.from_gguf_bytes(ggml_type, raw, shape)
+
+
+def test_linear_shape_errors():
+  qt = QuantizedTensor.from_gguf_bytes("Q8_0", make_blocks("Q8_0", 4, 64), (4, 64))
+  with pytest.raises(ValueError, match="in_features 64"): qt.linear(Tensor(np.zeros((2, 32), dtype=np.float32)))
+  assert qt.linear(Tensor(np.zeros((0, 64), dtype=np.float32))).shape == (0, 4)
+
+
+def test_one_launch_that_replays():
+  """linear is one program launch on realized buffers, visible to capture_kernels (what the JIT records); replaying
+  it after new data lands in x's buffer gives the new product."""
+  n, k = 24, 64
+  blocks = make_blocks("Q4_1", n, k, seed=8)
+  w = reference("Q4_1", blocks)
+  qt = QuantizedTensor.from_gguf_bytes("Q4_1", blocks, (n, k))
+  x = Tensor(np.ones((1, k), dtype=np.float32)).realize()
+  with capture_kernels() as items:
+    out = qt.linear(x).realize()
+  assert [item.kernel.name for item in items] == ["qlinear_q4_1"]
+  np.testing.assert_allclose(out.numpy(), np.ones((1, k)) @ w.T, rtol=1e-5, atol=1e-5)
+  new_x = np.random.default_rng(9).standard_normal((1, k), dtype=np.float32)
+  items[0].buffers[1].copyin(new_x)
+  run_exec_item(items[0])
+  np.testing.assert_allclose(out.numpy(), new_x @ w.T, rtol=1e-5, atol=1e-5)
