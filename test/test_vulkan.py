@@ -214,3 +214,10 @@ def test_op_table_device_is_vulkan_when_asked():
   if os.environ.get("DEV", "").upper() != "VULKAN": pytest.skip("run with DEV=VULKAN")
   import teenygrad
   assert teenygrad.Tensor([1.0]).device.upper().startswith("VULKAN")
+
+
+def test_upload_from_read_only_memory():
+  """Weights memory-mapped read-only (GGUF, safetensors) upload without a writable copy."""
+  x = np.arange(10, dtype=np.float32)
+  x.setflags(write=False)
+  np.testing.assert_array_equal((vk_tensor(x) * 2).numpy(), x * 2)

@@ -17,6 +17,8 @@ import tempfile
 import threading
 import time
 
+import numpy as np
+
 from teenygrad.device import Allocator, Backend, Compiler, Program
 from teenygrad.device import vulkan_bindings as vk
 from teenygrad.device.vulkan_bindings import VulkanError, check
@@ -61,6 +63,11 @@ class VulkanBuffer:
     self.buffer, self.memory, self.size, self.mapped = buffer, memory, size, mapped
 
 
+def _address(view: memoryview) -> int:
+  """The address of a (possibly read-only, e.g. memory-mapped) host buffer."""
+  return np.frombuffer(view, dtype=np.uint8).ctypes.data
+
+
 class VulkanAllocator(Allocator):
   def __init__(self, dev: VulkanDevice): self.dev = dev
   def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, self.dev.buffer_memory_type)
@@ -70,9 +77,9 @@ class VulkanAllocator(Allocator):
   def copyin(self, raw: VulkanBuffer, src: memoryview) -> None:
     self.dev.synchronize()   # a pending kernel may still read the old contents
     if raw.mapped is not None:
-      ctypes.memmove(raw.mapped, (ctypes.c_char * len(src)).from_buffer(src), len(src)); return
+      ctypes.memmove(raw.mapped, _address(src), len(src)); return
     staging = self.dev.create_buffer(len(src), self.dev.staging_memory_type)
-    ctypes.memmove(staging.mapped, (ctypes.c_char * len(src)).from_buffer(src), len(src))
+    ctypes.memmove(staging.mapped, _address(src), len(src))
     self.dev.copy_buffer(staging, raw, len(src))
     self.dev.destroy(staging)
 
