@@ -221,3 +221,13 @@ def test_upload_from_read_only_memory():
   x = np.arange(10, dtype=np.float32)
   x.setflags(write=False)
   np.testing.assert_array_equal((vk_tensor(x) * 2).numpy(), x * 2)
+
+
+def test_staging_copies(validated, monkeypatch):
+  """The path a discrete GPU takes (device memory the CPU can't map): uploads and read-backs through staging buffers."""
+  monkeypatch.setattr(validated, "direct_access", False)
+  x = np.random.rand(1000).astype(np.float32)
+  t = vk_tensor(x)
+  assert t.lazydata.base.realized.raw.mapped is None
+  np.testing.assert_allclose((t * 3).sum().numpy(), (x * 3).sum(), rtol=1e-5)
+  np.testing.assert_array_equal((t + 1).numpy(), x + 1)

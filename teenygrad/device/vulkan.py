@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import functools
 import os
 import shutil
 import subprocess
@@ -70,7 +69,7 @@ def _address(view: memoryview) -> int:
 
 class VulkanAllocator(Allocator):
   def __init__(self, dev: VulkanDevice): self.dev = dev
-  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, self.dev.buffer_memory_type)
+  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, staging=False)
 
   def free(self, raw: VulkanBuffer, nbytes: int) -> None: self.dev.release(raw)
 
@@ -78,7 +77,7 @@ class VulkanAllocator(Allocator):
     self.dev.synchronize()   # a pending kernel may still read the old contents
     if raw.mapped is not None:
       ctypes.memmove(raw.mapped, _address(src), len(src)); return
-    staging = self.dev.create_buffer(len(src), self.dev.staging_memory_type)
+    staging = self.dev.create_buffer(len(src), staging=True)
     ctypes.memmove(staging.mapped, _address(src), len(src))
     self.dev.copy_buffer(staging, raw, len(src))
     self.dev.destroy(staging)
@@ -87,7 +86,7 @@ class VulkanAllocator(Allocator):
     self.dev.synchronize()
     if raw.mapped is not None:
       ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
-    staging = self.dev.create_buffer(len(dest), self.dev.staging_memory_type)
+    staging = self.dev.create_buffer(len(dest), staging=True)
     self.dev.copy_buffer(raw, staging, len(dest))
     ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
     self.dev.destroy(staging)
@@ -161,7 +160,9 @@ class VulkanDevice(Backend):
     raw = bytes(props)
     api_version = int.from_bytes(raw[0:4], "little")
     self.device_name = raw[vk.PROPS_NAME:vk.PROPS_NAME + 256].split(b"\0")[0].decode()
-    if api_version < ((1 << 22) | (2 << 12)): raise VulkanError(f"{self.device_name} supports Vulkan {api_version >> 22}.{(api_version >> 12) & 0x3ff}; teenygrad needs 1.2")
+    if api_version < ((1 << 22) | (2 << 12)):
+      major, minor = api_version >> 22, (api_version >> 12) & 0x3FF
+      raise VulkanError(f"{self.device_name} supports Vulkan {major}.{minor}; teenygrad needs 1.2")
     self.max_storage_range = int.from_bytes(raw[vk.PROPS_MAX_STORAGE_RANGE:vk.PROPS_MAX_STORAGE_RANGE + 4], "little")
     self.min_storage_alignment = int.from_bytes(raw[vk.PROPS_MIN_SB_ALIGN:vk.PROPS_MIN_SB_ALIGN + 8], "little")
     self.max_push = int.from_bytes(raw[vk.PROPS_MAX_PUSH:vk.PROPS_MAX_PUSH + 4], "little")
@@ -227,12 +228,16 @@ class VulkanDevice(Backend):
     self._fn("vkGetPhysicalDeviceMemoryProperties", None)(self.physical, ctypes.byref(props))
     types = [props.memoryTypes[i].propertyFlags for i in range(props.memoryTypeCount)]
     host = vk.MEMORY_HOST_VISIBLE | vk.MEMORY_HOST_COHERENT
-    self.staging_memory_type = next(i for i, f in enumerate(types) if f & host == host)
+    cached = host | vk.MEMORY_HOST_CACHED
+    # staging prefers cached host memory: reading results back from uncached memory crawls
+    staging = [i for i, f in enumerate(types) if f & cached == cached] or [i for i, f in enumerate(types) if f & host == host]
+    self.staging_memory_type = staging[0]
     local = [i for i, f in enumerate(types) if f & vk.MEMORY_DEVICE_LOCAL]
-    heap_size = {i: props.memoryHeaps[props.memoryTypes[i].heapIndex].size for i in range(props.memoryTypeCount)}
-    # device-local and host-visible (lavapipe, integrated GPUs, resizable BAR) means no staging copies
-    direct = [i for i in local if types[i] & host == host and heap_size[i] >= (1 << 30)]
+    # device-local memory the CPU reads through its caches (lavapipe, integrated GPUs) needs no staging copies;
+    # a discrete GPU's BAR window is host-visible too, but uncached, so it goes through staging buffers
+    direct = [i for i in local if types[i] & cached == cached]
     self.buffer_memory_type = (direct or local or [self.staging_memory_type])[0]
+    self.direct_access = bool(direct)
 
   def _create_command_objects(self) -> None:
     info = vk.CommandPoolCreateInfo(vk.ST_COMMAND_POOL_CREATE_INFO, None, vk.COMMAND_POOL_RESET_BUFFER, self.queue_family)
@@ -281,7 +286,8 @@ class VulkanDevice(Backend):
     except OSError: pass   # a read-only cache directory only costs compile time
 
   # ---- memory ----
-  def create_buffer(self, nbytes: int, memory_type: int) -> VulkanBuffer:
+  def create_buffer(self, nbytes: int, staging: bool) -> VulkanBuffer:
+    memory_type = self.staging_memory_type if staging else self.buffer_memory_type
     nbytes = max(nbytes, 4)
     info = vk.BufferCreateInfo(vk.ST_BUFFER_CREATE_INFO, None, 0, nbytes, vk.BUFFER_USAGE, 0, 0, None)
     buffer = ctypes.c_void_p()
@@ -296,17 +302,11 @@ class VulkanDevice(Backend):
       raise MemoryError(f"Vulkan could not allocate {nbytes} bytes on {self.device_name} ({vk.RESULTS.get(result, result)})")
     check(self._fn("vkBindBufferMemory")(self.device, buffer, memory, ctypes.c_uint64(0)), "vkBindBufferMemory")
     mapped = None
-    if memory_type == self.staging_memory_type or memory_type == self.buffer_memory_type and self.buffer_is_mappable:
+    if staging or self.direct_access:
       pointer = ctypes.c_void_p()
       check(self._fn("vkMapMemory")(self.device, memory, ctypes.c_uint64(0), ctypes.c_uint64(req.size), 0, ctypes.byref(pointer)), "vkMapMemory")
       mapped = pointer.value
     return VulkanBuffer(buffer, memory, nbytes, mapped)
-
-  @functools.cached_property
-  def buffer_is_mappable(self) -> bool:
-    props = vk.MemoryProperties()
-    self._fn("vkGetPhysicalDeviceMemoryProperties", None)(self.physical, ctypes.byref(props))
-    return bool(props.memoryTypes[self.buffer_memory_type].propertyFlags & vk.MEMORY_HOST_VISIBLE)
 
   def destroy(self, raw: VulkanBuffer) -> None:
     self._fn("vkDestroyBuffer", None)(self.device, raw.buffer, None)
@@ -327,7 +327,8 @@ class VulkanDevice(Backend):
     set_layout = ctypes.c_void_p()
     check(self._fn("vkCreateDescriptorSetLayout")(self.device, ctypes.byref(info), None, ctypes.byref(set_layout)), "vkCreateDescriptorSetLayout")
     push_size = sum(8 if k == "i64" else 4 for k in meta["push"])
-    if push_size > self.max_push: raise VulkanError(f"kernel {meta['name']} needs {push_size} bytes of push constants, the device has {self.max_push}")
+    if push_size > self.max_push:
+      raise VulkanError(f"kernel {meta['name']} needs {push_size} bytes of push constants, the device has {self.max_push}")
     push_range = vk.PushConstantRange(vk.SHADER_STAGE_COMPUTE, 0, push_size)
     layouts = (ctypes.c_void_p * 1)(set_layout.value)
     layout_info = vk.PipelineLayoutCreateInfo(vk.ST_PIPELINE_LAYOUT_CREATE_INFO, None, 0, 1, layouts, 1 if push_size else 0,

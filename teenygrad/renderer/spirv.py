@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 
 from teenygrad.codegen.lower import BufferArg, Loop, LoopProgram, Stmt
 from teenygrad.dtype import DType, dtypes
@@ -95,10 +94,12 @@ class KernelEmitter:
     self.push: dict[str, tuple[int, str]] = {}
     self.block = 0
     self.f64 = F64Math(self)
+    # 32-bit index math unless some buffer or size could pass 2**30 elements (sums of index terms need headroom)
     biggest = max([vmax(b.size) for b in program.buffers] + [vmax(v.vmax) for v in program.variables] + [1])
-    self.index_kind = f"i{renderer.index_bits}" if renderer.index_bits else "i64" if biggest >= (1 << 30) or any(vmax(b.size) * b.dtype.itemsize >= (1 << 31) for b in program.buffers) else "i32"
-    self.chunks = {b.name: max(1, -(-vmax(b.size) * b.dtype.itemsize // CHUNK_BYTES)) if vmax(b.size) * b.dtype.itemsize > renderer.max_binding_range else 1
-                   for b in program.buffers}
+    self.index_kind = f"i{renderer.index_bits}" if renderer.index_bits else "i64" if biggest >= (1 << 30) else "i32"
+    # a buffer past one binding's range is bound as an array of CHUNK_BYTES views
+    nbytes = {b.name: vmax(b.size) * b.dtype.itemsize for b in program.buffers}
+    self.chunks = {name: -(-n // CHUNK_BYTES) if n > renderer.max_binding_range else 1 for name, n in nbytes.items()}
     root = program.root_loops[0] if program.root_loops else None
     self.mode = "row" if root is not None and self._wants_rows(root) else "grid"
     self.local_size = [ROW_GROUP if self.mode == "row" else GRID_GROUP, 1, 1]
