@@ -231,3 +231,14 @@ def test_staging_copies(validated, monkeypatch):
   assert t.lazydata.base.realized.raw.mapped is None
   np.testing.assert_allclose((t * 3).sum().numpy(), (x * 3).sum(), rtol=1e-5)
   np.testing.assert_array_equal((t + 1).numpy(), x + 1)
+
+
+def test_more_inputs_than_one_shader_can_bind(validated):
+  """A kernel past maxPerStageDescriptorStorageBuffers (32 on lavapipe) is split into kernels that fit."""
+  import teenygrad
+  n = validated.max_storage_buffers + 9 if validated.max_storage_buffers < 200 else 40
+  arrays = [np.random.rand(2, 3).astype(np.float32) for _ in range(n)]
+  out, modules = run_kernels(lambda: teenygrad.Tensor.cat([vk_tensor(a) for a in arrays], dim=1))
+  np.testing.assert_array_equal(out, np.concatenate(arrays, axis=1))
+  bindings = [sum(1 for op, args in instructions(m) if op == 71 and len(args) > 1 and args[1] == 33) for m in modules]
+  assert len(modules) > 1 and max(bindings) <= validated.max_storage_buffers

@@ -127,7 +127,8 @@ class VulkanDevice(Backend):
     self.allocator = VulkanAllocator(self)
     self.compiler = SpirvCompiler()
     self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic,
-                                  float64=self.features["float64"], device_name=self.device_name)
+                                  float64=self.features["float64"], device_name=self.device_name,
+                                  max_buffers=min(self.max_storage_buffers, 4096) - 8)   # headroom for chunked big buffers
     self.pending_frees: list[VulkanBuffer] = []
     self.recorded = 0
     atexit.register(self.save_pipeline_cache)
@@ -166,6 +167,7 @@ class VulkanDevice(Backend):
     self.max_storage_range = int.from_bytes(raw[vk.PROPS_MAX_STORAGE_RANGE:vk.PROPS_MAX_STORAGE_RANGE + 4], "little")
     self.min_storage_alignment = int.from_bytes(raw[vk.PROPS_MIN_SB_ALIGN:vk.PROPS_MIN_SB_ALIGN + 8], "little")
     self.max_push = int.from_bytes(raw[vk.PROPS_MAX_PUSH:vk.PROPS_MAX_PUSH + 4], "little")
+    self.max_storage_buffers = int.from_bytes(raw[vk.PROPS_MAX_STAGE_STORAGE_BUFFERS:vk.PROPS_MAX_STAGE_STORAGE_BUFFERS + 4], "little")
     # subgroup support (VkPhysicalDeviceVulkan11Properties through vkGetPhysicalDeviceProperties2)
     v11 = (ctypes.c_uint8 * 112)()
     ctypes.cast(v11, ctypes.POINTER(ctypes.c_uint32))[0] = vk.ST_VULKAN_1_1_PROPERTIES
@@ -321,6 +323,9 @@ class VulkanDevice(Backend):
   # ---- pipelines and descriptors ----
   def create_pipeline(self, module: bytes, meta: dict):
     bindings = meta["bindings"]
+    if sum(bindings) > self.max_storage_buffers:
+      raise VulkanError(f"kernel {meta['name']} reads {len(bindings)} buffers ({sum(bindings)} storage-buffer descriptors); "
+                        f"{self.device_name} allows {self.max_storage_buffers} per shader: realize some inputs first")
     layout_bindings = (vk.DescriptorSetLayoutBinding * len(bindings))(
       *[vk.DescriptorSetLayoutBinding(i, vk.DESCRIPTOR_STORAGE_BUFFER, n, vk.SHADER_STAGE_COMPUTE, None) for i, n in enumerate(bindings)])
     info = vk.DescriptorSetLayoutCreateInfo(vk.ST_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, None, 0, len(bindings), layout_bindings)

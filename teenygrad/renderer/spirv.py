@@ -50,9 +50,10 @@ def prod_vmax(sizes) -> int:
 class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
   def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True, float64: bool = True, device_name: str = "",
-               index_bits: int | None = None):
+               index_bits: int | None = None, max_buffers: int | None = None):
     self.max_binding_range, self.subgroups, self.float64, self.device_name = max_binding_range, subgroups, float64, device_name
     self.index_bits = index_bits   # None: 32-bit index math where every buffer fits, else 64; tests force 64
+    self.max_buffers = max_buffers   # storage buffers one shader may bind (the lowerer splits kernels past it)
     self.check_bounds = False
 
   # ---- hooks (called by the lowerer) ----
