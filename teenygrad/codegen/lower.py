@@ -275,7 +275,8 @@ def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint
   # a level is one flattened loop unravelled by its sizes; a symbolic size there would need symbolic division
   levels = [sub for level in levels for sub in ([[a] for a in level] if any(isinstance(shape[a], Node) for a in level) else [level])]
   lowerer = _lower_levels(root, target, is_boundary, renderer, levels, shape, axes)
-  if levels and len(levels[-1]) > 1 and f"L{len(levels) - 1}" in lowerer.divmod_vars:
+  split = getattr(renderer, "split_unraveled_levels", False)   # CPUs want hoisted index math; GPUs a flat grid
+  if split and levels and len(levels[-1]) > 1 and f"L{len(levels) - 1}" in lowerer.divmod_vars:
     # the innermost level's flat index doesn't simplify (a transpose, im2col): give its inner axes loops of their
     # own so index math is hoisted out of the inner loop, keeping enough leading axes together for the threads
     outer, inner = _split_level(levels[-1], shape)

@@ -37,6 +37,7 @@ VECTOR_MATH_DECLARATIONS = "".join(f"#pragma omp declare simd notinbranch\n{t} {
 
 class CRenderer(CStyleRenderer):
   kernel_prefix = ""
+  split_unraveled_levels = True   # loops per axis where a flat index would need // and % per element
   index_type = "long long"
 
   def __init__(self, threads: int = 1, check_bounds: bool = False, parallel_threshold: int = 1 << 15, vector_math: bool = False):
