@@ -155,10 +155,16 @@ class VulkanDevice(Backend):
     handles = (ctypes.c_void_p * count.value)()
     check(self._fn("vkEnumeratePhysicalDevices")(self.instance, ctypes.byref(count), handles), "vkEnumeratePhysicalDevices")
     if index >= count.value: raise VulkanError(f"VULKAN:{index} requested but only {count.value} Vulkan device(s) exist")
-    self.physical = ctypes.c_void_p(handles[index])
-    props = (ctypes.c_uint8 * vk.PROPS_SIZE)()
-    self._fn("vkGetPhysicalDeviceProperties", None)(self.physical, props)
-    raw = bytes(props)
+    # GPUs first (discrete, integrated, virtual), CPU implementations such as lavapipe last: VULKAN is the best one
+    all_props = []
+    for handle in handles:
+      props = (ctypes.c_uint8 * vk.PROPS_SIZE)()
+      self._fn("vkGetPhysicalDeviceProperties", None)(ctypes.c_void_p(handle), props)
+      all_props.append((handle, bytes(props)))
+    rank = {vk.DEVICE_TYPE_DISCRETE: 0, vk.DEVICE_TYPE_INTEGRATED: 1, vk.DEVICE_TYPE_VIRTUAL: 2, vk.DEVICE_TYPE_CPU: 4}
+    all_props.sort(key=lambda hp: rank.get(int.from_bytes(hp[1][vk.PROPS_TYPE:vk.PROPS_TYPE + 4], "little"), 3))
+    handle, raw = all_props[index]
+    self.physical = ctypes.c_void_p(handle)
     api_version = int.from_bytes(raw[0:4], "little")
     self.device_name = raw[vk.PROPS_NAME:vk.PROPS_NAME + 256].split(b"\0")[0].decode()
     if api_version < ((1 << 22) | (2 << 12)):
