@@ -242,3 +242,20 @@ def test_more_inputs_than_one_shader_can_bind(validated):
   np.testing.assert_array_equal(out, np.concatenate(arrays, axis=1))
   bindings = [sum(1 for op, args in instructions(m) if op == 71 and len(args) > 1 and args[1] == 33) for m in modules]
   assert len(modules) > 1 and max(bindings) <= validated.max_storage_buffers
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int16", "float16", "bfloat16"])
+def test_narrow_types_packed_in_words(validated, monkeypatch, dtype):
+  """Devices without 8/16-bit storage buffers: narrow types live in 32-bit words (atomic lane stores)."""
+  import teenygrad
+  from teenygrad.dtype import dtypes
+  tg_dtype = getattr(dtypes, dtype)
+  x = (np.random.randn(3, 37) * 20).astype(np.float32)
+  def fn(t):
+    narrow = t.cast(tg_dtype)
+    stored = (narrow.flip(1) + narrow).cast(tg_dtype).realize()   # written to a packed buffer, then read back
+    return stored.cast(dtypes.float32), narrow[:, ::3].cast(dtypes.float32).sum(1), narrow.cast(dtypes.float32)
+  expected = [o.numpy() for o in fn(teenygrad.Tensor(x, device="CPU"))]
+  monkeypatch.setattr(validated.renderer, "narrow_storage", False)
+  out = [o.numpy() for o in fn(vk_tensor(x))]
+  for a, b in zip(out, expected): np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-6)

@@ -128,7 +128,8 @@ class VulkanDevice(Backend):
     self.compiler = SpirvCompiler()
     self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic,
                                   float64=self.features["float64"], device_name=self.device_name,
-                                  max_buffers=min(self.max_storage_buffers, 4096) - 8)   # headroom for chunked big buffers
+                                  max_buffers=min(self.max_storage_buffers, 4096) - 8,   # headroom for chunked big buffers
+                                  narrow_storage=self.features["storage8"] and self.features["storage16"], int64=self.features["int64"])
     self.pending_frees: list[VulkanBuffer] = []
     self.recorded = 0
     atexit.register(self.save_pipeline_cache)
@@ -206,8 +207,6 @@ class VulkanDevice(Backend):
     self.features = {"float64": flag(features2, base + vk.FEATURES_FLOAT64), "int64": flag(features2, base + vk.FEATURES_INT64),
                      "int16": flag(features2, base + vk.FEATURES_INT16), "storage16": flag(v11, vk.V11_STORAGE_16BIT),
                      "storage8": flag(v12, vk.V12_STORAGE_8BIT), "float16": flag(v12, vk.V12_FLOAT16), "int8": flag(v12, vk.V12_INT8)}
-    if not (self.features["storage8"] and self.features["storage16"] and self.features["int64"]):
-      raise VulkanError(f"{self.device_name} lacks 8/16-bit storage buffers or shaderInt64, which the Vulkan backend needs: {self.features}")
     # enable exactly what the shaders may use: keep the queried flags for those, clear everything else
     keep_base = {vk.FEATURES_FLOAT64, vk.FEATURES_INT64, vk.FEATURES_INT16}
     for offset in range(0, vk.FEATURES_SIZE, 4):
@@ -296,7 +295,7 @@ class VulkanDevice(Backend):
   # ---- memory ----
   def create_buffer(self, nbytes: int, staging: bool) -> VulkanBuffer:
     memory_type = self.staging_memory_type if staging else self.buffer_memory_type
-    nbytes = max(nbytes, 4)
+    nbytes = max(4, (nbytes + 3) // 4 * 4)   # whole words: narrow types may be packed in them
     info = vk.BufferCreateInfo(vk.ST_BUFFER_CREATE_INFO, None, 0, nbytes, vk.BUFFER_USAGE, 0, 0, None)
     buffer = ctypes.c_void_p()
     check(self._fn("vkCreateBuffer")(self.device, ctypes.byref(info), None, ctypes.byref(buffer)), "vkCreateBuffer")
@@ -453,7 +452,8 @@ class VulkanDevice(Backend):
 
   def program(self, name: str, binary: bytes) -> VulkanProgram: return VulkanProgram(self, name, binary)
 
-  def supports(self, dtype: DType) -> bool: return dtype != dtypes.float64 or self.features["float64"]
+  def supports(self, dtype: DType) -> bool:
+    return (dtype != dtypes.float64 or self.features["float64"]) and (dtype != dtypes.int64 or self.features["int64"])
 
 
 def open_device(name: str) -> VulkanDevice: return VulkanDevice(name)

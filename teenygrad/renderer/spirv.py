@@ -50,8 +50,11 @@ def prod_vmax(sizes) -> int:
 class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
   def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True, float64: bool = True, device_name: str = "",
-               index_bits: int | None = None, max_buffers: int | None = None):
+               index_bits: int | None = None, max_buffers: int | None = None, narrow_storage: bool = True,
+               int64: bool = True):
     self.max_binding_range, self.subgroups, self.float64, self.device_name = max_binding_range, subgroups, float64, device_name
+    self.int64 = int64
+    self.narrow_storage = narrow_storage   # 8/16-bit storage buffers; without them narrow types are packed in words
     self.index_bits = index_bits   # None: 32-bit index math where every buffer fits, else 64; tests force 64
     self.max_buffers = max_buffers   # storage buffers one shader may bind (the lowerer splits kernels past it)
     self.check_bounds = False
@@ -135,16 +138,21 @@ class KernelEmitter:
   def type_of(self, kind: str) -> int:
     m = self.m
     if kind == "bool": return m.t_bool()
-    if kind in ("i64", "u64"): m.capability("Int64")
+    if kind in ("i64", "u64"):
+      if not self.r.int64: raise TypeError(f"int64 is not supported on {self.r.device_name or 'this Vulkan device'} (no shaderInt64)")
+      m.capability("Int64")
     if kind == "f64":
       if not self.r.float64: raise TypeError(f"float64 is not supported on {self.r.device_name or 'this Vulkan device'} (no shaderFloat64)")
       m.capability("Float64")
     if kind[0] in "iu": return m.t_int(int(kind[1:]), kind[0] == "i")
     return m.t_float(int(kind[1:]))
 
+  def is_packed(self, dtype: DType) -> bool: return dtype.itemsize < 4 and not self.r.narrow_storage
+
   def storage_type(self, dtype: DType) -> int:
     """The element type of a buffer of `dtype` (8/16-bit types need the storage capabilities)."""
     m = self.m
+    if self.is_packed(dtype): return self.type_of("u32")
     if dtype.itemsize == 1: m.capability("StorageBuffer8BitAccess"); m.extensions.add("SPV_KHR_8bit_storage")
     if dtype.itemsize == 2: m.capability("StorageBuffer16BitAccess"); m.extensions.add("SPV_KHR_16bit_storage")
     if dtype == dtypes.float16: return m.t_float(16)
@@ -245,13 +253,14 @@ class KernelEmitter:
 
   # ---- buffers ----
   def element_pointer(self, buf: BufferArg, index: tuple[int, str]) -> int:
+    """Pointer to element `index` of the buffer (to the 32-bit word, for a packed narrow buffer)."""
     var, elem = self.buffer_vars[buf.name]
     k = self.index_kind
     idx = self.as_int(index)
     ptr_type = self.m.t_pointer("StorageBuffer", elem)
     zero = self.const(0, "i32")
     if self.chunks[buf.name] == 1: return self.m.emit_value("AccessChain", ptr_type, var, zero, idx)
-    per_chunk = self.const(CHUNK_BYTES // buf.dtype.itemsize, k)
+    per_chunk = self.const(CHUNK_BYTES // (4 if self.is_packed(buf.dtype) else buf.dtype.itemsize), k)
     chunk, inner = self.op("SDiv", k, idx, per_chunk), self.op("SRem", k, idx, per_chunk)
     return self.m.emit_value("AccessChain", ptr_type, var, chunk, zero, inner)
 
@@ -263,10 +272,55 @@ class KernelEmitter:
       # both sides of a select run: keep a masked-off load inside the buffer
       ok = self.convert(self.value(valid), "bool")
       idx = (self.op("Select", self.index_kind, ok, self.as_int(idx), self.const(0, self.index_kind)), self.index_kind)
-    raw = self.m.emit_value("Load", self.storage_type(dtype), self.element_pointer(buf, idx))
-    out = self.widen(raw, dtype)
+    if self.is_packed(dtype): out = self.load_packed(buf, idx)
+    else: out = self.widen(self.m.emit_value("Load", self.storage_type(dtype), self.element_pointer(buf, idx)), dtype)
     if ok is not None: out = (self.op("Select", out[1], ok, out[0], self.const(0, out[1])), out[1])
     return out
+
+  # ---- narrow types packed in 32-bit words (devices without 8/16-bit storage buffers) ----
+  def _word_and_shift(self, buf: BufferArg, index: tuple[int, str]) -> tuple[int, int]:
+    k = self.index_kind
+    per_word = self.const(4 // buf.dtype.itemsize, k)
+    idx = self.as_int(index)
+    word = self.element_pointer(buf, (self.op("SDiv", k, idx, per_word), k))
+    lane = self.convert((self.op("SRem", k, idx, per_word), k), "u32")
+    return word, self.op("IMul", "u32", lane, self.const(8 * buf.dtype.itemsize, "u32"))
+
+  def load_packed(self, buf: BufferArg, index: tuple[int, str]) -> tuple[int, str]:
+    dtype = buf.dtype
+    word, shift = self._word_and_shift(buf, index)
+    bits = self.op("ShiftRightLogical", "u32", self.m.emit_value("Load", self.type_of("u32"), word), shift)
+    bits = self.op("BitwiseAnd", "u32", bits, self.const((1 << (8 * dtype.itemsize)) - 1, "u32"))
+    if dtype == dtypes.bool: return self.op("INotEqual", "bool", bits, self.const(0, "u32")), "bool"
+    if dtype == dtypes.float16: return self.unpack_half(bits), "f32"
+    if dtype == dtypes.bfloat16: return self.op("Bitcast", "f32", self.op("ShiftLeftLogical", "u32", bits, self.const(16, "u32"))), "f32"
+    if dtype.signed:
+      up = self.const(32 - 8 * dtype.itemsize, "i32")
+      return self.op("ShiftRightArithmetic", "i32", self.op("ShiftLeftLogical", "i32", self.op("Bitcast", "i32", bits), up), up), "i32"
+    return bits, "u32"
+
+  def store_packed(self, buf: BufferArg, index: tuple[int, str], value: tuple[int, str]) -> None:
+    """Neighbouring invocations share a word: clear our lane, then set it, both atomically (they commute)."""
+    dtype = buf.dtype
+    if dtype == dtypes.bool: bits = self.convert((self.convert(value, "bool"), "bool"), "u32")
+    elif dtype == dtypes.float16: bits = self.pack_half(self.convert(value, "f32"))
+    elif dtype == dtypes.bfloat16: bits = self.bf16_bits(self.convert(value, "f32"))
+    else: bits = self.convert(value, "u32")
+    mask = (1 << (8 * dtype.itemsize)) - 1
+    bits = self.op("BitwiseAnd", "u32", bits, self.const(mask, "u32"))
+    word, shift = self._word_and_shift(buf, index)
+    keep = self.op("Not", "u32", self.op("ShiftLeftLogical", "u32", self.const(mask, "u32"), shift))
+    scope, relaxed = self.const(SCOPE["Device"], "u32"), self.const(0, "u32")
+    self.op("AtomicAnd", "u32", word, scope, relaxed, keep)
+    self.op("AtomicOr", "u32", word, scope, relaxed, self.op("ShiftLeftLogical", "u32", bits, shift))
+
+  def pack_half(self, f: int) -> int:
+    """fp32 to the bits of the nearest fp16, in the low half of a u32 (GLSL.std.450 PackHalf2x16)."""
+    return self.m.glsl(self.type_of("u32"), "PackHalf2x16", self.vec2(f))
+
+  def unpack_half(self, bits: int) -> int:
+    pair = self.m.glsl(self.m.t_vector(self.type_of("f32"), 2), "UnpackHalf2x16", bits)
+    return self.m.emit_value("CompositeExtract", self.type_of("f32"), pair, 0)
 
   def widen(self, raw: int, dtype: DType) -> tuple[int, str]:
     kind = kind_of(dtype)
@@ -367,6 +421,7 @@ class KernelEmitter:
     if bitcast: return self.bitcast(value, src, dst)
     kind = kind_of(dst)
     if dst == dtypes.float16:
+      if self.is_packed(dst): return self.unpack_half(self.pack_half(self.convert(value, "f32"))), "f32"
       half = self.m.emit_value("FConvert", self.storage_type(dtypes.float16), self.convert(value, "f32"))
       return self.op("FConvert", "f32", half), "f32"
     if dst == dtypes.bfloat16:
@@ -377,17 +432,13 @@ class KernelEmitter:
   def bitcast(self, value: tuple[int, str], src: DType, dst: DType) -> tuple[int, str]:
     """Reinterpret the stored bits: narrow to src's storage form, reinterpret, widen as dst."""
     bits = 8 * src.itemsize
-    if src == dtypes.float16:
-      packed = self.m.glsl(self.type_of("u32"), "PackHalf2x16", self.vec2(self.convert(value, "f32")))
-      raw_u = packed
+    if src == dtypes.float16: raw_u = self.pack_half(self.convert(value, "f32"))
     elif src == dtypes.bfloat16: raw_u = self.bf16_bits(self.convert(value, "f32"))
     elif src.is_float: raw_u = self.op("Bitcast", "u32" if bits == 32 else "u64", value[0])
     else: raw_u = self.convert(value, "u32" if bits <= 32 else "u64")
     if bits < 32: raw_u = self.op("BitwiseAnd", "u32", raw_u, self.const((1 << bits) - 1, "u32"))
     ukind = "u32" if bits <= 32 else "u64"
-    if dst == dtypes.float16:
-      pair = self.m.glsl(self.m.t_vector(self.type_of("f32"), 2), "UnpackHalf2x16", raw_u)
-      return self.m.emit_value("CompositeExtract", self.type_of("f32"), pair, 0), "f32"
+    if dst == dtypes.float16: return self.unpack_half(raw_u), "f32"
     if dst == dtypes.bfloat16:
       return self.op("Bitcast", "f32", self.op("ShiftLeftLogical", "u32", raw_u, self.const(16, "u32"))), "f32"
     if dst.is_float: return self.op("Bitcast", kind_of(dst), raw_u), kind_of(dst)
@@ -433,6 +484,7 @@ class KernelEmitter:
     return node[0] == "alu" and node[1] in (Ops.ADD, Ops.AND) and all(self.is_index_math(a) for a in node[2])
 
   def store(self, buf: BufferArg, index, value) -> None:
+    if self.is_packed(buf.dtype): return self.store_packed(buf, self.value(index), self.value(value))
     vid = self.narrow(self.value(value), buf.dtype)
     self.m.emit("Store", self.element_pointer(buf, self.value(index)), vid)
 
@@ -581,7 +633,7 @@ class KernelEmitter:
     self.buffer_vars: dict[str, tuple[int, int]] = {}
     for binding, buf in enumerate(self.p.buffers):
       elem = self.storage_type(buf.dtype)
-      array = self.m.t_runtime_array(elem, buf.dtype.itemsize)
+      array = self.m.t_runtime_array(elem, 4 if self.is_packed(buf.dtype) else buf.dtype.itemsize)
       block = self.m.t_struct([array], [0], tag=f"buffer{elem}")
       count = self.chunks[buf.name]
       if count > 1: self.m.capability("StorageBufferArrayDynamicIndexing")
