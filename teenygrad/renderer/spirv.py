@@ -32,7 +32,7 @@ from teenygrad.renderer.spirv_module import SCOPE, SEMANTICS, SpirvModule
 KIND = {dtypes.bool: "bool", dtypes.int8: "i32", dtypes.int16: "i32", dtypes.int32: "i32", dtypes.uint8: "u32",
         dtypes.uint16: "u32", dtypes.uint32: "u32", dtypes.int64: "i64", dtypes.float16: "f32", dtypes.bfloat16: "f32",
         dtypes.float32: "f32", dtypes.float64: "f64"}
-GRID_GROUP, ROW_GROUP = 64, 64      # work-group sizes of the two mappings
+GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128; devices give >= 256)
 MAX_GROUPS = 65535                  # maxComputeWorkGroupCount[0] guaranteed by the spec
 CHUNK_BYTES = 1 << 26               # a buffer bigger than one binding's range is bound as an array of 64 MiB views
 SPIRV_TAG = "spirv-v1"
@@ -112,14 +112,17 @@ class KernelEmitter:
     self.grid_chain = self._output_chain(root) if root is not None and self.mode == "grid" else [root] if root is not None else []
     outer = prod_vmax([lp.size for lp in self.grid_chain]) if self.grid_chain else 1
     self.groups = max(1, min(MAX_GROUPS, outer if self.mode == "row" else -(-outer // GRID_GROUP)))
-    if root is None and self._has_prologue_reduce(): self.local_size = [ROW_GROUP, 1, 1]
+    # a full reduction runs in one work-group (every group would compute the same): make it a wide one
+    if root is None and self._has_prologue_reduce(): self.local_size = [FULL_REDUCE_GROUP, 1, 1]
     self.shared: dict[str, int] = {}
 
   @staticmethod
   def _wants_rows(root: Loop) -> bool:
     reduces = [it for _, it in root.items if isinstance(it, Loop) and it.kind == "reduce"]
     biggest = max((vmax(lp.size) for lp in reduces), default=0)
-    return biggest >= 256 or (biggest >= 32 and vmax(root.size) < 8192)
+    # a work-group per row while rows alone can't fill the device (matvec, softmax rows); past that, one invocation
+    # per output with a serial reduce (a matmul: neighbouring outputs read neighbouring columns)
+    return (biggest >= 256 and vmax(root.size) < 65536) or (biggest >= 32 and vmax(root.size) < 8192)
 
   @staticmethod
   def _output_chain(root: Loop) -> list[Loop]:
