@@ -212,7 +212,9 @@ class _Capture:
       for launch in self.launches:
         if launch.kind == "kernel":
           item: ExecItem = launch.item
-          var_values = tuple(values[name] for name in item.kernel.variables)
+          # named variables take this call's values; a launch with positional constants (a custom kernel's) keeps them
+          names = item.kernel.variables
+          var_values = tuple(values[name] for name in names) if len(names) == len(item.var_values) else item.var_values
           if item.kernel.check_bounds or _debugging():
             run_exec_item(ExecItem(item.kernel, [table[s] for s in launch.slots], var_values, item.device))
           else: item.kernel.program(*[table[s].raw for s in launch.slots], vals=var_values)
