@@ -204,10 +204,20 @@ class Lowerer:
       src, deps = self.value(lb.srcs[0], idxs, valid)
       return self._value(lb.dtype, self.r.render_cast(src, lb.srcs[0].dtype, lb.dtype, op is Ops.BITCAST), deps)
     args = [self.value(src, idxs, valid) for src in lb.srcs]
+    self._check_buffer_count(lb)
     deps = frozenset().union(*(d for _, d in args))
     in_dtype = lb.srcs[-1].dtype
     self.dtypes.add(in_dtype)
     return self._value(lb.dtype, self.r.render_alu(op, [a for a, _ in args], in_dtype), deps)
+
+  def _check_buffer_count(self, lb: LazyBuffer) -> None:
+    """A device may bind only so many buffers per kernel (32 on lavapipe): past that, an operand's subgraph becomes
+    a kernel of its own, and again inside it if that is still too many."""
+    limit = getattr(self.r, "max_buffers", None)
+    if limit is None or len(self.buffers) <= limit: return
+    computed = [s.base for s in lb.srcs if s.base.realized is None and s.base.op is not Ops.CONST and s.base is not self.root]
+    if computed: raise NeedsRealize(computed[0])
+    if lb is not self.root: raise NeedsRealize(lb)
 
   def _reduce(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
     src = lb.srcs[0]
