@@ -15,7 +15,7 @@ LAYERS = {
   "renderer": 5,
   "device": 6,
   "engine": 7,
-  "nn": 8, "optim": 8, "state": 8, "data": 8,
+  "nn": 8, "optim": 8, "state": 8, "data": 8, "amp": 8,
   "models": 9, "llm": 9, "onnx": 9, "export": 9, "distributed": 9, "store": 9, "profile": 9,
   "serve": 10, "cli": 10,
 }

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +95,34 @@ class Backend:
   renderer: object
 
   def __init__(self, name: str): self.name = name
-  def program(self, name: str, binary: bytes) -> Program: raise NotImplementedError
+  def program(self, name: str, binary: bytes, launch=None) -> Program:
+    """A loaded kernel; `launch` is what a GPU renderer's launch_dims gave (grid and block sizes), None on a CPU."""
+    raise NotImplementedError
   def synchronize(self) -> None: pass
   def supports(self, dtype: DType) -> bool: return True
+
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    """The backend's own matrix multiply for this kernel (tiled, tensor cores...) or None for the generic lowering."""
+    return None
+
+  def transfer(self, dest: Buffer, src: Buffer) -> bool:
+    """Copy src into dest without going through the host, if this backend can (peer copies); False otherwise."""
+    return False
+
+  # A backend that can replay recorded launches as one device-side graph (CUDA graphs) defines
+  #   graph(exec_items) -> object whose __call__(exec_items) relaunches them all at once
+  # and the JIT uses it when present (see engine/realize.py ExecItem).
+  graph = None
+
+
+@dataclass
+class GemmKernelSource:
+  """A backend GEMM: kernel name, its parameters (output first, as codegen BufferArgs), source, and launch sizes in
+  whatever form the backend's program() takes (None on a CPU)."""
+  name: str
+  buffers: list
+  src: str
+  launch: object = None
 
 
 class _DeviceRegistry:
@@ -123,4 +149,4 @@ def _entry_point_backends() -> dict[str, str]:
 
 Device = _DeviceRegistry()
 
-__all__ = ["Allocator", "Backend", "Buffer", "Compiler", "Device", "Program", "canonicalize", "dtypes"]
+__all__ = ["Allocator", "Backend", "Buffer", "Compiler", "Device", "GemmKernelSource", "Program", "canonicalize", "dtypes"]

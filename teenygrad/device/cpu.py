@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
 import os
 import shutil
@@ -11,7 +12,8 @@ import time
 
 import numpy as np
 
-from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.codegen.gemm_match import try_gemm
+from teenygrad.device import Allocator, Backend, Compiler, GemmKernelSource, Program
 from teenygrad.helpers import config
 from teenygrad.renderer.c import CRenderer
 
@@ -37,20 +39,27 @@ def find_c_compiler() -> str:
   raise RuntimeError("the CPU backend needs a C compiler: install gcc or clang (apt-get install gcc)")
 
 
+@functools.cache
+def has_vector_math() -> bool:
+  """glibc's libmvec has SIMD exp2/log2/sin: with it, loops over them vectorize instead of calling libm per element."""
+  return ctypes.util.find_library("mvec") is not None
+
+
 class ClangCompiler(Compiler):
   flags = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fwrapv",
            "-ffp-contract=off", "-Wno-unused-variable")
 
   def __init__(self):
     self.cc = find_c_compiler()
+    self.libs = ("-lmvec", "-lm") if has_vector_math() else ("-lm",)
     version = subprocess.run([self.cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    self.cache_tag = f"{version}\0{' '.join(self.flags)}"
+    self.cache_tag = f"{version}\0{' '.join(self.flags + self.libs)}"
 
   def compile(self, src: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
       source, library = os.path.join(tmp, "kernel.c"), os.path.join(tmp, "kernel.so")
       with open(source, "w") as f: f.write(src)
-      result = subprocess.run([self.cc, *self.flags, source, "-o", library, "-lm"], capture_output=True, text=True)
+      result = subprocess.run([self.cc, *self.flags, source, "-o", library, *self.libs], capture_output=True, text=True)
       if result.returncode != 0:
         raise RuntimeError(f"C compile failed:\n{result.stderr}\n--- source ---\n{src}")
       with open(library, "rb") as f: return f.read()
@@ -75,16 +84,20 @@ class CPUProgram(Program):
 
 
 class CPUBackend(Backend):
-  has_gemm = True   # matmuls lower to the tiled GEMM of codegen/gemm.py
 
   def __init__(self, name: str):
     super().__init__(name)
     self.allocator = CPUAllocator()
     self.compiler = ClangCompiler()
     self.renderer = CRenderer(threads=max(config.threads, 1), check_bounds=config.check_bounds,
-                              parallel_threshold=config.parallel_threshold)
+                              parallel_threshold=config.parallel_threshold, vector_math=has_vector_math())
 
-  def program(self, name: str, binary: bytes) -> CPUProgram: return CPUProgram(name, binary)
+  def program(self, name: str, binary: bytes, launch=None) -> CPUProgram: return CPUProgram(name, binary)
+
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    """float32 matmuls lower to the tiled AVX-512 GEMM of codegen/gemm.py, the rest of the kernel fused as epilogue."""
+    gemm = try_gemm(root, target, is_boundary, self.renderer)
+    return GemmKernelSource(*gemm) if gemm is not None else None
 
 
 def open_device(name: str) -> CPUBackend: return CPUBackend(name)

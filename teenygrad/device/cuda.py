@@ -1,0 +1,344 @@
+"""The CUDA backend: kernels rendered as CUDA C, compiled by NVRTC to a cubin for the device's own architecture, and
+driven through the driver API (libcuda) with ctypes. No CUDA Python package is used at run time.
+
+Per device: the primary context, one stream (every copy and launch is ordered on it, so a freed block can be
+handed to the next allocation at once), a caching allocator, pinned staging buffers for host copies, and events
+for timing. Importing this module needs no driver; opening a device does.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from teenygrad.device import Allocator, Backend, Buffer, Compiler, GemmKernelSource, Program
+from teenygrad.device.cuda_bindings import (ATTR_COMPUTE_CAPABILITY_MAJOR, ATTR_COMPUTE_CAPABILITY_MINOR, ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                                            ATTR_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_EVENT_DISABLE_TIMING, CU_MEMHOSTALLOC_PORTABLE,
+                                            CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
+                                            CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED, FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, CUDAError,
+                                            c_int, c_ptr, c_size, c_u64, check, libcuda, nvrtc_compile, nvrtc_version)
+from teenygrad.renderer.cuda import CUDARenderer
+
+
+class CUDAOutOfMemoryError(MemoryError):
+  """The device has no room for an allocation even after the allocator gave back everything it cached."""
+
+
+def _bucket(nbytes: int) -> int:
+  """Allocation sizes the cache keeps apart: powers of two up to 1 MiB, then multiples of 2 MiB."""
+  if nbytes <= 1 << 20: return max(512, 1 << (nbytes - 1).bit_length())
+  return -(-nbytes // (2 << 20)) * (2 << 20)
+
+
+class CUDAAllocator(Allocator):
+  """Device memory with a size-bucketed cache of freed blocks; host copies go through pinned staging buffers."""
+  STAGING_BYTES = 16 << 20
+
+  def __init__(self, device: CUDABackend):
+    self.device = device
+    self.free_lists: dict[int, list[int]] = {}
+    self.cached_bytes = 0
+    self.lock = threading.Lock()
+    self._staging: list[tuple[int, object]] = []   # (pinned host pointer, event guarding its last copy)
+
+  def _alloc(self, nbytes: int) -> int:
+    size = _bucket(nbytes)
+    with self.lock:
+      if self.free_lists.get(size):
+        self.cached_bytes -= size
+        return self.free_lists[size].pop()
+    self.device.activate()
+    ptr = c_u64()
+    result = libcuda().cuMemAlloc_v2(ctypes.byref(ptr), size)
+    if result == CUDA_ERROR_OUT_OF_MEMORY:
+      self.empty_cache()
+      result = libcuda().cuMemAlloc_v2(ctypes.byref(ptr), size)
+      if result == CUDA_ERROR_OUT_OF_MEMORY:
+        free, total = self.device.memory_info()
+        raise CUDAOutOfMemoryError(f"CUDA out of memory on {self.device.name}: tried to allocate {nbytes} bytes "
+                                   f"({nbytes / 2**20:.1f} MiB); {free / 2**20:.0f} MiB free of {total / 2**20:.0f} MiB")
+    check(result, f"cuMemAlloc({size})")
+    return ptr.value
+
+  def free(self, raw: int, nbytes: int) -> None:
+    size = _bucket(max(nbytes, 1))
+    with self.lock:
+      self.free_lists.setdefault(size, []).append(raw)
+      self.cached_bytes += size
+
+  def empty_cache(self) -> None:
+    """Give every cached block back to the driver (after the stream is idle, so none is still in use)."""
+    self.device.synchronize()
+    with self.lock:
+      blocks = [ptr for ptrs in self.free_lists.values() for ptr in ptrs]
+      self.free_lists.clear()
+      self.cached_bytes = 0
+    for ptr in blocks: check(libcuda().cuMemFree_v2(ptr), "cuMemFree")
+
+  def _stage(self, index: int) -> tuple[int, object]:
+    """The index-th pinned staging buffer, waited on so its previous copy has finished."""
+    while len(self._staging) <= index:
+      host = c_ptr()
+      check(libcuda().cuMemHostAlloc(ctypes.byref(host), self.STAGING_BYTES, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc")
+      self._staging.append((host.value, self.device.new_event(timing=False)))
+    host, event = self._staging[index]
+    check(libcuda().cuEventSynchronize(event), "cuEventSynchronize")
+    return host, event
+
+  def copyin(self, raw: int, src: memoryview) -> None:
+    """Host to device, asynchronous: each chunk is copied into pinned memory, then the DMA engine takes it."""
+    self.device.activate()
+    data = np.frombuffer(src, dtype=np.uint8)
+    stream = self.device.stream
+    for n, offset in enumerate(range(0, data.nbytes, self.STAGING_BYTES)):
+      chunk = data[offset:offset + self.STAGING_BYTES]
+      host, event = self._stage(n % 2)
+      ctypes.memmove(host, chunk.ctypes.data, chunk.nbytes)
+      check(libcuda().cuMemcpyHtoDAsync_v2(raw + offset, host, chunk.nbytes, stream), "cuMemcpyHtoDAsync")
+      check(libcuda().cuEventRecord(event, stream), "cuEventRecord")
+
+  def copyout(self, dest: memoryview, raw: int) -> None:
+    """Device to host through two pinned buffers: the next chunk's DMA overlaps this chunk's host copy."""
+    self.device.activate()
+    out = np.frombuffer(dest, dtype=np.uint8)
+    stream = self.device.stream
+    pending = None
+    for n, offset in enumerate(range(0, out.nbytes, self.STAGING_BYTES)):
+      size = min(self.STAGING_BYTES, out.nbytes - offset)
+      host, event = self._stage(n % 2)   # its last chunk (n - 2) was already copied out below
+      check(libcuda().cuMemcpyDtoHAsync_v2(host, raw + offset, size, stream), "cuMemcpyDtoHAsync")
+      check(libcuda().cuEventRecord(event, stream), "cuEventRecord")
+      if pending is not None: self._finish_copyout(out, *pending)
+      pending = (host, event, offset, size)
+    if pending is not None: self._finish_copyout(out, *pending)
+
+  @staticmethod
+  def _finish_copyout(out: np.ndarray, host: int, event, offset: int, size: int) -> None:
+    check(libcuda().cuEventSynchronize(event), "copying from the device")
+    ctypes.memmove(out.ctypes.data + offset, host, size)
+
+
+class NVRTCCompiler(Compiler):
+  """CUDA C to a cubin for one architecture; the disk cache key holds NVRTC's version and the architecture."""
+  def __init__(self, arch: str):
+    self.arch = arch
+    self.options = [f"--gpu-architecture={arch}", "-std=c++17", "--restrict", "-lineinfo"]
+    major, minor = nvrtc_version()
+    self.cache_tag = f"nvrtc {major}.{minor}\0{' '.join(self.options)}"
+
+  def compile(self, src: str) -> bytes:
+    # warpgroup MMA exists only on the architecture-specific target (sm_90a), whose cubin runs on that chip alone
+    options = [o + "a" if o == "--gpu-architecture=sm_90" and "wgmma." in src else o for o in self.options]
+    return nvrtc_compile(src, "kernel", options)
+
+
+class CUDAProgram(Program):
+  """One kernel of a loaded cubin. `launch` is the GPU renderer's LaunchDims (a 1-D grid, sized by the kernel's
+  variable values) or, for the GEMMs, a dict of block, grid and dynamic shared-memory bytes."""
+  def __init__(self, device: CUDABackend, name: str, binary: bytes, launch=None):
+    self.device, self.name = device, name
+    if launch is None: launch = {}
+    if isinstance(launch, dict):
+      self.block, self.grid, self.shared = launch.get("block", (1, 1, 1)), launch.get("grid", (1, 1, 1)), launch.get("shared", 0)
+    else:
+      self.block, self.shared = (launch.local, 1, 1), 0
+      self.grid = lambda vals, dims=launch: (dims.sizes(vals)[0], 1, 1)
+    device.activate()
+    self.module = c_ptr()
+    check(libcuda().cuModuleLoadData(ctypes.byref(self.module), binary), f"loading the cubin of {name}")
+    self.function = c_ptr()
+    check(libcuda().cuModuleGetFunction(ctypes.byref(self.function), self.module, name.encode()), f"finding kernel {name}")
+    if self.shared > 48 * 1024:
+      check(libcuda().cuFuncSetAttribute(self.function, FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, self.shared), f"{name}: shared memory")
+
+  def launch_args(self, bufs, vals: tuple[int, ...]):
+    """The argument block cuLaunchKernel reads (kept alive by the caller until the launch is enqueued)."""
+    values = [c_u64(b) for b in bufs] + [ctypes.c_longlong(v) for v in vals]
+    pointers = (c_ptr * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
+    return values, pointers
+
+  def __call__(self, *bufs, vals: tuple[int, ...] = (), wait: bool = False) -> float | None:
+    self.device.activate()
+    grid = self.grid(vals) if callable(self.grid) else self.grid
+    values, pointers = self.launch_args(bufs, vals)
+    stream = self.device.stream
+    if wait:
+      start, end = self.device.new_event(), self.device.new_event()
+      check(libcuda().cuEventRecord(start, stream), "cuEventRecord")
+    check(libcuda().cuLaunchKernel(self.function, *grid, *self.block, self.shared, stream, pointers, None), f"launching {self.name}")
+    if not wait: return None
+    check(libcuda().cuEventRecord(end, stream), "cuEventRecord")
+    check(libcuda().cuEventSynchronize(end), f"running {self.name}")
+    return self.device.elapsed(start, end)
+
+
+class CUDAGraph:
+  """Recorded launches replayed as one CUDA graph launch. Replaying with other buffers or sizes re-records."""
+  def __init__(self, device: CUDABackend, exec_items: list):
+    self.device = device
+    self.exec = None
+    self._record(exec_items)
+
+  @staticmethod
+  def _signature(exec_items) -> tuple:
+    return tuple((id(ei.kernel), tuple(b.raw for b in ei.buffers), ei.var_values) for ei in exec_items)
+
+  def _record(self, exec_items) -> None:
+    device, cuda = self.device, libcuda()
+    device.activate()
+    self.signature = self._signature(exec_items)   # allocates every buffer before the capture starts
+    self.close()
+    check(cuda.cuStreamBeginCapture_v2(device.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture")
+    graph = c_ptr()
+    try:
+      for ei in exec_items: ei.kernel.program(*[b.raw for b in ei.buffers], vals=ei.var_values)
+    finally:
+      check(cuda.cuStreamEndCapture(device.stream, ctypes.byref(graph)), "cuStreamEndCapture")
+    self.graph = graph
+    self.exec = c_ptr()
+    check(cuda.cuGraphInstantiateWithFlags(ctypes.byref(self.exec), graph, 0), "cuGraphInstantiate")
+
+  def __call__(self, exec_items=None) -> None:
+    if exec_items is not None and self._signature(exec_items) != self.signature: self._record(exec_items)
+    self.device.activate()
+    check(libcuda().cuGraphLaunch(self.exec, self.device.stream), "cuGraphLaunch")
+
+  def close(self) -> None:
+    if self.exec is not None:
+      libcuda().cuGraphExecDestroy(self.exec)
+      libcuda().cuGraphDestroy(self.graph)
+      self.exec = None
+
+  def __del__(self):
+    try: self.close()
+    except Exception: pass  # interpreter shutdown
+
+
+class CUDABackend(Backend):
+  _local = threading.local()
+
+  def __init__(self, name: str):
+    super().__init__(name)
+    _, _, index = name.partition(":")
+    self.index = int(index or 0)
+    cuda = libcuda()
+    check(cuda.cuInit(0), "cuInit")
+    count = c_int()
+    check(cuda.cuDeviceGetCount(ctypes.byref(count)), "cuDeviceGetCount")
+    if self.index >= count.value:
+      raise RuntimeError(f"CUDA device {self.index} ({name}) does not exist: this machine has {count.value} CUDA device(s)")
+    self.handle = c_int()
+    check(cuda.cuDeviceGet(ctypes.byref(self.handle), self.index), "cuDeviceGet")
+    self.context = c_ptr()
+    check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(self.context), self.handle), "cuDevicePrimaryCtxRetain")
+    self.activate()
+    self.compute_capability = (self.attribute(ATTR_COMPUTE_CAPABILITY_MAJOR), self.attribute(ATTR_COMPUTE_CAPABILITY_MINOR))
+    self.arch = f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+    self.multiprocessors = self.attribute(ATTR_MULTIPROCESSOR_COUNT)
+    self.max_shared = self.attribute(ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+    self.stream = c_ptr()
+    check(cuda.cuStreamCreate(ctypes.byref(self.stream), CU_STREAM_NON_BLOCKING), "cuStreamCreate")
+    self.allocator = CUDAAllocator(self)
+    self.compiler = NVRTCCompiler(self.arch)
+    self.renderer = CUDARenderer(self.arch)
+
+  # ---- the device ----
+  def activate(self) -> None:
+    """Make this device's context current on the calling thread (the driver keeps one per thread)."""
+    if getattr(CUDABackend._local, "context", None) != self.context.value:
+      check(libcuda().cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+      CUDABackend._local.context = self.context.value
+
+  def attribute(self, attribute: int) -> int:
+    value = c_int()
+    check(libcuda().cuDeviceGetAttribute(ctypes.byref(value), attribute, self.handle), "cuDeviceGetAttribute")
+    return value.value
+
+  def name_string(self) -> str:
+    buf = ctypes.create_string_buffer(256)
+    check(libcuda().cuDeviceGetName(buf, 256, self.handle), "cuDeviceGetName")
+    return buf.value.decode()
+
+  def memory_info(self) -> tuple[int, int]:
+    self.activate()
+    free, total = c_size(), c_size()
+    check(libcuda().cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)), "cuMemGetInfo")
+    return free.value, total.value
+
+  def synchronize(self) -> None:
+    self.activate()
+    check(libcuda().cuStreamSynchronize(self.stream), f"{self.name}: a kernel or copy")
+
+  # ---- events ----
+  def new_event(self, timing: bool = True):
+    self.activate()
+    event = c_ptr()
+    check(libcuda().cuEventCreate(ctypes.byref(event), CU_EVENT_DEFAULT if timing else CU_EVENT_DISABLE_TIMING), "cuEventCreate")
+    return _Event(event.value)
+
+  def record(self, event) -> None: check(libcuda().cuEventRecord(event, self.stream), "cuEventRecord")
+
+  def elapsed(self, start, end) -> float:
+    """Seconds between two recorded events (waits for the second)."""
+    check(libcuda().cuEventSynchronize(end), "cuEventSynchronize")
+    ms = ctypes.c_float()
+    check(libcuda().cuEventElapsedTime(ctypes.byref(ms), start, end), "cuEventElapsedTime")
+    return ms.value / 1e3
+
+  # ---- what the engine asks of a backend ----
+  def program(self, name: str, binary: bytes, launch=None) -> CUDAProgram: return CUDAProgram(self, name, binary, launch)
+
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    from teenygrad.renderer.cuda_gemm import cuda_gemm_kernel
+    gemm = cuda_gemm_kernel(root, target, is_boundary, self.renderer, self.max_shared)
+    return GemmKernelSource(*gemm) if gemm is not None else None
+
+  def graph(self, exec_items: list) -> CUDAGraph: return CUDAGraph(self, exec_items)
+
+  def transfer(self, dest: Buffer, src: Buffer) -> bool:
+    """Device to device on this GPU, or a peer copy from another GPU, without a round trip through the host."""
+    source = _open_backends.get(src.device)
+    if not isinstance(source, CUDABackend): return False
+    self.activate()
+    # on one device the stream orders the copy after the kernels that wrote the source
+    if source is self: check(libcuda().cuMemcpyDtoDAsync_v2(dest.raw, src.raw, src.nbytes, self.stream), "cuMemcpyDtoDAsync")
+    else:
+      source.synchronize()   # the copy runs on this device's stream: the source must be written first
+      self.activate()
+      self.enable_peer_access(source)
+      check(libcuda().cuMemcpyPeerAsync(dest.raw, self.context, src.raw, source.context, src.nbytes, self.stream), "cuMemcpyPeerAsync")
+      # the source's stream must not reuse the source block before this copy has read it
+      done = self.new_event(timing=False)
+      self.record(done)
+      source.activate()
+      check(libcuda().cuStreamWaitEvent(source.stream, done, 0), "cuStreamWaitEvent")
+    return True
+
+  def enable_peer_access(self, other: CUDABackend) -> None:
+    """Direct access to the other GPU's memory where the hardware allows (otherwise the driver stages peer copies)."""
+    can = c_int()
+    check(libcuda().cuDeviceCanAccessPeer(ctypes.byref(can), self.handle, other.handle), "cuDeviceCanAccessPeer")
+    if can.value:
+      result = libcuda().cuCtxEnablePeerAccess(other.context, 0)
+      if result not in (0, CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED): check(result, "cuCtxEnablePeerAccess")
+
+
+class _Event(c_ptr):
+  """A CUDA event handle destroyed with its Python object."""
+  def __del__(self):
+    try: libcuda().cuEventDestroy_v2(self)
+    except Exception: pass  # interpreter shutdown
+
+
+_open_backends: dict[str, CUDABackend] = {}
+
+
+def open_device(name: str) -> CUDABackend:
+  backend = CUDABackend(name)
+  _open_backends[name] = backend
+  return backend
+
+
+__all__ = ["CUDABackend", "CUDAAllocator", "CUDAGraph", "CUDAOutOfMemoryError", "CUDAProgram", "CUDAError", "NVRTCCompiler",
+           "open_device"]

@@ -1,0 +1,459 @@
+"""The Vulkan backend: SPIR-V from teenygrad's own emitter, run through libvulkan with ctypes.
+
+Kernels are recorded into one command buffer (a barrier between dispatches) and submitted when the host needs a
+result, so a graph of small kernels costs one submit. Buffers live in device-local memory; where that memory
+is not host-visible (discrete GPUs) copies go through a staging buffer. Compiled pipelines are kept in a
+VkPipelineCache saved under the compile cache directory.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.device import vulkan_bindings as vk
+from teenygrad.device.vulkan_bindings import VulkanError, check
+from teenygrad.dtype import DType, dtypes
+from teenygrad.helpers import config
+from teenygrad.renderer.spirv import SPIRV_TAG, SpirvRenderer, parse_kernel
+
+BATCH_DISPATCHES = 512    # submit after this many recorded dispatches even if nobody waits
+SETS_PER_POOL = 1024
+
+
+class SpirvCompiler(Compiler):
+  """The renderer already wrote the binary; compiling is checking it (spirv-val when TEENYGRAD_SPIRV_VAL=1)."""
+  def __init__(self):
+    self.validate = config.spirv_validate
+    self.cache_tag = f"{SPIRV_TAG}\0validated={self.validate}"
+
+  def compile(self, src: str) -> bytes:
+    if self.validate:
+      _, module = parse_kernel(src)
+      validate_spirv(module)
+    return src.encode()
+
+
+def validate_spirv(module: bytes) -> None:
+  """Run spirv-val (Vulkan 1.1 rules); a module it rejects raises with the validator's message."""
+  tool = shutil.which("spirv-val")
+  if tool is None: raise RuntimeError("TEENYGRAD_SPIRV_VAL=1 needs spirv-val: apt-get install spirv-tools")
+  with tempfile.NamedTemporaryFile(suffix=".spv") as f:
+    f.write(module); f.flush()
+    result = subprocess.run([tool, "--target-env", "vulkan1.1", f.name], capture_output=True, text=True)
+    dis = shutil.which("spirv-dis")
+    listing = subprocess.run([dis, f.name], capture_output=True, text=True).stdout if dis and result.returncode != 0 else ""
+  if result.returncode != 0:
+    raise RuntimeError(f"spirv-val rejected a module:\n{result.stdout}{result.stderr}{listing[:20000]}")
+
+
+class VulkanBuffer:
+  __slots__ = ("buffer", "memory", "size", "mapped")
+
+  def __init__(self, buffer, memory, size: int, mapped):
+    self.buffer, self.memory, self.size, self.mapped = buffer, memory, size, mapped
+
+
+def _address(view: memoryview) -> int:
+  """The address of a (possibly read-only, e.g. memory-mapped) host buffer."""
+  return np.frombuffer(view, dtype=np.uint8).ctypes.data
+
+
+class VulkanAllocator(Allocator):
+  def __init__(self, dev: VulkanDevice): self.dev = dev
+  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, staging=False)
+
+  def free(self, raw: VulkanBuffer, nbytes: int) -> None: self.dev.release(raw)
+
+  def copyin(self, raw: VulkanBuffer, src: memoryview) -> None:
+    self.dev.synchronize()   # a pending kernel may still read the old contents
+    if raw.mapped is not None:
+      ctypes.memmove(raw.mapped, _address(src), len(src)); return
+    staging = self.dev.create_buffer(len(src), staging=True)
+    ctypes.memmove(staging.mapped, _address(src), len(src))
+    self.dev.copy_buffer(staging, raw, len(src))
+    self.dev.destroy(staging)
+
+  def copyout(self, dest: memoryview, raw: VulkanBuffer) -> None:
+    self.dev.synchronize()
+    if raw.mapped is not None:
+      ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
+    staging = self.dev.create_buffer(len(dest), staging=True)
+    self.dev.copy_buffer(raw, staging, len(dest))
+    ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
+    self.dev.destroy(staging)
+
+
+class VulkanProgram(Program):
+  def __init__(self, dev: VulkanDevice, name: str, binary: bytes):
+    self.dev, self.name = dev, name
+    self.meta, module = parse_kernel(binary.decode())
+    self.bindings: list[int] = self.meta["bindings"]
+    self.push_format = "".join("q" if k == "i64" else "i" for k in self.meta["push"])
+    self.set_layout, self.layout, self.pipeline = dev.create_pipeline(module, self.meta)
+
+  def __call__(self, *bufs: VulkanBuffer, vals: tuple[int, ...] = (), wait: bool = False) -> float | None:
+    dev = self.dev
+    with dev.lock:
+      descriptor_set = dev.descriptor_set(self.set_layout, self.bindings, bufs, self.meta["chunk_bytes"])
+      dev.record_dispatch(self, descriptor_set, vals)
+      if not wait: return None
+      start = time.perf_counter()
+      dev.synchronize()
+      return time.perf_counter() - start
+
+
+class VulkanDevice(Backend):
+  """One physical device, one compute queue."""
+  def __init__(self, name: str):
+    super().__init__(name)
+    self.lib = vk.load_library()
+    self.lock = threading.RLock()
+    index = int(name.partition(":")[2] or 0)
+    self._create_instance()
+    self._pick_physical_device(index)
+    self._create_device()
+    self._choose_memory()
+    self._create_command_objects()
+    self._open_pipeline_cache()
+    self.allocator = VulkanAllocator(self)
+    self.compiler = SpirvCompiler()
+    self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic,
+                                  float64=self.features["float64"], device_name=self.device_name,
+                                  max_buffers=min(self.max_storage_buffers, 4096) - 8,   # headroom for chunked big buffers
+                                  narrow_storage=self.features["storage8"] and self.features["storage16"], int64=self.features["int64"])
+    self.pending_frees: list[VulkanBuffer] = []
+    self.recorded = 0
+    atexit.register(self.save_pipeline_cache)
+
+  # ---- setup ----
+  def _fn(self, name: str, restype=ctypes.c_int32):
+    fn = getattr(self.lib, name)
+    fn.restype = restype
+    return fn
+
+  def _create_instance(self) -> None:
+    app = vk.ApplicationInfo(vk.ST_APPLICATION_INFO, None, b"teenygrad", 1, b"teenygrad", 1, (1 << 22) | (2 << 12))
+    info = vk.InstanceCreateInfo(vk.ST_INSTANCE_CREATE_INFO, None, 0, ctypes.pointer(app), 0, None, 0, None)
+    self.instance = ctypes.c_void_p()
+    result = self._fn("vkCreateInstance")(ctypes.byref(info), None, ctypes.byref(self.instance))
+    if result != 0:
+      raise VulkanError(f"vkCreateInstance failed ({vk.RESULTS.get(result, result)}): no Vulkan 1.2 driver found; "
+                        "install one (apt-get install mesa-vulkan-drivers for lavapipe)")
+
+  def _pick_physical_device(self, index: int) -> None:
+    count = ctypes.c_uint32()
+    self._fn("vkEnumeratePhysicalDevices")(self.instance, ctypes.byref(count), None)
+    if count.value == 0: raise VulkanError("Vulkan found no physical device (is a driver such as mesa-vulkan-drivers installed?)")
+    handles = (ctypes.c_void_p * count.value)()
+    check(self._fn("vkEnumeratePhysicalDevices")(self.instance, ctypes.byref(count), handles), "vkEnumeratePhysicalDevices")
+    if index >= count.value: raise VulkanError(f"VULKAN:{index} requested but only {count.value} Vulkan device(s) exist")
+    # GPUs first (discrete, integrated, virtual), CPU implementations such as lavapipe last: VULKAN is the best one
+    all_props = []
+    for handle in handles:
+      props = (ctypes.c_uint8 * vk.PROPS_SIZE)()
+      self._fn("vkGetPhysicalDeviceProperties", None)(ctypes.c_void_p(handle), props)
+      all_props.append((handle, bytes(props)))
+    rank = {vk.DEVICE_TYPE_DISCRETE: 0, vk.DEVICE_TYPE_INTEGRATED: 1, vk.DEVICE_TYPE_VIRTUAL: 2, vk.DEVICE_TYPE_CPU: 4}
+    all_props.sort(key=lambda hp: rank.get(int.from_bytes(hp[1][vk.PROPS_TYPE:vk.PROPS_TYPE + 4], "little"), 3))
+    handle, raw = all_props[index]
+    self.physical = ctypes.c_void_p(handle)
+    api_version = int.from_bytes(raw[0:4], "little")
+    self.device_name = raw[vk.PROPS_NAME:vk.PROPS_NAME + 256].split(b"\0")[0].decode()
+    if api_version < ((1 << 22) | (2 << 12)):
+      major, minor = api_version >> 22, (api_version >> 12) & 0x3FF
+      raise VulkanError(f"{self.device_name} supports Vulkan {major}.{minor}; teenygrad needs 1.2")
+    self.max_storage_range = int.from_bytes(raw[vk.PROPS_MAX_STORAGE_RANGE:vk.PROPS_MAX_STORAGE_RANGE + 4], "little")
+    self.min_storage_alignment = int.from_bytes(raw[vk.PROPS_MIN_SB_ALIGN:vk.PROPS_MIN_SB_ALIGN + 8], "little")
+    self.max_push = int.from_bytes(raw[vk.PROPS_MAX_PUSH:vk.PROPS_MAX_PUSH + 4], "little")
+    self.max_storage_buffers = int.from_bytes(raw[vk.PROPS_MAX_STAGE_STORAGE_BUFFERS:vk.PROPS_MAX_STAGE_STORAGE_BUFFERS + 4], "little")
+    # subgroup support (VkPhysicalDeviceVulkan11Properties through vkGetPhysicalDeviceProperties2)
+    v11 = (ctypes.c_uint8 * 112)()
+    ctypes.cast(v11, ctypes.POINTER(ctypes.c_uint32))[0] = vk.ST_VULKAN_1_1_PROPERTIES
+    props2 = (ctypes.c_uint8 * (16 + vk.PROPS_SIZE))()
+    ctypes.cast(props2, ctypes.POINTER(ctypes.c_uint32))[0] = vk.ST_PROPERTIES_2
+    ctypes.cast(ctypes.addressof(props2) + 8, ctypes.POINTER(ctypes.c_void_p))[0] = ctypes.addressof(v11)
+    self._fn("vkGetPhysicalDeviceProperties2", None)(self.physical, props2)
+    v11_raw = bytes(v11)
+    stages = int.from_bytes(v11_raw[vk.V11_PROPS_SUBGROUP_STAGES:vk.V11_PROPS_SUBGROUP_STAGES + 4], "little")
+    ops = int.from_bytes(v11_raw[vk.V11_PROPS_SUBGROUP_OPS:vk.V11_PROPS_SUBGROUP_OPS + 4], "little")
+    self.subgroup_size = int.from_bytes(v11_raw[vk.V11_PROPS_SUBGROUP_SIZE:vk.V11_PROPS_SUBGROUP_SIZE + 4], "little")
+    self.subgroup_arithmetic = bool(stages & vk.SHADER_STAGE_COMPUTE) and bool(ops & vk.SUBGROUP_ARITHMETIC)
+
+  def _query_features(self):
+    """(features2, v11, v12) buffers, chained, filled by the driver."""
+    v12 = (ctypes.c_uint8 * 208)()
+    v11 = (ctypes.c_uint8 * 64)()
+    features2 = (ctypes.c_uint8 * (16 + vk.FEATURES_SIZE + 4))()
+    for buf, stype, nxt in ((v12, vk.ST_VULKAN_1_2_FEATURES, None), (v11, vk.ST_VULKAN_1_1_FEATURES, v12),
+                            (features2, vk.ST_FEATURES_2, v11)):
+      ctypes.cast(buf, ctypes.POINTER(ctypes.c_uint32))[0] = stype
+      ctypes.cast(ctypes.addressof(buf) + 8, ctypes.POINTER(ctypes.c_void_p))[0] = ctypes.addressof(nxt) if nxt is not None else None
+    self._fn("vkGetPhysicalDeviceFeatures2", None)(self.physical, features2)
+    return features2, v11, v12
+
+  def _create_device(self) -> None:
+    features2, v11, v12 = self._query_features()
+    def flag(buf, offset: int) -> bool: return bool(int.from_bytes(bytes(buf[offset:offset + 4]), "little"))
+    base = 16
+    self.features = {"float64": flag(features2, base + vk.FEATURES_FLOAT64), "int64": flag(features2, base + vk.FEATURES_INT64),
+                     "int16": flag(features2, base + vk.FEATURES_INT16), "storage16": flag(v11, vk.V11_STORAGE_16BIT),
+                     "storage8": flag(v12, vk.V12_STORAGE_8BIT), "float16": flag(v12, vk.V12_FLOAT16), "int8": flag(v12, vk.V12_INT8)}
+    # enable exactly what the shaders may use: keep the queried flags for those, clear everything else
+    keep_base = {vk.FEATURES_FLOAT64, vk.FEATURES_INT64, vk.FEATURES_INT16}
+    for offset in range(0, vk.FEATURES_SIZE, 4):
+      if offset not in keep_base: ctypes.memset(ctypes.addressof(features2) + base + offset, 0, 4)
+    for buf, size, keep in ((v11, 64, {vk.V11_STORAGE_16BIT}), (v12, 208, {vk.V12_STORAGE_8BIT, vk.V12_FLOAT16, vk.V12_INT8})):
+      for offset in range(16, size, 4):
+        if offset not in keep: ctypes.memset(ctypes.addressof(buf) + offset, 0, 4)
+    count = ctypes.c_uint32()
+    get_families = self._fn("vkGetPhysicalDeviceQueueFamilyProperties", None)
+    get_families(self.physical, ctypes.byref(count), None)
+    families = (vk.QueueFamilyProperties * count.value)()
+    get_families(self.physical, ctypes.byref(count), families)
+    compute = [i for i, f in enumerate(families) if f.queueFlags & vk.QUEUE_COMPUTE]
+    if not compute: raise VulkanError(f"{self.device_name} has no compute queue")
+    self.queue_family = compute[0]
+    priority = ctypes.c_float(1.0)
+    queue_info = vk.DeviceQueueCreateInfo(vk.ST_DEVICE_QUEUE_CREATE_INFO, None, 0, self.queue_family, 1, ctypes.pointer(priority))
+    info = vk.DeviceCreateInfo(vk.ST_DEVICE_CREATE_INFO, ctypes.addressof(features2), 0, 1, ctypes.pointer(queue_info), 0, None, 0, None, None)
+    self.device = ctypes.c_void_p()
+    check(self._fn("vkCreateDevice")(self.physical, ctypes.byref(info), None, ctypes.byref(self.device)), "vkCreateDevice")
+    self.queue = ctypes.c_void_p()
+    self._fn("vkGetDeviceQueue", None)(self.device, self.queue_family, 0, ctypes.byref(self.queue))
+
+  def _choose_memory(self) -> None:
+    props = vk.MemoryProperties()
+    self._fn("vkGetPhysicalDeviceMemoryProperties", None)(self.physical, ctypes.byref(props))
+    types = [props.memoryTypes[i].propertyFlags for i in range(props.memoryTypeCount)]
+    host = vk.MEMORY_HOST_VISIBLE | vk.MEMORY_HOST_COHERENT
+    cached = host | vk.MEMORY_HOST_CACHED
+    # staging prefers cached host memory: reading results back from uncached memory crawls
+    staging = [i for i, f in enumerate(types) if f & cached == cached] or [i for i, f in enumerate(types) if f & host == host]
+    self.staging_memory_type = staging[0]
+    local = [i for i, f in enumerate(types) if f & vk.MEMORY_DEVICE_LOCAL]
+    # device-local memory the CPU reads through its caches (lavapipe, integrated GPUs) needs no staging copies;
+    # a discrete GPU's BAR window is host-visible too, but uncached, so it goes through staging buffers
+    direct = [i for i in local if types[i] & cached == cached]
+    self.buffer_memory_type = (direct or local or [self.staging_memory_type])[0]
+    self.direct_access = bool(direct)
+
+  def _create_command_objects(self) -> None:
+    info = vk.CommandPoolCreateInfo(vk.ST_COMMAND_POOL_CREATE_INFO, None, vk.COMMAND_POOL_RESET_BUFFER, self.queue_family)
+    self.command_pool = ctypes.c_void_p()
+    check(self._fn("vkCreateCommandPool")(self.device, ctypes.byref(info), None, ctypes.byref(self.command_pool)), "vkCreateCommandPool")
+    alloc = vk.CommandBufferAllocateInfo(vk.ST_COMMAND_BUFFER_ALLOCATE_INFO, None, self.command_pool, 0, 1)
+    self.command_buffer = ctypes.c_void_p()
+    check(self._fn("vkAllocateCommandBuffers")(self.device, ctypes.byref(alloc), ctypes.byref(self.command_buffer)), "vkAllocateCommandBuffers")
+    fence_info = vk.FenceCreateInfo(vk.ST_FENCE_CREATE_INFO, None, 0)
+    self.fence = ctypes.c_void_p()
+    check(self._fn("vkCreateFence")(self.device, ctypes.byref(fence_info), None, ctypes.byref(self.fence)), "vkCreateFence")
+    self.recording = False
+    self.pools: list = []
+    self.free_pools: list = []
+    self.pool_sets_left = 0
+
+  # ---- pipeline cache ----
+  def _pipeline_cache_path(self):
+    safe = "".join(c if c.isalnum() else "_" for c in self.device_name)
+    return config.cache_dir / "vulkan" / f"pipelines_{safe}.bin"
+
+  def _open_pipeline_cache(self) -> None:
+    path = self._pipeline_cache_path()
+    data = path.read_bytes() if path.exists() else b""
+    buf = ctypes.create_string_buffer(data, len(data)) if data else None
+    info = vk.PipelineCacheCreateInfo(vk.ST_PIPELINE_CACHE_CREATE_INFO, None, 0, len(data), ctypes.cast(buf, ctypes.c_void_p) if buf else None)
+    self.pipeline_cache = ctypes.c_void_p()
+    # a cache from another driver version is ignored by the driver; a corrupt one we drop and start empty
+    if self._fn("vkCreatePipelineCache")(self.device, ctypes.byref(info), None, ctypes.byref(self.pipeline_cache)) != 0:
+      info.initialDataSize, info.pInitialData = 0, None
+      check(self._fn("vkCreatePipelineCache")(self.device, ctypes.byref(info), None, ctypes.byref(self.pipeline_cache)), "vkCreatePipelineCache")
+
+  def save_pipeline_cache(self) -> None:
+    try:
+      size = ctypes.c_size_t()
+      get = self._fn("vkGetPipelineCacheData")
+      if get(self.device, self.pipeline_cache, ctypes.byref(size), None) != 0 or size.value == 0: return
+      data = ctypes.create_string_buffer(size.value)
+      if get(self.device, self.pipeline_cache, ctypes.byref(size), data) != 0: return
+      path = self._pipeline_cache_path()
+      path.parent.mkdir(parents=True, exist_ok=True)
+      fd, tmp = tempfile.mkstemp(dir=path.parent)
+      with os.fdopen(fd, "wb") as f:
+        f.write(data.raw[:size.value]); f.flush(); os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except OSError: pass   # a read-only cache directory only costs compile time
+
+  # ---- memory ----
+  def create_buffer(self, nbytes: int, staging: bool) -> VulkanBuffer:
+    memory_type = self.staging_memory_type if staging else self.buffer_memory_type
+    nbytes = max(4, (nbytes + 3) // 4 * 4)   # whole words: narrow types may be packed in them
+    info = vk.BufferCreateInfo(vk.ST_BUFFER_CREATE_INFO, None, 0, nbytes, vk.BUFFER_USAGE, 0, 0, None)
+    buffer = ctypes.c_void_p()
+    check(self._fn("vkCreateBuffer")(self.device, ctypes.byref(info), None, ctypes.byref(buffer)), "vkCreateBuffer")
+    req = vk.MemoryRequirements()
+    self._fn("vkGetBufferMemoryRequirements", None)(self.device, buffer, ctypes.byref(req))
+    alloc = vk.MemoryAllocateInfo(vk.ST_MEMORY_ALLOCATE_INFO, None, req.size, memory_type)
+    memory = ctypes.c_void_p()
+    result = self._fn("vkAllocateMemory")(self.device, ctypes.byref(alloc), None, ctypes.byref(memory))
+    if result != 0:
+      self._fn("vkDestroyBuffer", None)(self.device, buffer, None)
+      raise MemoryError(f"Vulkan could not allocate {nbytes} bytes on {self.device_name} ({vk.RESULTS.get(result, result)})")
+    check(self._fn("vkBindBufferMemory")(self.device, buffer, memory, ctypes.c_uint64(0)), "vkBindBufferMemory")
+    mapped = None
+    if staging or self.direct_access:
+      pointer = ctypes.c_void_p()
+      check(self._fn("vkMapMemory")(self.device, memory, ctypes.c_uint64(0), ctypes.c_uint64(req.size), 0, ctypes.byref(pointer)), "vkMapMemory")
+      mapped = pointer.value
+    return VulkanBuffer(buffer, memory, nbytes, mapped)
+
+  def destroy(self, raw: VulkanBuffer) -> None:
+    self._fn("vkDestroyBuffer", None)(self.device, raw.buffer, None)
+    self._fn("vkFreeMemory", None)(self.device, raw.memory, None)
+
+  def release(self, raw: VulkanBuffer) -> None:
+    """Free now, or after the recorded work that may still use it."""
+    with self.lock:
+      if self.recording: self.pending_frees.append(raw)
+      else: self.destroy(raw)
+
+  # ---- pipelines and descriptors ----
+  def create_pipeline(self, module: bytes, meta: dict):
+    bindings = meta["bindings"]
+    if sum(bindings) > self.max_storage_buffers:
+      raise VulkanError(f"kernel {meta['name']} reads {len(bindings)} buffers ({sum(bindings)} storage-buffer descriptors); "
+                        f"{self.device_name} allows {self.max_storage_buffers} per shader: realize some inputs first")
+    layout_bindings = (vk.DescriptorSetLayoutBinding * len(bindings))(
+      *[vk.DescriptorSetLayoutBinding(i, vk.DESCRIPTOR_STORAGE_BUFFER, n, vk.SHADER_STAGE_COMPUTE, None) for i, n in enumerate(bindings)])
+    info = vk.DescriptorSetLayoutCreateInfo(vk.ST_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, None, 0, len(bindings), layout_bindings)
+    set_layout = ctypes.c_void_p()
+    check(self._fn("vkCreateDescriptorSetLayout")(self.device, ctypes.byref(info), None, ctypes.byref(set_layout)), "vkCreateDescriptorSetLayout")
+    push_size = sum(8 if k == "i64" else 4 for k in meta["push"])
+    if push_size > self.max_push:
+      raise VulkanError(f"kernel {meta['name']} needs {push_size} bytes of push constants, the device has {self.max_push}")
+    push_range = vk.PushConstantRange(vk.SHADER_STAGE_COMPUTE, 0, push_size)
+    layouts = (ctypes.c_void_p * 1)(set_layout.value)
+    layout_info = vk.PipelineLayoutCreateInfo(vk.ST_PIPELINE_LAYOUT_CREATE_INFO, None, 0, 1, layouts, 1 if push_size else 0,
+                                              ctypes.pointer(push_range) if push_size else None)
+    layout = ctypes.c_void_p()
+    check(self._fn("vkCreatePipelineLayout")(self.device, ctypes.byref(layout_info), None, ctypes.byref(layout)), "vkCreatePipelineLayout")
+    code = ctypes.create_string_buffer(module, len(module))
+    shader_info = vk.ShaderModuleCreateInfo(vk.ST_SHADER_MODULE_CREATE_INFO, None, 0, len(module), ctypes.cast(code, ctypes.c_void_p))
+    shader = ctypes.c_void_p()
+    check(self._fn("vkCreateShaderModule")(self.device, ctypes.byref(shader_info), None, ctypes.byref(shader)), "vkCreateShaderModule")
+    entry = meta["name"].encode()
+    stage = vk.PipelineShaderStageCreateInfo(vk.ST_PIPELINE_SHADER_STAGE_CREATE_INFO, None, 0, vk.SHADER_STAGE_COMPUTE, shader, entry, None)
+    pipeline_info = vk.ComputePipelineCreateInfo(vk.ST_COMPUTE_PIPELINE_CREATE_INFO, None, 0, stage, layout, None, -1)
+    pipeline = ctypes.c_void_p()
+    result = self._fn("vkCreateComputePipelines")(self.device, self.pipeline_cache, 1, ctypes.byref(pipeline_info), None, ctypes.byref(pipeline))
+    self._fn("vkDestroyShaderModule", None)(self.device, shader, None)
+    check(result, f"vkCreateComputePipelines for {meta['name']}")
+    return set_layout, layout, pipeline
+
+  def _new_pool(self):
+    sizes = vk.DescriptorPoolSize(vk.DESCRIPTOR_STORAGE_BUFFER, SETS_PER_POOL * 16)
+    info = vk.DescriptorPoolCreateInfo(vk.ST_DESCRIPTOR_POOL_CREATE_INFO, None, 0, SETS_PER_POOL, 1, ctypes.pointer(sizes))
+    pool = ctypes.c_void_p()
+    check(self._fn("vkCreateDescriptorPool")(self.device, ctypes.byref(info), None, ctypes.byref(pool)), "vkCreateDescriptorPool")
+    return pool
+
+  def descriptor_set(self, set_layout, bindings: list[int], bufs, chunk_bytes: int):
+    descriptor_set = ctypes.c_void_p()
+    layouts = (ctypes.c_void_p * 1)(set_layout.value)
+    while True:
+      if not self.pools or self.pool_sets_left == 0:
+        if self.pools and self.pool_sets_left == 0 and not self.free_pools and len(self.pools) >= 8: self.synchronize()
+        self.pools.append(self.free_pools.pop() if self.free_pools else self._new_pool())
+        self.pool_sets_left = SETS_PER_POOL
+      info = vk.DescriptorSetAllocateInfo(vk.ST_DESCRIPTOR_SET_ALLOCATE_INFO, None, self.pools[-1], 1, layouts)
+      if self._fn("vkAllocateDescriptorSets")(self.device, ctypes.byref(info), ctypes.byref(descriptor_set)) == 0: break
+      self.pool_sets_left = 0   # pool exhausted (descriptors, not sets): take the next one
+    self.pool_sets_left -= 1
+    infos, writes = [], []
+    for binding, (buf, count) in enumerate(zip(bufs, bindings)):
+      if count == 1: chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, 0, buf.size)]
+      else:
+        # a buffer bigger than one binding's range: consecutive views; the last ones may be empty past the end
+        # (views past the end, where a symbolic size is bound smaller than its maximum, are never read: any valid one will do)
+        chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, i * chunk_bytes, min(chunk_bytes, buf.size - i * chunk_bytes))
+                       if i * chunk_bytes < buf.size else vk.DescriptorBufferInfo(buf.buffer, 0, min(chunk_bytes, buf.size))
+                       for i in range(count)]
+      array = (vk.DescriptorBufferInfo * count)(*chunk_infos)
+      infos.append(array)
+      writes.append(vk.WriteDescriptorSet(vk.ST_WRITE_DESCRIPTOR_SET, None, descriptor_set, binding, 0, count,
+                                          vk.DESCRIPTOR_STORAGE_BUFFER, None, array, None))
+    write_array = (vk.WriteDescriptorSet * len(writes))(*writes)
+    self._fn("vkUpdateDescriptorSets", None)(self.device, len(writes), write_array, 0, None)
+    return descriptor_set
+
+  # ---- recording and submitting ----
+  def _begin(self) -> None:
+    if self.recording: return
+    begin = vk.CommandBufferBeginInfo(vk.ST_COMMAND_BUFFER_BEGIN_INFO, None, vk.COMMAND_BUFFER_ONE_TIME, None)
+    check(self._fn("vkBeginCommandBuffer")(self.command_buffer, ctypes.byref(begin)), "vkBeginCommandBuffer")
+    self.recording = True
+
+  def _barrier(self) -> None:
+    barrier = vk.MemoryBarrier(vk.ST_MEMORY_BARRIER, None, vk.ACCESS_SHADER_WRITE | vk.ACCESS_TRANSFER_WRITE,
+                               vk.ACCESS_SHADER_READ | vk.ACCESS_SHADER_WRITE | vk.ACCESS_TRANSFER_READ | vk.ACCESS_TRANSFER_WRITE)
+    stages = vk.PIPELINE_STAGE_COMPUTE | vk.PIPELINE_STAGE_TRANSFER
+    self._fn("vkCmdPipelineBarrier", None)(self.command_buffer, stages, stages, 0, 1, ctypes.byref(barrier), 0, None, 0, None)
+
+  def record_dispatch(self, program: VulkanProgram, descriptor_set, vals: tuple[int, ...]) -> None:
+    self._begin()
+    self._barrier()
+    cb = self.command_buffer
+    self._fn("vkCmdBindPipeline", None)(cb, vk.PIPELINE_BIND_POINT_COMPUTE, program.pipeline)
+    sets = (ctypes.c_void_p * 1)(descriptor_set.value)
+    self._fn("vkCmdBindDescriptorSets", None)(cb, vk.PIPELINE_BIND_POINT_COMPUTE, program.layout, 0, 1, sets, 0, None)
+    if program.push_format:
+      data = (ctypes.c_int64 if "q" in program.push_format else ctypes.c_int32) * len(vals)
+      payload = data(*vals)
+      self._fn("vkCmdPushConstants", None)(cb, program.layout, vk.SHADER_STAGE_COMPUTE, 0, ctypes.sizeof(payload), payload)
+    self._fn("vkCmdDispatch", None)(cb, program.meta["groups"], 1, 1)
+    self.recorded += 1
+    if self.recorded >= BATCH_DISPATCHES: self.synchronize()
+
+  def copy_buffer(self, src: VulkanBuffer, dst: VulkanBuffer, nbytes: int) -> None:
+    with self.lock:
+      self._begin()
+      self._barrier()
+      region = vk.BufferCopy(0, 0, nbytes)
+      self._fn("vkCmdCopyBuffer", None)(self.command_buffer, src.buffer, dst.buffer, 1, ctypes.byref(region))
+      self._barrier()
+      self.synchronize()
+
+  def synchronize(self) -> None:
+    with self.lock:
+      if not self.recording: return
+      check(self._fn("vkEndCommandBuffer")(self.command_buffer), "vkEndCommandBuffer")
+      buffers = (ctypes.c_void_p * 1)(self.command_buffer.value)
+      submit = vk.SubmitInfo(vk.ST_SUBMIT_INFO, None, 0, None, None, 1, buffers, 0, None)
+      check(self._fn("vkQueueSubmit")(self.queue, 1, ctypes.byref(submit), self.fence), "vkQueueSubmit")
+      fences = (ctypes.c_void_p * 1)(self.fence.value)
+      check(self._fn("vkWaitForFences")(self.device, 1, fences, 1, ctypes.c_uint64(-1 & 0xFFFFFFFFFFFFFFFF)), "vkWaitForFences")
+      check(self._fn("vkResetFences")(self.device, 1, fences), "vkResetFences")
+      check(self._fn("vkResetCommandBuffer")(self.command_buffer, 0), "vkResetCommandBuffer")
+      self.recording, self.recorded = False, 0
+      for pool in self.pools:
+        self._fn("vkResetDescriptorPool")(self.device, pool, 0)
+        self.free_pools.append(pool)
+      self.pools, self.pool_sets_left = [], 0
+      for raw in self.pending_frees: self.destroy(raw)
+      self.pending_frees = []
+
+  def program(self, name: str, binary: bytes) -> VulkanProgram: return VulkanProgram(self, name, binary)
+
+  def supports(self, dtype: DType) -> bool:
+    return (dtype != dtypes.float64 or self.features["float64"]) and (dtype != dtypes.int64 or self.features["int64"])
+
+
+def open_device(name: str) -> VulkanDevice: return VulkanDevice(name)
