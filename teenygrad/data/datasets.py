@@ -24,7 +24,8 @@ import os
 import pickletools
 import struct
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

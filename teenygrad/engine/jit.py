@@ -39,7 +39,8 @@ import functools
 import inspect
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from teenygrad.device import Buffer
 from teenygrad.engine.realize import CopyExecItem, CustomExecItem, ExecItem, _lock, capture_kernels, run_exec_item
@@ -335,7 +336,8 @@ class Jit:
     with self._call_lock:
       signature, inputs, values = _signature(self.fn, args, kwargs)
       if self.capture is not None:
-        if signature != self.capture.signature: raise JitError(f"{self.fn.__qualname__}: can't replay: {self.capture.signature.explain_mismatch(signature)}")
+        if signature != self.capture.signature:
+          raise JitError(f"{self.fn.__qualname__}: can't replay: {self.capture.signature.explain_mismatch(signature)}")
         return _unflatten_outputs(self.capture.out_structure, self.capture.replay(inputs, values))
       self.calls += 1
       if self.calls <= self.capture_after: return self._run(args, kwargs)
