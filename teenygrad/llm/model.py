@@ -188,7 +188,8 @@ class Transformer:
     table = self.weights["token_embd.weight"]
     return embedding_rows(table, tokens) if isinstance(table, Tensor) else table.embedding(tokens)
 
-  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int, key_mask: Tensor | None) -> Tensor:
+  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int,
+                key_mask: Tensor | None) -> Tensor:
     c, w = self.config, self.weights
     B = x.shape[0]
     q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias"))
@@ -209,7 +210,8 @@ class Transformer:
     q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
     scale = 1.0 / math.sqrt(c.head_dim)
     if isinstance(S, int) and T > 1:   # prefill: batched matmuls, which lower to the tiled GEMM
-      scores = kernel_output(kernel_output(q).reshape(B, c.n_kv_heads, group * T, c.head_dim) @ keys.transpose(-1, -2)).reshape(B, c.n_kv_heads, group, T, S) * scale
+      rows = kernel_output(q).reshape(B, c.n_kv_heads, group * T, c.head_dim)
+      scores = kernel_output(rows @ keys.transpose(-1, -2)).reshape(B, c.n_kv_heads, group, T, S) * scale
     else:   # decode: one query row against a symbolic number of keys
       scores = (q * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * scale   # (B, KVH, G, T, S)
     if T > 1:   # causal: query t (at position start+t) sees keys up to start+t
