@@ -179,7 +179,8 @@ class Transformer:
   def required_weights(self) -> list[str]:
     names = ["token_embd.weight", "output_norm.weight"]
     for i in range(self.config.n_layers):
-      names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+      names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                                 "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
       if self.config.qk_norm: names += [f"blk.{i}.attn_q_norm.weight", f"blk.{i}.attn_k_norm.weight"]
     return names
 
