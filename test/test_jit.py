@@ -183,7 +183,7 @@ def test_quantized_linear_replays_in_a_decode_step():
   pytest.importorskip("gguf")
   from test_quant import make_blocks, reference
 
-  from teenygrad.llm.quant import QuantizedTensor
+  from teenygrad.nn.quant import QuantizedTensor
   n, k = 24, 96
   blocks = make_blocks("Q8_0", n, k, seed=4)
   weight = reference("Q8_0", blocks)

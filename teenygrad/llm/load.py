@@ -76,7 +76,6 @@ def _convert(weight: Any, dtype: DType | None) -> Any:
 
 
 def _load_gguf(path: str, device, dtype, progress) -> tuple[Transformer, Tokenizer]:
-  from teenygrad.llm.quant import QuantizedTensor
   from teenygrad.state.gguf import GGUFFile, load_tensor
   f = GGUFFile(path)
   config = LlamaConfig.from_gguf(f.metadata, set(f.tensor_infos))
@@ -84,7 +83,7 @@ def _load_gguf(path: str, device, dtype, progress) -> tuple[Transformer, Tokeniz
   bar = _bar(len(f.tensor_infos), f"loading {os.path.basename(path)}", progress)
   weights = {}
   for name in f.tensor_infos:
-    weight = load_tensor(f, name, device, quantized=QuantizedTensor.from_gguf_bytes)
+    weight = load_tensor(f, name, device)
     # norms and biases stay float32: they are tiny and the model computes in float32
     weights[name] = weight if name.endswith(("norm.weight", ".bias")) or name == "rope_freqs.weight" else _convert(weight, dtype)
     if bar is not None: bar.update(1)

@@ -32,7 +32,7 @@ from teenygrad.renderer.spirv_module import SCOPE, SEMANTICS, SpirvModule
 KIND = {dtypes.bool: "bool", dtypes.int8: "i32", dtypes.int16: "i32", dtypes.int32: "i32", dtypes.uint8: "u32",
         dtypes.uint16: "u32", dtypes.uint32: "u32", dtypes.int64: "i64", dtypes.float16: "f32", dtypes.bfloat16: "f32",
         dtypes.float32: "f32", dtypes.float64: "f64"}
-GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128; devices give >= 256)
+GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128 invocations)
 MAX_GROUPS = 65535                  # maxComputeWorkGroupCount[0] guaranteed by the spec
 CHUNK_BYTES = 1 << 26               # a buffer bigger than one binding's range is bound as an array of 64 MiB views
 SPIRV_TAG = "spirv-v1"
@@ -51,9 +51,10 @@ class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
   def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True, float64: bool = True, device_name: str = "",
                index_bits: int | None = None, max_buffers: int | None = None, narrow_storage: bool = True,
-               int64: bool = True):
+               int64: bool = True, max_group: int = 256):
     self.max_binding_range, self.subgroups, self.float64, self.device_name = max_binding_range, subgroups, float64, device_name
     self.int64 = int64
+    self.max_group = max_group   # maxComputeWorkGroupInvocations (the spec guarantees 128)
     self.narrow_storage = narrow_storage   # 8/16-bit storage buffers; without them narrow types are packed in words
     self.index_bits = index_bits   # None: 32-bit index math where every buffer fits, else 64; tests force 64
     self.max_buffers = max_buffers   # storage buffers one shader may bind (the lowerer splits kernels past it)
@@ -113,7 +114,7 @@ class KernelEmitter:
     outer = prod_vmax([lp.size for lp in self.grid_chain]) if self.grid_chain else 1
     self.groups = max(1, min(MAX_GROUPS, outer if self.mode == "row" else -(-outer // GRID_GROUP)))
     # a full reduction runs in one work-group (every group would compute the same): make it a wide one
-    if root is None and self._has_prologue_reduce(): self.local_size = [FULL_REDUCE_GROUP, 1, 1]
+    if root is None and self._has_prologue_reduce(): self.local_size = [min(FULL_REDUCE_GROUP, renderer.max_group), 1, 1]
     self.shared: dict[str, int] = {}
 
   @staticmethod

@@ -1,14 +1,14 @@
 """GGUF files (llama.cpp's model format) read through the `gguf` package, memory-mapped.
 
 `load_gguf(path)` returns the metadata as a plain dict and the tensors by name: F32/F16/BF16 become Tensors that
-point straight into the memory map on the CPU (no copy), quantized types (Q4_0, Q4_1, Q8_0, K-quants...) keep
-their GGUF block bytes (`teenygrad.llm.load` makes them `QuantizedTensor`s). Every structural fact the file states (magic, counts, string
+point straight into the memory map on the CPU (no copy), quantized types (Q4_0, Q4_1, Q8_0, K-quants...) become
+`QuantizedTensor`s that keep the GGUF block bytes. Every structural fact the file states (magic, counts, string
 lengths, tensor dims, types, offsets) is checked before it is trusted: a malformed file raises ValueError.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -103,30 +103,33 @@ def tensor_from_memmap(raw: np.ndarray, shape: tuple[int, ...], dtype: DType, de
   return Tensor(LazyBuffer.from_realized(buffer, tuple(shape), dtype, device))
 
 
-class QuantizedBlocks(NamedTuple):
-  """A quantized tensor as the file holds it: GGML type name, its block bytes (a view of the memory map), shape."""
-  ggml_type: str
-  raw: np.ndarray
-  shape: tuple[int, ...]
-
-
-def load_tensor(f: GGUFFile, name: str, device: str | None = None, dequantize: bool = False, quantized=None):
-  """One tensor of a parsed file: a Tensor for float types; for quantized types float32 with dequantize=True
-  (gguf's reference dequantizer), else `quantized(ggml_type, raw, shape, device)` when given (the llm layer passes
-  QuantizedTensor.from_gguf_bytes: state sits above llm and does not import it), else QuantizedBlocks."""
+def load_tensor(f: GGUFFile, name: str, device: str | None = None, dequantize: bool = False):
+  """One tensor of a parsed file: a Tensor for float types, a QuantizedTensor for quantized ones (or float32 with
+  dequantize=True, through gguf's reference dequantizer)."""
   type_name, shape, _, _ = f.tensor_infos[name]
   raw = f.raw(name)
   if type_name in FLOAT_TYPES: return tensor_from_memmap(raw, shape, FLOAT_TYPES[type_name], device)
-  if dequantize: return _dequantize_reference(raw, type_name, shape, device)
-  if quantized is None: return QuantizedBlocks(type_name, raw, shape)
+  if dequantize or not _have_quant(): return _dequantize_reference(raw, type_name, shape, device)
+  from teenygrad.nn.quant import QuantizedTensor
   if len(shape) != 2: raise ValueError(f"{f.path}: quantized tensor {name!r} has shape {shape}; only 2-D quantized weights are supported")
-  return quantized(type_name, raw, shape, device=device)
+  return QuantizedTensor.from_gguf_bytes(type_name, raw, shape, device=device)
 
 
-def load_gguf(path: str | os.PathLike, device: str | None = None, dequantize: bool = False, quantized=None) -> tuple[dict, dict]:
-  """Metadata (plain dict) and tensors by name of a GGUF file (see load_tensor for what quantized tensors become)."""
+def load_gguf(path: str | os.PathLike, device: str | None = None, dequantize: bool = False) -> tuple[dict, dict]:
+  """Metadata (plain dict) and tensors by name of a GGUF file.
+
+  Args:
+    dequantize: expand quantized tensors to float32 Tensors at load time (gguf's reference dequantizer) instead of
+      keeping them as QuantizedTensor.
+  """
   f = GGUFFile(path)
-  return f.metadata, {name: load_tensor(f, name, device, dequantize, quantized) for name in f.tensor_infos}
+  return f.metadata, {name: load_tensor(f, name, device, dequantize) for name in f.tensor_infos}
+
+
+def _have_quant() -> bool:
+  try: import teenygrad.nn.quant  # noqa: F401
+  except ImportError: return False
+  return True
 
 
 def _dequantize_reference(raw: np.ndarray, type_name: str, shape: tuple[int, ...], device: str | None):
