@@ -30,9 +30,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from teenygrad import Tensor, dtypes  # noqa: E402
 from teenygrad.device import Buffer  # noqa: E402
 from teenygrad.helpers import config  # noqa: E402
-from teenygrad.llm import quant  # noqa: E402
-from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
-from teenygrad.llm.quant_kernels import GGML_TYPES  # noqa: E402
+from teenygrad.nn import quant  # noqa: E402
+from teenygrad.nn.quant import QuantizedTensor  # noqa: E402
+from teenygrad.nn.quant_kernels import GGML_TYPES  # noqa: E402
 
 TYPES = ("Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K")
 SHAPES = ((576, 576), (1536, 576), (576, 1536), (49152, 576), (4096, 4096))   # (out_features, in_features)

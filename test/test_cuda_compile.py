@@ -104,7 +104,7 @@ CASES = _cases()
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernels_compile_for_sm90(name):
-  bindings = _nvrtc_or_skip()
+  _nvrtc_or_skip()
   tensor, expect = CASES[name]
   kernels = render_cuda(tensor.contiguous())
   assert kernels, "nothing to compile"

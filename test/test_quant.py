@@ -1,4 +1,4 @@
-"""Quantized GGUF weights (teenygrad/llm/quant.py) against gguf-py's numpy quantize/dequantize.
+"""Quantized GGUF weights (teenygrad/nn/quant.py) against gguf-py's numpy quantize/dequantize.
 
 For every type: the Tensor-primitive dequantize is bit-identical with gguf-py's, the fused CPU kernels (matvec,
 few-row, GEMM paths; AVX-512 and the portable scalar C) match numpy's x @ W.T within fp32 tolerance, embedding rows
@@ -13,9 +13,9 @@ gguf = pytest.importorskip("gguf")
 
 from teenygrad import Tensor  # noqa: E402
 from teenygrad.engine.realize import ExecItem, capture_kernels  # noqa: E402
-from teenygrad.llm import quant  # noqa: E402
-from teenygrad.llm.quant import QuantizedTensor  # noqa: E402
-from teenygrad.llm.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC, PARALLEL_MIN_BYTES  # noqa: E402
+from teenygrad.nn import quant  # noqa: E402
+from teenygrad.nn.quant import QuantizedTensor  # noqa: E402
+from teenygrad.nn.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC, PARALLEL_MIN_BYTES  # noqa: E402
 
 TYPES = list(GGML_TYPES)
 SIMPLE = [t for t in TYPES if not t.endswith("_K")]

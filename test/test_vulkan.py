@@ -183,7 +183,7 @@ def test_int8_dequantizing_matmul():
 
   out, modules = run_kernels(dequant_matmul)
   np.testing.assert_allclose(out, x @ reference_w.T, rtol=1e-4, atol=1e-4)
-  try: from teenygrad.llm.quant import QuantizedTensor
+  try: from teenygrad.nn.quant import QuantizedTensor
   except ImportError: return
   quantized = QuantizedTensor.from_gguf_bytes("Q8_0", raw.reshape(-1), (rows, k), device="VULKAN")
   np.testing.assert_allclose(quantized.dequantize().numpy(), reference_w, rtol=0, atol=0)

@@ -129,7 +129,8 @@ class VulkanDevice(Backend):
     self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic,
                                   float64=self.features["float64"], device_name=self.device_name,
                                   max_buffers=min(self.max_storage_buffers, 4096) - 8,   # headroom for chunked big buffers
-                                  narrow_storage=self.features["storage8"] and self.features["storage16"], int64=self.features["int64"])
+                                  narrow_storage=self.features["storage8"] and self.features["storage16"], int64=self.features["int64"],
+                                  max_group=self.max_invocations)
     self.pending_frees: list[VulkanBuffer] = []
     self.recorded = 0
     atexit.register(self.save_pipeline_cache)
@@ -174,6 +175,7 @@ class VulkanDevice(Backend):
     self.max_storage_range = int.from_bytes(raw[vk.PROPS_MAX_STORAGE_RANGE:vk.PROPS_MAX_STORAGE_RANGE + 4], "little")
     self.min_storage_alignment = int.from_bytes(raw[vk.PROPS_MIN_SB_ALIGN:vk.PROPS_MIN_SB_ALIGN + 8], "little")
     self.max_push = int.from_bytes(raw[vk.PROPS_MAX_PUSH:vk.PROPS_MAX_PUSH + 4], "little")
+    self.max_invocations = int.from_bytes(raw[vk.PROPS_MAX_INVOCATIONS:vk.PROPS_MAX_INVOCATIONS + 4], "little")
     self.max_storage_buffers = int.from_bytes(raw[vk.PROPS_MAX_STAGE_STORAGE_BUFFERS:vk.PROPS_MAX_STAGE_STORAGE_BUFFERS + 4], "little")
     # subgroup support (VkPhysicalDeviceVulkan11Properties through vkGetPhysicalDeviceProperties2)
     v11 = (ctypes.c_uint8 * 112)()

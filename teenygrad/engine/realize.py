@@ -246,7 +246,7 @@ def _run(item: ScheduleItem, prep) -> None:
     inputs = [s.base.realized for s in root.srcs]
     marks = [len(capture) for capture in _captures]
     root.realized = root.arg.run(root, inputs)
-    # a kernel whose run recorded its own launches (llm/quant.py) is replayed through them; others are re-run whole
+    # a kernel whose run recorded its own launches (nn/quant.py) is replayed through them; others are re-run whole
     for capture, mark in zip(_captures, marks):
       if len(capture) == mark: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return

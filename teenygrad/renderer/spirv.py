@@ -32,7 +32,7 @@ from teenygrad.renderer.spirv_module import SCOPE, SEMANTICS, SpirvModule
 KIND = {dtypes.bool: "bool", dtypes.int8: "i32", dtypes.int16: "i32", dtypes.int32: "i32", dtypes.uint8: "u32",
         dtypes.uint16: "u32", dtypes.uint32: "u32", dtypes.int64: "i64", dtypes.float16: "f32", dtypes.bfloat16: "f32",
         dtypes.float32: "f32", dtypes.float64: "f64"}
-GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128; devices give >= 256)
+GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128 invocations)
 MAX_GROUPS = 65535                  # maxComputeWorkGroupCount[0] guaranteed by the spec
 CHUNK_BYTES = 1 << 26               # a buffer bigger than one binding's range is bound as an array of 64 MiB views
 SPIRV_TAG = "spirv-v1"
@@ -51,9 +51,10 @@ class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
   def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True, float64: bool = True, device_name: str = "",
                index_bits: int | None = None, max_buffers: int | None = None, narrow_storage: bool = True,
-               int64: bool = True):
+               int64: bool = True, max_group: int = 256):
     self.max_binding_range, self.subgroups, self.float64, self.device_name = max_binding_range, subgroups, float64, device_name
     self.int64 = int64
+    self.max_group = max_group   # maxComputeWorkGroupInvocations (the spec guarantees 128)
     self.narrow_storage = narrow_storage   # 8/16-bit storage buffers; without them narrow types are packed in words
     self.index_bits = index_bits   # None: 32-bit index math where every buffer fits, else 64; tests force 64
     self.max_buffers = max_buffers   # storage buffers one shader may bind (the lowerer splits kernels past it)
@@ -113,7 +114,7 @@ class KernelEmitter:
     outer = prod_vmax([lp.size for lp in self.grid_chain]) if self.grid_chain else 1
     self.groups = max(1, min(MAX_GROUPS, outer if self.mode == "row" else -(-outer // GRID_GROUP)))
     # a full reduction runs in one work-group (every group would compute the same): make it a wide one
-    if root is None and self._has_prologue_reduce(): self.local_size = [FULL_REDUCE_GROUP, 1, 1]
+    if root is None and self._has_prologue_reduce(): self.local_size = [min(FULL_REDUCE_GROUP, renderer.max_group), 1, 1]
     self.shared: dict[str, int] = {}
 
   @staticmethod
@@ -239,10 +240,15 @@ class KernelEmitter:
     if isinstance(expr, FloorDiv):
       a, b = self.as_int(self.index(expr.node)), self.const(expr.divisor, k)
       if expr.node.vmin >= 0: return self.op("SDiv", k, a, b), k
-      return self.op("SDiv", k, self.op("ISub", k, a, self.op("SMod", k, a, b)), b), k   # floor, divisor > 0
+      q, r = self.signed_divrem(a, b, k)   # floor for a divisor > 0: one less where the remainder is negative
+      below = self.op("SLessThan", "bool", r, self.const(0, k))
+      return self.op("ISub", k, q, self.op("Select", k, below, self.const(1, k), self.const(0, k))), k
     if isinstance(expr, Mod):
       a, b = self.as_int(self.index(expr.node)), self.const(expr.divisor, k)
-      return self.op("SRem" if expr.node.vmin >= 0 else "SMod", k, a, b), k
+      if expr.node.vmin >= 0: return self.op("SRem", k, a, b), k
+      _, r = self.signed_divrem(a, b, k)
+      below = self.op("SLessThan", "bool", r, self.const(0, k))
+      return self.op("IAdd", k, r, self.op("Select", k, below, b, self.const(0, k))), k
     if isinstance(expr, LessThan):
       return self.op("SLessThan", "bool", self.as_int(self.index(expr.left)), self.as_int(self.index(expr.right))), "bool"
     if isinstance(expr, And):
@@ -393,6 +399,19 @@ class KernelEmitter:
     if op is Ops.MOD: return self.op("FRem", kind, a, b), kind
     raise NotImplementedError(f"SPIR-V: no float rendering for {op}")
 
+  def signed_divrem(self, a: int, b: int, kind: str) -> tuple[int, int]:
+    """C's truncating quotient and remainder, computed on magnitudes with unsigned ops: drivers disagree on OpSDiv,
+    OpSRem and OpSMod with negative operands (NVIDIA's differs from lavapipe's), unsigned division is exact."""
+    unsigned, zero = "u" + kind[1:], self.const(0, kind)
+    a_neg, b_neg = self.op("SLessThan", "bool", a, zero), self.op("SLessThan", "bool", b, zero)
+    def magnitude(v, neg): return self.op("Bitcast", unsigned, self.op("Select", kind, neg, self.op("SNegate", kind, v), v))
+    ua, ub = magnitude(a, a_neg), magnitude(b, b_neg)
+    q = self.op("Bitcast", kind, self.op("UDiv", unsigned, ua, ub))
+    r = self.op("Bitcast", kind, self.op("UMod", unsigned, ua, ub))
+    q = self.op("Select", kind, self.op("LogicalNotEqual", "bool", a_neg, b_neg), self.op("SNegate", kind, q), q)
+    r = self.op("Select", kind, a_neg, self.op("SNegate", kind, r), r)
+    return q, r
+
   def fmax(self, a: int, b: int, kind: str) -> int:
     """(a != a || a > b) ? a : b: NaN in either argument comes out, as on the CPU."""
     pick_a = self.op("LogicalOr", "bool", self.op("IsNan", "bool", a), self.op("FOrdGreaterThan", "bool", a, b))
@@ -409,8 +428,9 @@ class KernelEmitter:
       # a zero divisor gives 0 (the CPU's answer) and never reaches the division
       zero = self.op("IEqual", "bool", b, self.const(0, kind))
       safe = self.op("Select", kind, zero, self.const(1, kind), b)
-      name = ("SDiv" if signed else "UDiv") if op is Ops.IDIV else ("SRem" if signed else "UMod")
-      return self.op("Select", kind, zero, self.const(0, kind), self.op(name, kind, a, safe)), kind
+      if signed: result = self.signed_divrem(a, safe, kind)[0 if op is Ops.IDIV else 1]
+      else: result = self.op("UDiv" if op is Ops.IDIV else "UMod", kind, a, safe)
+      return self.op("Select", kind, zero, self.const(0, kind), result), kind
     if op is Ops.MAX:
       return self.op("Select", kind, self.op("SGreaterThan" if signed else "UGreaterThan", "bool", a, b), a, b), kind
     if op is Ops.CMPLT: return self.op("SLessThan" if signed else "ULessThan", "bool", a, b), "bool"

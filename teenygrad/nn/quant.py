@@ -21,7 +21,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import Ops
-from teenygrad.llm.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name
+from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name
 from teenygrad.tensor.tensor import Tensor, is_grad_enabled
 
 # ---- the reference: Tensor primitives on the raw bytes ----
