@@ -29,11 +29,17 @@ class CacheWrite:
     cache, new, start_buffer = buffers
     T, L = self.new_shape[2], self.cache_shape[2]
     if cache.device != "CPU":
-      # the reference's kernels depend on the position: unrecorded, so a JIT replay runs this again with the new one
+      cache_t, new_t = (Tensor(LazyBuffer.from_realized(b, s, b.dtype, b.device)) for b, s in ((cache, self.cache_shape), (new, self.new_shape)))
+      if T == 1:
+        # one row (decode): a kernel that reads the position from its buffer, so a JIT replay writes at the new one
+        start_t = Tensor(LazyBuffer.from_realized(start_buffer, (1,), start_buffer.dtype, start_buffer.device))
+        positions = Tensor.arange(L, dtype=dtypes.int32, device=cache.device).reshape(1, 1, L, 1)
+        cache_t.assign((positions == start_t.reshape(1, 1, 1, 1))._where(new_t.expand(*self.cache_shape), cache_t)).realize()
+        return cache
+      # several rows (prefill): the position shapes the kernels, so they stay out of JIT captures (a replay runs this again)
       from teenygrad.engine.realize import uncaptured
       start = int(start_buffer.numpy()[0])
       if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")
-      cache_t, new_t = (Tensor(LazyBuffer.from_realized(b, s, b.dtype, b.device)) for b, s in ((cache, self.cache_shape), (new, self.new_shape)))
       with uncaptured(): cache_t.assign(reference_cache_write(cache_t, new_t, start)).realize()
       return cache
     start = int(_host(start_buffer, (1,))[0])
