@@ -370,3 +370,14 @@ def test_assign_in_place_keeps_the_buffer():
   buffer = w.lazydata.base.realized
   w.assign(w * 3).realize()
   assert w.lazydata.base.realized is buffer and w.tolist() == [3.0] * 8
+
+
+def test_a_buffer_exported_through_dlpack_is_never_reused():
+  """Freed CPU buffers are cached for reuse, but not one torch still reads through DLPack."""
+  torch = pytest.importorskip("torch")
+  n = 1 << 20
+  b = tg.Tensor(np.ones(n, np.float32)) * 3
+  exported = torch.from_dlpack(b.realize())
+  del b
+  others = [(tg.Tensor(np.ones(n, np.float32)) * 5).realize() for _ in range(4)]
+  assert float(exported[0]) == 3.0 and float(exported[-1]) == 3.0 and len(others) == 4

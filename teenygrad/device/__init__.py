@@ -59,6 +59,7 @@ class Buffer:
   def __init__(self, device: str, size: int, dtype: DType, raw=None):
     self.device, self.size, self.dtype = device, size, dtype
     self._raw = raw
+    self._owned = raw is None   # memory handed in (a memory-mapped file, a DLPack import) is not the allocator's to free
 
   @property
   def nbytes(self) -> int: return self.size * self.dtype.itemsize
@@ -81,7 +82,7 @@ class Buffer:
     return out
 
   def __del__(self):
-    if self._raw is not None:
+    if self._raw is not None and self._owned:
       try: Device[self.device].allocator.free(self._raw, self.nbytes)
       except Exception: pass  # interpreter shutdown
 

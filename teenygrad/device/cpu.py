@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -19,7 +20,30 @@ from teenygrad.renderer.c import CRenderer
 
 
 class CPUAllocator(Allocator):
-  """Host memory as 64-byte aligned numpy arrays (so DLPack can hand them to torch without a copy)."""
+  """Host memory as 64-byte aligned numpy arrays (so DLPack can hand them to torch without a copy).
+
+  Freed buffers of 1 MiB and more are kept (up to CACHE_LIMIT bytes) and handed out again for the same size: fresh
+  large allocations come from the OS page by page, and faulting in a 64 MiB output costs more than computing it."""
+  CACHE_MIN, CACHE_LIMIT = 1 << 20, 1 << 30
+
+  def __init__(self):
+    self.cache: dict[int, list[np.ndarray]] = {}
+    self.cached_bytes = 0
+
+  def alloc(self, nbytes: int) -> np.ndarray:
+    nbytes = max(nbytes, 1)
+    free_list = self.cache.get(nbytes)
+    if free_list:
+      self.cached_bytes -= nbytes
+      return free_list.pop()
+    return self._alloc(nbytes)
+
+  def free(self, raw: np.ndarray, nbytes: int) -> None:
+    # only memory nobody else sees: an array exported through DLPack (a view of raw) keeps a reference to it
+    if nbytes < self.CACHE_MIN or self.cached_bytes + nbytes > self.CACHE_LIMIT or sys.getrefcount(raw) > _UNSHARED_REFS: return
+    self.cache.setdefault(nbytes, []).append(raw)
+    self.cached_bytes += nbytes
+
   def _alloc(self, nbytes: int) -> np.ndarray:
     raw = np.empty(nbytes + 64, dtype=np.uint8)
     start = (-raw.ctypes.data) % 64
@@ -30,6 +54,10 @@ class CPUAllocator(Allocator):
 
   def copyout(self, dest: memoryview, raw: np.ndarray) -> None:
     np.frombuffer(dest, dtype=np.uint8)[:] = raw
+
+
+# references to a buffer's array while Buffer.__del__ frees it: the Buffer's attribute, free()'s argument, getrefcount's
+_UNSHARED_REFS = 3
 
 
 @functools.cache
