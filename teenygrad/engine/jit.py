@@ -211,7 +211,9 @@ class _Capture:
       for launch in self.launches:
         if launch.kind == "kernel":
           item: ExecItem = launch.item
-          var_values = tuple(values[name] for name in item.kernel.variables)
+          # kernels with named symbolic sizes take this call's values; a program launched with plain ints (a custom
+          # op's own kernel) keeps the ones it was captured with
+          var_values = tuple(values[name] for name in item.kernel.variables) if item.kernel.variables else item.var_values
           if item.kernel.check_bounds or _debugging():
             run_exec_item(ExecItem(item.kernel, [table[s] for s in launch.slots], var_values, item.device))
           else: item.kernel.program(*[table[s].raw for s in launch.slots], vals=var_values)

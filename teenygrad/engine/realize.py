@@ -209,8 +209,12 @@ def _run(item: ScheduleItem, prep) -> None:
     _finish(root); return
   if item.kind == "custom":
     inputs = [s.base.realized for s in root.srcs]
+    marks = [len(capture) for capture in _captures]
     root.realized = root.arg.run(root, inputs)
-    for capture in _captures: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
+    for capture, mark in zip(_captures, marks):
+      # a custom op that launched programs itself (as ExecItems) is replayed by those launches; one that did its
+      # work otherwise (on the host) is replayed by calling it again
+      if len(capture) == mark: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
   compiled, order, values, target, (value, is_boundary) = prep
   if root.op is Ops.ASSIGN: root.realized = target.realized

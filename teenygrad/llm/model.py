@@ -18,6 +18,7 @@ import numpy as np
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
+from teenygrad.llm.custom_ops import cache_write, embedding_rows
 from teenygrad.tensor import Tensor
 
 # GGUF architectures whose q/k rows llama.cpp permuted for interleaved (adjacent-pair) RoPE
@@ -145,11 +146,10 @@ class KVCache:
   @property
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-  def update(self, layer: int, k: Tensor, v: Tensor, start, length) -> tuple[Tensor, Tensor]:
-    """Store k, v (B, KVH, T, D) at [start, start+T) and return the cache rows [0, start+T) of this layer."""
-    from teenygrad.llm.cache_write import cache_write
-    keys = cache_write(self.keys[layer], k, start)
-    values = cache_write(self.values[layer], v, start)
+  def update(self, layer: int, k: Tensor, v: Tensor, start_tensor: Tensor, length) -> tuple[Tensor, Tensor]:
+    """Store k, v (B, KVH, T, D) at [start, start+T) and return the cache rows [0, length=start+T) of this layer."""
+    keys = cache_write(self.keys[layer], k, start_tensor)
+    values = cache_write(self.values[layer], v, start_tensor)
     end = (0, length)
     return (Tensor(keys.lazydata.shrink(((0, keys.shape[0]), (0, keys.shape[1]), end, (0, keys.shape[3])))),
             Tensor(values.lazydata.shrink(((0, values.shape[0]), (0, values.shape[1]), end, (0, values.shape[3])))))
@@ -183,21 +183,12 @@ class Transformer:
       if self.config.qk_norm: names += [f"blk.{i}.attn_q_norm.weight", f"blk.{i}.attn_k_norm.weight"]
     return names
 
-  def embed(self, tokens: np.ndarray) -> Tensor:
+  def embed(self, tokens: Tensor) -> Tensor:
     """(B, T) token ids -> (B, T, dim) float32."""
     table = self.weights["token_embd.weight"]
-    if not isinstance(table, Tensor): return table.embedding(Tensor(tokens.astype(np.int32), device=self.device)).float()
-    host = self._host_embedding()
-    return Tensor(host[tokens].astype(np.float32), device=self.device)
+    return embedding_rows(table, tokens) if isinstance(table, Tensor) else table.embedding(tokens)
 
-  def _host_embedding(self) -> np.ndarray:
-    # a gather over a (vocab, dim) table as a one-hot sum costs vocab*dim per token; rows copied on the host cost dim
-    if not hasattr(self, "_embedding_rows"):
-      table = self.weights["token_embd.weight"]
-      self._embedding_rows = table.float().numpy() if table.dtype == dtypes.bfloat16 else table.numpy()
-    return self._embedding_rows
-
-  def attention(self, i: int, x: Tensor, cache: KVCache, start, length, T: int) -> Tensor:
+  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int, key_mask: Tensor | None) -> Tensor:
     c, w = self.config, self.weights
     B = x.shape[0]
     q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias"))
@@ -212,7 +203,7 @@ class Transformer:
     cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
-    keys, values = cache.update(i, k, v, start, length)               # (B, KVH, S, D), S = start + T
+    keys, values = cache.update(i, k, v, start_tensor, length)               # (B, KVH, S, D), S = start + T
     group = c.n_heads // c.n_kv_heads
     S = keys.shape[2]
     q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
@@ -221,6 +212,8 @@ class Transformer:
       query_pos = Tensor.arange(T, device=self.device).reshape(T, 1) + start
       key_pos = Tensor.arange(S, device=self.device).reshape(1, S)
       scores = (key_pos <= query_pos)._where(scores, float("-inf"))
+    if key_mask is not None:   # (B, L) additive: padding of shorter prompts in a batch
+      scores = scores + Tensor(key_mask.lazydata.shrink(((0, B), (0, S)))).reshape(B, 1, 1, 1, S)
     # softmax with every reduce its own kernel (the scheduler would otherwise split them after a failed try)
     scores = kernel_output(scores)
     exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
@@ -233,16 +226,25 @@ class Transformer:
     w = self.weights
     return linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
 
-  def forward(self, tokens: np.ndarray, cache: KVCache, start: int | BoundVariable, last_only: bool = True) -> Tensor:
-    """Run tokens (B, T) at positions [start, start+T), filling the cache. `start` may be a BoundVariable (decode)."""
+  def forward(self, tokens: Tensor, cache: KVCache, start: int | BoundVariable, start_tensor: Tensor | None = None,
+              last_only: bool = True, key_mask: Tensor | None = None) -> Tensor:
+    """Run tokens (B, T) at positions [start, start+T), filling the cache.
+
+    For decode through the JIT, `start` is a BoundVariable (sizes) and `start_tensor` holds the same position as
+    data (where the cache write goes), so one capture serves every position. `key_mask` (B, cache length) is added
+    to attention scores: a large negative value hides the left padding of shorter prompts in a batch (RoPE is
+    relative, so shifting a whole prompt right changes nothing)."""
     c, w = self.config, self.weights
-    tokens = np.asarray(tokens)
+    if not isinstance(tokens, Tensor): tokens = Tensor(np.asarray(tokens, dtype=np.int32), device=self.device)
     B, T = tokens.shape
-    if isinstance(start, int) and start + T > cache.max_len: raise ValueError(f"context full: {start}+{T} tokens > cache of {cache.max_len}")
+    position = start.value if isinstance(start, BoundVariable) else int(start)
+    if position + T > cache.max_len: raise ValueError(f"context full: {position}+{T} tokens do not fit a cache of {cache.max_len}")
+    if B != cache.batch: raise ValueError(f"batch of {B} sequences but the cache holds {cache.batch}")
+    if start_tensor is None: start_tensor = Tensor(np.array([position], dtype=np.int32), device=self.device)
     length = start + T
     h = self.embed(tokens)
     for i in range(c.n_layers):
-      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, length, T)
+      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T, key_mask)
       h = h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps))
     if last_only: h = h[:, -1:, :]
     logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()

@@ -103,28 +103,27 @@ def tensor_from_memmap(raw: np.ndarray, shape: tuple[int, ...], dtype: DType, de
   return Tensor(LazyBuffer.from_realized(buffer, tuple(shape), dtype, device))
 
 
-def load_gguf(path: str | os.PathLike, device: str | None = None, dequantize: bool = False, progress=None) -> tuple[dict, dict]:
-  """Metadata and tensors of a GGUF file.
+def load_tensor(f: GGUFFile, name: str, device: str | None = None, dequantize: bool = False):
+  """One tensor of a parsed file: a Tensor for float types, a QuantizedTensor for quantized ones (or float32 with
+  dequantize=True, through gguf's reference dequantizer)."""
+  type_name, shape, _, _ = f.tensor_infos[name]
+  raw = f.raw(name)
+  if type_name in FLOAT_TYPES: return tensor_from_memmap(raw, shape, FLOAT_TYPES[type_name], device)
+  if dequantize or not _have_quant(): return _dequantize_reference(raw, type_name, shape, device)
+  from teenygrad.llm.quant import QuantizedTensor
+  if len(shape) != 2: raise ValueError(f"{f.path}: quantized tensor {name!r} has shape {shape}; only 2-D quantized weights are supported")
+  return QuantizedTensor.from_gguf_bytes(type_name, raw, shape, device=device)
+
+
+def load_gguf(path: str | os.PathLike, device: str | None = None, dequantize: bool = False) -> tuple[dict, dict]:
+  """Metadata (plain dict) and tensors by name of a GGUF file.
 
   Args:
-    dequantize: expand quantized tensors to float32 Tensors at load time (with gguf's reference dequantizer)
-      instead of keeping them as QuantizedTensor.
-    progress: optional callable(name) called once per tensor (drives a progress bar).
+    dequantize: expand quantized tensors to float32 Tensors at load time (gguf's reference dequantizer) instead of
+      keeping them as QuantizedTensor.
   """
   f = GGUFFile(path)
-  tensors: dict[str, Any] = {}
-  for name, (type_name, shape, _, _) in f.tensor_infos.items():
-    raw = f.raw(name)
-    if type_name in FLOAT_TYPES:
-      tensors[name] = tensor_from_memmap(raw, shape, FLOAT_TYPES[type_name], device)
-    elif dequantize or not _have_quant():
-      tensors[name] = _dequantize_reference(raw, type_name, shape, device)
-    else:
-      from teenygrad.llm.quant import QuantizedTensor
-      if len(shape) != 2: raise ValueError(f"{f.path}: quantized tensor {name!r} has shape {shape}; only 2-D quantized weights are supported")
-      tensors[name] = QuantizedTensor.from_gguf_bytes(type_name, raw, shape, device=device)
-    if progress is not None: progress(name)
-  return f.metadata, tensors
+  return f.metadata, {name: load_tensor(f, name, device, dequantize) for name in f.tensor_infos}
 
 
 def _have_quant() -> bool:

@@ -1,0 +1,97 @@
+"""Two custom ops the model needs and the lazy core does not express cheaply, each with a primitive-op reference.
+
+- `cache_write`: store new keys/values at a position of a preallocated KV cache. The core writes whole buffers
+  (ASSIGN targets a base), so storing T rows would rewrite the whole cache every step; this copies just the rows.
+  The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
+- `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
+  vocab x dim per token; this copies the rows.
+On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from teenygrad.dtype import dtypes
+from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.tensor import Tensor
+
+
+def _host(buffer, shape) -> np.ndarray:
+  return buffer.raw.view(buffer.dtype.np).reshape(shape)
+
+
+class CacheWrite:
+  """Custom op: srcs (cache (B, H, L, D), new (B, H, T, D), start (1,) int32); cache[:, :, start:start+T] = new."""
+  def __init__(self, cache_shape: tuple, new_shape: tuple):
+    self.cache_shape, self.new_shape = cache_shape, new_shape
+
+  def run(self, root: LazyBuffer, buffers: list):
+    cache, new, start_buffer = buffers
+    T, L = self.new_shape[2], self.cache_shape[2]
+    if cache.device != "CPU":
+      start = int(start_buffer.numpy()[0])
+      cache_t, new_t = (Tensor(LazyBuffer.from_realized(b, s, b.dtype, b.device)) for b, s in ((cache, self.cache_shape), (new, self.new_shape)))
+      cache_t.assign(reference_cache_write(cache_t, new_t, start)).realize()
+      return cache
+    start = int(_host(start_buffer, (1,))[0])
+    if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")
+    _host(cache, self.cache_shape)[:, :, start:start + T, :] = _host(new, self.new_shape)
+    return cache
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("the KV cache write has no gradient (inference only)")
+
+
+def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
+  """What CacheWrite computes, from primitives: the new rows padded into place, selected by position."""
+  L, T = cache.shape[2], new.shape[2]
+  padded = new.pad((0, 0, start, L - start - T))
+  positions = Tensor.arange(L, device=cache.device).reshape(1, 1, L, 1)
+  return ((positions >= start) & (positions < start + T))._where(padded, cache)
+
+
+def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
+  """Store new (B, H, T, D) at rows [start, start+T) of cache (B, H, L, D); returns a tensor aliasing the cache."""
+  new = new.cast(cache.dtype).contiguous()
+  start = start.cast(dtypes.int32).reshape(1).contiguous()
+  op = CacheWrite(cache.shape, new.shape)
+  return Tensor(LazyBuffer.custom(op, (cache.lazydata, new.lazydata, start.lazydata), cache.shape, cache.dtype))
+
+
+class EmbeddingRows:
+  """Custom op: srcs (table (V, D), ids (N,) int32) -> (N, D) float32."""
+  def __init__(self, table_shape: tuple, count: int):
+    self.table_shape, self.count = table_shape, count
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    table, ids = buffers
+    V, D = self.table_shape
+    if table.device != "CPU":
+      table_t = Tensor(LazyBuffer.from_realized(table, self.table_shape, table.dtype, table.device))
+      ids_t = Tensor(LazyBuffer.from_realized(ids, (self.count,), ids.dtype, ids.device))
+      return reference_embedding(table_t, ids_t).realize().lazydata.base.realized
+    index = _host(ids, (self.count,)).astype(np.int64)
+    bad = index[(index < 0) | (index >= V)]
+    if bad.size: raise IndexError(f"token id {int(bad[0])} out of range for a vocabulary of {V}")
+    rows = _host(table, self.table_shape)[index]
+    if table.dtype == dtypes.bfloat16: rows = (rows.astype(np.uint32) << 16).view(np.float32)
+    out = Buffer(root.device, self.count * D, dtypes.float32)
+    out.copyin(np.ascontiguousarray(rows, dtype=np.float32))
+    return out
+
+  def backward(self, grad, ctx): return None, None
+
+
+def reference_embedding(table: Tensor, ids: Tensor) -> Tensor:
+  return table.float()[ids.cast(dtypes.int64)]
+
+
+def embedding_rows(table: Tensor, ids: Tensor) -> Tensor:
+  """Rows of table (V, D) for ids of any shape -> (*ids.shape, D) float32."""
+  shape = tuple(ids.shape)
+  count = int(np.prod(shape))
+  flat = ids.cast(dtypes.int32).reshape(count).contiguous()
+  op = EmbeddingRows(table.shape, count)
+  out = Tensor(LazyBuffer.custom(op, (table.lazydata, flat.lazydata), (count, table.shape[1]), dtypes.float32))
+  return out.reshape(*shape, table.shape[1])
