@@ -156,6 +156,7 @@ class Engine:
     decoding = [s for s in self.running if s.pending is not None and not s.finished]
     if decoding: self._decode(decoding)
     self.running = [s for s in self.running if not s.finished]
+    self._gauges()
     if not decoding and prefilling is None and self.running: time.sleep(0.001)
 
   def _admit(self, seq: Sequence) -> bool:
