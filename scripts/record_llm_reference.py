@@ -62,8 +62,13 @@ def record_transformers(path: str) -> dict:
     ids = tokenizer.encode(prompt, add_special_tokens=False)
     with torch.no_grad():
       logits = model(torch.tensor([ids])).logits[0, -1].numpy()
-      generated = model.generate(torch.tensor([ids]), max_new_tokens=GREEDY_TOKENS, do_sample=False, eos_token_id=None,
-                                 pad_token_id=tokenizer.eos_token_id)[0, len(ids):].tolist()
+      # a plain argmax loop: generate() applies the model's generation config (suppressed tokens and such)
+      generated, past, step_ids = [], None, torch.tensor([ids])
+      for _ in range(GREEDY_TOKENS):
+        result = model(step_ids, past_key_values=past, use_cache=True)
+        past, token = result.past_key_values, int(result.logits[0, -1].argmax())
+        generated.append(token)
+        step_ids = torch.tensor([[token]])
     out["prompt_ids"].append(ids)
     out["greedy"].append(generated)
     out["logits"].append(summarize_logits(logits))

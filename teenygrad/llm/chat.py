@@ -34,7 +34,7 @@ class ChatTemplate:
       raise ImportError("chat templates need the 'jinja2' package: pip install 'teenygrad[llm]'") from None
     self.source = source or CHATML_TEMPLATE
     self.bos_token, self.eos_token = bos_token, eos_token
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, )
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
     env.filters["tojson"] = _tojson
