@@ -320,3 +320,15 @@ def test_chat_page_in_chromium(server, client, tmp_path):
     assert browser.eval("window.updates") > 4      # bubbles were filled piece by piece as the stream came in
   finally:
     browser.close()
+
+
+def test_shared_prefix_is_computed_once(server, client):
+  system = "You are a careful assistant who answers in one short sentence, and never more than that, whatever the question. " * 2
+  ask = lambda q: client.chat.completions.create(model=MODEL, messages=[{"role": "system", "content": system}, {"role": "user", "content": q}],
+                                                 max_tokens=3, temperature=0)
+  first = ask("What is 2 + 2?")
+  before = metric(server, "teenygrad_prefix_cache_tokens_total")
+  second = ask("Name a color.")
+  reused = metric(server, "teenygrad_prefix_cache_tokens_total") - before
+  assert reused >= 48 and reused < second.usage.prompt_tokens    # the system prompt's full blocks came from the cache
+  assert ask("What is 2 + 2?").choices[0].message.content == first.choices[0].message.content

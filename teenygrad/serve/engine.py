@@ -57,6 +57,7 @@ class Sequence:
   blocks: list[int] = field(default_factory=list)
   computed: int = 0                   # tokens whose keys/values are in the cache
   pending: int | None = None          # sampled token not yet run through the model
+  prefix_checked: bool = False
   cancelled: bool = False
   finished: bool = False
   submitted: float = 0.0
@@ -74,14 +75,14 @@ class Engine:
     model, tokenizer: from teenygrad.llm.load.load_model.
     max_batch: most sequences decoding together. max_queue: most sequences waiting for a slot.
     max_len: longest sequence (prompt + generated). block_size, num_blocks: the paged KV pool.
-    prefill_chunk: prompt tokens read per prefill step.
+    prefill_chunk, prefill_rows: prompt tokens read per prefill step, and how many sequences read theirs together.
     metrics: a teenygrad.serve.metrics.Metrics or None.
   """
   def __init__(self, model, tokenizer: Tokenizer, max_batch: int = 32, max_queue: int = 256, max_len: int = 2048,
-               block_size: int = 16, num_blocks: int | None = None, prefill_chunk: int = 32, metrics=None):
+               block_size: int = 16, num_blocks: int | None = None, prefill_chunk: int = 32, prefill_rows: int = 4, metrics=None):
     if max_batch < 1: raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
-    self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+    self.max_batch, self.max_queue, self.prefill_chunk, self.prefill_rows = max_batch, max_queue, prefill_chunk, prefill_rows
     self.max_len = min(max_len, model.config.max_seq_len)
     num_blocks = num_blocks or max(max_batch * 512 // block_size, self.max_len // block_size) + 1
     self.step = PagedStep(model, num_blocks, block_size, self.max_len)
@@ -128,7 +129,7 @@ class Engine:
 
   def warmup(self) -> None:
     """Capture the prefill step and every decode batch size now, so that the first requests do not wait on it."""
-    for B, T in [(1, self.prefill_chunk)] + [(b, 1) for b in self.buckets]:
+    for B, T in [(1, self.prefill_chunk), (self.prefill_rows, self.prefill_chunk)] + [(b, 1) for b in self.buckets]:
       for _ in range(3): self.step.run(self.step.empty_inputs(B, T))
 
   @property
@@ -151,40 +152,57 @@ class Engine:
       for seq in [s for s in self.waiting if s.cancelled]: self.waiting.remove(seq)
       while self.waiting and len(self.running) < self.max_batch and self._admit(self.waiting[0]): self.running.append(self.waiting.popleft())
     self._gauges()
-    prefilling = next((s for s in self.running if s.computed < len(s.prompt)), None)
-    if prefilling is not None: self._prefill_chunk(prefilling)
+    prefilling = self._prefill_rows()
+    if prefilling: self._prefill_chunk(prefilling)
     decoding = [s for s in self.running if s.pending is not None and not s.finished]
     if decoding: self._decode(decoding)
     self.running = [s for s in self.running if not s.finished]
     self._gauges()
-    if not decoding and prefilling is None and self.running: time.sleep(0.001)
+    if not decoding and not prefilling and self.running: time.sleep(0.001)
+
+  def _prefill_rows(self) -> list[Sequence]:
+    """The oldest sequences still reading their prompts, at most prefill_rows. A copy of a prompt being read (n > 1)
+    waits for the first, then takes its blocks from the prefix cache instead of computing them again."""
+    rows: list[Sequence] = []
+    for seq in self.running:
+      if seq.computed >= len(seq.prompt) or seq.cancelled: continue
+      if any(other.prompt == seq.prompt for other in rows): continue   # n > 1: the copies wait for the first
+      if seq.computed == 0 and not seq.prefix_checked: self._share_prefix(seq)
+      rows.append(seq)
+      if len(rows) == self.prefill_rows: break
+    return rows
+
+  def _share_prefix(self, seq: Sequence) -> None:
+    """Swap the first blocks of seq for cached blocks that hold the same prompt prefix."""
+    seq.prefix_checked = True
+    shared = self.step.blocks.lookup_prefix(seq.prompt)
+    if not shared: return
+    self.step.blocks.release(seq.blocks[:len(shared)])
+    seq.blocks = shared + seq.blocks[len(shared):]
+    seq.computed = len(shared) * self.step.block_size
+    if self.metrics: self.metrics.prefix_tokens.inc(seq.computed)
 
   def _admit(self, seq: Sequence) -> bool:
-    """Give seq its blocks (shared prefix blocks first) for its worst case; False if the pool lacks room now."""
+    """Give seq blocks for its worst case; False if the pool lacks room now. Shared prefix blocks replace some of
+    them when its prefill starts."""
     blocks = self.step.blocks
-    bs = blocks.block_size
-    total = -(-(len(seq.prompt) + seq.params.max_tokens) // bs)
-    shared = blocks.lookup_prefix(seq.prompt)
-    if total - len(shared) > blocks.available:
-      blocks.release(shared)
-      blocks.prefix_hits -= len(shared)
-      return False
-    seq.blocks = shared + [blocks.allocate() for _ in range(total - len(shared))]
-    seq.computed = len(shared) * bs
-    if self.metrics: self.metrics.prefix_tokens.inc(seq.computed)
+    total = -(-(len(seq.prompt) + seq.params.max_tokens) // blocks.block_size)
+    if total > blocks.available: return False
+    seq.blocks = [blocks.allocate() for _ in range(total)]
     return True
 
-  def _prefill_chunk(self, seq: Sequence) -> None:
-    chunk = seq.prompt[seq.computed:seq.computed + self.prefill_chunk]
-    inputs = self.step.empty_inputs(1, self.prefill_chunk)
-    self.step.fill_row(inputs, 0, chunk, seq.computed, seq.blocks)
+  def _prefill_chunk(self, seqs: list[Sequence]) -> None:
+    """One chunk of prompt for each of seqs, as one batch."""
+    B = 1 if len(seqs) == 1 else self.prefill_rows
+    inputs = self.step.empty_inputs(B, self.prefill_chunk)
+    chunks = [seq.prompt[seq.computed:seq.computed + self.prefill_chunk] for seq in seqs]
+    for row, (seq, chunk) in enumerate(zip(seqs, chunks)): self.step.fill_row(inputs, row, chunk, seq.computed, seq.blocks)
     logits = self.step.run(inputs)
-    seq.computed += len(chunk)
     bs = self.step.block_size
-    full = seq.computed // bs
-    for i, h in enumerate(self.step.blocks.chain_hashes(seq.prompt, min(full, len(seq.prompt) // bs))):
-      self.step.blocks.register(seq.blocks[i], h)
-    if seq.computed == len(seq.prompt): self._sample(seq, logits[0])
+    for row, (seq, chunk) in enumerate(zip(seqs, chunks)):
+      seq.computed += len(chunk)
+      for i, h in enumerate(self.step.blocks.chain_hashes(seq.prompt, seq.computed // bs)): self.step.blocks.register(seq.blocks[i], h)
+      if seq.computed == len(seq.prompt): self._sample(seq, logits[row])
 
   def _decode(self, seqs: list[Sequence]) -> None:
     B = next(b for b in self.buckets if b >= len(seqs))
