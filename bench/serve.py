@@ -55,8 +55,10 @@ def start_teenygrad(model: str, max_batch: int) -> tuple[subprocess.Popen, str, 
 
 def start_llama_cpp(model: str, max_batch: int) -> tuple[subprocess.Popen, str, str]:
   port = free_port()
-  # llama-cpp-python's server runs one request at a time (its lock serializes them); n_ctx covers every stream
+  # llama-cpp-python's server runs one request at a time (its lock serializes them); by default a new request interrupts
+  # the running one's stream, which would cut every stream but the last
   proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", model, "--port", str(port), "--n_ctx", "2048",
+                           "--interrupt_requests", "False",
                            "--model_alias", "model", "--n_threads", str(os.cpu_count())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   wait_up(proc, f"http://127.0.0.1:{port}/v1/models")
   return proc, f"http://127.0.0.1:{port}/v1", "model"
@@ -65,13 +67,14 @@ def start_llama_cpp(model: str, max_batch: int) -> tuple[subprocess.Popen, str, 
 async def one_stream(client, model: str, prompt: str, max_tokens: int, started: float) -> tuple[str, float | None, int]:
   stream = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
                                                 temperature=0, stream=True, stream_options={"include_usage": True})
-  text, first, tokens = "", None, 0
+  text, first, tokens, pieces = "", None, None, 0
   async for chunk in stream:
     if chunk.choices and chunk.choices[0].delta.content:
       if first is None: first = time.perf_counter() - started
       text += chunk.choices[0].delta.content
+      pieces += 1
     if getattr(chunk, "usage", None): tokens = chunk.usage.completion_tokens
-  return text, first, tokens
+  return text, first, tokens if tokens is not None else pieces   # llama-cpp-python sends no usage: one chunk per token
 
 
 async def run_level(base: str, model: str, prompts: list[str], max_tokens: int) -> tuple[list, float]:
@@ -144,7 +147,8 @@ def main() -> int:
             f"mismatched {ours['mismatched']}")
     if "llama.cpp" in results:
       peer = results["llama.cpp"][c]
-      line += f" | llama.cpp server {peer['tok_s']:7.1f} tok/s, TTFT p50 {peer['p50']:6.2f} s p99 {peer['p99']:6.2f} s | ratio {ours['tok_s'] / peer['tok_s']:.2f}x"
+      line += (f" | llama.cpp server {peer['tok_s']:7.1f} tok/s, TTFT p50 {peer['p50']:6.2f} s p99 {peer['p99']:6.2f} s"
+               f" | ratio {ours['tok_s'] / max(peer['tok_s'], 1e-9):.2f}x")
     lines.append(line)
   single = results["teenygrad"].get(1)
   if single:

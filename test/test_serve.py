@@ -87,8 +87,8 @@ def test_chat_greedy_with_usage(client):
 
 def test_system_prompt_changes_the_prompt(client):
   plain = chat(client, "Hi", max_tokens=1)
-  system = client.chat.completions.create(model=MODEL, messages=[{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hi"}],
-                                          max_tokens=1, temperature=0)
+  messages = [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hi"}]
+  system = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=1, temperature=0)
   assert system.usage.prompt_tokens != plain.usage.prompt_tokens
 
 

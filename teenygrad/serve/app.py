@@ -200,7 +200,7 @@ class _Run:
     remaining = len(self.sequences)
     while remaining:
       try: index, event = await asyncio.wait_for(self.queue.get(), timeout=1.0)
-      except asyncio.TimeoutError:
+      except TimeoutError:
         if await request.is_disconnected(): return
         continue
       if isinstance(event, ErrorEvent): raise APIError(500, event.message, type="server_error")

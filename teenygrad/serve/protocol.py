@@ -104,7 +104,8 @@ def _prompts(value: Any) -> list[str | list[int]]:
   if isinstance(value, list) and value:
     if all(isinstance(v, str) for v in value): return list(value)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value): return [list(value)]
-    if all(isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v) for v in value): return [list(v) for v in value]
+    if all(isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v) for v in value):
+      return [list(v) for v in value]
   raise invalid("'prompt' must be a string, a list of strings, a list of token ids or a list of such lists", "prompt")
 
 
