@@ -115,7 +115,9 @@ class Engine:
   def cancel(self, seq: Sequence) -> None:
     """The client left: the scheduler frees the sequence's slot and blocks before its next step."""
     seq.cancelled = True
-    with self._wake: self._wake.notify()
+    with self._wake:
+      if seq in self.waiting: self.waiting.remove(seq)   # its queue place is free at once, even while a step runs
+      self._wake.notify()
 
   def start(self) -> None:
     self._thread = threading.Thread(target=self._loop, name="teenygrad-scheduler", daemon=True)
