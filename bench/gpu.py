@@ -83,8 +83,23 @@ def main() -> None:
   n = (1 << 24) if args.quick else (1 << 28)
   src_t, dst_t = torch.randn(n, device=torch_dev), torch.empty(n, device=torch_dev)
   copy_s = time_torch(lambda: dst_t.copy_(src_t), 10)
-  copy_gbs = 2 * 4 * n / copy_s / 1e9
-  emit(f"{'device-to-device copy':34s} GB/s     torch {copy_gbs:9.1f}   ({n * 4 / 2**20:.0f} MiB each way)")
+  torch_copy_gbs = 2 * 4 * n / copy_s / 1e9
+  # the driver's own device-to-device copy of the same bytes, timed with events over 10 copies
+  from teenygrad.device import Buffer
+  src_b, dst_b = Buffer("CUDA", n, dtypes.float32), Buffer("CUDA", n, dtypes.float32)
+  for _ in range(2): backend.transfer(dst_b, src_b)
+  driver_times = []
+  for _ in range(5):
+    start, end = backend.new_event(), backend.new_event()
+    backend.record(start)
+    for _ in range(10): backend.transfer(dst_b, src_b)
+    backend.record(end)
+    driver_times.append(backend.elapsed(start, end) / 10)
+  driver_copy_gbs = 2 * 4 * n / statistics.median(driver_times) / 1e9
+  del src_b, dst_b
+  copy_gbs = max(torch_copy_gbs, driver_copy_gbs)
+  emit(f"{'device-to-device copy':34s} GB/s     torch copy_ {torch_copy_gbs:7.1f}   cuMemcpyDtoD {driver_copy_gbs:7.1f}   "
+       f"(bytes read + written, {n * 4 / 2**20:.0f} MiB each way; the larger is the ceiling below)")
 
   # ---- GEMM ----
   sizes = (1024,) if args.quick else (4096, 8192)
@@ -166,12 +181,71 @@ def main() -> None:
   emit(row("launch, in a graph replay", "us", graph_us, "eager", eager_us,
            f"per kernel of a 100-kernel graph; a 1-kernel graph replay costs {one_us:.1f} us end to end"))
 
+  from teenygrad.engine.jit import jit
+  @jit
+  def one_kernel(t): return t + 1
+  @jit
+  def hundred_kernels(t):
+    for _ in range(100): t = (t * 0.5 + 1).realize()
+    return t
+  for fn, kernels in ((one_kernel, 1), (hundred_kernels, 100)):
+    for _ in range(3): fn(tiny)
+    backend.synchronize()
+    calls = 2000 // kernels + 20
+    start = time.perf_counter()
+    for _ in range(calls): fn(tiny)
+    backend.synchronize()
+    per_call = (time.perf_counter() - start) / calls * 1e6
+    graphs = fn.capture.graph_launches if getattr(fn.capture, "graphs", None) is not None else 0
+    emit(row(f"jit replay, {kernels} kernel(s)", "us", per_call / kernels, "eager", eager_us,
+             f"per kernel; {per_call:.1f} us per call (input/output copies and Python included); graph launches {graphs}"))
+
   out = args.out or os.path.join(os.path.dirname(__file__), "results", f"gpu_{'h200' if 'H200' in gpu else 'h100' if 'H100' in gpu else 'cuda'}.txt")
   header = ["# bench/gpu.py: teenygrad CUDA backend vs torch " + torch.__version__ + " on the same GPU, same run", ""]
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out + ".tmp", "w") as f: f.write("\n".join(header + lines) + "\n")
-  os.replace(out + ".tmp", out)
+
+  def save() -> None:
+    with open(out + ".tmp", "w") as f: f.write("\n".join(header + lines) + "\n")
+    os.replace(out + ".tmp", out)
+  save()   # the main rows are safe before any experiment runs (a faulting kernel ends the CUDA context)
+  emit("")
+  emit("experiments (not what the library runs by default):")
+  experiments(backend, sizes, torch_dev, emit)
+  save()
   print(f"wrote {out}")
+
+
+def experiments(backend, sizes, torch_dev, emit) -> None:
+  """Other tensor-core tiles on a @ b, and the wgmma (sm_90a) kernel against mma.sync on the linear layout x @ w.T."""
+  import teenygrad.renderer.cuda_gemm as cuda_gemm
+  from teenygrad.engine import realize as engine_realize
+
+  def with_config(config, fn):
+    default, cuda_gemm.TC_DEFAULT = cuda_gemm.TC_DEFAULT, config
+    engine_realize._kernel_cache.clear()
+    try: return capture(fn)
+    finally:
+      cuda_gemm.TC_DEFAULT = default
+      engine_realize._kernel_cache.clear()
+
+  cases = [(config, size, "a @ b") for config in [*cuda_gemm.TC_CONFIGS, "wgmma", "wgmma256"] if config != cuda_gemm.TC_DEFAULT for size in sizes]
+  cases += [(config, size, "x @ w.T") for size in sizes for config in ("128x128x32", "wgmma", "wgmma256")]
+  for config, size, layout in cases:
+    try:
+      a_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
+      b_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
+      a, b = Tensor(a_t.float().cpu().numpy()).half().realize(), Tensor(b_t.float().cpu().numpy()).half().realize()
+      if layout == "a @ b": out, items = with_config(config, lambda: a @ b); peer_fn, ref_b = (lambda: a_t @ b_t), b_t.double()
+      else: out, items = with_config(config, lambda: a.linear(b)); peer_fn, ref_b = (lambda: a_t @ b_t.T), b_t.double().T
+      reps = 3 if size >= 8192 else 10
+      ours_s, peer_s = time_items(backend, items, reps), time_torch(peer_fn, reps)
+      ref = (a_t[:256].double() @ ref_b).cpu().numpy()
+      err = np.linalg.norm(out[:256].float().numpy() - ref) / np.linalg.norm(ref)
+      flops = 2 * size ** 3
+      emit(row(f"  {config} fp16 {size} {layout}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
+               f"rel err {err:.1e}  kernels {[ei.kernel.name for ei in items]}"))
+    except Exception as e:  # noqa: BLE001 -- an experiment that fails is reported, the run goes on
+      emit(f"  {config} fp16 {size} {layout} failed: {type(e).__name__}: {str(e)[:300]}")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def measure(n: int) -> dict[str, float]:
 
 
 def main() -> None:
-  lines = [f"JIT replay overhead, {KERNELS} dependent elementwise kernels per call, {tg.helpers.config.threads} kernel threads on {os.cpu_count()} cores (shared machine, load average "
+  lines = [f"JIT replay overhead, {KERNELS} dependent elementwise kernels per call, {tg.helpers.config.threads} kernel threads on "
+           f"{os.cpu_count()} cores (shared machine, load average "
            f"{os.getloadavg()[0]:.1f}), "
            f"time per kernel in microseconds (lower is better)",
            f"{'elements':>9s} {'eager':>9s} {'replay':>9s} {'floor':>9s} {'torch':>9s}   {'replay overhead':>15s} {'eager overhead':>14s}  "

@@ -12,5 +12,8 @@ PY=${PYTHON:-python3}
 status=0
 DEV=CUDA $PY -m pytest -q -p no:cacheprovider test/test_cuda.py test/test_cuda_compile.py 2>&1 | tee "$OUT/test_cuda.txt" || status=1
 DEV=CUDA timeout ${OPS_TIMEOUT:-300} $PY -m pytest -q -n ${JOBS:-12} -p no:cacheprovider test/test_ops.py 2>&1 | tail -60 | tee "$OUT/ops_cuda.txt" || status=1
+# the rest of the suite that runs on any device (informational: some tests count CPU kernels by name)
+DEV=CUDA timeout ${SUITE_TIMEOUT:-200} $PY -m pytest -q -n ${JOBS:-12} -p no:cacheprovider test/test_ops_semantics.py test/test_jit.py \
+  test/test_nn.py test/test_optim.py test/test_amp.py test/test_random_graphs.py 2>&1 | tail -40 | tee "$OUT/suite_cuda.txt"
 $PY bench/gpu.py "$@" --out "$OUT/gpu_bench.txt" 2>&1 | tee "$OUT/bench_log.txt" || status=1
 exit $status

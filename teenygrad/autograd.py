@@ -39,7 +39,27 @@ def _reduce_max_grad(g, ctx):
 def _expand_grad(g, ctx):
   x = ctx.inputs[0]
   axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, g.shape)) if a != b)
-  return (g._reduce(Ops.SUM, axes) if axes else g,)
+  return (_sum_product(g, axes) if axes else g,)
+
+
+def _sum_product(g, axes: tuple[int, ...]):
+  """Sum g over axes. When g is a product not yet computed (the backward of a matmul or a conv's weight), multiply its
+  operands with the summed axes moved last and merged into one, so the reduction has the form the code generator
+  tiles as a GEMM (a SUM over the last axis of A*B) instead of a strided reduce over a leading axis."""
+  lb = g.lazydata
+  trailing = axes == tuple(range(g.ndim - len(axes), g.ndim))
+  if g.requires_grad or lb.is_view or lb.op is not Ops.MUL or lb.realized is not None or (trailing and len(axes) == 1):
+    return g._reduce(Ops.SUM, axes)
+  keep = tuple(i for i in range(g.ndim) if i not in axes)
+  size = 1
+  for a in axes: size *= g.shape[a]
+  flat = tuple(g.shape[i] for i in keep) + (size,)
+  for src in lb.srcs:
+    # an operand computed inline (relu of the layer below) would keep the GEMM from reading it straight from memory
+    if src.base.realized is None and src.base.op is not Ops.CONST: src.base.forced = True
+  a, b = (src.permute(keep + axes).reshape(flat) for src in lb.srcs)
+  summed = a.alu(Ops.MUL, b).reduce(Ops.SUM, (len(flat) - 1,))
+  return type(g)(summed.reshape(tuple(1 if i in axes else s for i, s in enumerate(g.shape))))
 
 
 def _inverse_permute(order): return tuple(sorted(range(len(order)), key=order.__getitem__))

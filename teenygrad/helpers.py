@@ -21,6 +21,8 @@ class Config:
   debug: int = field(default_factory=lambda: _env_int("DEBUG", 0))
   threads: int = field(default_factory=lambda: _env_int("TEENYGRAD_THREADS", os.cpu_count() or 1))
   check_bounds: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_CHECK", 0)))
+  # run spirv-val on every SPIR-V module the Vulkan backend compiles (tests and CI)
+  spirv_validate: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_SPIRV_VAL", 0)))
   cache_dir: Path = field(default_factory=lambda: Path(os.environ.get(
     "TEENYGRAD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teenygrad")))
   # below this many output elements times work per element, a CPU kernel stays single-threaded

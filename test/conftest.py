@@ -6,6 +6,12 @@ import sys
 import numpy as np
 import pytest
 
+# pytest-xdist runs one worker per core: kernels stay single-threaded there, or the workers' OpenMP threads would
+# outnumber the cores and every parallel region would wait for a descheduled thread
+if os.environ.get("PYTEST_XDIST_WORKER") and "TEENYGRAD_THREADS" not in os.environ:
+  os.environ["TEENYGRAD_THREADS"] = "1"
+  os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)

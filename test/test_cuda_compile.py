@@ -88,7 +88,10 @@ def _cases() -> dict:
     "bitcast": (x.bitcast(dtypes.int32) if hasattr(x, "bitcast") else x + 0, "thread"),
     "float64": (realized((8, 8), np.float64).exp().sum(-1), None),
     "gemm_fp32": (realized((64, 256)) @ realized((256, 512)), "gemm_float32"),
-    "gemm_fp16": (realized((256, 512), np.float16) @ realized((512, 128), np.float16), "mma.sync.aligned.m16n8k16.row.col.f32.f16"),
+    "gemm_fp16": (realized((256, 512), np.float16) @ realized((512, 128), np.float16), "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16"),
+    "gemm_fp16_wide": (realized((256, 512), np.float16) @ realized((512, 256), np.float16), "m64n256k16.f32.f16.f16"),
+    "gemm_bf16_mma_sync": (realized((96, 512), np.float16).cast(dtypes.bfloat16).realize() @ realized((512, 128)).cast(dtypes.bfloat16).realize(),
+                           "mma.sync.aligned.m16n8k16.row.col.f32.bf16"),
     "gemm_bf16_linear": (b16.reshape(64, 64).linear(realized((128, 64)).cast(dtypes.bfloat16).realize()).relu(), ".bf16.bf16"),
     "gemm_fp16_transposed": (realized((512, 256), np.float16).T @ realized((512, 128), np.float16), "A KM"),
     "gemm_fp16_odd": (realized((100, 77), np.float16) @ realized((77, 130), np.float16), "A gMK"),
@@ -101,7 +104,7 @@ CASES = _cases()
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernels_compile_for_sm90(name):
-  bindings = _nvrtc_or_skip()
+  _nvrtc_or_skip()
   tensor, expect = CASES[name]
   kernels = render_cuda(tensor.contiguous())
   assert kernels, "nothing to compile"
@@ -109,8 +112,10 @@ def test_kernels_compile_for_sm90(name):
   if expect == "block": assert "__syncthreads();" in sources and "tg_warp_" in sources
   elif expect == "thread": assert "__syncthreads" not in sources and "blockIdx.x * 256 + lane" in sources
   elif expect is not None: assert expect in sources, f"expected {expect!r} in the rendered kernels"
+  from teenygrad.device.cuda import NVRTCCompiler
+  compiler = NVRTCCompiler("sm_90")   # picks sm_90a for wgmma kernels
   for kernel_name, src, launch in kernels:
-    cubin = bindings.nvrtc_compile(src, kernel_name, ["--gpu-architecture=sm_90", "-std=c++17"])
+    cubin = compiler.compile(src)
     assert cubin[:4] == b"\x7fELF", f"{kernel_name}: NVRTC did not give a cubin"
     assert launch["block"][0] % 32 == 0
 
@@ -136,3 +141,14 @@ def test_cpu_gemm_hook_still_taken():
   a, b = realized((64, 256)), realized((256, 512))
   with capture_kernels() as launched: (a @ b).numpy()
   assert [ei.kernel.name for ei in launched] == ["gemm_1_64_512_256"]
+
+
+def test_wgmma_experiment_compiles_for_sm90a(monkeypatch):
+  bindings = _nvrtc_or_skip()
+  import teenygrad.renderer.cuda_gemm as cuda_gemm
+  monkeypatch.setattr(cuda_gemm, "TC_DEFAULT", "wgmma")
+  _, realized = _inputs(2)
+  kernels = render_cuda(realized((256, 128), np.float16).linear(realized((128, 128), np.float16)).contiguous())
+  (name, src, _), = kernels
+  assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16" in src
+  assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90a", "-std=c++17"])[:4] == b"\x7fELF"

@@ -87,14 +87,16 @@ def test_math_approximations_match_teenygrad(math_lib, target, tmp_path):
   need(target)
   res = build_and_run(math_lib, target, [[MATH_INPUTS]], tmp_path)
   with np.errstate(all="ignore"):
-    for index, (got, want) in enumerate(zip(res.outputs[0], (t.numpy() for t in math_functions(Tensor(MATH_INPUTS))))):
-      check = np.abs(MATH_INPUTS) < 1e4 if got is res.outputs[0][2] else np.ones(MATH_INPUTS.shape, bool)
+    for k, (got, want) in enumerate(zip(res.outputs[0], (t.numpy() for t in math_functions(Tensor(MATH_INPUTS))))):
+      check = np.abs(MATH_INPUTS) < 1e4 if k == 2 else np.ones(MATH_INPUTS.shape, bool)
+      if k in (4, 5):   # exp and tanh are composites in teenygrad's graph (tanh cancels near 0): fp32 tolerance
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-7)
+        continue
       assert (np.isnan(got) == np.isnan(want))[check].all()
       finite = np.isfinite(want) & check
       assert (got[~np.isnan(want) & ~finite & check] == want[~np.isnan(want) & ~finite & check]).all()
       spacing = np.spacing(np.abs(want[finite]))
-      # exp and tanh are composites (exp2 of a product; a ratio of exponentials) whose rounding steps add up
-      ulps = (8 if index in (4, 5) else 2) if want.dtype == np.float32 else 4
+      ulps = 2 if want.dtype == np.float32 else 4
       assert (np.abs(got[finite].astype(np.float64) - want[finite]) <= ulps * spacing.astype(np.float64) + 1e-30).all()
 
 
@@ -382,3 +384,15 @@ def test_outputs_that_are_views_inputs_weights_or_repeated(tmp_path):
       np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
   ident = to_c(lambda a: a, [Tensor(x)], name="ident")
   np.testing.assert_array_equal(build_and_run(ident, "host", [[x]], tmp_path / "ident").outputs[0][0], x)
+
+
+def test_cli_subparser_hook(tmp_path):
+  """How teenygrad/cli.py plugs the command in: add_subparser, then args.func(args)."""
+  import argparse
+
+  from teenygrad.export.cli import add_subparser
+  parser = argparse.ArgumentParser(prog="teenygrad")
+  add_subparser(parser.add_subparsers(dest="command"))
+  args = parser.parse_args(["export", "teenygrad.export.examples:mnist_mlp", "--name", "mlp", "--out", str(tmp_path), "--int8"])
+  assert args.func(args) == 0
+  assert "signed char" in (tmp_path / "mlp.c").read_text()

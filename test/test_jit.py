@@ -176,3 +176,22 @@ def test_reset_and_capture_after():
   f.reset()
   f(tg.randn(2))
   assert len(calls) == 4 and not f.captured
+
+
+def test_quantized_linear_replays_in_a_decode_step():
+  """The quantized matmul (a custom kernel that records its own launch) inside a JIT'd step, with gguf as the oracle."""
+  pytest.importorskip("gguf")
+  from test_quant import make_blocks, reference
+
+  from teenygrad.nn.quant import QuantizedTensor
+  n, k = 24, 96
+  blocks = make_blocks("Q8_0", n, k, seed=4)
+  weight = reference("Q8_0", blocks)
+  qt = QuantizedTensor.from_gguf_bytes("Q8_0", blocks, (n, k))
+
+  @tg.jit
+  def step(x): return qt.linear(x * 2).relu()
+  for _ in range(5):
+    x = np.random.randn(1, k).astype(np.float32)
+    np.testing.assert_allclose(step(tg.Tensor(x)).numpy(), np.maximum((2 * x) @ weight.T, 0), rtol=1e-4, atol=1e-4)
+  assert step.captured

@@ -60,6 +60,7 @@ def test_gguf_reads_metadata_and_tensors(tiny):
   for name, expected in weights.items(): np.testing.assert_allclose(tensors[name].numpy(), expected, rtol=1e-6, atol=1e-6)
   _, quantized = load_gguf(path)
   assert quantized["blk.0.attn_q.weight"].ggml_type == "Q8_0"
+  np.testing.assert_allclose(quantized["blk.0.attn_q.weight"].dequantize().numpy(), weights["blk.0.attn_q.weight"], atol=1e-6)
 
 
 def _corrupt(src, dst, edit):

@@ -404,3 +404,23 @@ def test_clip_grad_norm_matches_torch():
   p = nn.Parameter(tg.zeros(2))
   p.grad = tg.Tensor([float("inf"), 1.0])
   with pytest.raises(RuntimeError, match="non-finite"): nn.utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+
+
+def test_linear_and_conv_weight_grads_are_tiled_gemms():
+  """The weight gradient of a Linear (and of a conv, over its im2col columns) is a matmul over the batch: autograd
+  builds it with the summed axis last so the code generator tiles it as a GEMM."""
+  from teenygrad.engine.realize import capture_kernels
+  lin = nn.Linear(64, 32)
+  x = tg.randn(48, 64).realize()
+  (lin(x) * tg.randn(48, 32)).sum().backward()
+  with capture_kernels() as launched: lin.weight.grad.realize()
+  assert any(item.kernel.name.startswith("gemm") for item in launched), [item.kernel.name for item in launched]
+  t_lin = torch.nn.Linear(64, 32)
+  check_module(t_lin, nn.Linear(64, 32), randn(48, 64), atol=1e-4)
+
+
+@pytest.mark.parametrize("name,args,kwargs,shape", [
+  ("MaxPool2d", (2,), {}, (2, 3, 11, 11)), ("MaxPool2d", ((2, 3),), {}, (2, 3, 9, 10)), ("MaxPool2d", (3,), dict(stride=2, padding=1), (1, 2, 9, 9)),
+  ("AvgPool2d", (2,), {}, (2, 3, 8, 8)), ("AvgPool2d", (3,), dict(stride=2, padding=1), (1, 2, 9, 9)), ("AdaptiveAvgPool2d", ((1, 1),), {}, (2, 3, 6, 6))])
+def test_pooling_modules(name, args, kwargs, shape):
+  check_module(getattr(torch.nn, name)(*args, **kwargs), getattr(nn, name)(*args, **kwargs), randn(*shape))

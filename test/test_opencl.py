@@ -48,7 +48,7 @@ def test_full_reduction_is_one_work_group():
   renderer = OpenCLRenderer()
   program = lowered(cpu((100_000,)).sum(), renderer)
   plan = renderer.plan(program)
-  assert plan.mode == "group" and plan.grid_loop is None
+  assert plan.mode == "group" and plan.grid_loops == []
   assert renderer.launch_dims(program).sizes() == (1, 256)
   assert "if (lane == 0) data0[0]" in renderer.render_kernel(program)
 
@@ -110,7 +110,10 @@ needs_opencl = pytest.mark.skipif(not _opencl_available(), reason="no OpenCL dri
 
 
 @needs_opencl
-def test_work_group_reductions_on_device():
+def test_work_group_reductions_on_device(monkeypatch):
+  from teenygrad.device import Device
+  # CPU drivers keep rows in one work-item (faster there); force the GPU plan so its barriers run on this device
+  monkeypatch.setattr(Device["OPENCL"].renderer, "group_max_outputs", 32768)
   data = np.random.default_rng(1).standard_normal((3, 40000)).astype(np.float32)
   x = tg.Tensor(data, device="OPENCL")
   np.testing.assert_allclose(x.sum().item(), data.astype(np.float64).sum(), rtol=1e-4)
@@ -181,3 +184,29 @@ def test_float64_support_is_reported():
   from teenygrad.device import Device
   backend = Device["OPENCL"]
   assert backend.supports(dtypes.float64) == ("cl_khr_fp64" in backend.extensions)
+
+
+def test_float32_matmul_uses_the_tiled_kernel():
+  from teenygrad.codegen.gemm_match import match_gemm
+  renderer = OpenCLRenderer()
+  def gemm(t: tg.Tensor):
+    items = [it for it in create_schedule([t.lazydata]) if it.kind == "kernel"]
+    root = items[-1].root
+    match = match_gemm(root, root, lambda b: b.realized is not None, renderer)
+    return renderer.render_gemm(match) if match is not None else None
+  name, buffers, src, launch = gemm((cpu((2, 100, 40)) @ cpu((2, 40, 130))).relu())
+  assert "__local float a_tile" in src and "barrier(CLK_LOCAL_MEM_FENCE)" in src
+  assert launch.sizes() == (2 * 2 * 3, 256)
+  assert gemm(cpu((1, 40)) @ cpu((40, 130))) is None, "a matrix-vector product keeps plain loops"
+
+
+@needs_opencl
+@pytest.mark.parametrize("batch,M,N,K,transpose_b", [(1, 64, 64, 64, False), (3, 65, 129, 17, False), (1, 100, 70, 200, True)])
+def test_tiled_matmul_on_device(batch, M, N, K, transpose_b):
+  rng = np.random.default_rng(2)
+  a = rng.standard_normal((batch, M, K)).astype(np.float32)
+  b = rng.standard_normal((batch, N, K) if transpose_b else (batch, K, N)).astype(np.float32)
+  ta, tb = tg.Tensor(a, device="OPENCL"), tg.Tensor(b, device="OPENCL")
+  out = ((ta @ (tb.transpose(1, 2) if transpose_b else tb)) * 0.5 + 1).relu().numpy()
+  expected = np.maximum((a.astype(np.float64) @ (b.transpose(0, 2, 1) if transpose_b else b)) * 0.5 + 1, 0)
+  np.testing.assert_allclose(out, expected, atol=1e-4 * np.sqrt(K), rtol=1e-4)

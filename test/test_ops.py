@@ -194,8 +194,10 @@ CASTS = [
   case("bitcast_half_to_int16", [M], lambda xp, x: x.view(xp.int16), ("float16", "bfloat16")),
   case("bitcast_int_to_float", [np.array([0x3F800000, 0x40490FDB, 0], dtype=np.int32)],
        lambda xp, x: x.view(xp.float32)),
-  case("bitcast_uint8_to_int32", [(2, 8)], lambda xp, x: x.view(xp.int32), ("uint8",), low=0, high=255,
-       known_divergence="view(dtype) between element sizes is not implemented yet"),
+  case("bitcast_uint8_to_int32", [(2, 8)], lambda xp, x: x.view(xp.int32), ("uint8",), low=0, high=255),
+  case("bitcast_float_to_uint8", [M], lambda xp, x: x.view(xp.uint8), ("float32",)),
+  case("bitcast_int16_to_int64", [(3, 8)], lambda xp, x: x.view(xp.int64), ("int16",), low=-30000, high=30000),
+  case("bitcast_float64_to_float16", [(2, 3)], lambda xp, x: x.view(xp.float16), ("float64",)),
 ]
 
 # ---------------- reductions ----------------

@@ -342,3 +342,31 @@ class TestRandom:
     import teenygrad as tg
     source = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(tg.from_dlpack(source).numpy(), source)
+
+
+# ---- assign into a realized buffer ----
+
+import teenygrad as tg  # noqa: E402
+
+def test_assign_spares_a_graph_built_before_it():
+  """A prediction built before an in-place update and realized after it sees the old weights (as torch, which computed
+  it eagerly): the assign gives the pending graph a copy of the old values."""
+  w = tg.Tensor(np.arange(6, dtype=np.float32)).realize()
+  pred = w * 2
+  w.assign(w + 100).realize()
+  np.testing.assert_equal(pred.numpy(), np.arange(6) * 2)
+  np.testing.assert_equal(w.numpy(), np.arange(6) + 100)
+
+
+def test_assign_of_a_permuted_self_reads_the_old_values():
+  x = tg.Tensor(np.arange(12, dtype=np.float32).reshape(3, 4)).realize()
+  x.assign(x.flip(0) + x).realize()
+  ref = np.arange(12, dtype=np.float32).reshape(3, 4)
+  np.testing.assert_equal(x.numpy(), ref[::-1] + ref)
+
+
+def test_assign_in_place_keeps_the_buffer():
+  w = tg.Tensor(np.ones(8, dtype=np.float32)).realize()
+  buffer = w.lazydata.base.realized
+  w.assign(w * 3).realize()
+  assert w.lazydata.base.realized is buffer and w.tolist() == [3.0] * 8

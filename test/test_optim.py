@@ -320,3 +320,33 @@ def test_scheduler_errors():
   sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=2)
   sched.step(); sched.step()
   with pytest.raises(ValueError, match="Tried to step 3 times"): sched.step()
+
+
+def test_jit_replayed_training_step_matches_eager():
+  """lr (from a scheduler), the step count and BatchNorm's statistics live in device buffers written in place, so a
+  JIT replay of the whole training step (which runs no Python) gives the same weights as running it eagerly."""
+  def build():
+    tg.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    opt = optim.AdamW(model.parameters(), lr=0.01)
+    return model, opt, optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6)
+  eager, eager_opt, eager_sched = build()
+  jitted, jit_opt, jit_sched = build()
+
+  @tg.jit
+  def step(x, y):
+    loss = jitted(x).cross_entropy(y)
+    jit_opt.zero_grad()
+    loss.backward()
+    jit_opt.step()
+    return loss
+
+  for _ in range(6):
+    x, y = np.random.randn(16, 6).astype(np.float32), np.random.randint(0, 3, 16)
+    loss = eager(tg.Tensor(x)).cross_entropy(tg.Tensor(y))
+    eager_opt.zero_grad(); loss.backward(); eager_opt.step(); eager_sched.step()
+    replayed = step(tg.Tensor(x), tg.Tensor(y))
+    jit_sched.step()
+    assert replayed.item() == pytest.approx(loss.item(), rel=1e-6)
+  for (name, a), b in zip(eager.state_dict().items(), jitted.state_dict().values()):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7, err_msg=name)

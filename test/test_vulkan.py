@@ -142,6 +142,19 @@ def test_buffer_larger_than_one_binding(validated):
   assert any(uses(m, OP_CAPABILITY, CAP_STORAGE_ARRAY_DYNAMIC) for m in modules)
 
 
+@pytest.mark.parametrize("name, fn", [
+  ("sum", lambda t: t.sum(1)), ("softmax", lambda t: t.softmax(-1)), ("transpose", lambda t: t.T.contiguous() * 2),
+  ("pad_flip", lambda t: t.pad((0, 3, 1, 2)).flip(0) + 1), ("max", lambda t: t.max()), ("cumsum", lambda t: t.cumsum(1))])
+def test_64_bit_index_math(validated, monkeypatch, name, fn):
+  """Buffers past 2**30 elements switch every index to 64 bits; force that path on small inputs."""
+  import teenygrad
+  x = np.random.randn(37, 300).astype(np.float32)
+  expected = fn(teenygrad.Tensor(x, device="CPU")).numpy()
+  monkeypatch.setattr(validated.renderer, "index_bits", 64)
+  out = fn(vk_tensor(x)).numpy()
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def quantize_q8_0(w: np.ndarray) -> np.ndarray:
   """ggml's Q8_0: blocks of 32 as (float16 scale, 32 int8): (rows, blocks, 34) bytes."""
   rows, k = w.shape
@@ -170,7 +183,7 @@ def test_int8_dequantizing_matmul():
 
   out, modules = run_kernels(dequant_matmul)
   np.testing.assert_allclose(out, x @ reference_w.T, rtol=1e-4, atol=1e-4)
-  try: from teenygrad.llm.quant import QuantizedTensor
+  try: from teenygrad.nn.quant import QuantizedTensor
   except ImportError: return
   quantized = QuantizedTensor.from_gguf_bytes("Q8_0", raw.reshape(-1), (rows, k), device="VULKAN")
   np.testing.assert_allclose(quantized.dequantize().numpy(), reference_w, rtol=0, atol=0)
@@ -201,3 +214,48 @@ def test_op_table_device_is_vulkan_when_asked():
   if os.environ.get("DEV", "").upper() != "VULKAN": pytest.skip("run with DEV=VULKAN")
   import teenygrad
   assert teenygrad.Tensor([1.0]).device.upper().startswith("VULKAN")
+
+
+def test_upload_from_read_only_memory():
+  """Weights memory-mapped read-only (GGUF, safetensors) upload without a writable copy."""
+  x = np.arange(10, dtype=np.float32)
+  x.setflags(write=False)
+  np.testing.assert_array_equal((vk_tensor(x) * 2).numpy(), x * 2)
+
+
+def test_staging_copies(validated, monkeypatch):
+  """The path a discrete GPU takes (device memory the CPU can't map): uploads and read-backs through staging buffers."""
+  monkeypatch.setattr(validated, "direct_access", False)
+  x = np.random.rand(1000).astype(np.float32)
+  t = vk_tensor(x)
+  assert t.lazydata.base.realized.raw.mapped is None
+  np.testing.assert_allclose((t * 3).sum().numpy(), (x * 3).sum(), rtol=1e-5)
+  np.testing.assert_array_equal((t + 1).numpy(), x + 1)
+
+
+def test_more_inputs_than_one_shader_can_bind(validated):
+  """A kernel past maxPerStageDescriptorStorageBuffers (32 on lavapipe) is split into kernels that fit."""
+  import teenygrad
+  n = validated.max_storage_buffers + 9 if validated.max_storage_buffers < 200 else 40
+  arrays = [np.random.rand(2, 3).astype(np.float32) for _ in range(n)]
+  out, modules = run_kernels(lambda: teenygrad.Tensor.cat([vk_tensor(a) for a in arrays], dim=1))
+  np.testing.assert_array_equal(out, np.concatenate(arrays, axis=1))
+  bindings = [sum(1 for op, args in instructions(m) if op == 71 and len(args) > 1 and args[1] == 33) for m in modules]
+  assert len(modules) > 1 and max(bindings) <= validated.max_storage_buffers
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int16", "float16", "bfloat16"])
+def test_narrow_types_packed_in_words(validated, monkeypatch, dtype):
+  """Devices without 8/16-bit storage buffers: narrow types live in 32-bit words (atomic lane stores)."""
+  import teenygrad
+  from teenygrad.dtype import dtypes
+  tg_dtype = getattr(dtypes, dtype)
+  x = (np.random.randn(3, 37) * 20).astype(np.float32)
+  def fn(t):
+    narrow = t.cast(tg_dtype)
+    stored = (narrow.flip(1) + narrow).cast(tg_dtype).realize()   # written to a packed buffer, then read back
+    return stored.cast(dtypes.float32), narrow[:, ::3].cast(dtypes.float32).sum(1), narrow.cast(dtypes.float32)
+  expected = [o.numpy() for o in fn(teenygrad.Tensor(x, device="CPU"))]
+  monkeypatch.setattr(validated.renderer, "narrow_storage", False)
+  out = [o.numpy() for o in fn(vk_tensor(x))]
+  for a, b in zip(out, expected): np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-6)

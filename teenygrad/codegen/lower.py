@@ -204,10 +204,20 @@ class Lowerer:
       src, deps = self.value(lb.srcs[0], idxs, valid)
       return self._value(lb.dtype, self.r.render_cast(src, lb.srcs[0].dtype, lb.dtype, op is Ops.BITCAST), deps)
     args = [self.value(src, idxs, valid) for src in lb.srcs]
+    self._check_buffer_count(lb)
     deps = frozenset().union(*(d for _, d in args))
     in_dtype = lb.srcs[-1].dtype
     self.dtypes.add(in_dtype)
     return self._value(lb.dtype, self.r.render_alu(op, [a for a, _ in args], in_dtype), deps)
+
+  def _check_buffer_count(self, lb: LazyBuffer) -> None:
+    """A device may bind only so many buffers per kernel (32 on lavapipe): past that, an operand's subgraph becomes
+    a kernel of its own, and again inside it if that is still too many."""
+    limit = getattr(self.r, "max_buffers", None)
+    if limit is None or len(self.buffers) <= limit: return
+    computed = [s.base for s in lb.srcs if s.base.realized is None and s.base.op is not Ops.CONST and s.base is not self.root]
+    if computed: raise NeedsRealize(computed[0])
+    if lb is not self.root: raise NeedsRealize(lb)
 
   def _reduce(self, lb: LazyBuffer, idxs: list[sint], valid: sint) -> tuple[str, frozenset[str]]:
     src = lb.srcs[0]
@@ -265,7 +275,8 @@ def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint
   # a level is one flattened loop unravelled by its sizes; a symbolic size there would need symbolic division
   levels = [sub for level in levels for sub in ([[a] for a in level] if any(isinstance(shape[a], Node) for a in level) else [level])]
   lowerer = _lower_levels(root, target, is_boundary, renderer, levels, shape, axes)
-  if levels and len(levels[-1]) > 1 and f"L{len(levels) - 1}" in lowerer.divmod_vars:
+  split = getattr(renderer, "split_unraveled_levels", False)   # CPUs want hoisted index math; GPUs a flat grid
+  if split and levels and len(levels[-1]) > 1 and f"L{len(levels) - 1}" in lowerer.divmod_vars:
     # the innermost level's flat index doesn't simplify (a transpose, im2col): give its inner axes loops of their
     # own so index math is hoisted out of the inner loop, keeping enough leading axes together for the threads
     outer, inner = _split_level(levels[-1], shape)

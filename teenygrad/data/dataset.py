@@ -1,7 +1,8 @@
 """Datasets, torch.utils.data style: anything with `__len__` and `__getitem__` is a map-style dataset."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,7 +26,8 @@ class TensorDataset(Dataset):
   def __init__(self, *tensors: Tensor | np.ndarray):
     if not tensors: raise ValueError("TensorDataset needs at least one tensor")
     lengths = {int(t.shape[0]) if t.ndim else -1 for t in tensors}
-    if len(lengths) != 1 or -1 in lengths: raise ValueError(f"Size mismatch between tensors: first dimensions {[tuple(t.shape)[:1] for t in tensors]}")
+    if len(lengths) != 1 or -1 in lengths:
+      raise ValueError(f"Size mismatch between tensors: first dimensions {[tuple(t.shape)[:1] for t in tensors]}")
     self.tensors = tensors
     self._host = [t.numpy() if isinstance(t, Tensor) else np.asarray(t) for t in tensors]
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.metadata
 import importlib.util
 import io
 import os
 import pickletools
 import struct
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -37,7 +39,13 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def package_file(distribution: str, top_level: str, relative: str, install: str) -> Path:
-  """The path of a data file shipped inside a Python package, found without importing the package."""
+  """The path of a data file shipped inside a Python package, found without importing the package: through the
+  installed distribution's metadata first (immune to a same-named module on sys.path, like examples/mnist.py),
+  then through the import system's search for the top-level package."""
+  try:
+    candidate = Path(str(importlib.metadata.distribution(distribution).locate_file(f"{top_level}/{relative}")))
+    if candidate.is_file(): return candidate
+  except importlib.metadata.PackageNotFoundError: pass
   spec = importlib.util.find_spec(top_level)
   locations = list(spec.submodule_search_locations or []) if spec is not None else []
   for location in locations:
@@ -148,7 +156,7 @@ def _load_mnist(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
   # the file holds pixel/256 as float32 (train split in 50k + 10k validation): recover the exact uint8 pixels
   def pixels(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != 784: raise ValueError(f"{path}: images of shape {x.shape}, expected (N, 784)")
-    return np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
+    return (x * np.float32(256)).astype(np.uint8).reshape(-1, 28, 28)   # exact: every value is k/256
   (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = parts
   images = np.concatenate([pixels(train_x), pixels(valid_x)])
   labels = np.concatenate([train_y, valid_y]).astype(np.int64)

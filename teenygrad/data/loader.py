@@ -4,7 +4,8 @@ from __future__ import annotations
 import collections.abc
 import queue
 import threading
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -64,7 +65,8 @@ class DataLoader:
   def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False,
                collate_fn: Callable[[list], Any] | None = None, prefetch: int = 2,
                generator: int | np.random.Generator | None = None, num_workers: int = 0):
-    if not isinstance(batch_size, int) or batch_size <= 0: raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+      raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
     if not isinstance(prefetch, int) or prefetch < 0: raise ValueError(f"prefetch must be a non-negative int, got {prefetch!r}")
     self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
     self.collate_fn = collate_fn or default_collate

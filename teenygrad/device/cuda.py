@@ -128,7 +128,9 @@ class NVRTCCompiler(Compiler):
     self.cache_tag = f"nvrtc {major}.{minor}\0{' '.join(self.options)}"
 
   def compile(self, src: str) -> bytes:
-    return nvrtc_compile(src, "kernel", self.options)
+    # warpgroup MMA exists only on the architecture-specific target (sm_90a), whose cubin runs on that chip alone
+    options = [o + "a" if o == "--gpu-architecture=sm_90" and "wgmma." in src else o for o in self.options]
+    return nvrtc_compile(src, "kernel", options)
 
 
 class CUDAProgram(Program):
@@ -289,7 +291,7 @@ class CUDABackend(Backend):
 
   def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
     from teenygrad.renderer.cuda_gemm import cuda_gemm_kernel
-    gemm = cuda_gemm_kernel(root, target, is_boundary, self.renderer, self.max_shared, self.multiprocessors)
+    gemm = cuda_gemm_kernel(root, target, is_boundary, self.renderer, self.max_shared)
     return GemmKernelSource(*gemm) if gemm is not None else None
 
   def graph(self, exec_items: list) -> CUDAGraph: return CUDAGraph(self, exec_items)
@@ -298,10 +300,12 @@ class CUDABackend(Backend):
     """Device to device on this GPU, or a peer copy from another GPU, without a round trip through the host."""
     source = _open_backends.get(src.device)
     if not isinstance(source, CUDABackend): return False
-    source.synchronize()   # the copy below runs on this device's stream; the source must be written first
     self.activate()
+    # on one device the stream orders the copy after the kernels that wrote the source
     if source is self: check(libcuda().cuMemcpyDtoDAsync_v2(dest.raw, src.raw, src.nbytes, self.stream), "cuMemcpyDtoDAsync")
     else:
+      source.synchronize()   # the copy runs on this device's stream: the source must be written first
+      self.activate()
       self.enable_peer_access(source)
       check(libcuda().cuMemcpyPeerAsync(dest.raw, self.context, src.raw, source.context, src.nbytes, self.stream), "cuMemcpyPeerAsync")
       # the source's stream must not reuse the source block before this copy has read it

@@ -10,13 +10,15 @@ import ctypes.util
 import functools
 import time
 
-from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.codegen.gemm_match import match_gemm
+from teenygrad.device import Allocator, Backend, Compiler, GemmKernelSource, Program
 from teenygrad.dtype import DType, dtypes
 from teenygrad.renderer.gpu import LaunchDims
 from teenygrad.renderer.opencl import OpenCLRenderer
 
 CL_SUCCESS = 0
-CL_DEVICE_TYPE_GPU, CL_DEVICE_TYPE_ALL = 1 << 2, 0xFFFFFFFF
+CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU, CL_DEVICE_TYPE_ALL = 1 << 1, 1 << 2, 0xFFFFFFFF
+CL_DEVICE_TYPE = 0x1000
 CL_DEVICE_NAME, CL_DEVICE_VERSION, CL_DRIVER_VERSION = 0x102B, 0x102F, 0x102D
 CL_DEVICE_EXTENSIONS, CL_DEVICE_MAX_WORK_GROUP_SIZE, CL_DEVICE_LOCAL_MEM_SIZE = 0x1030, 0x1004, 0x1023
 CL_DEVICE_GLOBAL_MEM_SIZE, CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x101F, 0x1010
@@ -251,8 +253,13 @@ class OpenCLBackend(Backend):
     self.queue = ctypes.c_void_p(_call_create(lib.clCreateCommandQueue, self.context, self.device, CL_QUEUE_PROFILING_ENABLE))
     self.allocator = CLAllocator(self)
     self.compiler = CLCompiler(self)
+    self.is_cpu = bool(_device_info(self.device, CL_DEVICE_TYPE, "u64") & CL_DEVICE_TYPE_CPU)
+    # a CPU driver (PoCL) runs a work-group's lanes as a loop split at every barrier: sharing a row between lanes
+    # costs more than it saves (a 576x576 matvec ran 7x slower), so only whole-kernel reductions use a group there
+    limits = {"group_max_outputs": 0} if self.is_cpu else {}
     self.renderer = OpenCLRenderer(fp64="cl_khr_fp64" in self.extensions, subgroups="cl_khr_subgroups" in self.extensions,
-                                   device_name=self.device_name, max_local=self.max_work_group, local_memory=self.local_memory)
+                                   device_name=self.device_name, max_local=self.max_work_group, local_memory=self.local_memory,
+                                   **limits)
 
   def supports(self, dtype: DType) -> bool: return dtype != dtypes.float64 or self.renderer.fp64
 
@@ -261,6 +268,12 @@ class OpenCLBackend(Backend):
     return CLProgram(self, name, binary, launch)
 
   def synchronize(self) -> None: check(libopencl().clFinish(self.queue), "clFinish")
+
+  def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
+    """float32 matmuls that fill the tiles use the shared-memory tiled kernel of renderer/gpu.py."""
+    match = match_gemm(root, target, is_boundary, self.renderer)
+    gemm = self.renderer.render_gemm(match) if match is not None and root.dtype == dtypes.float32 else None
+    return GemmKernelSource(*gemm) if gemm is not None else None
 
 
 def open_device(name: str) -> OpenCLBackend: return OpenCLBackend(name)

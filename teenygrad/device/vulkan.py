@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import functools
 import os
 import shutil
 import subprocess
@@ -17,9 +16,12 @@ import tempfile
 import threading
 import time
 
+import numpy as np
+
 from teenygrad.device import Allocator, Backend, Compiler, Program
 from teenygrad.device import vulkan_bindings as vk
 from teenygrad.device.vulkan_bindings import VulkanError, check
+from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.renderer.spirv import SPIRV_TAG, SpirvRenderer, parse_kernel
 
@@ -30,7 +32,7 @@ SETS_PER_POOL = 1024
 class SpirvCompiler(Compiler):
   """The renderer already wrote the binary; compiling is checking it (spirv-val when TEENYGRAD_SPIRV_VAL=1)."""
   def __init__(self):
-    self.validate = os.environ.get("TEENYGRAD_SPIRV_VAL", "0") not in ("", "0")
+    self.validate = config.spirv_validate
     self.cache_tag = f"{SPIRV_TAG}\0validated={self.validate}"
 
   def compile(self, src: str) -> bytes:
@@ -60,18 +62,23 @@ class VulkanBuffer:
     self.buffer, self.memory, self.size, self.mapped = buffer, memory, size, mapped
 
 
+def _address(view: memoryview) -> int:
+  """The address of a (possibly read-only, e.g. memory-mapped) host buffer."""
+  return np.frombuffer(view, dtype=np.uint8).ctypes.data
+
+
 class VulkanAllocator(Allocator):
   def __init__(self, dev: VulkanDevice): self.dev = dev
-  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, self.dev.buffer_memory_type)
+  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, staging=False)
 
   def free(self, raw: VulkanBuffer, nbytes: int) -> None: self.dev.release(raw)
 
   def copyin(self, raw: VulkanBuffer, src: memoryview) -> None:
     self.dev.synchronize()   # a pending kernel may still read the old contents
     if raw.mapped is not None:
-      ctypes.memmove(raw.mapped, (ctypes.c_char * len(src)).from_buffer(src), len(src)); return
-    staging = self.dev.create_buffer(len(src), self.dev.staging_memory_type)
-    ctypes.memmove(staging.mapped, (ctypes.c_char * len(src)).from_buffer(src), len(src))
+      ctypes.memmove(raw.mapped, _address(src), len(src)); return
+    staging = self.dev.create_buffer(len(src), staging=True)
+    ctypes.memmove(staging.mapped, _address(src), len(src))
     self.dev.copy_buffer(staging, raw, len(src))
     self.dev.destroy(staging)
 
@@ -79,7 +86,7 @@ class VulkanAllocator(Allocator):
     self.dev.synchronize()
     if raw.mapped is not None:
       ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
-    staging = self.dev.create_buffer(len(dest), self.dev.staging_memory_type)
+    staging = self.dev.create_buffer(len(dest), staging=True)
     self.dev.copy_buffer(raw, staging, len(dest))
     ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
     self.dev.destroy(staging)
@@ -119,7 +126,11 @@ class VulkanDevice(Backend):
     self._open_pipeline_cache()
     self.allocator = VulkanAllocator(self)
     self.compiler = SpirvCompiler()
-    self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic)
+    self.renderer = SpirvRenderer(max_binding_range=self.max_storage_range, subgroups=self.subgroup_arithmetic,
+                                  float64=self.features["float64"], device_name=self.device_name,
+                                  max_buffers=min(self.max_storage_buffers, 4096) - 8,   # headroom for chunked big buffers
+                                  narrow_storage=self.features["storage8"] and self.features["storage16"], int64=self.features["int64"],
+                                  max_group=self.max_invocations)
     self.pending_frees: list[VulkanBuffer] = []
     self.recorded = 0
     atexit.register(self.save_pipeline_cache)
@@ -146,16 +157,26 @@ class VulkanDevice(Backend):
     handles = (ctypes.c_void_p * count.value)()
     check(self._fn("vkEnumeratePhysicalDevices")(self.instance, ctypes.byref(count), handles), "vkEnumeratePhysicalDevices")
     if index >= count.value: raise VulkanError(f"VULKAN:{index} requested but only {count.value} Vulkan device(s) exist")
-    self.physical = ctypes.c_void_p(handles[index])
-    props = (ctypes.c_uint8 * vk.PROPS_SIZE)()
-    self._fn("vkGetPhysicalDeviceProperties", None)(self.physical, props)
-    raw = bytes(props)
+    # GPUs first (discrete, integrated, virtual), CPU implementations such as lavapipe last: VULKAN is the best one
+    all_props = []
+    for handle in handles:
+      props = (ctypes.c_uint8 * vk.PROPS_SIZE)()
+      self._fn("vkGetPhysicalDeviceProperties", None)(ctypes.c_void_p(handle), props)
+      all_props.append((handle, bytes(props)))
+    rank = {vk.DEVICE_TYPE_DISCRETE: 0, vk.DEVICE_TYPE_INTEGRATED: 1, vk.DEVICE_TYPE_VIRTUAL: 2, vk.DEVICE_TYPE_CPU: 4}
+    all_props.sort(key=lambda hp: rank.get(int.from_bytes(hp[1][vk.PROPS_TYPE:vk.PROPS_TYPE + 4], "little"), 3))
+    handle, raw = all_props[index]
+    self.physical = ctypes.c_void_p(handle)
     api_version = int.from_bytes(raw[0:4], "little")
     self.device_name = raw[vk.PROPS_NAME:vk.PROPS_NAME + 256].split(b"\0")[0].decode()
-    if api_version < ((1 << 22) | (2 << 12)): raise VulkanError(f"{self.device_name} supports Vulkan {api_version >> 22}.{(api_version >> 12) & 0x3ff}; teenygrad needs 1.2")
+    if api_version < ((1 << 22) | (2 << 12)):
+      major, minor = api_version >> 22, (api_version >> 12) & 0x3FF
+      raise VulkanError(f"{self.device_name} supports Vulkan {major}.{minor}; teenygrad needs 1.2")
     self.max_storage_range = int.from_bytes(raw[vk.PROPS_MAX_STORAGE_RANGE:vk.PROPS_MAX_STORAGE_RANGE + 4], "little")
     self.min_storage_alignment = int.from_bytes(raw[vk.PROPS_MIN_SB_ALIGN:vk.PROPS_MIN_SB_ALIGN + 8], "little")
     self.max_push = int.from_bytes(raw[vk.PROPS_MAX_PUSH:vk.PROPS_MAX_PUSH + 4], "little")
+    self.max_invocations = int.from_bytes(raw[vk.PROPS_MAX_INVOCATIONS:vk.PROPS_MAX_INVOCATIONS + 4], "little")
+    self.max_storage_buffers = int.from_bytes(raw[vk.PROPS_MAX_STAGE_STORAGE_BUFFERS:vk.PROPS_MAX_STAGE_STORAGE_BUFFERS + 4], "little")
     # subgroup support (VkPhysicalDeviceVulkan11Properties through vkGetPhysicalDeviceProperties2)
     v11 = (ctypes.c_uint8 * 112)()
     ctypes.cast(v11, ctypes.POINTER(ctypes.c_uint32))[0] = vk.ST_VULKAN_1_1_PROPERTIES
@@ -188,8 +209,6 @@ class VulkanDevice(Backend):
     self.features = {"float64": flag(features2, base + vk.FEATURES_FLOAT64), "int64": flag(features2, base + vk.FEATURES_INT64),
                      "int16": flag(features2, base + vk.FEATURES_INT16), "storage16": flag(v11, vk.V11_STORAGE_16BIT),
                      "storage8": flag(v12, vk.V12_STORAGE_8BIT), "float16": flag(v12, vk.V12_FLOAT16), "int8": flag(v12, vk.V12_INT8)}
-    if not (self.features["storage8"] and self.features["storage16"] and self.features["int64"]):
-      raise VulkanError(f"{self.device_name} lacks 8/16-bit storage buffers or shaderInt64, which the Vulkan backend needs: {self.features}")
     # enable exactly what the shaders may use: keep the queried flags for those, clear everything else
     keep_base = {vk.FEATURES_FLOAT64, vk.FEATURES_INT64, vk.FEATURES_INT16}
     for offset in range(0, vk.FEATURES_SIZE, 4):
@@ -218,12 +237,16 @@ class VulkanDevice(Backend):
     self._fn("vkGetPhysicalDeviceMemoryProperties", None)(self.physical, ctypes.byref(props))
     types = [props.memoryTypes[i].propertyFlags for i in range(props.memoryTypeCount)]
     host = vk.MEMORY_HOST_VISIBLE | vk.MEMORY_HOST_COHERENT
-    self.staging_memory_type = next(i for i, f in enumerate(types) if f & host == host)
+    cached = host | vk.MEMORY_HOST_CACHED
+    # staging prefers cached host memory: reading results back from uncached memory crawls
+    staging = [i for i, f in enumerate(types) if f & cached == cached] or [i for i, f in enumerate(types) if f & host == host]
+    self.staging_memory_type = staging[0]
     local = [i for i, f in enumerate(types) if f & vk.MEMORY_DEVICE_LOCAL]
-    heap_size = {i: props.memoryHeaps[props.memoryTypes[i].heapIndex].size for i in range(props.memoryTypeCount)}
-    # device-local and host-visible (lavapipe, integrated GPUs, resizable BAR) means no staging copies
-    direct = [i for i in local if types[i] & host == host and heap_size[i] >= (1 << 30)]
+    # device-local memory the CPU reads through its caches (lavapipe, integrated GPUs) needs no staging copies;
+    # a discrete GPU's BAR window is host-visible too, but uncached, so it goes through staging buffers
+    direct = [i for i in local if types[i] & cached == cached]
     self.buffer_memory_type = (direct or local or [self.staging_memory_type])[0]
+    self.direct_access = bool(direct)
 
   def _create_command_objects(self) -> None:
     info = vk.CommandPoolCreateInfo(vk.ST_COMMAND_POOL_CREATE_INFO, None, vk.COMMAND_POOL_RESET_BUFFER, self.queue_family)
@@ -272,8 +295,9 @@ class VulkanDevice(Backend):
     except OSError: pass   # a read-only cache directory only costs compile time
 
   # ---- memory ----
-  def create_buffer(self, nbytes: int, memory_type: int) -> VulkanBuffer:
-    nbytes = max(nbytes, 4)
+  def create_buffer(self, nbytes: int, staging: bool) -> VulkanBuffer:
+    memory_type = self.staging_memory_type if staging else self.buffer_memory_type
+    nbytes = max(4, (nbytes + 3) // 4 * 4)   # whole words: narrow types may be packed in them
     info = vk.BufferCreateInfo(vk.ST_BUFFER_CREATE_INFO, None, 0, nbytes, vk.BUFFER_USAGE, 0, 0, None)
     buffer = ctypes.c_void_p()
     check(self._fn("vkCreateBuffer")(self.device, ctypes.byref(info), None, ctypes.byref(buffer)), "vkCreateBuffer")
@@ -287,17 +311,11 @@ class VulkanDevice(Backend):
       raise MemoryError(f"Vulkan could not allocate {nbytes} bytes on {self.device_name} ({vk.RESULTS.get(result, result)})")
     check(self._fn("vkBindBufferMemory")(self.device, buffer, memory, ctypes.c_uint64(0)), "vkBindBufferMemory")
     mapped = None
-    if memory_type == self.staging_memory_type or memory_type == self.buffer_memory_type and self.buffer_is_mappable:
+    if staging or self.direct_access:
       pointer = ctypes.c_void_p()
       check(self._fn("vkMapMemory")(self.device, memory, ctypes.c_uint64(0), ctypes.c_uint64(req.size), 0, ctypes.byref(pointer)), "vkMapMemory")
       mapped = pointer.value
     return VulkanBuffer(buffer, memory, nbytes, mapped)
-
-  @functools.cached_property
-  def buffer_is_mappable(self) -> bool:
-    props = vk.MemoryProperties()
-    self._fn("vkGetPhysicalDeviceMemoryProperties", None)(self.physical, ctypes.byref(props))
-    return bool(props.memoryTypes[self.buffer_memory_type].propertyFlags & vk.MEMORY_HOST_VISIBLE)
 
   def destroy(self, raw: VulkanBuffer) -> None:
     self._fn("vkDestroyBuffer", None)(self.device, raw.buffer, None)
@@ -312,13 +330,17 @@ class VulkanDevice(Backend):
   # ---- pipelines and descriptors ----
   def create_pipeline(self, module: bytes, meta: dict):
     bindings = meta["bindings"]
+    if sum(bindings) > self.max_storage_buffers:
+      raise VulkanError(f"kernel {meta['name']} reads {len(bindings)} buffers ({sum(bindings)} storage-buffer descriptors); "
+                        f"{self.device_name} allows {self.max_storage_buffers} per shader: realize some inputs first")
     layout_bindings = (vk.DescriptorSetLayoutBinding * len(bindings))(
       *[vk.DescriptorSetLayoutBinding(i, vk.DESCRIPTOR_STORAGE_BUFFER, n, vk.SHADER_STAGE_COMPUTE, None) for i, n in enumerate(bindings)])
     info = vk.DescriptorSetLayoutCreateInfo(vk.ST_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, None, 0, len(bindings), layout_bindings)
     set_layout = ctypes.c_void_p()
     check(self._fn("vkCreateDescriptorSetLayout")(self.device, ctypes.byref(info), None, ctypes.byref(set_layout)), "vkCreateDescriptorSetLayout")
     push_size = sum(8 if k == "i64" else 4 for k in meta["push"])
-    if push_size > self.max_push: raise VulkanError(f"kernel {meta['name']} needs {push_size} bytes of push constants, the device has {self.max_push}")
+    if push_size > self.max_push:
+      raise VulkanError(f"kernel {meta['name']} needs {push_size} bytes of push constants, the device has {self.max_push}")
     push_range = vk.PushConstantRange(vk.SHADER_STAGE_COMPUTE, 0, push_size)
     layouts = (ctypes.c_void_p * 1)(set_layout.value)
     layout_info = vk.PipelineLayoutCreateInfo(vk.ST_PIPELINE_LAYOUT_CREATE_INFO, None, 0, 1, layouts, 1 if push_size else 0,
@@ -349,7 +371,7 @@ class VulkanDevice(Backend):
     descriptor_set = ctypes.c_void_p()
     layouts = (ctypes.c_void_p * 1)(set_layout.value)
     while True:
-      if not self.pools or self.pool_sets_left == 0 or sum(bindings) > 16:
+      if not self.pools or self.pool_sets_left == 0:
         if self.pools and self.pool_sets_left == 0 and not self.free_pools and len(self.pools) >= 8: self.synchronize()
         self.pools.append(self.free_pools.pop() if self.free_pools else self._new_pool())
         self.pool_sets_left = SETS_PER_POOL
@@ -362,8 +384,10 @@ class VulkanDevice(Backend):
       if count == 1: chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, 0, buf.size)]
       else:
         # a buffer bigger than one binding's range: consecutive views; the last ones may be empty past the end
-        chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, min(i * chunk_bytes, buf.size - 4) // 4 * 4,
-                                               max(4, min(chunk_bytes, buf.size - i * chunk_bytes))) for i in range(count)]
+        # (views past the end, where a symbolic size is bound smaller than its maximum, are never read: any valid one will do)
+        chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, i * chunk_bytes, min(chunk_bytes, buf.size - i * chunk_bytes))
+                       if i * chunk_bytes < buf.size else vk.DescriptorBufferInfo(buf.buffer, 0, min(chunk_bytes, buf.size))
+                       for i in range(count)]
       array = (vk.DescriptorBufferInfo * count)(*chunk_infos)
       infos.append(array)
       writes.append(vk.WriteDescriptorSet(vk.ST_WRITE_DESCRIPTOR_SET, None, descriptor_set, binding, 0, count,
@@ -429,6 +453,9 @@ class VulkanDevice(Backend):
       self.pending_frees = []
 
   def program(self, name: str, binary: bytes) -> VulkanProgram: return VulkanProgram(self, name, binary)
+
+  def supports(self, dtype: DType) -> bool:
+    return (dtype != dtypes.float64 or self.features["float64"]) and (dtype != dtypes.int64 or self.features["int64"])
 
 
 def open_device(name: str) -> VulkanDevice: return VulkanDevice(name)

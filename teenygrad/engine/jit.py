@@ -39,7 +39,8 @@ import functools
 import inspect
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from teenygrad.device import Buffer
 from teenygrad.engine.realize import CopyExecItem, CustomExecItem, ExecItem, _lock, capture_kernels, run_exec_item
@@ -208,12 +209,13 @@ class _Capture:
     for s, (shape, dtype, device) in self.fresh_outputs.items():
       table[s] = Buffer(device, prod(_bind(d, values) for d in shape), dtype)
     with _lock:
+      if self._graph_replay(table, values): return self._outputs(table, values)
       for launch in self.launches:
         if launch.kind == "kernel":
           item: ExecItem = launch.item
-          # kernels with named symbolic sizes take this call's values; a program launched with plain ints (a custom
-          # op's own kernel) keeps the ones it was captured with
-          var_values = tuple(values[name] for name in item.kernel.variables) if item.kernel.variables else item.var_values
+          # named variables take this call's values; a launch with positional constants (a custom kernel's) keeps them
+          names = item.kernel.variables
+          var_values = tuple(values[name] for name in names) if len(names) == len(item.var_values) else item.var_values
           if item.kernel.check_bounds or _debugging():
             run_exec_item(ExecItem(item.kernel, [table[s] for s in launch.slots], var_values, item.device))
           else: item.kernel.program(*[table[s].raw for s in launch.slots], vals=var_values)
@@ -222,12 +224,61 @@ class _Capture:
         else:
           src, dest = table[launch.slots[0]], table[launch.slots[1]]
           dest.copyin(src.numpy())
+    return self._outputs(table, values)
+
+  def _outputs(self, table: list[Buffer], values: dict[str, int]) -> list[Tensor]:
     outs = []
     for o in self.outputs:
       shape = tuple(_bind(d, values) for d in o.shape)
       if o.slot is None: outs.append(Tensor.zeros(*shape, dtype=o.dtype, device=o.device)); continue
       outs.append(Tensor(LazyBuffer.from_realized(table[o.slot], shape, o.dtype, o.device)))
     return outs
+
+
+  # ---- device graphs ----
+  # A backend with `graph` (CUDA) replays every launch as one graph launch. A graph bakes in its buffers, so it runs
+  # on buffers of its own for the input and fresh-output slots: inputs are copied in on the device, outputs copied
+  # out into the fresh buffers the caller gets, and inputs the function assigns into are copied back. Symbolic
+  # sizes are baked in too: one graph per set of variable values (the last GRAPHS_KEPT kept).
+  GRAPHS_KEPT = 8
+
+  def _graph_backend(self):
+    if getattr(self, "_graph_checked", False): return self._graph_device
+    self._graph_checked, self._graph_device = True, None
+    from teenygrad.device import Device
+    devices = {launch.item.device for launch in self.launches}
+    if not self.launches or len(devices) != 1 or any(launch.kind != "kernel" or launch.item.kernel.check_bounds for launch in self.launches):
+      return None
+    if any(not isinstance(size, int) for shape, _, _ in self.fresh_outputs.values() for size in shape): return None
+    backend = Device[devices.pop()]
+    if getattr(backend, "graph", None) is None: return None
+    self._graph_device = backend
+    own = list(self.table)
+    for s in set(self.input_slots) | set(self.fresh_outputs):
+      if s is not None: own[s] = Buffer(own[s].device, own[s].size, own[s].dtype)
+    self.graph_table, self.graphs, self.graph_launches = own, {}, 0
+    self.assigned_inputs = {launch.slots[0] for launch in self.launches if launch.item.assign and launch.slots[0] in self.input_slots}
+    return backend
+
+  def _graph_replay(self, table: list[Buffer], values: dict[str, int]) -> bool:
+    backend = self._graph_backend()
+    if backend is None or _debugging(): return False
+    own = self.graph_table
+    for s in self.input_slots:
+      if s is not None and not backend.transfer(own[s], table[s]): return False
+    key = tuple(values[name] for launch in self.launches for name in launch.item.kernel.variables)
+    graph = self.graphs.pop(key, None)
+    if graph is None:
+      items = [ExecItem(launch.item.kernel, [own[s] for s in launch.slots], tuple(values[n] for n in launch.item.kernel.variables),
+                        launch.item.device) for launch in self.launches]
+      graph = backend.graph(items)
+    self.graphs[key] = graph   # most recent last
+    while len(self.graphs) > self.GRAPHS_KEPT: self.graphs.pop(next(iter(self.graphs)))
+    graph()
+    self.graph_launches += 1
+    for s in self.fresh_outputs: backend.transfer(table[s], own[s])
+    for s in self.assigned_inputs: backend.transfer(table[s], own[s])
+    return True
 
 
 def _debugging() -> bool:
@@ -285,7 +336,8 @@ class Jit:
     with self._call_lock:
       signature, inputs, values = _signature(self.fn, args, kwargs)
       if self.capture is not None:
-        if signature != self.capture.signature: raise JitError(f"{self.fn.__qualname__}: can't replay: {self.capture.signature.explain_mismatch(signature)}")
+        if signature != self.capture.signature:
+          raise JitError(f"{self.fn.__qualname__}: can't replay: {self.capture.signature.explain_mismatch(signature)}")
         return _unflatten_outputs(self.capture.out_structure, self.capture.replay(inputs, values))
       self.calls += 1
       if self.calls <= self.capture_after: return self._run(args, kwargs)

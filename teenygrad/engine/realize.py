@@ -13,6 +13,7 @@ from teenygrad.dtype import dtypes
 from teenygrad.helpers import config, prod
 from teenygrad.ir.lazy import LazyBuffer, runtime
 from teenygrad.ir.ops import Ops
+from teenygrad.ir.view import ShapeTracker
 from teenygrad.ir.symbolic import BoundVariable, Node, evaluate, vmax
 from teenygrad.schedule import ScheduleItem, create_schedule
 
@@ -43,8 +44,8 @@ class ExecItem:
 
 @dataclass
 class CustomExecItem:
-  """A custom kernel launch (Ops.CUSTOM), recorded for the JIT: a replay calls `kernel.run(root, inputs)` again
-  with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
+  """A custom kernel launch (Ops.CUSTOM), recorded for the JIT unless its run recorded ExecItems of its own: a
+  replay calls `kernel.run(root, inputs)` again with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
   shape, dtype, device and arg, and the buffers it is given."""
   kernel: object
   root: LazyBuffer
@@ -62,6 +63,9 @@ class CopyExecItem:
 
 
 _kernel_cache: dict[tuple, CompiledKernel] = {}
+# kernels whose lowering handed a reduce back (NeedsRealize): key -> position of that base in kernel_key's walk, so the
+# next graph of the same structure is rescheduled at once instead of being lowered again each step
+_handed_back: dict[tuple, int] = {}
 _captures: list[list] = []   # JIT capture stacks
 # hook(exec_item, root, value, is_boundary) runs before each launch, while the kernel's graph still exists (exec_item is
 # None for alloc/copy/custom items): teenygrad.export re-lowers every kernel with its own renderer from here
@@ -86,14 +90,26 @@ def _collect_vars(st, values: dict) -> None:
           if isinstance(var, BoundVariable): values[var.name] = var.value
 
 
-def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], dict[str, int]]:
-  """A hashable description of what the kernel computes, with its buffers numbered by first use."""
+# structural sub-keys interned to small ints: a kernel key is then a shallow tuple whose hash is cheap. Nested tuples
+# would be hashed again at every shared subexpression (exponential in the depth of a backward graph's sharing).
+_structure_ids: dict[tuple, int] = {}
+
+
+def _intern(key: tuple) -> int:
+  found = _structure_ids.get(key)
+  if found is None: found = _structure_ids[key] = len(_structure_ids)
+  return found
+
+
+def kernel_key(root: LazyBuffer, is_boundary, computed: list[LazyBuffer] | None = None) -> tuple[int, list[LazyBuffer], dict[str, int]]:
+  """An exact structural id of what the kernel computes, with its buffers numbered by first use. `computed`, if given,
+  receives the bases the kernel computes, in walk order (the same order for every graph with the same key)."""
   boundaries: dict[int, int] = {}
   order: list[LazyBuffer] = []
   values: dict[str, int] = {}
-  memo: dict[int, tuple] = {}
+  memo: dict[int, int] = {}
 
-  def walk(lb: LazyBuffer, top: bool = False) -> tuple:
+  def walk(lb: LazyBuffer, top: bool = False) -> int:
     if lb.id in memo: return memo[lb.id]
     base = lb.base
     _collect_vars(lb.st, values)
@@ -104,10 +120,12 @@ def kernel_key(root: LazyBuffer, is_boundary) -> tuple[tuple, list[LazyBuffer], 
           boundaries[base.id] = len(order); order.append(base)
         key = ("buf", boundaries[base.id], base.dtype.name, _st_key(lb.st), base.shape if lb.is_view else None)
     elif lb.is_view: key = ("view", _st_key(lb.st), walk(base))
-    else: key = (base.op, base.arg if base.op is not Ops.CUSTOM else id(base.arg), base.dtype.name, tuple(map(_k, base.shape)),
-                 tuple(walk(s) for s in base.srcs))
-    memo[lb.id] = key
-    return key
+    else:
+      key = (base.op, base.arg if base.op is not Ops.CUSTOM else id(base.arg), base.dtype.name, tuple(map(_k, base.shape)),
+             tuple(walk(s) for s in base.srcs))
+      if computed is not None: computed.append(base)
+    memo[lb.id] = _intern(key)
+    return memo[lb.id]
 
   return walk(root, top=True), order, values
 
@@ -158,18 +176,32 @@ def _prepare(item: ScheduleItem, roots: set[int]):
   def is_boundary(base: LazyBuffer) -> bool: return base.realized is not None or base.id in roots
   value = root.srcs[1] if root.op is Ops.ASSIGN else root
   target = root.srcs[0] if root.op is Ops.ASSIGN else root
-  if root.op is Ops.ASSIGN: value = _assign_value(value, target)
-  key, order, values = kernel_key(value, is_boundary)
+  if root.op is Ops.ASSIGN:
+    value = _assign_value(value, target, is_boundary)
+    if _reads_target_moved(value, target.base, is_boundary):
+      # compute the value into a buffer of its own first; the assign then copies it over the target
+      aside = LazyBuffer(root.device, ShapeTracker.from_shape(root.srcs[1].shape), root.dtype, Ops.CONTIGUOUS, (root.srcs[1],))
+      root.srcs = (root.srcs[0], aside)
+      aside.readers.add(root)
+      raise NeedsRealize(aside)
+  computed: list[LazyBuffer] = []
+  key, order, values = kernel_key(value, is_boundary, computed)
   full_key = (key, root.device, root.dtype.name, config.threads, config.check_bounds)
   compiled = _kernel_cache.get(full_key)
   if compiled is None:
-    compiled = _kernel_cache[full_key] = _compile(value, target, is_boundary, root.device, order)
+    if full_key in _handed_back: raise NeedsRealize(computed[_handed_back[full_key]])
+    try: compiled = _compile(value, target, is_boundary, root.device, order)
+    except NeedsRealize as e:
+      position = next((i for i, base in enumerate(computed) if base is e.lb), None)
+      if position is not None: _handed_back[full_key] = position
+      raise
+    _kernel_cache[full_key] = compiled
   return compiled, order, values, target, (value, is_boundary)
 
 
-def _assign_value(value: LazyBuffer, target: LazyBuffer) -> LazyBuffer:
+def _assign_value(value: LazyBuffer, target: LazyBuffer, is_boundary) -> LazyBuffer:
   """The value written by an assign, made a kernel over the target's shape (views inline as usual)."""
-  if value.is_view or value.base.realized is not None or value.op is Ops.CONST:
+  if value.is_view or is_boundary(value.base) or value.op is Ops.CONST:
     return LazyBuffer(value.device, value.st.__class__.from_shape(value.shape), value.dtype, Ops.CONTIGUOUS, (value,))
   return value
 
@@ -183,11 +215,14 @@ def realize(outputs: list[LazyBuffer]) -> None:
     for _ in range(1000):
       items = create_schedule(outputs)
       roots = {it.root.id for it in items}
-      try:
-        prepared = [(it, _prepare(it, roots) if it.kind == "kernel" else None) for it in items]
-        break
-      except NeedsRealize as e:
-        e.lb.forced = True
+      prepared, handed_back = [], False
+      for it in items:
+        # every kernel that hands a reduce back is collected in one round, so a graph with many of them
+        # (a backward pass) reschedules a few times, not once per reduce
+        try: prepared.append((it, _prepare(it, roots) if it.kind == "kernel" else None))
+        except NeedsRealize as e:
+          e.lb.forced, handed_back = True, True
+      if not handed_back: break
     else: raise RuntimeError("scheduler did not converge")
     for item, prep in prepared: _run(item, prep)
 
@@ -211,13 +246,17 @@ def _run(item: ScheduleItem, prep) -> None:
     inputs = [s.base.realized for s in root.srcs]
     marks = [len(capture) for capture in _captures]
     root.realized = root.arg.run(root, inputs)
+    # a kernel whose run recorded its own launches (nn/quant.py) is replayed through them; others are re-run whole
     for capture, mark in zip(_captures, marks):
-      # a custom op that launched programs itself (as ExecItems) is replayed by those launches; one that did its
-      # work otherwise (on the host) is replayed by calling it again
       if len(capture) == mark: capture.append(CustomExecItem(root.arg, root, inputs, root.realized, root.device))
     _finish(root); return
   compiled, order, values, target, (value, is_boundary) = prep
-  if root.op is Ops.ASSIGN: root.realized = target.realized
+  old_values = None
+  if root.op is Ops.ASSIGN:
+    if _old_values_still_read(root, value, is_boundary):
+      # a lazy graph built before this assign still reads the target: it gets a copy of the old values (below)
+      old_values = Buffer(target.device, target.realized.size, target.dtype).copyin(target.realized.numpy())
+    root.realized = target.realized
   else:
     numel = root.size
     if isinstance(numel, Node): numel = evaluate(numel, {v: values[v.name] for v in numel.variables()})
@@ -228,7 +267,35 @@ def _run(item: ScheduleItem, prep) -> None:
   for capture in _captures: capture.append(exec_item)
   for hook in _lowering_hooks: hook(exec_item, root, value, is_boundary)
   run_exec_item(exec_item)
+  if old_values is not None: target.realized = old_values
   _finish(root)
+
+
+def _inlined_bases(value: LazyBuffer, is_boundary) -> dict[int, LazyBuffer]:
+  inlined, stack = {}, [value]
+  while stack:
+    base = stack.pop().base
+    if base.id in inlined or (is_boundary(base) and base is not value): continue
+    inlined[base.id] = base
+    stack.extend(base.srcs)
+  return inlined
+
+
+def _old_values_still_read(root: LazyBuffer, value: LazyBuffer, is_boundary) -> bool:
+  """An assign overwrites its target's buffer: wrong while a lazy graph built before it still has to read the old
+  values (a prediction made before an optimizer step, realized after it)."""
+  target = root.srcs[0].base
+  inlined = _inlined_bases(value, is_boundary)
+  return any(r.realized is None and r is not root and r.id not in inlined for r in list(target.readers))
+
+
+def _reads_target_moved(value: LazyBuffer, target: LazyBuffer, is_boundary) -> bool:
+  """The assign's own kernel reads its target at other positions than it writes (x.assign(x.flip(0))): in place,
+  it would read values it has already overwritten."""
+  for base in _inlined_bases(value, is_boundary).values():
+    for src in base.srcs:
+      if src.base is target and src is not target and not (src.st.contiguous and src.shape == target.shape): return True
+  return False
 
 
 def run_exec_item(ei: ExecItem) -> None:

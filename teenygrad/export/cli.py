@@ -5,7 +5,8 @@
 
 The spec is MODULE:FACTORY or FILE.py:FACTORY. The factory takes no arguments and returns either a tuple
 (fn, example_inputs) or a dict with keys fn, inputs and optionally weights, input_names, output_names: the
-arguments of `teenygrad.export.to_c`. teenygrad/cli.py hooks this in with `add_subparser(subparsers)`.
+arguments of `teenygrad.export.to_c`. teenygrad/cli.py hooks this in with `add_subparser(subparsers)` and then
+`sys.exit(args.func(args))`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
   parser = subparsers.add_parser("export", help="export a function as a freestanding C99 library",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   _arguments(parser)
-  parser.set_defaults(func=run_export)
+  parser.set_defaults(func=run)
   return parser
 
 
@@ -68,15 +69,19 @@ def run_export(args: argparse.Namespace) -> int:
   return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="teenygrad export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  _arguments(parser)
-  args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+  """run_export with the errors a user can cause printed as one line (exit status 2) instead of a traceback."""
   from teenygrad.export.capture import ExportError
   try: return run_export(args)
   except (ExportError, ValueError, FileNotFoundError, ImportError, RuntimeError, NotImplementedError) as e:
     print(f"teenygrad export: error: {e}", file=sys.stderr)
     return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="teenygrad export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  _arguments(parser)
+  return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__": sys.exit(main())

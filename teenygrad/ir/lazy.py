@@ -36,7 +36,7 @@ runtime = Runtime()
 
 
 class LazyBuffer:
-  __slots__ = ("device", "st", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "views", "__weakref__")
+  __slots__ = ("device", "st", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "views", "readers", "__weakref__")
 
   def __init__(self, device: str, st: ShapeTracker, dtype: DType, op: Ops | None = None, srcs: tuple = (),
                arg: Any = None, base: LazyBuffer | None = None):
@@ -47,6 +47,8 @@ class LazyBuffer:
     self.forced = False    # realize this one as its own kernel output
     self.id = next(_ids)
     self.views: weakref.WeakSet = weakref.WeakSet()  # views alive of this base, so assign can find aliases
+    self.readers: weakref.WeakSet = weakref.WeakSet()  # nodes alive that read this base, so assign can spare their inputs
+    for src in srcs: src.base.readers.add(self)
 
   # ---- structure ----
   @property

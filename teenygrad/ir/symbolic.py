@@ -258,9 +258,25 @@ def floordiv(a: sint, b: sint) -> sint:
       base, coefficient = _split_term(t)
       (whole if coefficient % b == 0 else rest).append((base, coefficient))
     rest_sum = make_sum([mul(base, c) for base, c in rest] + [a.const % b])
-    if whole and vmin(rest_sum) >= 0 and vmax(rest_sum) < b:
-      return make_sum([mul(base, c // b) for base, c in whole] + [a.const // b])
+    if whole:   # floor((b*W + r) / b) == W + floor(r / b) for any integers
+      return make_sum([mul(base, c // b) for base, c in whole] + [a.const // b, floordiv(rest_sum, b)])
+    split = _common_factor_split(a, b)
+    if split is not None:   # (g*B + r) // b == B // (b/g) when g divides b and 0 <= r < g
+      g, big, _ = split
+      return floordiv(big, b // g)
   return FloorDiv(a, b)
+
+
+def _common_factor_split(a: Sum, b: int):
+  """Write a as g*big + small with g a divisor of b (g > 1) and small in [0, g), if some g allows it: what an
+  unraveled index looks like ((i*26 + j) with j < 26, divided or taken modulo 52)."""
+  terms = [_split_term(t) for t in a.terms]
+  for g in sorted({math.gcd(c, b) for _, c in terms} - {1}, reverse=True):
+    big = [(base, c) for base, c in terms if c % g == 0]
+    small = make_sum([mul(base, c) for base, c in terms if c % g] + [a.const % g])
+    if big and vmin(small) >= 0 and vmax(small) < g:
+      return g, make_sum([mul(base, c // g) for base, c in big] + [a.const // g]), small
+  return None
 
 
 def mod(a: sint, b: sint) -> sint:
@@ -281,6 +297,10 @@ def mod(a: sint, b: sint) -> sint:
     reduced = make_sum(kept + [a.const % b])
     if isinstance(reduced, int) or reduced.key() != a.key():
       return mod(reduced, b) if (isinstance(reduced, int) or reduced.vmin >= 0) else Mod(reduced, b)
+    split = _common_factor_split(a, b)
+    if split is not None:   # (g*B + r) % b == g*(B % (b/g)) + r when g divides b and 0 <= r < g
+      g, big, small = split
+      return make_sum([mul(mod(big, b // g), g), small])
   if a.vmin >= 0 and a.vmax // b == a.vmin // b: return a - (a.vmin // b) * b
   return Mod(a, b)
 

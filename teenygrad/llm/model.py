@@ -179,7 +179,8 @@ class Transformer:
   def required_weights(self) -> list[str]:
     names = ["token_embd.weight", "output_norm.weight"]
     for i in range(self.config.n_layers):
-      names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+      names += [f"blk.{i}.{n}.weight" for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                                 "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
       if self.config.qk_norm: names += [f"blk.{i}.attn_q_norm.weight", f"blk.{i}.attn_k_norm.weight"]
     return names
 
@@ -188,7 +189,8 @@ class Transformer:
     table = self.weights["token_embd.weight"]
     return embedding_rows(table, tokens) if isinstance(table, Tensor) else table.embedding(tokens)
 
-  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int, key_mask: Tensor | None) -> Tensor:
+  def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int,
+                key_mask: Tensor | None) -> Tensor:
     c, w = self.config, self.weights
     B = x.shape[0]
     q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias"))
@@ -207,7 +209,12 @@ class Transformer:
     group = c.n_heads // c.n_kv_heads
     S = keys.shape[2]
     q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
-    scores = (q * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
+    scale = 1.0 / math.sqrt(c.head_dim)
+    if isinstance(S, int) and T > 1:   # prefill: batched matmuls, which lower to the tiled GEMM
+      rows = kernel_output(q).reshape(B, c.n_kv_heads, group * T, c.head_dim)
+      scores = kernel_output(rows @ keys.transpose(-1, -2)).reshape(B, c.n_kv_heads, group, T, S) * scale
+    else:   # decode: one query row against a symbolic number of keys
+      scores = (q * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * scale   # (B, KVH, G, T, S)
     if T > 1:   # causal: query t (at position start+t) sees keys up to start+t
       query_pos = Tensor.arange(T, device=self.device).reshape(T, 1) + start
       key_pos = Tensor.arange(S, device=self.device).reshape(1, S)
@@ -218,7 +225,10 @@ class Transformer:
     scores = kernel_output(scores)
     exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
     probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
-    attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))   # (B, KVH, G, T, 1, D)
+    if isinstance(S, int) and T > 1:
+      attn = kernel_output(probs.reshape(B, c.n_kv_heads, group * T, S) @ values)   # (B, KVH, G*T, D)
+    else:
+      attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
     attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
     return linear(attn, w[f"blk.{i}.attn_output.weight"])
 

@@ -46,12 +46,7 @@ def to_tensor(value: Any, dtype=None, device: str | None = None) -> Tensor:
 def realize_all(tensors: list[Tensor]) -> None:
   """Realize several tensors in one scheduling call, so work they share is computed once."""
   from teenygrad.engine.realize import realize
-  todo = []
-  for t in tensors:
-    if t.numel() == 0: continue
-    if t.lazydata.is_view or (t.lazydata.op is not None and t.lazydata.op.name == "CONST"): t.lazydata = t.lazydata.contiguous()
-    todo.append(t.lazydata)
-  realize(todo)
+  realize([target for t in tensors if (target := t._realize_target()) is not None])
 
 
 # buffers written in place during a forward pass (BatchNorm running statistics): the optimizer realizes them with the

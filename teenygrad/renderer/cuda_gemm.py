@@ -18,11 +18,23 @@ from teenygrad.codegen.gemm_match import match_gemm
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import ceildiv
 
-# tensor-core tile: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of STAGES k slices;
-# large products take the wide tile (64 x 64 per warp: 32 mma per 8 ldmatrix), small ones the narrow (more blocks)
-BM, BK = 128, 32
-WIDE = {"BN": 256, "WN": 64, "STAGES": 3}
-NARROW = {"BN": 128, "WN": 32, "STAGES": 4}
+# tensor-core tiles for mma.sync: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of
+# STAGES k slices. On sm_90 "auto" (the default) takes the wgmma kernels of renderer/cuda_wgmma.py where their layout
+# fits (m64n256 first, then m64n128), else mma.sync 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
+# 757-768), bench/results/gpu_h100.txt:
+#                 a @ b 4096   8192    x @ w.T 4096   8192
+#   128x128x32        262     282           260     267
+#   128x128x64        276     292
+#   128x256x32        232     254
+#   wgmma n128        278     302           281     304
+#   wgmma n256        275     307           333     371
+BM = 128
+TC_CONFIGS = {
+  "128x128x32": {"BN": 128, "WN": 32, "BK": 32, "STAGES": 4, "BLOCKS_PER_SM": 2},
+  "128x128x64": {"BN": 128, "WN": 32, "BK": 64, "STAGES": 3, "BLOCKS_PER_SM": 2},
+  "128x256x32": {"BN": 256, "WN": 64, "BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
+}
+TC_DEFAULT = "auto"   # or a TC_CONFIGS name, "wgmma" or "wgmma256" to force one (tests and bench/gpu.py do)
 WARPS_M, WARPS_N = 2, 4
 THREADS = 32 * WARPS_M * WARPS_N
 PAD = 8   # halves of padding per shared-memory row (16 bytes)
@@ -52,7 +64,8 @@ def _mma(kind: str) -> str:
   return (f"__device__ __forceinline__ void tg_mma(float* d, const unsigned* a, const unsigned* b) {{\n"
           f"  asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.{kind}.{kind}.f32 {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, "
           f"{{%0,%1,%2,%3}};\\n\"\n"
-          f"    : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3]) : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n}}\n")
+          f"    : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3])\n"
+          f"    : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1]));\n}}\n")
 
 
 def _layouts(spec, a_offset: int, b_offset: int) -> tuple[str, str]:
@@ -71,16 +84,19 @@ def _layouts(spec, a_offset: int, b_offset: int) -> tuple[str, str]:
 
 
 def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k: int, stride_batch: int, limit_rows: int,
-               K: int) -> str:
+               K: int, BK: int) -> str:
   """Statements filling stage `st` of operand A (rows = i) or B (rows = j) for the k slice starting at k0."""
   smem = f"s{operand}[st]"
+  # a tile that never overhangs the matrix needs no bounds check
+  rows_fit, k_fits = limit_rows % rows == 0, K % BK == 0
+  in_bounds = " && ".join(c for c, fits in ((f"gr < {limit_rows}", rows_fit), (f"gk < {K}", k_fits)) if not fits) or "true"
   base = f"({operand.lower()}_ptr + (long long)bi * {stride_batch})"
   chunks = rows * BK // 8
   if layout in ("MK", "NK"):   # k contiguous: 4 chunks of 8 along k per row
     return f"""    for (int c = threadIdx.x; c < {chunks}; c += {THREADS}) {{
       int r = c / {BK // 8}, kc = (c % {BK // 8}) * 8;
       int gr = {operand.lower()}0 + r, gk = k0 + kc;
-      bool ok = gr < {limit_rows} && gk < {K};
+      bool ok = {in_bounds};
       tg_cp16(&{smem}[r * {BK + PAD} + kc], {base} + (ok ? (long long)gr * {stride_rows} + gk : 0), ok);
     }}"""
   if layout in ("KM", "KN"):   # rows contiguous: a [BK][rows] tile
@@ -88,24 +104,23 @@ def _tc_loader(operand: str, layout: str, rows: int, stride_rows: int, stride_k:
     return f"""    for (int c = threadIdx.x; c < {chunks}; c += {THREADS}) {{
       int kr = c / {per_row}, rc = (c % {per_row}) * 8;
       int gr = {operand.lower()}0 + rc, gk = k0 + kr;
-      bool ok = gr < {limit_rows} && gk < {K};
+      bool ok = {in_bounds};
       tg_cp16(&{smem}[kr * {rows + PAD} + rc], {base} + (ok ? (long long)gk * {stride_k} + gr : 0), ok);
     }}"""
   return f"""    for (int e = threadIdx.x; e < {rows * BK}; e += {THREADS}) {{
       int r = e / {BK}, kk = e % {BK};
       int gr = {operand.lower()}0 + r, gk = k0 + kk;
-      {smem}[r * {BK + PAD} + kk] = (gr < {limit_rows} && gk < {K}) ? {base}[(long long)gr * {stride_rows} + (long long)gk * {stride_k}] : (unsigned short)0;
+      {smem}[r * {BK + PAD} + kk] = ({in_bounds}) ? {base}[(long long)gr * {stride_rows} + (long long)gk * {stride_k}] : (unsigned short)0;
     }}"""
 
 
 def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int,
-                            epilogue: str, kind: str, sms: int = 132) -> tuple[str, dict]:
+                            epilogue: str, kind: str, config_name: str | None = None) -> tuple[str, dict]:
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
-  wide_blocks = batch * ceildiv(M, BM) * ceildiv(N, WIDE["BN"])
-  config = WIDE if wide_blocks >= 2 * sms else NARROW
-  BN, WN, STAGES = config["BN"], config["WN"], config["STAGES"]
+  config = TC_CONFIGS.get(config_name or TC_DEFAULT, TC_CONFIGS["128x128x32"])   # "auto" and wgmma fall back here
+  BN, WN, BK, STAGES = config["BN"], config["WN"], config["BK"], config["STAGES"]
   NI = WN // 8
   a_layout, b_layout = _layouts(spec, a_offset, b_offset)
   a_tile = BK * (BM + PAD) if a_layout == "KM" else BM * (BK + PAD)
@@ -113,8 +128,8 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
   shared = STAGES * (a_tile + b_tile) * 2
   tiles_m, tiles_n = ceildiv(M, BM), ceildiv(N, BN)
   k_tiles = ceildiv(K, BK)
-  load_a = _tc_loader("A", a_layout, BM, sai, sak, sab, M, K)
-  load_b = _tc_loader("B", b_layout, BN, sbj, sbk, sbb, N, K)
+  load_a = _tc_loader("A", a_layout, BM, sai, sak, sab, M, K, BK)
+  load_b = _tc_loader("B", b_layout, BN, sbj, sbk, sbb, N, K, BK)
   # fragment addresses (see the ldmatrix lane maps in the module notes)
   if a_layout == "KM":
     a_frag = f"tg_ldm_x4_t(af[mi], &sA[st][(kk + (lane & 7) + (lane >> 4) * 8) * {BM + PAD} + wm * 64 + mi * 16 + ((lane >> 3) & 1) * 8]);"
@@ -128,7 +143,7 @@ def render_tensor_core_gemm(name: str, params: str, spec, a_name: str, b_name: s
               f"+ ((lane >> 3) & 1) * 8]);")
   src = f"""{TC_PREAMBLE}{_mma(kind)}
 /* {batch}x{M}x{N}x{K} {kind}: A {a_layout}, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages */
-extern "C" __global__ void __launch_bounds__({THREADS}, {1 if config is WIDE else 2}) {name}({params}) {{
+extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]}) {name}({params}) {{
   extern __shared__ __align__(16) unsigned short tg_smem_pool[];
   unsigned short (*sA)[{a_tile}] = (unsigned short (*)[{a_tile}])tg_smem_pool;
   unsigned short (*sB)[{b_tile}] = (unsigned short (*)[{b_tile}])(tg_smem_pool + {STAGES * a_tile});
@@ -192,7 +207,7 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {1 if config is WIDE els
       for (int q = 0; q < 4; q++) {{
         const int i = a0 + wm * 64 + mi * 16 + (lane >> 2) + (q >> 1) * 8;
         const int j = b0 + wn * {WN} + ni * 8 + (lane & 3) * 2 + (q & 1);
-        if (i < {M} && j < {N}) {{
+        if ({"true" if M % BM == 0 and N % BN == 0 else f"i < {M} && j < {N}"}) {{
           long long ep_bi = bi, ep_i = i, ep_j = j; float ep_acc = acc[mi][ni][q];
           (void)ep_bi; (void)ep_i; (void)ep_j;
           {epilogue}
@@ -212,6 +227,8 @@ def render_simt_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_o
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
   tiles_m, tiles_n = ceildiv(M, SB), ceildiv(N, SB)
+  # bounds checks stay even where the tiles fit: without them ptxas spills more here (60 bytes, against 48)
+  a_check, b_check = f"gi < {M} && gk < {K}", f"gj < {N} && gk < {K}"
   # each thread loads 4 elements of each operand per k slice; consecutive threads walk the contiguous axis
   a_map = "int r = e % 128, kk = e / 128;" if sai == 1 and sak != 1 else "int r = e / 8, kk = e % 8;"
   b_map = "int r = e % 128, kk = e / 128;" if sbj == 1 and sbk != 1 else "int r = e / 8, kk = e % 8;"
@@ -235,10 +252,11 @@ extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
   float ra[4], rb[4];
   #define TG_LOAD(k0) \\
     _Pragma("unroll") for (int q = 0; q < 4; q++) {{ int e = threadIdx.x + q * 256; {{ {a_map} int gi = m0 + r, gk = (k0) + kk; \\
-      ra[q] = (gi < {M} && gk < {K}) ? a_ptr[(long long)gi * {sai} + (long long)gk * {sak}] : 0.0f; }} \\
-      {{ {b_map} int gj = n0 + r, gk = (k0) + kk; rb[q] = (gj < {N} && gk < {K}) ? b_ptr[(long long)gk * {sbk} + (long long)gj * {sbj}] : 0.0f; }} }}
+      ra[q] = ({a_check}) ? a_ptr[(long long)gi * {sai} + (long long)gk * {sak}] : 0.0f; }} \\
+      {{ {b_map} int gj = n0 + r, gk = (k0) + kk; rb[q] = ({b_check}) ? b_ptr[(long long)gk * {sbk} + (long long)gj * {sbj}] : 0.0f; }} }}
   #define TG_STORE(buf) \\
-    _Pragma("unroll") for (int q = 0; q < 4; q++) {{ int e = threadIdx.x + q * 256; {{ {a_map} sA[buf][kk][r] = ra[q]; }} {{ {b_map} sB[buf][kk][r] = rb[q]; }} }}
+    _Pragma("unroll") for (int q = 0; q < 4; q++) {{ int e = threadIdx.x + q * 256; \\
+      {{ {a_map} sA[buf][kk][r] = ra[q]; }} {{ {b_map} sB[buf][kk][r] = rb[q]; }} }}
   TG_LOAD(0)
   TG_STORE(0)
   __syncthreads();
@@ -278,7 +296,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
   return src, {"block": (256, 1, 1), "grid": (tiles_m * tiles_n, 1, batch)}
 
 
-def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024, sms: int = 132) -> tuple | None:
+def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 * 1024) -> tuple | None:
   """(name, buffers, source, launch sizes) of the CUDA GEMM for a kernel that is a matmul (with anything elementwise
   after it), or None."""
   from teenygrad.codegen.lower import LoopProgram
@@ -292,8 +310,16 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
-                                           sms)
+    wgmma_configs = {"auto": ("wgmma256", "wgmma"), "wgmma": ("wgmma",), "wgmma256": ("wgmma256",)}.get(TC_DEFAULT, ())
+    if getattr(renderer, "arch", "") == "sm_90":   # warpgroup MMA: Hopper only (an sm_90a cubin)
+      from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
+      layouts = _layouts(spec, match.a_offset, match.b_offset)
+      for config in wgmma_configs:
+        if not wgmma_applicable(spec, *layouts, config): continue
+        src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
+                                        layouts[1], config)
+        if launch["shared"] <= max_shared: return name, match.buffers, CUDA_PREAMBLE + src, launch
+    src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None
   else:
     src, launch = render_simt_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue)

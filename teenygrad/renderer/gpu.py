@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from teenygrad.codegen.lower import BufferArg, Loop, LoopProgram, Stmt
 from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.ops import REDUCE_IDENTITY, Ops
+from teenygrad.helpers import prod
 from teenygrad.ir.symbolic import Variable, evaluate, sint, vmax
 from teenygrad.ir.symbolic import render as render_sint
 from teenygrad.renderer.cstyle import CStyleRenderer
@@ -46,9 +47,14 @@ class GPUPlan:
   """How a loop program maps onto the grid."""
   mode: str                    # "grid" or "group"
   local: int
-  grid_loop: Loop | None       # the loop indexed by the global id (grid) or the group id (group)
+  grid_loops: list[Loop]       # nested output loops flattened onto the global id (grid) or the group id (group)
   split_container: list        # group mode: the items whose reduce loops and next output loop are split over lanes
   reduces: list[Loop]          # group mode: the reduce loops combined across the work-group
+
+  @property
+  def count(self) -> sint:
+    """How many elements the grid loops cover together (work-items in grid mode, groups in group mode)."""
+    return prod(lp.size for lp in self.grid_loops)
 
 
 class StoreText(str):
@@ -88,29 +94,33 @@ class GPURenderer(CStyleRenderer):
   def plan(self, program: LoopProgram) -> GPUPlan:
     top_reduces = [item for _, item in program.prologue if isinstance(item, Loop) and item.kind == "reduce"]
     if self._long(top_reduces):
-      return self._group_plan(None, program.prologue + [(float("inf"), lp) for lp in program.root_loops], top_reduces)
-    if program.root_loops:
-      outer = program.root_loops[0]
-      reduces = [item for _, item in outer.items if isinstance(item, Loop) and item.kind == "reduce"]
-      if self._long(reduces) and vmax(outer.size) <= self.group_max_outputs:
-        return self._group_plan(outer, outer.items, reduces)
-      return GPUPlan("grid", self.grid_local, outer, [], [])
-    return GPUPlan("grid", 1, None, [], [])
+      return self._group_plan([], program.prologue + [(float("inf"), lp) for lp in program.root_loops], top_reduces)
+    if not program.root_loops: return GPUPlan("grid", 1, [], [], [])
+    # the output loops down to the first one that holds a reduce go on the grid: everything they hold is per element
+    chain, loop = [], program.root_loops[0]
+    while True:
+      chain.append(loop)
+      children = [item for _, item in loop.items if isinstance(item, Loop)]
+      reduces = [lp for lp in children if lp.kind == "reduce"]
+      outputs = [lp for lp in children if lp.kind == "output"]
+      if reduces or len(outputs) != 1: break
+      loop = outputs[0]
+    if self._long(reduces) and vmax(prod(lp.size for lp in chain)) <= self.group_max_outputs:
+      return self._group_plan(chain, chain[-1].items, reduces)
+    return GPUPlan("grid", self.grid_local, chain, [], [])
 
   def _long(self, reduces: list[Loop]) -> bool:
     return any(vmax(lp.size) >= self.group_min_reduce for lp in reduces)
 
-  def _group_plan(self, grid_loop: Loop | None, container: list, reduces: list[Loop]) -> GPUPlan:
+  def _group_plan(self, grid_loops: list[Loop], container: list, reduces: list[Loop]) -> GPUPlan:
     # every combined reduce holds one shared slot per lane: stay inside the device's local memory
     local = self.group_local
     while local > 32 and len(reduces) * local * 8 > self.local_memory // 2: local //= 2
-    return GPUPlan("group", local, grid_loop, container, reduces)
+    return GPUPlan("group", local, grid_loops, container, reduces)
 
   def launch_dims(self, program: LoopProgram) -> LaunchDims:
     plan = self.plan(program)
-    if plan.grid_loop is None: groups: sint = 1
-    elif plan.mode == "group": groups = plan.grid_loop.size
-    else: groups = (plan.grid_loop.size + plan.local - 1) // plan.local
+    groups = plan.count if plan.mode == "group" else (plan.count + plan.local - 1) // plan.local
     return LaunchDims(groups, plan.local, tuple(program.variables))
 
   # ---- statements ----
@@ -174,23 +184,97 @@ class GPURenderer(CStyleRenderer):
 
   def render_body(self, program: LoopProgram) -> list[str]:
     plan = self.plan(program)
+    it = self.index_type
     lines = [f"  const int lane = {self.local_id};"]
     for lp in plan.reduces:
       acc, _, dtype = lp.reduce_acc
       lines.append(f"  {self.shared_qualifier} {self.shared_type(dtype)} shared_{acc}[{plan.local}];")
-    outer = plan.grid_loop
-    if outer is not None:
-      var, size = outer.var.name, render_sint(outer.size)
-      index = f"(({self.index_type}){self.group_id})" if plan.mode == "group" else \
-        f"(({self.index_type}){self.group_id} * {plan.local} + lane)"
+    if plan.grid_loops:
+      index = f"(({it}){self.group_id})" if plan.mode == "group" else f"(({it}){self.group_id} * {plan.local} + lane)"
       # the bound is uniform across a group in group mode, so no lane skips a barrier
-      lines += [f"  const {self.index_type} {var} = {index};", f"  if ({var} >= {size}) return;"]
-    if plan.mode == "group":
-      if outer is None: return lines + self._render_items(plan.split_container, 1, plan, True)
-      return lines + self._render_items(program.prologue, 1, plan, False) + self._render_items(outer.items, 1, plan, True)
+      lines += [f"  const {it} gidx = {index};", f"  if (gidx >= {render_sint(plan.count)}) return;"]
+      for i, lp in enumerate(plan.grid_loops):
+        inner = prod(inner_lp.size for inner_lp in plan.grid_loops[i + 1:])
+        value = "gidx" if isinstance(inner, int) and inner == 1 else f"(gidx / {render_sint(inner)})"
+        if i > 0: value = f"({value} % {render_sint(lp.size)})"
+        lines.append(f"  const {it} {lp.var.name} = {value};")
+    if plan.mode == "group" and not plan.grid_loops: return lines + self._render_items(plan.split_container, 1, plan, True)
     lines += self._render_items(program.prologue, 1, plan, False)
-    if outer is not None: lines += self._render_items(outer.items, 1, plan, False)
+    for i, lp in enumerate(plan.grid_loops):
+      last = i == len(plan.grid_loops) - 1
+      items = lp.items if last else [item for item in lp.items if item[1] is not plan.grid_loops[i + 1]]
+      lines += self._render_items(items, 1, plan, last and plan.mode == "group")
     return lines
+
+  # ---- matmul ----
+  gemm_tile = 64       # output tile of one work-group (gemm_tile x gemm_tile)
+  gemm_k_tile = 16     # k-slice staged in shared memory per step
+  gemm_threads = 16    # work-group is gemm_threads x gemm_threads lanes; each computes a (tile/threads)^2 block
+
+  def render_gemm(self, match) -> tuple[str, list, str, LaunchDims] | None:
+    """A float32 matmul (codegen/gemm_match.py's GemmMatch) as a shared-memory tiled kernel, epilogue fused:
+    (name, buffers, source, launch dims).
+
+    Each work-group stages a gemm_tile x gemm_k_tile slice of A and of B in shared memory and every lane
+    accumulates a small block of outputs in registers, so each loaded element is used gemm_tile times.
+    None for products too thin to fill the tiles."""
+    spec = match.spec
+    tile, kt, threads = self.gemm_tile, self.gemm_k_tile, self.gemm_threads
+    # a thin product (a matrix-vector product in decoding) would leave most of each tile idle: plain loops do better
+    if min(spec.M, spec.N) < tile // 2 or spec.K < kt: return None
+    if match.operand_dtype != dtypes.float32: return None
+    per = tile // threads
+    sa_b, sa_i, sa_k = spec.a_strides
+    sb_b, sb_k, sb_j = spec.b_strides
+    tiles_m, tiles_n = -(-spec.M // tile), -(-spec.N // tile)
+    local = threads * threads
+    shared = self.shared_qualifier
+    store = f"{{ long ep_bi = bi; long ep_i = i; long ep_j = j; float ep_acc = acc[m][n]; {match.epilogue} }}"
+    name = f"gemm_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
+    params = self.render_params(LoopProgram(name, match.buffers, [], [], [], set(), 0, 0))
+    src = f"""{self.kernel_prefix}void {name}({', '.join(params)}) {{
+  /* gemm {spec.batch}x{spec.M}x{spec.N}x{spec.K}: {tile}x{tile} tiles, k-steps of {kt} through shared memory */
+  {shared} float a_tile[{kt}][{tile}];
+  {shared} float b_tile[{kt}][{tile}];
+  const int lane = {self.local_id};
+  const int tx = lane % {threads}, ty = lane / {threads};
+  const long group = (long){self.group_id};
+  const long bi = group / {tiles_m * tiles_n};
+  const long i0 = (group % {tiles_m * tiles_n}) / {tiles_n} * {tile}, j0 = (group % {tiles_n}) * {tile};
+  {self.buffer_qualifier}const float* a = {match.a.name} + {match.a_offset} + bi * {sa_b};
+  {self.buffer_qualifier}const float* b = {match.b.name} + {match.b_offset} + bi * {sb_b};
+  float acc[{per}][{per}];
+  for (int m = 0; m < {per}; m++) for (int n = 0; n < {per}; n++) acc[m][n] = 0.0f;
+  for (long k0 = 0; k0 < {spec.K}; k0 += {kt}) {{
+    for (int l = lane; l < {tile * kt}; l += {local}) {{
+      const int r = l / {kt}, c = l % {kt};
+      const long i = i0 + r, k = k0 + c;
+      a_tile[c][r] = (i < {spec.M} && k < {spec.K}) ? a[i * {sa_i} + k * {sa_k}] : 0.0f;
+    }}
+    for (int l = lane; l < {tile * kt}; l += {local}) {{
+      const int r = l / {tile}, c = l % {tile};
+      const long k = k0 + r, j = j0 + c;
+      b_tile[r][c] = (k < {spec.K} && j < {spec.N}) ? b[k * {sb_k} + j * {sb_j}] : 0.0f;
+    }}
+    {self.barrier}
+    for (int kk = 0; kk < {kt}; kk++) {{
+      float a_reg[{per}], b_reg[{per}];
+      for (int m = 0; m < {per}; m++) a_reg[m] = a_tile[kk][ty + {threads} * m];
+      for (int n = 0; n < {per}; n++) b_reg[n] = b_tile[kk][tx + {threads} * n];
+      for (int m = 0; m < {per}; m++) for (int n = 0; n < {per}; n++) acc[m][n] += a_reg[m] * b_reg[n];
+    }}
+    {self.barrier}
+  }}
+  for (int m = 0; m < {per}; m++) for (int n = 0; n < {per}; n++) {{
+    const long i = i0 + ty + {threads} * m, j = j0 + tx + {threads} * n;
+    if (i < {spec.M} && j < {spec.N}) {store}
+  }}
+}}
+"""
+    launch = LaunchDims(spec.batch * tiles_m * tiles_n, local, ())
+    return name, match.buffers, self.gemm_preamble() + src, launch
+
+  def gemm_preamble(self) -> str: return ""
 
   def preamble(self, program: LoopProgram) -> str: return ""
 

@@ -104,6 +104,8 @@ class OpenCLRenderer(GPURenderer):
     return super().render_alu(op, args, dtype)
 
   # ---- whole kernels ----
+  def gemm_preamble(self) -> str: return OPENCL_PREAMBLE
+
   def preamble(self, program: LoopProgram) -> str:
     used = set(program.dtype_used) | {buf.dtype for buf in program.buffers}
     pragmas = ""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 
 from teenygrad.codegen.lower import BufferArg, Loop, LoopProgram, Stmt
 from teenygrad.dtype import DType, dtypes
@@ -33,7 +32,7 @@ from teenygrad.renderer.spirv_module import SCOPE, SEMANTICS, SpirvModule
 KIND = {dtypes.bool: "bool", dtypes.int8: "i32", dtypes.int16: "i32", dtypes.int32: "i32", dtypes.uint8: "u32",
         dtypes.uint16: "u32", dtypes.uint32: "u32", dtypes.int64: "i64", dtypes.float16: "f32", dtypes.bfloat16: "f32",
         dtypes.float32: "f32", dtypes.float64: "f64"}
-GRID_GROUP, ROW_GROUP = 64, 64      # work-group sizes of the two mappings
+GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128 invocations)
 MAX_GROUPS = 65535                  # maxComputeWorkGroupCount[0] guaranteed by the spec
 CHUNK_BYTES = 1 << 26               # a buffer bigger than one binding's range is bound as an array of 64 MiB views
 SPIRV_TAG = "spirv-v1"
@@ -42,10 +41,23 @@ SPIRV_TAG = "spirv-v1"
 def kind_of(dtype: DType) -> str: return KIND[dtype]
 
 
+def prod_vmax(sizes) -> int:
+  out = 1
+  for size in sizes: out *= vmax(size)
+  return out
+
+
 class SpirvRenderer:
   """Renderer hooks returning expression trees, and the module emitter that walks a LoopProgram."""
-  def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True):
-    self.max_binding_range, self.subgroups = max_binding_range, subgroups
+  def __init__(self, max_binding_range: int = 1 << 27, subgroups: bool = True, float64: bool = True, device_name: str = "",
+               index_bits: int | None = None, max_buffers: int | None = None, narrow_storage: bool = True,
+               int64: bool = True, max_group: int = 256):
+    self.max_binding_range, self.subgroups, self.float64, self.device_name = max_binding_range, subgroups, float64, device_name
+    self.int64 = int64
+    self.max_group = max_group   # maxComputeWorkGroupInvocations (the spec guarantees 128)
+    self.narrow_storage = narrow_storage   # 8/16-bit storage buffers; without them narrow types are packed in words
+    self.index_bits = index_bits   # None: 32-bit index math where every buffer fits, else 64; tests force 64
+    self.max_buffers = max_buffers   # storage buffers one shader may bind (the lowerer splits kernels past it)
     self.check_bounds = False
 
   # ---- hooks (called by the lowerer) ----
@@ -87,23 +99,41 @@ class KernelEmitter:
     self.push: dict[str, tuple[int, str]] = {}
     self.block = 0
     self.f64 = F64Math(self)
+    # 32-bit index math unless some buffer or size could pass 2**30 elements (sums of index terms need headroom)
     biggest = max([vmax(b.size) for b in program.buffers] + [vmax(v.vmax) for v in program.variables] + [1])
-    self.index_kind = "i64" if biggest >= (1 << 30) or any(vmax(b.size) * b.dtype.itemsize >= (1 << 31) for b in program.buffers) else "i32"
-    self.chunks = {b.name: max(1, -(-vmax(b.size) * b.dtype.itemsize // CHUNK_BYTES)) if vmax(b.size) * b.dtype.itemsize > renderer.max_binding_range else 1
-                   for b in program.buffers}
+    self.index_kind = f"i{renderer.index_bits}" if renderer.index_bits else "i64" if biggest >= (1 << 30) else "i32"
+    # a buffer past one binding's range is bound as an array of CHUNK_BYTES views
+    nbytes = {b.name: vmax(b.size) * b.dtype.itemsize for b in program.buffers}
+    self.chunks = {name: -(-n // CHUNK_BYTES) if n > renderer.max_binding_range else 1 for name, n in nbytes.items()}
     root = program.root_loops[0] if program.root_loops else None
     self.mode = "row" if root is not None and self._wants_rows(root) else "grid"
     self.local_size = [ROW_GROUP if self.mode == "row" else GRID_GROUP, 1, 1]
-    outer = vmax(root.size) if root is not None else 1
+    # grid kernels spread the outer loop and the chain of single output loops under it (a transpose's rows and
+    # columns) over the invocations as one flat index
+    self.grid_chain = self._output_chain(root) if root is not None and self.mode == "grid" else [root] if root is not None else []
+    outer = prod_vmax([lp.size for lp in self.grid_chain]) if self.grid_chain else 1
     self.groups = max(1, min(MAX_GROUPS, outer if self.mode == "row" else -(-outer // GRID_GROUP)))
-    if root is None and self._has_prologue_reduce(): self.local_size = [ROW_GROUP, 1, 1]
+    # a full reduction runs in one work-group (every group would compute the same): make it a wide one
+    if root is None and self._has_prologue_reduce(): self.local_size = [min(FULL_REDUCE_GROUP, renderer.max_group), 1, 1]
     self.shared: dict[str, int] = {}
 
   @staticmethod
   def _wants_rows(root: Loop) -> bool:
     reduces = [it for _, it in root.items if isinstance(it, Loop) and it.kind == "reduce"]
     biggest = max((vmax(lp.size) for lp in reduces), default=0)
-    return biggest >= 256 or (biggest >= 32 and vmax(root.size) < 8192)
+    # a work-group per row while rows alone can't fill the device (matvec, softmax rows); past that, one invocation
+    # per output with a serial reduce (a matmul: neighbouring outputs read neighbouring columns)
+    return (biggest >= 256 and vmax(root.size) < 65536) or (biggest >= 32 and vmax(root.size) < 8192)
+
+  @staticmethod
+  def _output_chain(root: Loop) -> list[Loop]:
+    chain = [root]
+    while True:
+      items = sorted(chain[-1].items, key=lambda it: it[0])
+      loops = [it for _, it in items if isinstance(it, Loop)]
+      stores = [it for _, it in items if isinstance(it, Stmt) and it.text[0] == "store"]
+      if len(loops) != 1 or loops[0].kind != "output" or items[-1][1] is not loops[0] or stores: return chain
+      chain.append(loops[0])
 
   def _has_prologue_reduce(self) -> bool:
     return any(isinstance(it, Loop) and it.kind == "reduce" for _, it in self.p.prologue)
@@ -112,14 +142,21 @@ class KernelEmitter:
   def type_of(self, kind: str) -> int:
     m = self.m
     if kind == "bool": return m.t_bool()
-    if kind in ("i64", "u64"): m.capability("Int64")
-    if kind == "f64": m.capability("Float64")
+    if kind in ("i64", "u64"):
+      if not self.r.int64: raise TypeError(f"int64 is not supported on {self.r.device_name or 'this Vulkan device'} (no shaderInt64)")
+      m.capability("Int64")
+    if kind == "f64":
+      if not self.r.float64: raise TypeError(f"float64 is not supported on {self.r.device_name or 'this Vulkan device'} (no shaderFloat64)")
+      m.capability("Float64")
     if kind[0] in "iu": return m.t_int(int(kind[1:]), kind[0] == "i")
     return m.t_float(int(kind[1:]))
+
+  def is_packed(self, dtype: DType) -> bool: return dtype.itemsize < 4 and not self.r.narrow_storage
 
   def storage_type(self, dtype: DType) -> int:
     """The element type of a buffer of `dtype` (8/16-bit types need the storage capabilities)."""
     m = self.m
+    if self.is_packed(dtype): return self.type_of("u32")
     if dtype.itemsize == 1: m.capability("StorageBuffer8BitAccess"); m.extensions.add("SPV_KHR_8bit_storage")
     if dtype.itemsize == 2: m.capability("StorageBuffer16BitAccess"); m.extensions.add("SPV_KHR_16bit_storage")
     if dtype == dtypes.float16: return m.t_float(16)
@@ -220,13 +257,14 @@ class KernelEmitter:
 
   # ---- buffers ----
   def element_pointer(self, buf: BufferArg, index: tuple[int, str]) -> int:
+    """Pointer to element `index` of the buffer (to the 32-bit word, for a packed narrow buffer)."""
     var, elem = self.buffer_vars[buf.name]
     k = self.index_kind
     idx = self.as_int(index)
     ptr_type = self.m.t_pointer("StorageBuffer", elem)
     zero = self.const(0, "i32")
     if self.chunks[buf.name] == 1: return self.m.emit_value("AccessChain", ptr_type, var, zero, idx)
-    per_chunk = self.const(CHUNK_BYTES // buf.dtype.itemsize, k)
+    per_chunk = self.const(CHUNK_BYTES // (4 if self.is_packed(buf.dtype) else buf.dtype.itemsize), k)
     chunk, inner = self.op("SDiv", k, idx, per_chunk), self.op("SRem", k, idx, per_chunk)
     return self.m.emit_value("AccessChain", ptr_type, var, chunk, zero, inner)
 
@@ -238,10 +276,55 @@ class KernelEmitter:
       # both sides of a select run: keep a masked-off load inside the buffer
       ok = self.convert(self.value(valid), "bool")
       idx = (self.op("Select", self.index_kind, ok, self.as_int(idx), self.const(0, self.index_kind)), self.index_kind)
-    raw = self.m.emit_value("Load", self.storage_type(dtype), self.element_pointer(buf, idx))
-    out = self.widen(raw, dtype)
+    if self.is_packed(dtype): out = self.load_packed(buf, idx)
+    else: out = self.widen(self.m.emit_value("Load", self.storage_type(dtype), self.element_pointer(buf, idx)), dtype)
     if ok is not None: out = (self.op("Select", out[1], ok, out[0], self.const(0, out[1])), out[1])
     return out
+
+  # ---- narrow types packed in 32-bit words (devices without 8/16-bit storage buffers) ----
+  def _word_and_shift(self, buf: BufferArg, index: tuple[int, str]) -> tuple[int, int]:
+    k = self.index_kind
+    per_word = self.const(4 // buf.dtype.itemsize, k)
+    idx = self.as_int(index)
+    word = self.element_pointer(buf, (self.op("SDiv", k, idx, per_word), k))
+    lane = self.convert((self.op("SRem", k, idx, per_word), k), "u32")
+    return word, self.op("IMul", "u32", lane, self.const(8 * buf.dtype.itemsize, "u32"))
+
+  def load_packed(self, buf: BufferArg, index: tuple[int, str]) -> tuple[int, str]:
+    dtype = buf.dtype
+    word, shift = self._word_and_shift(buf, index)
+    bits = self.op("ShiftRightLogical", "u32", self.m.emit_value("Load", self.type_of("u32"), word), shift)
+    bits = self.op("BitwiseAnd", "u32", bits, self.const((1 << (8 * dtype.itemsize)) - 1, "u32"))
+    if dtype == dtypes.bool: return self.op("INotEqual", "bool", bits, self.const(0, "u32")), "bool"
+    if dtype == dtypes.float16: return self.unpack_half(bits), "f32"
+    if dtype == dtypes.bfloat16: return self.op("Bitcast", "f32", self.op("ShiftLeftLogical", "u32", bits, self.const(16, "u32"))), "f32"
+    if dtype.signed:
+      up = self.const(32 - 8 * dtype.itemsize, "i32")
+      return self.op("ShiftRightArithmetic", "i32", self.op("ShiftLeftLogical", "i32", self.op("Bitcast", "i32", bits), up), up), "i32"
+    return bits, "u32"
+
+  def store_packed(self, buf: BufferArg, index: tuple[int, str], value: tuple[int, str]) -> None:
+    """Neighbouring invocations share a word: clear our lane, then set it, both atomically (they commute)."""
+    dtype = buf.dtype
+    if dtype == dtypes.bool: bits = self.convert((self.convert(value, "bool"), "bool"), "u32")
+    elif dtype == dtypes.float16: bits = self.pack_half(self.convert(value, "f32"))
+    elif dtype == dtypes.bfloat16: bits = self.bf16_bits(self.convert(value, "f32"))
+    else: bits = self.convert(value, "u32")
+    mask = (1 << (8 * dtype.itemsize)) - 1
+    bits = self.op("BitwiseAnd", "u32", bits, self.const(mask, "u32"))
+    word, shift = self._word_and_shift(buf, index)
+    keep = self.op("Not", "u32", self.op("ShiftLeftLogical", "u32", self.const(mask, "u32"), shift))
+    scope, relaxed = self.const(SCOPE["Device"], "u32"), self.const(0, "u32")
+    self.op("AtomicAnd", "u32", word, scope, relaxed, keep)
+    self.op("AtomicOr", "u32", word, scope, relaxed, self.op("ShiftLeftLogical", "u32", bits, shift))
+
+  def pack_half(self, f: int) -> int:
+    """fp32 to the bits of the nearest fp16, in the low half of a u32 (GLSL.std.450 PackHalf2x16)."""
+    return self.m.glsl(self.type_of("u32"), "PackHalf2x16", self.vec2(f))
+
+  def unpack_half(self, bits: int) -> int:
+    pair = self.m.glsl(self.m.t_vector(self.type_of("f32"), 2), "UnpackHalf2x16", bits)
+    return self.m.emit_value("CompositeExtract", self.type_of("f32"), pair, 0)
 
   def widen(self, raw: int, dtype: DType) -> tuple[int, str]:
     kind = kind_of(dtype)
@@ -342,6 +425,7 @@ class KernelEmitter:
     if bitcast: return self.bitcast(value, src, dst)
     kind = kind_of(dst)
     if dst == dtypes.float16:
+      if self.is_packed(dst): return self.unpack_half(self.pack_half(self.convert(value, "f32"))), "f32"
       half = self.m.emit_value("FConvert", self.storage_type(dtypes.float16), self.convert(value, "f32"))
       return self.op("FConvert", "f32", half), "f32"
     if dst == dtypes.bfloat16:
@@ -352,17 +436,13 @@ class KernelEmitter:
   def bitcast(self, value: tuple[int, str], src: DType, dst: DType) -> tuple[int, str]:
     """Reinterpret the stored bits: narrow to src's storage form, reinterpret, widen as dst."""
     bits = 8 * src.itemsize
-    if src == dtypes.float16:
-      packed = self.m.glsl(self.type_of("u32"), "PackHalf2x16", self.vec2(self.convert(value, "f32")))
-      raw_u = packed
+    if src == dtypes.float16: raw_u = self.pack_half(self.convert(value, "f32"))
     elif src == dtypes.bfloat16: raw_u = self.bf16_bits(self.convert(value, "f32"))
     elif src.is_float: raw_u = self.op("Bitcast", "u32" if bits == 32 else "u64", value[0])
     else: raw_u = self.convert(value, "u32" if bits <= 32 else "u64")
     if bits < 32: raw_u = self.op("BitwiseAnd", "u32", raw_u, self.const((1 << bits) - 1, "u32"))
     ukind = "u32" if bits <= 32 else "u64"
-    if dst == dtypes.float16:
-      pair = self.m.glsl(self.m.t_vector(self.type_of("f32"), 2), "UnpackHalf2x16", raw_u)
-      return self.m.emit_value("CompositeExtract", self.type_of("f32"), pair, 0), "f32"
+    if dst == dtypes.float16: return self.unpack_half(raw_u), "f32"
     if dst == dtypes.bfloat16:
       return self.op("Bitcast", "f32", self.op("ShiftLeftLogical", "u32", raw_u, self.const(16, "u32"))), "f32"
     if dst.is_float: return self.op("Bitcast", kind_of(dst), raw_u), kind_of(dst)
@@ -408,6 +488,7 @@ class KernelEmitter:
     return node[0] == "alu" and node[1] in (Ops.ADD, Ops.AND) and all(self.is_index_math(a) for a in node[2])
 
   def store(self, buf: BufferArg, index, value) -> None:
+    if self.is_packed(buf.dtype): return self.store_packed(buf, self.value(index), self.value(value))
     vid = self.narrow(self.value(value), buf.dtype)
     self.m.emit("Store", self.element_pointer(buf, self.value(index)), vid)
 
@@ -539,12 +620,24 @@ class KernelEmitter:
       self.m.capability("GroupNonUniform")
     return self.m.emit_value("Load", u32, self.m.builtin(name, u32))
 
+  def grid_body(self, sizes: list[int]) -> None:
+    """Unflatten the grid index into the chain's loop indices, then run each level's statements in order."""
+    k = self.index_kind
+    flat = self.loop_ids["grid"][0]
+    for lp, size in reversed(list(zip(self.grid_chain[1:], sizes[1:]))):
+      self.loop_ids[lp.var.name] = (self.op("SRem", k, flat, size), k)
+      flat = self.op("SDiv", k, flat, size)
+    self.loop_ids[self.grid_chain[0].var.name] = (flat, k)
+    for depth, lp in enumerate(self.grid_chain):
+      inner = self.grid_chain[depth + 1] if depth + 1 < len(self.grid_chain) else None
+      self.items([it for it in lp.items if it[1] is not inner], "serial", None)
+
   # ---- the kernel ----
   def declare_interface(self) -> None:
     self.buffer_vars: dict[str, tuple[int, int]] = {}
     for binding, buf in enumerate(self.p.buffers):
       elem = self.storage_type(buf.dtype)
-      array = self.m.t_runtime_array(elem, buf.dtype.itemsize)
+      array = self.m.t_runtime_array(elem, 4 if self.is_packed(buf.dtype) else buf.dtype.itemsize)
       block = self.m.t_struct([array], [0], tag=f"buffer{elem}")
       count = self.chunks[buf.name]
       if count > 1: self.m.capability("StorageBufferArrayDynamicIndexing")
@@ -589,6 +682,9 @@ class KernelEmitter:
       else:
         local = self.const(self.local_size[0], k)
         start = self.op("IAdd", k, self.op("IMul", k, group, local), self.lane)
-        self.loop(root.var.name, start, bound, self.op("IMul", k, groups, local), lambda: self.items(root.items, "serial", None))
+        sizes = [self.as_int(self.index(lp.size)) for lp in self.grid_chain]
+        total = sizes[0]
+        for size in sizes[1:]: total = self.op("IMul", k, total, size)
+        self.loop("grid", start, total, self.op("IMul", k, groups, local), lambda: self.grid_body(sizes))
     self.m.emit("Return")
     return self.m.finish(self.p.name, tuple(self.local_size), entry)

@@ -25,20 +25,20 @@ OP = dict(
   LogicalAnd=167, LogicalNot=168, Select=169, IEqual=170, INotEqual=171, UGreaterThan=172, SGreaterThan=173,
   ULessThan=176, SLessThan=177, SLessThanEqual=179, FOrdEqual=180, FUnordNotEqual=183, FOrdLessThan=184,
   FOrdGreaterThan=186, ShiftRightLogical=194, ShiftRightArithmetic=195, ShiftLeftLogical=196, BitwiseOr=197,
-  BitwiseXor=198, BitwiseAnd=199, Not=200, ControlBarrier=224, Phi=245, LoopMerge=246, SelectionMerge=247, Label=248,
+  BitwiseXor=198, BitwiseAnd=199, Not=200, ControlBarrier=224, AtomicAnd=240, AtomicOr=241, Phi=245, LoopMerge=246, SelectionMerge=247, Label=248,
   Branch=249, BranchConditional=250, Return=253, GroupNonUniformIAdd=349, GroupNonUniformFAdd=350,
   GroupNonUniformSMax=356, GroupNonUniformUMax=357, GroupNonUniformFMax=358, GroupNonUniformLogicalOr=363,
 )
 
-CAP = dict(Shader=1, Float16=9, Float64=10, Int64=11, Int16=22, Int8=39, GroupNonUniform=61, GroupNonUniformArithmetic=63,
-           StorageBuffer16BitAccess=4433, StorageBuffer8BitAccess=4448, StorageBufferArrayDynamicIndexing=30)
+CAP = dict(Shader=1, Float64=10, Int64=11, StorageBufferArrayDynamicIndexing=30, GroupNonUniform=61, GroupNonUniformArithmetic=63,
+           StorageBuffer16BitAccess=4433, StorageBuffer8BitAccess=4448)
 DECORATION = dict(Block=2, ArrayStride=6, BuiltIn=11, NonWritable=24, Binding=33, DescriptorSet=34, Offset=35)
-BUILTIN = dict(NumWorkgroups=24, WorkgroupId=26, LocalInvocationId=27, GlobalInvocationId=28, SubgroupSize=36, NumSubgroups=38, LocalInvocationIndex=29,
-               SubgroupId=40, SubgroupLocalInvocationId=41)
+BUILTIN = dict(NumWorkgroups=24, WorkgroupId=26, LocalInvocationId=27, GlobalInvocationId=28, LocalInvocationIndex=29,
+               SubgroupSize=36, NumSubgroups=38, SubgroupId=40, SubgroupLocalInvocationId=41)
 STORAGE = dict(Input=1, Uniform=2, Workgroup=4, Private=6, Function=7, PushConstant=9, StorageBuffer=12)
 SCOPE = dict(Device=1, Workgroup=2, Subgroup=3)
 SEMANTICS = dict(AcquireRelease=0x8, UniformMemory=0x40, WorkgroupMemory=0x100)
-GLSL = dict(Round=1, Trunc=3, FAbs=4, Floor=8, Sin=13, Exp2=29, Log2=30, Sqrt=31, Ldexp=53, Frexp=51, FMax=40, FClamp=43, NMax=80, PackHalf2x16=58, UnpackHalf2x16=62)
+GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp2=29, Log2=30, Sqrt=31, FClamp=43, Ldexp=53, PackHalf2x16=58, UnpackHalf2x16=62)
 EXECUTION_MODEL_GLCOMPUTE, EXECUTION_MODE_LOCAL_SIZE = 5, 17
 
 

@@ -110,7 +110,7 @@ def load_tensor(f: GGUFFile, name: str, device: str | None = None, dequantize: b
   raw = f.raw(name)
   if type_name in FLOAT_TYPES: return tensor_from_memmap(raw, shape, FLOAT_TYPES[type_name], device)
   if dequantize or not _have_quant(): return _dequantize_reference(raw, type_name, shape, device)
-  from teenygrad.llm.quant import QuantizedTensor
+  from teenygrad.nn.quant import QuantizedTensor
   if len(shape) != 2: raise ValueError(f"{f.path}: quantized tensor {name!r} has shape {shape}; only 2-D quantized weights are supported")
   return QuantizedTensor.from_gguf_bytes(type_name, raw, shape, device=device)
 
@@ -127,7 +127,7 @@ def load_gguf(path: str | os.PathLike, device: str | None = None, dequantize: bo
 
 
 def _have_quant() -> bool:
-  try: import teenygrad.llm.quant  # noqa: F401
+  try: import teenygrad.nn.quant  # noqa: F401
   except ImportError: return False
   return True
 

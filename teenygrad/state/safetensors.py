@@ -20,7 +20,8 @@ import math
 import os
 import struct
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 

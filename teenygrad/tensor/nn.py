@@ -105,6 +105,15 @@ class NNMixin:
     p, d = _pair(padding), _pair(dilation)
     if any(pp > kk // 2 for pp, kk in zip(p, k)): raise RuntimeError("pad should be at most half of effective kernel size")
     extra = _ceil_extra(self.shape[-2:], k, s, p, d) if ceil_mode else (0, 0)
+    if s == k and p == (0, 0) and d == (1, 1) and extra == (0, 0) and self.ndim >= 2:
+      # windows that tile the input: a reshape, whose backward is an expand (the sliding-window views of _pool
+      # would make the backward a reduce over repeated, re-indexed copies)
+      (h, w), (kh, kw) = self.shape[-2:], k
+      oh, ow = h // kh, w // kw
+      if oh <= 0 or ow <= 0: raise RuntimeError(f"window {k} is larger than the input {tuple(self.shape[-2:])}")
+      prefix = self.shape[:-2]
+      x = self._shrink(tuple((0, n) for n in prefix) + ((0, oh * kh), (0, ow * kw)))
+      return x.reshape(*prefix, oh, kh, ow, kw).amax((-3, -1))
     x = self.pad((p[1], p[1] + extra[1], p[0], p[0] + extra[0]), value=float("-inf") if self.dtype.is_float else -(1 << 31))
     windows = x._pool(k, s, d)
     return windows.amax((-1, -2))

@@ -61,6 +61,9 @@ def bfloat16_bits_to_float(x: np.ndarray) -> np.ndarray:
   return (x.astype(np.uint32) << 16).view(np.float32)
 
 
+_SAME_SIZE_INT = {1: dtypes.int8, 2: dtypes.int16, 4: dtypes.int32, 8: dtypes.int64}
+
+
 def _same_size(a, b) -> bool:
   return a == b if isinstance(a, int) and isinstance(b, int) else (not isinstance(a, int) and not isinstance(b, int) and a.key() == b.key())
 
@@ -133,15 +136,19 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
 
   # ---- realizing and reading ----
   def realize(self) -> Tensor:
+    target = self._realize_target()
+    if target is not None: runtime.realize([target])
+    return self
+
+  def _realize_target(self) -> LazyBuffer | None:
+    """The graph node realizing this tensor computes: its base when the tensor reads a whole buffer in place (a
+    reshape), else a contiguous copy it switches to; None when there is nothing to compute."""
     lb = self.lazydata
     # a symbolic size is never statically empty (its kernel just runs zero times when bound to 0)
-    if any(isinstance(s, int) and s == 0 for s in self.shape): return self
-    if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size):
-      runtime.realize([lb.base])   # a reshape of a whole buffer reads it in place: no copy
-      return self
+    if any(isinstance(s, int) and s == 0 for s in self.shape): return None
+    if lb.is_view and lb.st.contiguous and lb.base.op is not Ops.CONST and _same_size(lb.size, lb.base.size): return lb.base
     if lb.is_view or lb.op is Ops.CONST: self.lazydata = lb.contiguous()
-    runtime.realize([self.lazydata])
-    return self
+    return self.lazydata
 
   async def realize_async(self) -> Tensor:
     import asyncio
@@ -366,10 +373,32 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
     return self.dtype if dtype is None else self.cast(dtype)
 
   def view_as_dtype(self, dtype) -> Tensor:
+    """Reinterpret the bits (torch's view(dtype)). Between element sizes the last dim shrinks or grows, the bytes of
+    each element combined or split little-endian, built from shifts and masks so every backend runs it."""
     dtype = to_dtype(dtype)
-    if dtype.itemsize != self.dtype.itemsize:
-      raise RuntimeError(f"view as {dtype.name} from {self.dtype.name} needs equal element sizes")
-    return self._apply(Ops.BITCAST, dtype=dtype) if dtype != self.dtype else self
+    if dtype == self.dtype: return self
+    src, dst = self.dtype.itemsize, dtype.itemsize
+    if src == dst: return self._apply(Ops.BITCAST, dtype=dtype)
+    if dtype == dtypes.bool or self.dtype == dtypes.bool: raise RuntimeError(f"can't view {self.dtype.name} as {dtype.name}")
+    if self.ndim == 0:
+      raise RuntimeError(f"self.dim() cannot be 0 to view {self.dtype.name} as {dtype.name} (different element sizes)")
+    lanes = _SAME_SIZE_INT[src]
+    bits = self._apply(Ops.BITCAST, dtype=lanes) if self.dtype != lanes else self
+    *lead, last = self.shape
+    if dst > src:
+      ratio = dst // src
+      if last % ratio:
+        raise RuntimeError(f"self.size(-1) must be divisible by {ratio} to view {self.dtype.name} as {dtype.name} (different element sizes), but got {last}")
+      wide = _SAME_SIZE_INT[dst]
+      parts = bits.reshape(*lead, last // ratio, ratio).cast(wide) & ((1 << (8 * src)) - 1)   # no sign extension
+      shifts = Tensor(np.arange(ratio, dtype=np.int64) * 8 * src, dtype=wide, device=self.device)
+      combined = (parts << shifts)._reduce(Ops.SUM, (len(lead) + 1,)).reshape(*lead, last // ratio)   # disjoint bits
+      return combined._apply(Ops.BITCAST, dtype=dtype) if dtype != wide else combined
+    ratio = src // dst
+    shifts = Tensor(np.arange(ratio, dtype=np.int64) * 8 * dst, dtype=lanes, device=self.device)
+    narrow = _SAME_SIZE_INT[dst]
+    parts = ((bits.unsqueeze(-1) >> shifts) & ((1 << (8 * dst)) - 1)).cast(narrow).reshape(*lead, last * ratio)
+    return parts._apply(Ops.BITCAST, dtype=dtype) if dtype != narrow else parts
 
   bitcast = view_as_dtype
   def float(self) -> Tensor: return self.cast(dtypes.float32)

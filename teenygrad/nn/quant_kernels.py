@@ -43,7 +43,10 @@ KC = 256                   # depth of one packed slice: a multiple of every bloc
 NC = 64                    # W rows per GEMM task at most (2 panels of NR): their KC slice, dequantized, stays in L1/L2
 MC = 144                   # x rows packed at a time (12 panels of MR), in L2
 MS = 1020                  # x rows per GEMM task at most (a multiple of MR): bounds the task's C block to MS x NC floats
-PARALLEL_MIN_BYTES = 1 << 17   # a matvec over fewer weight bytes stays on one thread (fork/join costs ~microseconds)
+# a matvec over fewer weight bytes stays on one thread: a sub-MiB matvec takes ~30 us on one core, and a fork/join costs
+# microseconds on a quiet machine but a scheduler time slice (~10-20 ms, measured) whenever the cores are shared and the
+# worker is not running; SmolLM2's layer matrices (<= 553 KB) stay serial, its 30 MB head and 4096^2 layers split
+PARALLEL_MIN_BYTES = 1 << 20
 
 # ---- per type: scalar dequantize of one block into y[BS], and the AVX-512 one into v[BS / 16] ----
 # Both compute each weight with the same float operations in the same order, so they give the same bits.

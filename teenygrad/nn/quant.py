@@ -21,7 +21,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import Ops
-from teenygrad.llm.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name
+from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name
 from teenygrad.tensor.tensor import Tensor, is_grad_enabled
 
 # ---- the reference: Tensor primitives on the raw bytes ----
@@ -121,11 +121,10 @@ REFERENCE_DEQUANT: dict[str, Callable[[Tensor], Tensor]] = {
 # ---- fused kernels, per backend ----
 
 def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], work: int, device: str) -> None:
-  """One compiled-program launch on realized buffers, as an ExecItem: DEBUG=2 timing and JIT capture see it."""
-  from teenygrad.engine.realize import CompiledKernel, ExecItem, _captures, run_exec_item
-  item = ExecItem(CompiledKernel(name, program, [], [], "", work, False), buffers, values, device)
-  for capture in _captures: capture.append(item)
-  run_exec_item(item)
+  """One compiled-program launch on realized buffers, through run_exec_item so DEBUG=2 times it. (Not recorded for
+  the JIT here: the engine records the whole custom op as a CustomExecItem and a replay calls run() again.)"""
+  from teenygrad.engine.realize import CompiledKernel, ExecItem, run_exec_item
+  run_exec_item(ExecItem(CompiledKernel(name, program, [], [], "", work, False), buffers, values, device))
 
 
 class CPUQuantKernels:
@@ -244,7 +243,7 @@ class QuantizedTensor:
       raise ValueError(f"raw holds {raw.size} bytes but a {ggml_type} tensor of shape {(out_features, in_features)} "
                        f"needs {expected} ({out_features} rows x {row_bytes} bytes)")
     host = raw.reshape(out_features, row_bytes)
-    return cls(ggml_type, Tensor(np.ascontiguousarray(host), device=canonicalize(device)), (out_features, in_features), host)
+    return cls(ggml_type, Tensor(host, device=canonicalize(device)), (out_features, in_features), host)   # one copy, straight from the map
 
   @property
   def nbytes(self) -> int: return self.raw.numel()
