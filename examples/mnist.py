@@ -73,22 +73,25 @@ def _progress(epoch: int, done: int, total: int, loss: float, rate: float) -> No
   sys.stdout.flush()
 
 
-def train(model_kind: str = "mlp", epochs: int = 2, batch_size: int = 64, lr: float = 1e-3, hidden: int = 256,
+def train(model_kind: str = "mlp", epochs: int = 2, batch_size: int = 64, lr: float = 2e-3, hidden: int = 256,
           checkpoint: str | None = None, resume: bool = False, max_steps: int | None = None, train_subset: int | None = None,
           test_subset: int | None = None, seed: int = 0, quiet: bool = False) -> dict:
   """Train and evaluate; returns {"losses": per-step losses, "accuracy": test accuracy, "epochs_done", "seconds"}."""
   tg.manual_seed(seed)
   model = make_model(model_kind, hidden)
   optimizer = optim.Adam(model.parameters(), lr=lr)
-  start_epoch = 0
-  if resume and checkpoint and os.path.exists(checkpoint):
-    info = load_checkpoint(checkpoint, model=model, optimizer=optimizer)
-    start_epoch = info["extra"]["epoch"]
-    if not quiet: print(f"resumed from {checkpoint} after epoch {start_epoch}")
   train_set, test_set = MNIST(train=True), MNIST(train=False)
   if train_subset: train_set = Subset(train_set, range(train_subset))
   if test_subset: test_set = Subset(test_set, range(test_subset))
   loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, prefetch=2)
+  # the learning rate follows a cosine to zero over the whole run, stepped every batch (the JIT'd step reads it from
+  # the optimizer's lr buffer, so the schedule reaches the replays)
+  scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+  start_epoch = 0
+  if resume and checkpoint and os.path.exists(checkpoint):
+    info = load_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler)
+    start_epoch = info["extra"]["epoch"]
+    if not quiet: print(f"resumed from {checkpoint} after epoch {start_epoch}")
 
   @tg.jit
   def train_step(x: tg.Tensor, y: tg.Tensor) -> tg.Tensor:
@@ -105,12 +108,13 @@ def train(model_kind: str = "mlp", epochs: int = 2, batch_size: int = 64, lr: fl
     seen, tick = 0, time.perf_counter()
     for step, (x, y) in enumerate(loader, 1):
       losses.append(train_step(x, y).item())
+      scheduler.step()
       seen += x.shape[0]
       if not quiet and (step % 10 == 0 or step == len(loader)):
         _progress(epoch, step, len(loader), float(np.mean(losses[-10:])), seen / (time.perf_counter() - tick))
       if max_steps is not None and len(losses) >= max_steps: break
     if not quiet: print()
-    if checkpoint: save_checkpoint(checkpoint, model=model, optimizer=optimizer, step=len(losses), extra={"epoch": epoch})
+    if checkpoint: save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, step=len(losses), extra={"epoch": epoch})
     if max_steps is not None and len(losses) >= max_steps: break
   accuracy = evaluate(model, test_set, batch_size)   # the training batch size reuses the forward's compiled kernels
   seconds = time.perf_counter() - began
@@ -123,7 +127,7 @@ def main() -> None:
   parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
   parser.add_argument("--epochs", type=int, default=2)
   parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--lr", type=float, default=1e-3)
+  parser.add_argument("--lr", type=float, default=2e-3)
   parser.add_argument("--checkpoint", default="mnist.safetensors", help="checkpoint file, saved after every epoch")
   parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
   parser.add_argument("--seed", type=int, default=0)

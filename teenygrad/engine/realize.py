@@ -334,6 +334,18 @@ class capture_kernels:
     _captures.remove(self.items)
 
 
+class uncaptured:
+  """with uncaptured(): ... -> launches inside are not recorded. A custom kernel whose run() builds its work from
+  values it reads at run time (a position from a device buffer) uses it, so a JIT replay calls run() again instead of
+  replaying launches with the captured values baked in."""
+  def __enter__(self):
+    self.saved = _captures[:]
+    _captures.clear()
+
+  def __exit__(self, *exc) -> None:
+    _captures[:] = self.saved
+
+
 def buffer_from_host(device: str, host: np.ndarray, dtype) -> Buffer:
   """A device buffer holding a copy of a flat host array (what Tensor(data) builds on)."""
   buffer = Buffer(device, host.size, dtype)

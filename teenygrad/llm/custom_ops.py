@@ -29,9 +29,12 @@ class CacheWrite:
     cache, new, start_buffer = buffers
     T, L = self.new_shape[2], self.cache_shape[2]
     if cache.device != "CPU":
+      # the reference's kernels depend on the position: unrecorded, so a JIT replay runs this again with the new one
+      from teenygrad.engine.realize import uncaptured
       start = int(start_buffer.numpy()[0])
+      if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")
       cache_t, new_t = (Tensor(LazyBuffer.from_realized(b, s, b.dtype, b.device)) for b, s in ((cache, self.cache_shape), (new, self.new_shape)))
-      cache_t.assign(reference_cache_write(cache_t, new_t, start)).realize()
+      with uncaptured(): cache_t.assign(reference_cache_write(cache_t, new_t, start)).realize()
       return cache
     start = int(_host(start_buffer, (1,))[0])
     if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")

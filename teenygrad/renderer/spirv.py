@@ -240,10 +240,15 @@ class KernelEmitter:
     if isinstance(expr, FloorDiv):
       a, b = self.as_int(self.index(expr.node)), self.const(expr.divisor, k)
       if expr.node.vmin >= 0: return self.op("SDiv", k, a, b), k
-      return self.op("SDiv", k, self.op("ISub", k, a, self.op("SMod", k, a, b)), b), k   # floor, divisor > 0
+      q, r = self.signed_divrem(a, b, k)   # floor for a divisor > 0: one less where the remainder is negative
+      below = self.op("SLessThan", "bool", r, self.const(0, k))
+      return self.op("ISub", k, q, self.op("Select", k, below, self.const(1, k), self.const(0, k))), k
     if isinstance(expr, Mod):
       a, b = self.as_int(self.index(expr.node)), self.const(expr.divisor, k)
-      return self.op("SRem" if expr.node.vmin >= 0 else "SMod", k, a, b), k
+      if expr.node.vmin >= 0: return self.op("SRem", k, a, b), k
+      _, r = self.signed_divrem(a, b, k)
+      below = self.op("SLessThan", "bool", r, self.const(0, k))
+      return self.op("IAdd", k, r, self.op("Select", k, below, b, self.const(0, k))), k
     if isinstance(expr, LessThan):
       return self.op("SLessThan", "bool", self.as_int(self.index(expr.left)), self.as_int(self.index(expr.right))), "bool"
     if isinstance(expr, And):
@@ -394,6 +399,19 @@ class KernelEmitter:
     if op is Ops.MOD: return self.op("FRem", kind, a, b), kind
     raise NotImplementedError(f"SPIR-V: no float rendering for {op}")
 
+  def signed_divrem(self, a: int, b: int, kind: str) -> tuple[int, int]:
+    """C's truncating quotient and remainder, computed on magnitudes with unsigned ops: drivers disagree on OpSDiv,
+    OpSRem and OpSMod with negative operands (NVIDIA's differs from lavapipe's), unsigned division is exact."""
+    unsigned, zero = "u" + kind[1:], self.const(0, kind)
+    a_neg, b_neg = self.op("SLessThan", "bool", a, zero), self.op("SLessThan", "bool", b, zero)
+    def magnitude(v, neg): return self.op("Bitcast", unsigned, self.op("Select", kind, neg, self.op("SNegate", kind, v), v))
+    ua, ub = magnitude(a, a_neg), magnitude(b, b_neg)
+    q = self.op("Bitcast", kind, self.op("UDiv", unsigned, ua, ub))
+    r = self.op("Bitcast", kind, self.op("UMod", unsigned, ua, ub))
+    q = self.op("Select", kind, self.op("LogicalNotEqual", "bool", a_neg, b_neg), self.op("SNegate", kind, q), q)
+    r = self.op("Select", kind, a_neg, self.op("SNegate", kind, r), r)
+    return q, r
+
   def fmax(self, a: int, b: int, kind: str) -> int:
     """(a != a || a > b) ? a : b: NaN in either argument comes out, as on the CPU."""
     pick_a = self.op("LogicalOr", "bool", self.op("IsNan", "bool", a), self.op("FOrdGreaterThan", "bool", a, b))
@@ -410,8 +428,9 @@ class KernelEmitter:
       # a zero divisor gives 0 (the CPU's answer) and never reaches the division
       zero = self.op("IEqual", "bool", b, self.const(0, kind))
       safe = self.op("Select", kind, zero, self.const(1, kind), b)
-      name = ("SDiv" if signed else "UDiv") if op is Ops.IDIV else ("SRem" if signed else "UMod")
-      return self.op("Select", kind, zero, self.const(0, kind), self.op(name, kind, a, safe)), kind
+      if signed: result = self.signed_divrem(a, safe, kind)[0 if op is Ops.IDIV else 1]
+      else: result = self.op("UDiv" if op is Ops.IDIV else "UMod", kind, a, safe)
+      return self.op("Select", kind, zero, self.const(0, kind), result), kind
     if op is Ops.MAX:
       return self.op("Select", kind, self.op("SGreaterThan" if signed else "UGreaterThan", "bool", a, b), a, b), kind
     if op is Ops.CMPLT: return self.op("SLessThan" if signed else "ULessThan", "bool", a, b), "bool"
