@@ -20,7 +20,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import teenygrad as tg  # noqa: E402
-import teenygrad.nn as nn  # noqa: E402
 import teenygrad.optim as optim  # noqa: E402
 
 BATCH = 128

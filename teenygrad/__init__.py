@@ -7,6 +7,9 @@ from teenygrad.tensor import Tensor, enable_grad, is_grad_enabled, no_grad
 from teenygrad.tensor.random import get_rng_state, manual_seed, set_rng_state
 
 __version__ = "0.1.0"
+# the facade: these names are teenygrad's public API
+__all__ = ["Device", "DType", "dtypes", "Variable", "Tensor", "enable_grad", "is_grad_enabled", "no_grad", "get_rng_state",
+           "manual_seed", "set_rng_state"]
 
 bool = dtypes.bool
 uint8, int8, int16, int32, int64 = dtypes.uint8, dtypes.int8, dtypes.int16, dtypes.int32, dtypes.int64

@@ -4,7 +4,8 @@ backward pass is itself lazy and fuses like any other graph."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from teenygrad.ir.ops import Ops
 

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import zlib
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest

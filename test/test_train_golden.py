@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import teenygrad as tg
-import teenygrad.nn as nn
 import teenygrad.optim as optim
 
 STEPS = 20

@@ -22,7 +22,7 @@ microkernel has a single fixed shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 # microkernel shape: 12 rows x 32 columns = 24 zmm accumulators, 2 B loads and 12 broadcasts per k
 MR, NR = 12, 32
@@ -247,11 +247,11 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
   omp = (lambda s: s) if parallel else (lambda s: "")
   # epilogue: the caller's output is contiguous along its own j; walk the block in that order
   if transposed:
-    epilogue = f"""for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
-        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {{"""
+    epilogue = """for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
+        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {"""
   else:
-    epilogue = f"""for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
-        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {{"""
+    epilogue = """for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {"""
   stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
   note = " (computed transposed)" if transposed else ""
   b_batch_offset = f"tg_bi * {col_panels * K * NR} + " if b_batches > 1 else ""

@@ -15,7 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from teenygrad.dtype import DType, dtypes
-from teenygrad.helpers import config, prod
+from teenygrad.helpers import prod
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import REDUCE, REDUCE_IDENTITY, Ops
 from teenygrad.ir.symbolic import And, Node, Sum, Variable, divmod_variables, logical_and, make_sum, sint, vmax

@@ -69,7 +69,6 @@ class Embedding(Module):
   def reset_parameters(self) -> None:
     init.normal_(self.weight)
     if self.padding_idx is not None:
-      import numpy as np
       values = self.weight.numpy().copy()
       values[self.padding_idx] = 0
       init._write(self.weight, values)

@@ -6,7 +6,8 @@ through `register_buffer`. Names are dotted paths (`layers.0.weight`), so a torc
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

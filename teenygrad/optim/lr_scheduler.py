@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from teenygrad.optim.optimizer import Optimizer
 

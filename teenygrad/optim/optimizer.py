@@ -15,7 +15,8 @@ Scalar arithmetic on them (bias corrections) is done in float64 inside the kerne
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 import numpy as np
 

@@ -24,7 +24,7 @@ def einsum(equation: str, *operands) -> Tensor:
   inputs, _, output = equation.partition("->")
   terms = inputs.split(",")
   if len(terms) != len(operands):
-    raise RuntimeError(f"einsum(): more operands were provided than specified in the equation" if len(operands) > len(terms) else "einsum(): fewer operands were provided than specified in the equation")
+    raise RuntimeError("einsum(): more operands were provided than specified in the equation" if len(operands) > len(terms) else "einsum(): fewer operands were provided than specified in the equation")
   if "..." in equation: raise NotImplementedError("einsum with ellipsis is not supported yet")
   if not _:
     counts = {c: inputs.count(c) for c in inputs if c.isalpha()}

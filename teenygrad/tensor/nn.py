@@ -57,7 +57,7 @@ class NNMixin:
     return out
 
   def dot(self: Tensor, other: Tensor) -> Tensor:
-    if self.ndim != 1 or other.ndim != 1: raise RuntimeError("1D tensors expected, but got {}D and {}D tensors".format(self.ndim, other.ndim))
+    if self.ndim != 1 or other.ndim != 1: raise RuntimeError(f"1D tensors expected, but got {self.ndim}D and {other.ndim}D tensors")
     return self.matmul(other)
 
   def mm(self: Tensor, other: Tensor) -> Tensor:
