@@ -12,13 +12,17 @@ Overhead per kernel = (time per call - floor) / N. Medians over repeats; the mac
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from timing import median_time as _median_time  # noqa: E402
+
+
+def median_time(fn, repeats: int = 15) -> float: return _median_time(fn, repeats)
+
+
 import teenygrad as tg  # noqa: E402
 import teenygrad.helpers  # noqa: E402,F401
 
@@ -28,14 +32,6 @@ except ImportError:
   torch = None
 
 KERNELS = 64
-
-
-def median_time(fn, repeats: int = 15) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def chain(x: tg.Tensor) -> tg.Tensor:

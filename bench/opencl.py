@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from timing import median_time as _median_time  # noqa: E402
+
+
+def median_time(fn, repeats: int = 5) -> float: return _median_time(fn, repeats)
+
+
 import teenygrad as tg  # noqa: E402
 from teenygrad.device import Device  # noqa: E402
 from teenygrad.engine.realize import _kernel_cache  # noqa: E402
-
-
-def median_time(fn, repeats: int = 5) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def on(device: str, fn):

@@ -5,13 +5,13 @@ Medians over repeated runs; the machine is shared, so quote ratios."""
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from timing import median_time  # noqa: E402
 import teenygrad as tg  # noqa: E402
 
 try:
@@ -19,14 +19,6 @@ try:
   torch.set_num_threads(os.cpu_count() or 1)
 except ImportError:
   torch = None
-
-
-def median_time(fn, repeats: int = 7) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def copy_bandwidth(n: int = 1 << 24) -> float:

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from timing import median_time  # noqa: E402
 import teenygrad as tg  # noqa: E402
 from teenygrad.device import Device  # noqa: E402
 from teenygrad.engine.realize import capture_kernels, run_exec_item  # noqa: E402
 
 try: import torch
 except ImportError: torch = None
-
-
-def median_time(fn, repeats: int = 7) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def kernel_time(build) -> float:
