@@ -375,9 +375,9 @@ def test_assign_in_place_keeps_the_buffer():
 def test_a_buffer_exported_through_dlpack_is_never_reused():
   """Freed CPU buffers are cached for reuse, but not one torch still reads through DLPack."""
   torch = pytest.importorskip("torch")
-  n = 1 << 20
-  b = tg.Tensor(np.ones(n, np.float32)) * 3
+  n = 1 << 20   # DLPack export is the CPU's
+  b = tg.Tensor(np.ones(n, np.float32), device="CPU") * 3
   exported = torch.from_dlpack(b.realize())
   del b
-  others = [(tg.Tensor(np.ones(n, np.float32)) * 5).realize() for _ in range(4)]
+  others = [(tg.Tensor(np.ones(n, np.float32), device="CPU") * 5).realize() for _ in range(4)]
   assert float(exported[0]) == 3.0 and float(exported[-1]) == 3.0 and len(others) == 4
