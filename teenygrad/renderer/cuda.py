@@ -44,6 +44,8 @@ WARP_DTYPES = (dtypes.float32, dtypes.float64, dtypes.int32, dtypes.uint32, dtyp
 class CUDARenderer(GPURenderer):
   kernel_prefix = 'extern "C" __global__ '
   index_type = "long long"
+  restrict = "__restrict__"
+  variable_type = "long long"   # launch arguments stay 64-bit even where index math narrows to int
   group_id = "blockIdx.x"
   local_id = "threadIdx.x"
   shared_qualifier = "__shared__"
@@ -85,16 +87,6 @@ class CUDARenderer(GPURenderer):
     if dst == dtypes.float16: return f"tg_h2f(tg_f2h((float)({value})))"
     if dst == dtypes.bfloat16: return f"tg_b2f(tg_f2b((float)({value})))"
     return f"({self.compute_type(dst)})({value})"
-
-  def render_params(self, program: LoopProgram) -> list[str]:
-    params = []
-    for buf in program.buffers:
-      const = "" if buf.is_output else "const "
-      params.append(f"{const}{self.storage_type(buf.dtype)}* __restrict__ {buf.name}")
-    return params + [f"long long {v.name}" for v in program.variables]
-
-  def shared_type(self, dtype: DType) -> str:
-    return "int" if dtype == dtypes.bool else self.compute_type(dtype)
 
   # ---- planning ----
   def _long(self, reduces: list[Loop]) -> bool:

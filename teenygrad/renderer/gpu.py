@@ -69,6 +69,8 @@ class GPURenderer(CStyleRenderer):
   kernel_prefix = ""
   buffer_qualifier = ""
   index_type = "long"
+  restrict = "restrict"           # how the language spells C99's restrict
+  variable_type: str | None = None   # symbolic sizes' parameter type (None: the index type)
   group_id = ""                     # this work-group's index in the 1-D grid
   local_id = ""                     # this work-item's index in its group
   shared_qualifier = ""             # work-group shared memory
@@ -131,8 +133,8 @@ class GPURenderer(CStyleRenderer):
     params = []
     for buf in program.buffers:
       const = "" if buf.is_output else "const "
-      params.append(f"{self.buffer_qualifier}{const}{self.storage_type(buf.dtype)}* restrict {buf.name}")
-    return params + [f"{self.index_type} {v.name}" for v in program.variables]
+      params.append(f"{self.buffer_qualifier}{const}{self.storage_type(buf.dtype)}* {self.restrict} {buf.name}")
+    return params + [f"{self.variable_type or self.index_type} {v.name}" for v in program.variables]
 
   def shared_type(self, dtype: DType) -> str:
     return "int" if dtype == dtypes.bool else self.compute_type(dtype)
