@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from timing import median_time as _median_time  # noqa: E402
+from timing import median_time as _median_time, report  # noqa: E402
 
 
 def median_time(fn, repeats: int = 15) -> float: return _median_time(fn, repeats)
@@ -74,10 +74,7 @@ def main() -> None:
     lines.append(f"{n:9d} {r['eager']:9.2f} {r['replay']:9.2f} {r['floor']:9.2f} {torch_us:9.2f}   {r['replay'] - r['floor']:15.2f} "
                  f"{r['eager'] - r['floor']:14.2f}  {r['replay'] / torch_us:12.2f}")
   lines.append("floor: the compiled kernels called from a Python loop; torch: y * 0.5 + 1.0 (two eager ops) per kernel")
-  text = "\n".join(lines)
-  print(text)
-  os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-  with open(os.path.join(os.path.dirname(__file__), "results", "jit_cpu.txt"), "w") as f: f.write(text + "\n")
+  report(lines, "jit_cpu.txt")
 
 
 if __name__ == "__main__":

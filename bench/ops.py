@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from timing import median_time  # noqa: E402
+from timing import median_time, report  # noqa: E402
 import teenygrad as tg  # noqa: E402
 
 try:
@@ -130,10 +130,7 @@ def main() -> None:
                        capture_output=True, text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
   lines.append(f"import teenygrad: {float(out.stdout.strip()) * 1000:.0f} ms")
   del start
-  text = "\n".join(lines)
-  print(text)
-  os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-  with open(os.path.join(os.path.dirname(__file__), "results", "ops_cpu.txt"), "w") as f: f.write(text + "\n")
+  report(lines, "ops_cpu.txt")
 
 
 if __name__ == "__main__":
