@@ -2,6 +2,7 @@
 raised, and random creation (checked by statistics). Same harness and shapes as test_ops.py."""
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import numpy as np
@@ -379,5 +380,8 @@ def test_a_buffer_exported_through_dlpack_is_never_reused():
   b = tg.Tensor(np.ones(n, np.float32), device="CPU") * 3
   exported = torch.from_dlpack(b.realize())
   del b
+  gc.collect()
+  cached = [raw for free_list in tg.Device["CPU"].allocator.cache.values() for raw in free_list]
+  assert not any(np.shares_memory(raw, exported.numpy()) for raw in cached), "an exported buffer went back to the cache"
   others = [(tg.Tensor(np.ones(n, np.float32), device="CPU") * 5).realize() for _ in range(4)]
   assert float(exported[0]) == 3.0 and float(exported[-1]) == 3.0 and len(others) == 4

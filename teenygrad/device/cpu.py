@@ -39,7 +39,8 @@ class CPUAllocator(Allocator):
     return self._alloc(nbytes)
 
   def free(self, raw: np.ndarray, nbytes: int) -> None:
-    # only memory nobody else sees: an array exported through DLPack (a view of raw) keeps a reference to it
+    # only memory nobody else sees (a buffer exported through DLPack is never handed back here: Tensor.__dlpack__
+    # disowns it); the reference count catches other arrays still holding raw itself
     if nbytes < self.CACHE_MIN or self.cached_bytes + nbytes > self.CACHE_LIMIT or sys.getrefcount(raw) > _UNSHARED_REFS: return
     self.cache.setdefault(nbytes, []).append(raw)
     self.cached_bytes += nbytes

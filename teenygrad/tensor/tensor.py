@@ -177,7 +177,9 @@ class Tensor(MovementMixin, ReduceMixin, NNMixin):
   def __dlpack__(self, stream=None, **kwargs):
     if self.device != "CPU": raise RuntimeError("DLPack export is only supported on the CPU device")
     self.realize()
-    raw = self.lazydata.base.realized.raw
+    buffer = self.lazydata.base.realized
+    buffer._owned = False   # torch may read it after this tensor dies: the allocator must never hand it out again
+    raw = buffer.raw
     array = raw.view(self.dtype.np if self.dtype != dtypes.bfloat16 else np.uint16)[:self.numel()].reshape(self.shape)
     return array.__dlpack__(**({"stream": stream} if stream is not None else {}))
 
