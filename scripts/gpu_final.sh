@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything the GPU machine checks, as one command for the device tool: the CUDA tests, the op table and
-# bench/gpu.py (scripts/gpu_check.sh); the op table on NVIDIA's Vulkan driver; and, when bench/llm.py exists,
+# bench/gpu.py (scripts/gpu_check.sh); the op table on NVIDIA's Vulkan driver; and
 # SmolLM2-shaped decode on CUDA and VULKAN. The Vulkan loader travels as Debian's libvulkan1 in .gl/ (see
-# the device tool's README); results land in $OUT.
+# the device tool's README); results land in $OUT. The LLM step is scripts/gpu_llm.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_final}
@@ -18,7 +18,5 @@ if [ "${SKIP_CUDA:-0}" != 1 ]; then
 fi
 DEV=VULKAN timeout ${VULKAN_TIMEOUT:-240} python3 -m pytest -q -n ${JOBS:-12} -p no:cacheprovider test/test_ops.py 2>&1 | tail -40 \
   | tee "$OUT/ops_vulkan.txt" || status=1
-if [ -f bench/llm.py ]; then
-  timeout ${LLM_TIMEOUT:-240} python3 bench/llm.py --gpu 2>&1 | tail -60 | tee "$OUT/llm_gpu.txt" || status=1
-fi
+OUT="$OUT" bash scripts/gpu_llm.sh || status=1
 exit $status

@@ -170,6 +170,38 @@ def test_jit_replays_as_one_graph(cuda):
   assert step.capture.graph_launches == 3   # calls 3, 4 and 5 replayed as graphs
 
 
+def test_jit_graph_serves_every_symbolic_position(cuda):
+  """A decode-like step with a symbolic position replays as graph launches of one graph: new positions update the
+  graph's nodes (arguments and grids) in place instead of recording a graph per position."""
+  from teenygrad.engine.jit import jit
+  from teenygrad.ir.symbolic import Variable
+  max_len, dim = 300, 8
+  cache = Tensor.zeros(max_len, dim, device="CUDA").contiguous().realize()
+  pos_var = Variable("pos", 0, max_len - 1)
+
+  @jit
+  def decode(k, q, pos):
+    row = k.reshape(1, dim)._pad(((pos, max_len - 1 - pos), (0, 0)))
+    mask = Tensor.ones(1, dim, dtype=dtypes.bool, device="CUDA")._pad(((pos, max_len - 1 - pos), (0, 0)))
+    cache.assign(mask._where(row, cache)).realize()
+    window = cache._shrink(((0, pos + 1), (0, dim)))                    # (pos+1, dim)
+    weights = (window * q).sum(1).softmax(0)                           # (pos+1,)
+    return (weights.reshape(-1, 1) * window).sum(0)                    # (dim,)
+
+  rng = np.random.default_rng(3)
+  reference = np.zeros((max_len, dim), np.float64)
+  graphs = set()
+  for p in list(range(6)) + [100, 299, 7]:
+    k, q = rng.standard_normal(dim).astype(np.float32), rng.standard_normal(dim).astype(np.float32)
+    out = decode(Tensor(k, device="CUDA"), Tensor(q, device="CUDA"), pos_var.bind(p))
+    reference[p] = k
+    scores = reference[:p + 1] @ q
+    weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    np.testing.assert_allclose(out.numpy(), weights @ reference[:p + 1], rtol=1e-4, atol=1e-5)
+    if decode.capture is not None and getattr(decode.capture, "graph", None) is not None: graphs.add(id(decode.capture.graph))
+  assert decode.capture.graph_launches == 7 and len(graphs) == 1
+
+
 # last in the file: an experimental kernel that faults would end the process's CUDA context
 @pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256"])
 @pytest.mark.parametrize("layout", ["nn", "linear"])

@@ -15,8 +15,8 @@ import numpy as np
 from teenygrad.device import Allocator, Backend, Buffer, Compiler, GemmKernelSource, Program
 from teenygrad.device.cuda_bindings import (ATTR_COMPUTE_CAPABILITY_MAJOR, ATTR_COMPUTE_CAPABILITY_MINOR, ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                             ATTR_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_EVENT_DISABLE_TIMING, CU_MEMHOSTALLOC_PORTABLE,
-                                            CU_STREAM_CAPTURE_MODE_THREAD_LOCAL, CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY,
-                                            CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED, FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, CUDAError,
+                                            CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY, CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED,
+                                            FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, CUDAError, KernelNodeParams,
                                             c_int, c_ptr, c_size, c_u64, check, libcuda, nvrtc_compile, nvrtc_version)
 from teenygrad.renderer.cuda import CUDARenderer
 
@@ -158,6 +158,13 @@ class CUDAProgram(Program):
     pointers = (c_ptr * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
     return values, pointers
 
+  def node_params(self, bufs, vals: tuple[int, ...]):
+    """This launch as a graph node's parameters, and what must stay alive until the driver has read them."""
+    grid = self.grid(vals) if callable(self.grid) else self.grid
+    values, pointers = self.launch_args(bufs, vals)
+    params = KernelNodeParams(self.function, *grid, *self.block, self.shared, pointers, None, None, None)
+    return params, (values, pointers)
+
   def __call__(self, *bufs, vals: tuple[int, ...] = (), wait: bool = False) -> float | None:
     self.device.activate()
     grid = self.grid(vals) if callable(self.grid) else self.grid
@@ -174,34 +181,55 @@ class CUDAProgram(Program):
 
 
 class CUDAGraph:
-  """Recorded launches replayed as one CUDA graph launch. Replaying with other buffers or sizes re-records."""
+  """Recorded launches replayed as one CUDA graph launch.
+
+  The graph is built node by node (each kernel depends on the one before), so a replay whose launches differ only in
+  their size arguments (a decode position, a cache length) sets those nodes' arguments and grids in place: one graph
+  serves every value. Other buffers or other kernels re-record it."""
   def __init__(self, device: CUDABackend, exec_items: list):
     self.device = device
     self.exec = None
     self._record(exec_items)
 
   @staticmethod
-  def _signature(exec_items) -> tuple:
-    return tuple((id(ei.kernel), tuple(b.raw for b in ei.buffers), ei.var_values) for ei in exec_items)
+  def _structure(exec_items) -> tuple:
+    return tuple((id(ei.kernel), tuple(b.raw for b in ei.buffers)) for ei in exec_items)   # allocates every buffer
 
   def _record(self, exec_items) -> None:
     device, cuda = self.device, libcuda()
     device.activate()
-    self.signature = self._signature(exec_items)   # allocates every buffer before the capture starts
     self.close()
-    check(cuda.cuStreamBeginCapture_v2(device.stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture")
-    graph = c_ptr()
-    try:
-      for ei in exec_items: ei.kernel.program(*[b.raw for b in ei.buffers], vals=ei.var_values)
-    finally:
-      check(cuda.cuStreamEndCapture(device.stream, ctypes.byref(graph)), "cuStreamEndCapture")
-    self.graph = graph
+    self.structure = self._structure(exec_items)
+    self.programs = [ei.kernel.program for ei in exec_items]
+    self.raws = [tuple(b.raw for b in ei.buffers) for ei in exec_items]
+    self.values = [tuple(ei.var_values) for ei in exec_items]
+    self.graph = c_ptr()
+    check(cuda.cuGraphCreate(ctypes.byref(self.graph), 0), "cuGraphCreate")
+    self.nodes: list[c_ptr] = []
+    for program, raws, vals in zip(self.programs, self.raws, self.values):
+      params, _keep = program.node_params(raws, vals)
+      node = c_ptr()
+      deps = (c_ptr * 1)(self.nodes[-1]) if self.nodes else None
+      check(cuda.cuGraphAddKernelNode_v2(ctypes.byref(node), self.graph, deps, len(self.nodes[-1:]), ctypes.byref(params)),
+            f"adding {program.name} to a graph")
+      self.nodes.append(node)
     self.exec = c_ptr()
-    check(cuda.cuGraphInstantiateWithFlags(ctypes.byref(self.exec), graph, 0), "cuGraphInstantiate")
+    check(cuda.cuGraphInstantiateWithFlags(ctypes.byref(self.exec), self.graph, 0), "cuGraphInstantiate")
+
+  def update(self, var_values: list[tuple[int, ...]]) -> None:
+    """New size arguments per launch (in recording order): only the nodes whose values changed are touched."""
+    cuda = libcuda()
+    for i, vals in enumerate(var_values):
+      if vals == self.values[i]: continue
+      params, _keep = self.programs[i].node_params(self.raws[i], vals)
+      check(cuda.cuGraphExecKernelNodeSetParams_v2(self.exec, self.nodes[i], ctypes.byref(params)), f"updating {self.programs[i].name}")
+      self.values[i] = vals
 
   def __call__(self, exec_items=None) -> None:
-    if exec_items is not None and self._signature(exec_items) != self.signature: self._record(exec_items)
     self.device.activate()
+    if exec_items is not None:
+      if self._structure(exec_items) != self.structure: self._record(exec_items)
+      else: self.update([tuple(ei.var_values) for ei in exec_items])
     check(libcuda().cuGraphLaunch(self.exec, self.device.stream), "cuGraphLaunch")
 
   def close(self) -> None:

@@ -86,6 +86,9 @@ _DRIVER_PROTOTYPES = {
   "cuEventDestroy_v2": [c_ptr],
   "cuStreamBeginCapture_v2": [c_ptr, c_int],
   "cuStreamEndCapture": [c_ptr, POINTER(c_ptr)],
+  "cuGraphCreate": [POINTER(c_ptr), c_uint],
+  "cuGraphAddKernelNode_v2": [POINTER(c_ptr), c_ptr, POINTER(c_ptr), c_size, c_ptr],
+  "cuGraphExecKernelNodeSetParams_v2": [c_ptr, c_ptr, c_ptr],
   "cuGraphInstantiateWithFlags": [POINTER(c_ptr), c_ptr, ctypes.c_ulonglong],
   "cuGraphLaunch": [c_ptr, c_ptr],
   "cuGraphExecDestroy": [c_ptr],
@@ -103,6 +106,13 @@ _NVRTC_PROTOTYPES = {
   "nvrtcGetCUBINSize": [c_ptr, POINTER(c_size)],
   "nvrtcGetCUBIN": [c_ptr, c_char_p],
 }
+
+
+class KernelNodeParams(ctypes.Structure):
+  """CUDA_KERNEL_NODE_PARAMS_v2 (cuda.h): one kernel launch as a graph node; kern and ctx stay NULL (func, current context)."""
+  _fields_ = [("func", c_ptr), ("gridDimX", c_uint), ("gridDimY", c_uint), ("gridDimZ", c_uint),
+              ("blockDimX", c_uint), ("blockDimY", c_uint), ("blockDimZ", c_uint), ("sharedMemBytes", c_uint),
+              ("kernelParams", POINTER(c_ptr)), ("extra", POINTER(c_ptr)), ("kern", c_ptr), ("ctx", c_ptr)]
 
 
 class CUDAError(RuntimeError):

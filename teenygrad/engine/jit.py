@@ -239,8 +239,8 @@ class _Capture:
   # A backend with `graph` (CUDA) replays every launch as one graph launch. A graph bakes in its buffers, so it runs
   # on buffers of its own for the input and fresh-output slots: inputs are copied in on the device, outputs copied
   # out into the fresh buffers the caller gets, and inputs the function assigns into are copied back. Symbolic
-  # sizes are baked in too: one graph per set of variable values (the last GRAPHS_KEPT kept).
-  GRAPHS_KEPT = 8
+  # sizes are kernel arguments: a replay with new values updates the graph's nodes in place (one graph serves
+  # every decode position).
 
   def _graph_backend(self):
     if getattr(self, "_graph_checked", False): return self._graph_device
@@ -256,7 +256,8 @@ class _Capture:
     own = list(self.table)
     for s in set(self.input_slots) | set(self.fresh_outputs):
       if s is not None: own[s] = Buffer(own[s].device, own[s].size, own[s].dtype)
-    self.graph_table, self.graphs, self.graph_launches = own, {}, 0
+    self.graph_table, self.graph, self.graph_launches = own, None, 0
+    self.launch_variables = [launch.item.kernel.variables for launch in self.launches]
     self.assigned_inputs = {launch.slots[0] for launch in self.launches if launch.item.assign and launch.slots[0] in self.input_slots}
     return backend
 
@@ -266,15 +267,12 @@ class _Capture:
     own = self.graph_table
     for s in self.input_slots:
       if s is not None and not backend.transfer(own[s], table[s]): return False
-    key = tuple(values[name] for launch in self.launches for name in launch.item.kernel.variables)
-    graph = self.graphs.pop(key, None)
-    if graph is None:
-      items = [ExecItem(launch.item.kernel, [own[s] for s in launch.slots], tuple(values[n] for n in launch.item.kernel.variables),
-                        launch.item.device) for launch in self.launches]
-      graph = backend.graph(items)
-    self.graphs[key] = graph   # most recent last
-    while len(self.graphs) > self.GRAPHS_KEPT: self.graphs.pop(next(iter(self.graphs)))
-    graph()
+    var_values = [tuple(values[name] for name in names) for names in self.launch_variables]
+    if self.graph is None:
+      self.graph = backend.graph([ExecItem(launch.item.kernel, [own[s] for s in launch.slots], vals, launch.item.device)
+                                  for launch, vals in zip(self.launches, var_values)])
+    else: self.graph.update(var_values)
+    self.graph()
     self.graph_launches += 1
     for s in self.fresh_outputs: backend.transfer(table[s], own[s])
     for s in self.assigned_inputs: backend.transfer(table[s], own[s])
