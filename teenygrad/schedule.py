@@ -2,7 +2,7 @@
 
 Every unrealized base either becomes a kernel output (a "root") or is inlined into the kernels that read it:
 - elementwise work is inlined into every consumer (recomputing a cheap chain beats a round trip to memory),
-  unless it contains a reduce and its consumers end up in different kernels;
+  unless it contains a reduce or reads many buffers (MAX_SHARED_READS) and its consumers end up in different kernels;
 - a reduce is inlined when all its consumers land in one kernel (the matmul epilogue, the softmax row sums);
   the code generator may still hand one back (NeedsRealize) and the engine reschedules with it forced;
 - copies, custom kernels (and the sources a custom kernel reads), assigns and explicit `contiguous()` are always roots.
@@ -16,6 +16,10 @@ from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import REDUCE, Ops
 
 ALWAYS_ROOT = {Ops.COPY, Ops.CUSTOM, Ops.ASSIGN, Ops.CONTIGUOUS, Ops.LOAD}
+# An elementwise chain read by several kernels is recomputed in each only while it reads at most this many buffers.
+# A longer one (a residual stream summed over a model's layers) is stored once: recomputed, it would grow every
+# kernel that reads it, and each of those kernels would be a new source to compile.
+MAX_SHARED_READS = 8
 
 
 @dataclass
@@ -53,6 +57,23 @@ def _contains_reduce(base: LazyBuffer, roots: set[int], memo: dict[int, bool]) -
   return result
 
 
+def _reads_many(base: LazyBuffer, roots: set[int], limit: int = MAX_SHARED_READS) -> bool:
+  """Whether base, inlined, would read more than `limit` buffers; a reduce not placed yet counts as one."""
+  leaves: set[int] = set()
+  seen: set[int] = set()
+  stack = [base]
+  while stack:
+    for src in stack.pop().srcs:
+      b = src.base
+      if b.id in seen or (b.op is Ops.CONST and b.realized is None): continue
+      seen.add(b.id)
+      if b.realized is not None or b.id in roots or b.op in REDUCE or b.op in ALWAYS_ROOT:
+        leaves.add(b.id)
+        if len(leaves) > limit: return True
+      else: stack.append(b)
+  return False
+
+
 def find_roots(outputs: list[LazyBuffer]) -> tuple[list[LazyBuffer], set[int]]:
   order = _unrealized_bases(outputs)
   consumers: dict[int, list[LazyBuffer]] = {b.id: [] for b in order}
@@ -72,7 +93,7 @@ def find_roots(outputs: list[LazyBuffer]) -> tuple[list[LazyBuffer], set[int]]:
     kernel_sets = frozenset().union(*(kernels_of.get(c.id, frozenset()) for c in consumers[b.id]))
     single = len(kernel_sets) == 1
     if b.op in REDUCE: inline = single
-    else: inline = single or not _contains_reduce(b, roots, reduce_memo)
+    else: inline = single or not (_contains_reduce(b, roots, reduce_memo) or _reads_many(b, roots))
     if inline: kernels_of[b.id] = kernel_sets
     else:
       roots.add(b.id)

@@ -81,3 +81,23 @@ def test_symbolic_size_serves_every_value_with_one_kernel():
     compiled |= {id(item.kernel) for item in launched}
   assert len(compiled) == 1, "one compiled kernel must serve every bound value"
   assert engine is not None
+
+
+def test_a_long_shared_chain_is_stored_not_recomputed_in_every_reader():
+  """A residual stream (h = h + f(norm(h)) per layer) is read by the next layer's reduce and by the next add. Inlined
+  everywhere, layer k's kernels would re-add all k earlier outputs, and every layer would compile a new, longer kernel."""
+  rng = np.random.default_rng(0)
+  layers, dim = 24, 64
+  weights = [tg.Tensor(rng.standard_normal((dim, dim)).astype(np.float32) / dim) for _ in range(layers)]
+  h = tg.Tensor(rng.standard_normal((1, dim)).astype(np.float32))
+  expected = h.numpy().astype(np.float64)
+  for w in weights:
+    normed = h / (h * h).mean(-1, keepdim=True).sqrt()
+    h = h + (normed @ w).contiguous()
+    ref_normed = expected / np.sqrt((expected * expected).mean(-1, keepdims=True))
+    expected = expected + ref_normed @ w.numpy().astype(np.float64)
+  with capture_kernels() as launched:
+    out = h.numpy()
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+  widest = max(len(item.buffers) - 1 for item in launched)   # buffers[0] is the output
+  assert widest <= 10, f"a kernel reads {widest} buffers: the residual chain was recomputed in it"
