@@ -83,6 +83,8 @@ static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, con
   tg_v16* c_row;
 {stores}
 }}
+#elif defined(__AVX2__) && defined(__FMA__)
+{_avx2_microkernel()}
 #else
 /* portable fallback: the same contract, left to the auto-vectorizer */
 static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
@@ -96,6 +98,37 @@ static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, con
 }}
 #endif
 """
+
+
+def _avx2_microkernel() -> str:
+  """The same MR x NR contract with 8-wide vectors. AVX2 has 16 ymm registers, too few for a 12 x 32 tile, so the
+  tile is four 6 x 16 sub-tiles (12 accumulators, 2 B loads, 6 broadcasts per k: BLIS's shape for Zen). FMAs are
+  intrinsics because the library compiles with -ffp-contract=off."""
+  rows, vecs = MR // 2, 2
+  accs = ", ".join(f"c{r}_{v} = _mm256_setzero_ps()" for r in range(rows) for v in range(vecs))
+  loads = " ".join(f"__m256 b{v} = _mm256_loadu_ps(b_panel + k * {NR} + {8 * v});" for v in range(vecs))
+  fmas = "\n".join(f"      {{ __m256 a = _mm256_broadcast_ss(a_panel + k * {MR} + {r}); "
+                   + " ".join(f"c{r}_{v} = _mm256_fmadd_ps(a, b{v}, c{r}_{v});" for v in range(vecs)) + " }" for r in range(rows))
+  stores = "\n".join(" ".join(f"_mm256_storeu_ps(c_tile + {r} * ldc + {8 * v}, accumulate ? "
+                              f"_mm256_add_ps(_mm256_loadu_ps(c_tile + {r} * ldc + {8 * v}), c{r}_{v}) : c{r}_{v});"
+                              for v in range(vecs)) for r in range(rows))
+  return f"""#include <immintrin.h>
+static inline void tg_gemm_micro_6x16(long kc, const float* restrict a_panel, const float* restrict b_panel,
+                                      float* restrict c_tile, long ldc, int accumulate) {{
+  __m256 {accs};
+  for (long k = 0; k < kc; k++) {{
+    {loads}
+{fmas}
+  }}
+{stores}
+}}
+static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
+                                     float* restrict c_tile, long ldc, int accumulate) {{
+  /* column half outer: its kc x 16 slice of B stays in L1 for both row halves */
+  for (int c0 = 0; c0 < {NR}; c0 += 16)
+    for (int r0 = 0; r0 < {MR}; r0 += {rows})
+      tg_gemm_micro_6x16(kc, a_panel + r0, b_panel + c0, c_tile + r0 * ldc + c0, ldc, accumulate);
+}}"""
 
 
 GEMM_PREAMBLE = f"""#include <stdlib.h>
