@@ -18,7 +18,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import prod
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import REDUCE, REDUCE_IDENTITY, Ops
-from teenygrad.ir.symbolic import And, Node, Sum, Variable, divmod_variables, logical_and, make_sum, sint, vmax
+from teenygrad.ir.symbolic import And, Node, Sum, Variable, divmod_variables, logical_and, make_sum, sint, vmax, vmin
 from teenygrad.ir.view import View, strides_for_shape
 
 
@@ -190,8 +190,13 @@ class Lowerer:
       if isinstance(valid_all, int) and valid_all == 0: return self.r.render_const(0, lb.dtype), frozenset()
       deps = self._deps(offset) | self._deps(valid_all)
       self._check_bounds(lb, buf)
-      index, _ = self.staged_expr(offset, dtypes.int64)
+      index, index_deps = self.staged_expr(offset, dtypes.int64)
       mask = None if valid_all == 1 else self.staged_expr(valid_all, dtypes.bool)[0]
+      if mask is not None and 0 <= vmin(offset) and vmax(offset) < vmin(buf.size):
+        # the index stays inside the buffer even where the mask is off (an inner tap of col2im, a padded read away
+        # from the buffer's ends): load unconditionally and select, which vectorizes; a guarded load doesn't
+        loaded, _ = self._value(lb.dtype, self.r.render_load(buf, index, None), index_deps)
+        return self._value(lb.dtype, self._select(lb.dtype, mask, loaded), deps)
       return self._value(lb.dtype, self.r.render_load(buf, index, mask), deps)
     if lb.is_view:
       offset, view_valid = lb.st.index(idxs)
