@@ -446,24 +446,13 @@ class _ConvPlan:
     dout = grad.reshape(self.b, g, self.rcout, *self.out).permute(1, 2, 0, *range(3, 3 + d))
     dout = dout.contiguous().reshape(g, self.rcout, self.M)                    # (g, rcout, b*out)
     weight = self.weight
-    dw = self._weight_grad(dout) if needed[1] else None
+    dw = (dout @ self.cols.transpose(1, 2)).contiguous().reshape(weight.shape) if needed[1] else None
     dx = None
     if needed[0]:
       dcols = (weight.reshape(g, self.rcout, self.K).transpose(1, 2) @ dout).contiguous()   # (g, K, b*out), read by every tap
       dx = self._col2im(dcols)
     if len(needed) == 2: return dx, dw
     return dx, dw, (dout.sum(-1).reshape(self.cout) if needed[2] else None)
-
-  def _weight_grad(self, dout: Tensor) -> Tensor:
-    """dw[g, co, k] = sum_m dout[g, co, m] * cols[g, k, m]: a small result from a long sum over batch * pixels, which
-    as one matmul gives the GEMM only a task or two (one descheduled thread stalls it). With one group the sum is
-    split into chunks of m, one batched matmul over the chunks whose results are then summed."""
-    chunks = next((c for c in (8, 4, 2) if self.groups == 1 and self.M % c == 0 and self.M // c >= 4096), 1)
-    if chunks == 1: return (dout @ self.cols.transpose(1, 2)).contiguous().reshape(self.weight.shape)
-    m = self.M // chunks
-    douts = dout.reshape(self.rcout, chunks, m).permute(1, 0, 2)              # (chunks, rcout, m)
-    cols = self.cols.reshape(self.K, chunks, m).permute(1, 2, 0)              # (chunks, m, K)
-    return (douts @ cols).sum(0).reshape(self.weight.shape)
 
   def _col2im(self, dcols: Tensor) -> Tensor:
     d = self.dims
