@@ -28,7 +28,14 @@ def copy_bandwidth(n: int = 1 << 24) -> float:
 
 FMA_PEAK_SRC = r"""
 #include <omp.h>
-typedef float v16 __attribute__((vector_size(64)));
+/* the widest vector the machine has: 16 floats with AVX-512, else 8 (AVX2) */
+#ifdef __AVX512F__
+#define LANES 16
+#else
+#define LANES 8
+#endif
+typedef float v16 __attribute__((vector_size(LANES * 4)));
+int fma_lanes(void) { return LANES; }
 #define CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 /* 12 independent multiply-add chains per thread keep every FMA unit busy: the machine's fp32 peak */
 double fma_peak(long iters, int threads) {
@@ -36,7 +43,7 @@ double fma_peak(long iters, int threads) {
   #pragma omp parallel num_threads(threads)
   {
     v16 m = {0}, x = {0};
-    for (int i = 0; i < 16; i++) { m[i] = 0.999999f; x[i] = 1e-7f * (float)i; }
+    for (int i = 0; i < LANES; i++) { m[i] = 0.999999f; x[i] = 1e-7f * (float)i; }
     #define INIT(c) v16 a##c = x + (float)c;
     CHAINS(INIT)
     for (long i = 0; i < iters; i++) {
@@ -58,11 +65,15 @@ def fma_peak_gflops(threads: int) -> float:
   from teenygrad.device.cpu import CPUProgram, ClangCompiler
   compiler = ClangCompiler()
   compiler.flags = tuple(f for f in compiler.flags if f != "-ffp-contract=off") + ("-ffp-contract=fast",)   # a*m+x is one FMA
-  program = CPUProgram("fma_peak", compiler.compile(FMA_PEAK_SRC))
+  binary = compiler.compile(FMA_PEAK_SRC)
+  program = CPUProgram("fma_peak", binary)
   program.fn.restype, program.fn.argtypes = ctypes.c_double, [ctypes.c_long, ctypes.c_int]
+  lanes_fn = CPUProgram("fma_lanes", binary).fn
+  lanes_fn.restype = ctypes.c_int
+  lanes = lanes_fn()
   iters = 20_000_000
   seconds = min(program.fn(iters, threads) for _ in range(5))
-  return iters * 12 * 16 * 2 * threads / seconds / 1e9
+  return iters * 12 * lanes * 2 * threads / seconds / 1e9
 
 
 def row(name, unit, ours, peers, ceiling):

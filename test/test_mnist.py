@@ -22,22 +22,29 @@ def _example():
 
 
 def test_short_mnist_run_learns_and_checkpoints(tmp_path):
+  """The default model (the small CNN, narrowed to 4 and 8 channels to stay short) learns, checkpoints and resumes."""
   example = _example()
   path = str(tmp_path / "mnist.safetensors")
-  result = example.train("mlp", epochs=1, batch_size=32, hidden=32, max_steps=100, test_subset=992, checkpoint=path, quiet=True)
+  result = example.train(epochs=1, batch_size=32, hidden=8, max_steps=80, test_subset=992, checkpoint=path, quiet=True)
   losses = result["losses"]
-  assert len(losses) == 100 and all(np.isfinite(losses))
+  assert len(losses) == 80 and all(np.isfinite(losses))
   assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10]), (np.mean(losses[:10]), np.mean(losses[-20:]))
-  assert result["accuracy"] >= 0.8, result["accuracy"]
+  assert result["accuracy"] >= 0.7, result["accuracy"]
   # the checkpoint holds the trained model: a fresh one restored from it predicts the same
-  restored = example.make_model("mlp", 32)
+  restored = example.make_model("cnn", 8)
   info = load_checkpoint(path, model=restored)
-  assert info["step"] == 100 and info["extra"] == {"epoch": 1}
+  assert info["step"] == 80 and info["extra"] == {"epoch": 1}
   test_set = example.Subset(example.MNIST(train=False), range(992))
   assert example.evaluate(restored, test_set, 32) == result["accuracy"]
   # --resume continues after the saved epoch, from the saved weights (its first losses are the trained model's)
-  resumed = example.train("mlp", epochs=2, batch_size=32, hidden=32, max_steps=10, test_subset=992, checkpoint=path, resume=True, quiet=True)
+  resumed = example.train(epochs=2, batch_size=32, hidden=8, max_steps=10, test_subset=992, checkpoint=path, resume=True, quiet=True)
   assert resumed["epochs_done"] == 2 and np.mean(resumed["losses"]) < np.mean(losses[:10])
+
+
+def test_mlp_option_learns():
+  result = _example().train("mlp", epochs=1, batch_size=32, hidden=32, max_steps=60, test_subset=992, quiet=True)
+  assert np.mean(result["losses"][-10:]) < 0.5 * np.mean(result["losses"][:10])
+  assert result["accuracy"] >= 0.7, result["accuracy"]
 
 
 def test_jitted_training_matches_eager_training():

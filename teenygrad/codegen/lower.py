@@ -18,8 +18,15 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import prod
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import REDUCE, REDUCE_IDENTITY, Ops
-from teenygrad.ir.symbolic import And, Node, Sum, Variable, divmod_variables, logical_and, make_sum, sint, vmax
+from teenygrad.ir.symbolic import And, Node, Sum, Variable, divmod_variables, logical_and, make_sum, sint, vmax, vmin
 from teenygrad.ir.view import View, strides_for_shape
+
+
+# work inlined into a kernel that evaluates it more often than it has results (see Lowerer._recomputed) becomes a
+# kernel of its own when the repeated work exceeds both this many statements and REALIZE_COST per result (writing
+# and reading back a buffer element); below that the extra kernel and buffer cost more than recomputing
+RECOMPUTE_LIMIT = 1 << 16
+REALIZE_COST = 4
 
 
 class NeedsRealize(Exception):
@@ -76,6 +83,7 @@ class Lowerer:
     self.provisional_depth = itertools.count(1_000_000)
     self.names = itertools.count()
     self.memo: dict = {}
+    self.emitted = 0   # statements emitted so far: what a subgraph cost to lower
     self.buffers: dict[int, BufferArg] = {}
     self.loops_by_var: dict[str, Loop] = {}
     self.prologue: list = []
@@ -116,6 +124,7 @@ class Lowerer:
   def _emit(self, text: str, deps: frozenset[str], order: float | None = None) -> None:
     loop = self._place(deps)
     item = (next(self.counter) if order is None else order, Stmt(text))
+    self.emitted += 1
     (loop.items if loop is not None else self.prologue).append(item)
 
   def _value(self, dtype: DType, expr, deps: frozenset[str]) -> tuple[str, frozenset[str]]:
@@ -181,14 +190,21 @@ class Lowerer:
       if isinstance(valid_all, int) and valid_all == 0: return self.r.render_const(0, lb.dtype), frozenset()
       deps = self._deps(offset) | self._deps(valid_all)
       self._check_bounds(lb, buf)
-      index, _ = self.staged_expr(offset, dtypes.int64)
+      index, index_deps = self.staged_expr(offset, dtypes.int64)
       mask = None if valid_all == 1 else self.staged_expr(valid_all, dtypes.bool)[0]
+      if mask is not None and 0 <= vmin(offset) and vmax(offset) < vmin(buf.size):
+        # the index stays inside the buffer even where the mask is off (an inner tap of col2im, a padded read away
+        # from the buffer's ends): load unconditionally and select, which vectorizes; a guarded load doesn't
+        loaded, _ = self._value(lb.dtype, self.r.render_load(buf, index, None), index_deps)
+        return self._value(lb.dtype, self._select(lb.dtype, mask, loaded), deps)
       return self._value(lb.dtype, self.r.render_load(buf, index, mask), deps)
     if lb.is_view:
       offset, view_valid = lb.st.index(idxs)
       base_idxs = _direct_base_indices(lb.st, base.shape, idxs)
       if base_idxs is None: base_idxs = View.create(base.shape).unravel(offset) if base.shape else []
+      emitted = self.emitted
       value, deps = self.value(base, base_idxs, logical_and([valid, view_valid]))
+      if self._recomputed(base, deps, self.emitted - emitted): raise NeedsRealize(base)
       if isinstance(view_valid, int): return value, deps
       # padding reads as zero, whatever the padded computation would give at those positions
       cond = self.index_expr(view_valid)
@@ -243,6 +259,7 @@ class Lowerer:
     enclosing_reduces = {d for d in outer_deps if self.loops_by_var[d].kind == "reduce" and d in parent_vars}
     if enclosing_reduces and prod(vmax(s) for s in src.shape) > 64:
       raise NeedsRealize(lb)
+    if self._recomputed(lb, outer_deps, prod(vmax(lp.size) for lp in loops)): raise NeedsRealize(lb)
     self.reduce_deps.append((lb, frozenset(d for d in outer_deps if self.loops_by_var[d].kind == "output")))
     parent = self._place(outer_deps)
     base_depth = parent.depth if parent is not None else 0
@@ -262,6 +279,19 @@ class Lowerer:
     container.append((order, loops[0]))
     self.work += prod(vmax(lp.size) for lp in loops)
     return acc, outer_deps
+
+  def _recomputed(self, lb: LazyBuffer, deps: frozenset[str], cost: int) -> bool:
+    """True when the kernel would compute each result of `lb` (a reduce, or inlined work read through a view) several
+    times over: the loops its value depends on visit more points than it has results, because it is read through
+    a view that repeats elements (a pooled map read by every im2col tap, a pooling window's max read by each
+    input of the window, col2im read by a pooling backward). Then it is cheaper as a kernel of its own. A broadcast
+    (a softmax's row max) repeats along loops the value doesn't depend on: it is hoisted instead and doesn't count.
+    `cost` is the work of one evaluation (reduce iterations, or statements emitted)."""
+    if lb is self.root or cost == 0: return False
+    visits = prod(vmax(self.loops_by_var[d].size) for d in deps)
+    results = prod(vmax(s) for s in lb.shape)
+    extra = (visits - results) * cost
+    return visits >= 2 * results and extra >= RECOMPUTE_LIMIT and extra >= REALIZE_COST * results
 
 
 def lower(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer, name_hint: str = "") -> LoopProgram:

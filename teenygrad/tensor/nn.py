@@ -394,9 +394,11 @@ def _conv(x: Tensor, weight: Tensor, bias, stride, padding, dilation, groups: in
   padding = _pair(padding, dims)
   if x.dtype != weight.dtype: raise RuntimeError(f"Input type ({x.dtype.name}) and weight type ({weight.dtype.name}) should be the same")
   plan = _ConvPlan(x.shape, weight.shape, stride, padding, dilation, groups)
-  out = _T()._with_gradient((x, weight), plan.forward, plan.backward)
-  if bias is not None: out = out + bias.reshape(1, cout, *([1] * dims))
-  return out
+  if bias is not None and bias.dtype != x.dtype:   # a bias of another dtype promotes the output: add it outside
+    return _T()._with_gradient((x, weight), plan.forward, plan.backward) + bias.reshape(1, cout, *([1] * dims))
+  # the bias is part of the plan: its gradient sums the contiguous output gradient the weight gradient reads anyway
+  inputs = (x, weight) if bias is None else (x, weight, bias)
+  return _T()._with_gradient(inputs, plan.forward, plan.backward)
 
 
 class _ConvPlan:
@@ -431,14 +433,15 @@ class _ConvPlan:
     cols = windows.permute(1, 2, *range(3 + d, 3 + 2 * d), 0, *range(3, 3 + d)).contiguous()
     return cols.reshape(self.groups, self.K, self.M)
 
-  def forward(self, x: Tensor, weight: Tensor) -> Tensor:
+  def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     self.weight = weight.detach()
     self.cols = self._columns(x)
     out = weight.reshape(self.groups, self.rcout, self.K) @ self.cols          # (g, rcout, b*out)
     out = out.reshape(self.groups, self.rcout, self.b, *self.out).permute(2, 0, 1, *range(3, 3 + self.dims))
-    return out.reshape(self.b, self.cout, *self.out)
+    out = out.reshape(self.b, self.cout, *self.out)
+    return out if bias is None else out + bias.reshape(1, self.cout, *([1] * self.dims))
 
-  def backward(self, grad: Tensor, needed: tuple[bool, bool]):
+  def backward(self, grad: Tensor, needed: tuple[bool, ...]):
     d, g = self.dims, self.groups
     dout = grad.reshape(self.b, g, self.rcout, *self.out).permute(1, 2, 0, *range(3, 3 + d))
     dout = dout.contiguous().reshape(g, self.rcout, self.M)                    # (g, rcout, b*out)
@@ -448,7 +451,8 @@ class _ConvPlan:
     if needed[0]:
       dcols = (weight.reshape(g, self.rcout, self.K).transpose(1, 2) @ dout).contiguous()   # (g, K, b*out), read by every tap
       dx = self._col2im(dcols)
-    return dx, dw
+    if len(needed) == 2: return dx, dw
+    return dx, dw, (dout.sum(-1).reshape(self.cout) if needed[2] else None)
 
   def _col2im(self, dcols: Tensor) -> Tensor:
     d = self.dims
