@@ -61,7 +61,8 @@ def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
 
 def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
   """Store new (B, H, T, D) at rows [start, start+T) of cache (B, H, L, D); returns a tensor aliasing the cache."""
-  new = new.cast(cache.dtype).contiguous()
+  new = new.cast(cache.dtype)
+  if new.lazydata.is_view and not new.lazydata.reshapes_base: new = new.contiguous()   # a reshape reads the base's buffer as is
   start = start.cast(dtypes.int32).reshape(1).contiguous()
   op = CacheWrite(cache.shape, new.shape)
   return Tensor(LazyBuffer.custom(op, (cache.lazydata, new.lazydata, start.lazydata), cache.shape, cache.dtype))

@@ -102,9 +102,10 @@ def rope_frequencies(config: LlamaConfig, freq_factors: np.ndarray | None = None
 
 def kernel_output(x: Tensor) -> Tensor:
   """Make x the output of its own kernel. The scheduler would find these cuts itself (matmuls, reduces feeding
-  reduces), but only by failing and rescheduling the whole graph once per cut: O(layers^2) per forward."""
-  if x.lazydata.is_view: return x.contiguous()
-  x.lazydata.forced = True
+  reduces), but only by failing and rescheduling the whole graph once per cut: O(layers^2) per forward. A reshape of a
+  base cuts at the base: a buffer of its own would cost a kernel that only copies."""
+  if x.lazydata.is_view and not x.lazydata.reshapes_base: return x.contiguous()
+  x.lazydata.base.forced = True
   return x
 
 

@@ -282,7 +282,8 @@ class QuantizedTensor:
     rows = 1
     for s in batch: rows *= s
     if rows == 0: return Tensor.zeros(*batch, self.shape[0], device=self.device)
-    flat = x.float().reshape(rows, self.shape[1]).contiguous()
+    flat = x.float().reshape(rows, self.shape[1])
+    if flat.lazydata.is_view and not flat.lazydata.reshapes_base: flat = flat.contiguous()   # a reshape reads the base's buffer as is
     kernel = QuantLinearKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (rows, self.shape[0]), dtypes.float32))
     if is_grad_enabled() and flat.requires_grad:

@@ -243,14 +243,49 @@ _DOT = {
   }""",
 }
 
+# ---- per type, AVX2 (machines without AVX-512): the same factored dot product on 8-float vectors ----
+# 16 quant bytes are split into their low and high nibbles (16 bytes each), and each half widened 8 at a time.
+_DOT_AVX2 = {
+  "Q4_0": """
+  __m128i raw = _mm_loadu_si128((const __m128i*)(b + 2)), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, low4), eight), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight);
+  __m256 t = _mm256_mul_ps(tg_i8x8_ps(lo), _mm256_loadu_ps(xb));
+  t = _mm256_fmadd_ps(tg_i8x8_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xb + 8), t);
+  t = _mm256_fmadd_ps(tg_i8x8_ps(hi), _mm256_loadu_ps(xb + 16), t);
+  t = _mm256_fmadd_ps(tg_i8x8_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xb + 24), t);
+  *acc0 = _mm256_fmadd_ps(_mm256_set1_ps(tg_half(b)), t, *acc0);""",
+  "Q4_1": """
+  __m128i raw = _mm_loadu_si128((const __m128i*)(b + 4)), low4 = _mm_set1_epi8(15);
+  __m128i lo = _mm_and_si128(raw, low4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
+  __m256 t = _mm256_mul_ps(tg_u8x8_ps(lo), _mm256_loadu_ps(xb));
+  t = _mm256_fmadd_ps(tg_u8x8_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xb + 8), t);
+  t = _mm256_fmadd_ps(tg_u8x8_ps(hi), _mm256_loadu_ps(xb + 16), t);
+  t = _mm256_fmadd_ps(tg_u8x8_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xb + 24), t);
+  *acc0 = _mm256_fmadd_ps(_mm256_set1_ps(tg_half(b)), t, *acc0);
+  *accm += tg_half(b + 2) * xs[0];""",
+  "Q8_0": """
+  __m128i q0 = _mm_loadu_si128((const __m128i*)(b + 2)), q1 = _mm_loadu_si128((const __m128i*)(b + 18));
+  __m256 t = _mm256_mul_ps(tg_i8x8_ps(q0), _mm256_loadu_ps(xb));
+  t = _mm256_fmadd_ps(tg_i8x8_ps(_mm_srli_si128(q0, 8)), _mm256_loadu_ps(xb + 8), t);
+  t = _mm256_fmadd_ps(tg_i8x8_ps(q1), _mm256_loadu_ps(xb + 16), t);
+  t = _mm256_fmadd_ps(tg_i8x8_ps(_mm_srli_si128(q1, 8)), _mm256_loadu_ps(xb + 24), t);
+  *acc0 = _mm256_fmadd_ps(_mm256_set1_ps(tg_half(b)), t, *acc0);""",
+}
+
 _COMMON = r"""
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR)
 #include <immintrin.h>
 #define TG_Q_SIMD 1
+#define TG_Q_AVX2 0
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR)
+#include <immintrin.h>
+#define TG_Q_SIMD 0
+#define TG_Q_AVX2 1
 #else
 #define TG_Q_SIMD 0
+#define TG_Q_AVX2 0
 #endif
 
 static inline uint32_t tg_u32(const uint8_t* p) { uint32_t v; memcpy(&v, p, 4); return v; }  /* little endian */
@@ -258,7 +293,7 @@ static inline uint32_t tg_u32(const uint8_t* p) { uint32_t v; memcpy(&v, p, 4); 
 /* an IEEE half (little endian bytes) widened to float: exact */
 static inline float tg_half(const uint8_t* p) {
   uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
-#if TG_Q_SIMD
+#if TG_Q_SIMD || TG_Q_AVX2
   return _cvtsh_ss(h);
 #else
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 31, mantissa = h & 1023, bits;
@@ -272,6 +307,18 @@ static inline float tg_half(const uint8_t* p) {
   return f;
 #endif
 }
+
+#if TG_Q_AVX2
+static inline float tg_hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* 8 bytes (the low 8 of v) widened to 8 floats */
+static inline __m256 tg_u8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
+static inline __m256 tg_i8x8_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+#endif
 
 /* the 6-bit scales and mins of Q4_K / Q5_K: 8 of each packed into 12 bytes */
 static inline void tg_scale_min_k4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
@@ -322,6 +369,16 @@ static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict 
     }
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+#elif TG_Q_AVX2 && defined(TG_HAS_DOT)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float accm = 0.0f;
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {
+    tg_dot_block(w + i * TG_TS, x + i * TG_BS, xs + i * (TG_BS / 32), &acc0, &acc1, &accm);
+    tg_dot_block(w + (i + 1) * TG_TS, x + (i + 1) * TG_BS, xs + (i + 1) * (TG_BS / 32), &acc1, &acc0, &accm);
+  }
+  if (i < nb) tg_dot_block(w + i * TG_TS, x + i * TG_BS, xs + i * (TG_BS / 32), &acc0, &acc1, &accm);
+  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + accm;
 #else
   (void)xs;
   float y[TG_BS], acc = 0.0f;
@@ -343,6 +400,16 @@ static inline float tg_dot_f32(const float* restrict a, const float* restrict b,
   }
   float acc = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   for (; k < n; k++) acc += a[k] * b[k];   /* K is a multiple of 32: never runs */
+  return acc;
+#elif TG_Q_AVX2
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  long k = 0;
+  for (; k + 16 <= n; k += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
+  }
+  float acc = tg_hsum256(_mm256_add_ps(acc0, acc1));
+  for (; k < n; k++) acc += a[k] * b[k];
   return acc;
 #else
   float acc = 0.0f;
@@ -464,4 +531,7 @@ def render_quant_source(ggml_type: str, simd: bool = True) -> str:
     vector += ("#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
                f"const float* restrict xs, __m512* acc0, __m512* acc1, float* accm) {{{_DOT[ggml_type]}\n}}\n")
   vector += "#endif\n"
+  if ggml_type in _DOT_AVX2:
+    vector += ("#if TG_Q_AVX2\n#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
+               f"const float* restrict xs, __m256* acc0, __m256* acc1, float* accm) {{{_DOT_AVX2[ggml_type]}\n}}\n#endif\n")
   return "\n".join(([] if simd else ["#define TG_QUANT_SCALAR 1"]) + defines) + "\n" + _COMMON + GEMM_PREAMBLE + scalar + vector + _GENERIC
