@@ -181,7 +181,8 @@ def test_linear_shape_errors():
 
 
 def test_linear_and_embedding_under_the_jit():
-  """Each op is one custom launch (CustomExecItem) that the JIT records and replays with new inputs."""
+  """Each op is one launch the JIT records and replays with new inputs: linear records its kernel's own launch (a
+  replay calls the program), embedding the whole custom op (a replay calls run(), which checks the ids)."""
   from teenygrad.engine.jit import jit
   from teenygrad.engine.realize import CustomExecItem
   n, k = 24, 64
@@ -189,7 +190,9 @@ def test_linear_and_embedding_under_the_jit():
   w = reference("Q4_1", blocks)
   qt = QuantizedTensor.from_gguf_bytes("Q4_1", blocks, (n, k))
   with capture_kernels() as items: qt.linear(Tensor(np.ones((1, k), dtype=np.float32))).realize()
-  assert [type(item) for item in items] == [CustomExecItem]
+  assert [type(item) for item in items] == [ExecItem]
+  with capture_kernels() as items: qt.embedding(Tensor(np.array([1, 2]))).realize()
+  assert [type(item) for item in items if isinstance(item, (ExecItem, CustomExecItem))][-1] is CustomExecItem
 
   @jit
   def step(ids: Tensor, x: Tensor) -> Tensor: return qt.linear(qt.embedding(ids) + x)
