@@ -255,8 +255,10 @@ class Transformer:
     length = start + T
     h = self.embed(tokens)
     for i in range(c.n_layers):
-      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T, key_mask)
-      h = h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps))
+      # the residual stream is a buffer of its own: inlined, every later norm would re-add all the layers before it
+      h = kernel_output(h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor,
+                                           length, T, key_mask))
+      h = kernel_output(h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)))
     if last_only: h = h[:, -1:, :]
     logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()
     return logits.reshape(B, c.vocab_size) if last_only else logits
