@@ -473,12 +473,14 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (M == 1) {
+    /* rows are handed out in chunks of 256 (dynamic): a thread the scheduler has not run yet (the cores are shared)
+       finds the work done by the others, instead of holding the join until it has done its static half */
     int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
 #if TG_Q_AVX2 && defined(TG_HAS_DOT16)
     int16_t* xq = (int16_t*)tg_gemm_alloc((size_t)K * sizeof(int16_t));
     float* sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
     tg_quantize_x16(x, xq, sx, K);
-    #pragma omp parallel for schedule(static) num_threads(nthreads) if(par)
+    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
     for (long n = 0; n < N; n++) out[n] = tg_dot_row16(w + n * row_bytes, xq, sx, nb);
     free(xq); free(sx);
 #else
@@ -488,7 +490,7 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
       for (int l = 0; l < 32; l++) s += x[32 * i + l];
       xs[i] = s;
     }
-    #pragma omp parallel for schedule(static) num_threads(nthreads) if(par)
+    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
     for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
     free(xs);
 #endif
