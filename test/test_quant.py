@@ -70,7 +70,9 @@ def _check_linear(qt: QuantizedTensor, want_w: np.ndarray, rows: int, seed: int 
   want = x.astype(np.float64) @ want_w.T.astype(np.float64)
   scale = np.abs(x).astype(np.float64) @ np.abs(want_w.T).astype(np.float64) + 1e-30
   assert got.shape == (rows, qt.shape[0])
-  assert np.max(np.abs(got - want) / scale) < 1e-5, f"rows={rows}"
+  # 4e-5, not fp32's ~1e-6: the AVX2 matvec rounds x to 16 bits per 32 (each element within 2^-16 of its block's
+  # largest |x|), which a numpy model of that rounding puts at up to ~1.3e-5 of sum |x||w| on these shapes
+  assert np.max(np.abs(got - want) / scale) < 4e-5, f"rows={rows}"
 
 
 @pytest.mark.parametrize("ggml_type", TYPES)
