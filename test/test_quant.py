@@ -1,7 +1,7 @@
 """Quantized GGUF weights (teenygrad/nn/quant.py) against gguf-py's numpy quantize/dequantize.
 
 For every type: the Tensor-primitive dequantize is bit-identical with gguf-py's, the fused CPU kernels (matvec,
-few-row, GEMM paths; AVX-512 and the portable scalar C) match numpy's x @ W.T within fp32 tolerance, embedding rows
+few-row, GEMM paths; the SIMD build and the portable scalar C) match numpy's x @ W.T within 4e-5 of sum |x||w|, embedding rows
 are exact, and malformed input raises a clear error.
 """
 from __future__ import annotations
@@ -70,7 +70,9 @@ def _check_linear(qt: QuantizedTensor, want_w: np.ndarray, rows: int, seed: int 
   want = x.astype(np.float64) @ want_w.T.astype(np.float64)
   scale = np.abs(x).astype(np.float64) @ np.abs(want_w.T).astype(np.float64) + 1e-30
   assert got.shape == (rows, qt.shape[0])
-  assert np.max(np.abs(got - want) / scale) < 1e-5, f"rows={rows}"
+  # 4e-5, not fp32's ~1e-6: the AVX2 matvec rounds x to 16 bits per 32 (each element within 2^-16 of its block's
+  # largest |x|), which a numpy model of that rounding puts at up to ~1.3e-5 of sum |x||w| on these shapes
+  assert np.max(np.abs(got - want) / scale) < 4e-5, f"rows={rows}"
 
 
 @pytest.mark.parametrize("ggml_type", TYPES)
@@ -181,7 +183,8 @@ def test_linear_shape_errors():
 
 
 def test_linear_and_embedding_under_the_jit():
-  """Each op is one custom launch (CustomExecItem) that the JIT records and replays with new inputs."""
+  """Each op is one launch the JIT records and replays with new inputs: linear records its kernel's own launch (a
+  replay calls the program), embedding the whole custom op (a replay calls run(), which checks the ids)."""
   from teenygrad.engine.jit import jit
   from teenygrad.engine.realize import CustomExecItem
   n, k = 24, 64
@@ -189,7 +192,9 @@ def test_linear_and_embedding_under_the_jit():
   w = reference("Q4_1", blocks)
   qt = QuantizedTensor.from_gguf_bytes("Q4_1", blocks, (n, k))
   with capture_kernels() as items: qt.linear(Tensor(np.ones((1, k), dtype=np.float32))).realize()
-  assert [type(item) for item in items] == [CustomExecItem]
+  assert [type(item) for item in items] == [ExecItem]
+  with capture_kernels() as items: qt.embedding(Tensor(np.array([1, 2]))).realize()
+  assert [type(item) for item in items if isinstance(item, (ExecItem, CustomExecItem))][-1] is CustomExecItem
 
   @jit
   def step(ids: Tensor, x: Tensor) -> Tensor: return qt.linear(qt.embedding(ids) + x)

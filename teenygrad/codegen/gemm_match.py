@@ -74,6 +74,9 @@ def match_gemm(root: LazyBuffer, target: LazyBuffer, is_boundary, renderer,
   operands = [_affine_strides(s, is_boundary, operand_dtypes) for s in src.srcs]
   if any(o is None for o in operands) or src.srcs[0].dtype != src.srcs[1].dtype: return None
   *batch_shape, M, N, K = full
+  # each output one dot product (a norm's sum of squares): nothing to tile, and a GEMM kernel of its own would cut
+  # the reduce out of the kernel that consumes it
+  if M == 1 and N == 1: return None
   (sa, oa), (sb, ob) = operands
   # A must not move with j, B must not move with i
   if sa[-2] != 0 or sb[-3] != 0: return None

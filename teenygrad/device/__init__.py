@@ -52,6 +52,11 @@ class Program:
   """A compiled kernel. __call__(buffers, variable values) launches it and waits when wait=True."""
   def __call__(self, *bufs, vals: tuple[int, ...] = (), wait: bool = False) -> float | None: raise NotImplementedError
 
+  def bind(self, cells: list):
+    """This launch with its arguments (buffers, then ints) held in the backend's argument cells: a function of no
+    arguments that launches with the cells' current values, or None where the backend has no cells."""
+    return None
+
 
 class Buffer:
   """`size` elements of `dtype` on a device; allocated on first use."""
@@ -108,6 +113,12 @@ class Backend:
   def transfer(self, dest: Buffer, src: Buffer) -> bool:
     """Copy src into dest without going through the host, if this backend can (peer copies); False otherwise."""
     return False
+
+  # Argument cells (CPU: ctypes values), for backends whose programs `bind`: a JIT replay binds every launch once and
+  # then only updates the cells that change (new input buffers, variable values) instead of rebuilding arguments.
+  def buffer_cell(self, buffer: Buffer): return None
+  def update_buffer_cell(self, cell, buffer: Buffer) -> None: raise NotImplementedError
+  def int_cell(self, value: int): return None
 
   # A backend that can replay recorded launches as one device-side graph (CUDA graphs) defines
   #   graph(exec_items) -> object whose __call__(exec_items) relaunches them all at once

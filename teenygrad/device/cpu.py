@@ -111,6 +111,8 @@ class CPUProgram(Program):
     self.fn(*args)  # ctypes releases the GIL for the call
     return time.perf_counter() - start if wait else None
 
+  def bind(self, cells: list): return functools.partial(self.fn, *cells)
+
 
 class CPUBackend(Backend):
 
@@ -122,6 +124,11 @@ class CPUBackend(Backend):
                               parallel_threshold=config.parallel_threshold, vector_math=has_vector_math())
 
   def program(self, name: str, binary: bytes, launch=None) -> CPUProgram: return CPUProgram(name, binary)
+
+  # ctypes passes a c_void_p / c_longlong by its value at call time, so a bound launch sees every update
+  def buffer_cell(self, buffer): return ctypes.c_void_p(buffer.raw.ctypes.data)
+  def update_buffer_cell(self, cell, buffer) -> None: cell.value = buffer.raw.ctypes.data
+  def int_cell(self, value: int): return ctypes.c_longlong(value)
 
   def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
     """float32 matmuls lower to the tiled AVX-512 GEMM of codegen/gemm.py, the rest of the kernel fused as epilogue."""

@@ -210,6 +210,7 @@ class _Capture:
       table[s] = Buffer(device, prod(_bind(d, values) for d in shape), dtype)
     with _lock:
       if self._graph_replay(table, values): return self._outputs(table, values)
+      if self._bound_replay(table, values): return self._outputs(table, values)
       for launch in self.launches:
         if launch.kind == "kernel":
           item: ExecItem = launch.item
@@ -234,6 +235,59 @@ class _Capture:
       outs.append(Tensor(LazyBuffer.from_realized(table[o.slot], shape, o.dtype, o.device)))
     return outs
 
+
+  # ---- bound launches ----
+  # Where the backend has argument cells (CPU), every kernel launch is bound once to cells: one per buffer slot, one
+  # per variable. A replay then sets the cells that change (input and fresh-output slots, a custom kernel's new
+  # output, the variables) and calls the bound launches: no per-launch Python work beyond the call itself.
+
+  def _bound_plan(self):
+    if hasattr(self, "_plan"): return self._plan
+    self._plan = None
+    from teenygrad.device import Device
+    devices = {launch.item.device for launch in self.launches}
+    if len(devices) != 1 or any(launch.kind == "kernel" and launch.item.kernel.check_bounds for launch in self.launches): return None
+    backend = Device[devices.pop()]
+    cells: dict[int, Any] = {}
+    variables: dict[str, Any] = {}
+    steps: list[tuple[Any, _Launch]] = []
+    for launch in self.launches:
+      if launch.kind != "kernel": steps.append((None, launch)); continue
+      item: ExecItem = launch.item
+      for s in launch.slots:
+        if s not in cells: cells[s] = backend.buffer_cell(self.table[s])
+      names = item.kernel.variables
+      # named variables take each call's values; a custom kernel's positional constants stay
+      ints = [variables.setdefault(n, backend.int_cell(0)) for n in names] if len(names) == len(item.var_values) \
+        else [backend.int_cell(v) for v in item.var_values]
+      call = item.kernel.program.bind([cells[s] for s in launch.slots] + ints)
+      if call is None or any(c is None for c in ints) or any(cells[s] is None for s in launch.slots): return None
+      steps.append((call, launch))
+    self._plan = (backend, cells, variables, steps)
+    self._cell_buffers: dict[int, Buffer] = {}   # what the changing cells point at, kept alive until the next update
+    return self._plan
+
+  def _set_cell(self, backend, cells: dict, slot: int, buffer: Buffer) -> None:
+    if slot in cells:
+      backend.update_buffer_cell(cells[slot], buffer)
+      self._cell_buffers[slot] = buffer
+
+  def _bound_replay(self, table: list[Buffer], values: dict[str, int]) -> bool:
+    plan = self._bound_plan()
+    if plan is None or _debugging(): return False
+    backend, cells, variables, steps = plan
+    for s in self.input_slots:
+      if s is not None: self._set_cell(backend, cells, s, table[s])
+    for s in self.fresh_outputs: self._set_cell(backend, cells, s, table[s])
+    for name, cell in variables.items(): cell.value = values[name]
+    for call, launch in steps:
+      if call is not None: call()
+      elif launch.kind == "custom":
+        out = table[launch.slots[-1]] = launch.item.kernel.run(launch.item.root, [table[s] for s in launch.slots[:-1]])
+        self._set_cell(backend, cells, launch.slots[-1], out)
+      else:
+        table[launch.slots[1]].copyin(table[launch.slots[0]].numpy())
+    return True
 
   # ---- device graphs ----
   # A backend with `graph` (CUDA) replays every launch as one graph launch. A graph bakes in its buffers, so it runs

@@ -298,6 +298,15 @@ def _reads_target_moved(value: LazyBuffer, target: LazyBuffer, is_boundary) -> b
   return False
 
 
+def launch(exec_item: ExecItem, record: bool = True) -> None:
+  """Run one launch a custom kernel's run() made on realized buffers (DEBUG=2 times it). Recorded, a JIT capture
+  replays the launch itself instead of calling run() again: right when the launch does not depend on values run()
+  reads at run time, and what makes a replay cost one program call."""
+  if record:
+    for capture in _captures: capture.append(exec_item)
+  run_exec_item(exec_item)
+
+
 def run_exec_item(ei: ExecItem) -> None:
   raws = [b.raw for b in ei.buffers]
   err = None
@@ -318,7 +327,7 @@ def _finish(root: LazyBuffer) -> None:
   root.srcs, root.op, root.arg = (), Ops.LOAD, None
 
 
-__all__ = ["realize", "run_exec_item", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
+__all__ = ["realize", "launch", "run_exec_item", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
 
 
 class capture_kernels:

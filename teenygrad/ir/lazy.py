@@ -66,6 +66,14 @@ class LazyBuffer:
   @property
   def is_realized(self) -> bool: return self.base.realized is not None
 
+  @property
+  def reshapes_base(self) -> bool:
+    """A view that reads its whole base in row-major order (a reshape): the base's buffer already holds its data,
+    so a consumer that wants a contiguous buffer (a custom kernel) can take the base's instead of a copy."""
+    base = self.base
+    return (self.is_view and base.op is not Ops.CONST and self.st.contiguous and isinstance(self.size, int)
+            and isinstance(base.size, int) and self.size == base.size)
+
   def __repr__(self) -> str:
     what = f"view of {self.base.id}" if self.is_view else (self.op.name if self.op else "?")
     return f"<LB {self.id} {self.device} {self.shape} {self.dtype.name} {what}{' realized' if self.realized else ''}>"

@@ -44,11 +44,38 @@ class CacheWrite:
       return cache
     start = int(_host(start_buffer, (1,))[0])
     if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")
-    _host(cache, self.cache_shape)[:, :, start:start + T, :] = _host(new, self.new_shape)
+    _cpu_cache_write(cache, new, start_buffer, self.cache_shape, T)
     return cache
 
   def backward(self, grad, ctx):
     raise RuntimeError("the KV cache write has no gradient (inference only)")
+
+
+# The CPU's cache write: a C kernel reading the position from its buffer, so the JIT records the launch and a replay
+# is one call. It checks the position itself too (a replay skips run()): out of range, it writes nothing.
+CACHE_WRITE_SRC = r"""
+#include <string.h>
+/* cache (BH, L, row) <- rows (BH, T, row) at [start, start + T); row_bytes = D * itemsize */
+void tg_cache_write(char* restrict cache, const char* restrict rows, const int* restrict start, long long BH, long long L,
+                    long long T, long long row_bytes) {
+  long long s = start[0];
+  if (s < 0 || s > L - T) return;
+  for (long long i = 0; i < BH; i++) memcpy(cache + (i * L + s) * row_bytes, rows + i * T * row_bytes, (size_t)(T * row_bytes));
+}
+"""
+_cache_write_program = None
+
+
+def _cpu_cache_write(cache, new, start_buffer, cache_shape: tuple, T: int) -> None:
+  global _cache_write_program
+  from teenygrad.device import Device
+  from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+  backend = Device[cache.device]
+  if _cache_write_program is None:
+    _cache_write_program = backend.program("tg_cache_write", backend.compiler.compile_cached(CACHE_WRITE_SRC))
+  B, H, L, D = cache_shape
+  kernel = CompiledKernel("cache_write", _cache_write_program, [], [], CACHE_WRITE_SRC, B * H * T * D, False)
+  launch(ExecItem(kernel, [cache, new, start_buffer], (B * H, L, T, D * cache.dtype.itemsize), cache.device, assign=True))
 
 
 def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
@@ -61,7 +88,8 @@ def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
 
 def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
   """Store new (B, H, T, D) at rows [start, start+T) of cache (B, H, L, D); returns a tensor aliasing the cache."""
-  new = new.cast(cache.dtype).contiguous()
+  new = new.cast(cache.dtype)
+  if new.lazydata.is_view and not new.lazydata.reshapes_base: new = new.contiguous()   # a reshape reads the base's buffer as is
   start = start.cast(dtypes.int32).reshape(1).contiguous()
   op = CacheWrite(cache.shape, new.shape)
   return Tensor(LazyBuffer.custom(op, (cache.lazydata, new.lazydata, start.lazydata), cache.shape, cache.dtype))

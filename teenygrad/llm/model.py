@@ -102,9 +102,10 @@ def rope_frequencies(config: LlamaConfig, freq_factors: np.ndarray | None = None
 
 def kernel_output(x: Tensor) -> Tensor:
   """Make x the output of its own kernel. The scheduler would find these cuts itself (matmuls, reduces feeding
-  reduces), but only by failing and rescheduling the whole graph once per cut: O(layers^2) per forward."""
-  if x.lazydata.is_view: return x.contiguous()
-  x.lazydata.forced = True
+  reduces), but only by failing and rescheduling the whole graph once per cut: O(layers^2) per forward. A reshape of a
+  base cuts at the base: a buffer of its own would cost a kernel that only copies."""
+  if x.lazydata.is_view and not x.lazydata.reshapes_base: return x.contiguous()
+  x.lazydata.base.forced = True
   return x
 
 
@@ -254,8 +255,10 @@ class Transformer:
     length = start + T
     h = self.embed(tokens)
     for i in range(c.n_layers):
-      h = h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T, key_mask)
-      h = h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps))
+      # the residual stream is a buffer of its own: inlined, every later norm would re-add all the layers before it
+      h = kernel_output(h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor,
+                                           length, T, key_mask))
+      h = kernel_output(h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)))
     if last_only: h = h[:, -1:, :]
     logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()
     return logits.reshape(B, c.vocab_size) if last_only else logits

@@ -120,11 +120,11 @@ REFERENCE_DEQUANT: dict[str, Callable[[Tensor], Tensor]] = {
 
 # ---- fused kernels, per backend ----
 
-def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], work: int, device: str) -> None:
-  """One compiled-program launch on realized buffers, through run_exec_item so DEBUG=2 times it. (Not recorded for
-  the JIT here: the engine records the whole custom op as a CustomExecItem and a replay calls run() again.)"""
-  from teenygrad.engine.realize import CompiledKernel, ExecItem, run_exec_item
-  run_exec_item(ExecItem(CompiledKernel(name, program, [], [], "", work, False), buffers, values, device))
+def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], work: int, device: str, record: bool) -> None:
+  """One compiled-program launch on realized buffers. Recorded (`record`), a JIT replay calls the program directly;
+  otherwise the engine records the whole custom op and a replay calls run() again."""
+  from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+  launch(ExecItem(CompiledKernel(name, program, [], [], "", work, False), buffers, values, device), record)
 
 
 class CPUQuantKernels:
@@ -140,12 +140,14 @@ class CPUQuantKernels:
 
   def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
     """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks."""
-    _launch(f"qlinear_{self.ggml_type.lower()}", self._linear, [out, x, w], (m, n, k, max(config.threads, 1)), m * n * k, self.device)
+    _launch(f"qlinear_{self.ggml_type.lower()}", self._linear, [out, x, w], (m, n, k, max(config.threads, 1)), m * n * k, self.device,
+            record=True)
 
   def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
     """out (count, k) = W[ids] for int64 ids; an id outside [0, n) gives a zero row and sets err[0]."""
+    # not recorded: run() checks err after the launch, so a replay must call run() again
     _launch(f"qrows_{self.ggml_type.lower()}", self._rows, [out, ids, w, err], (count, n, k, max(config.threads, 1)), count * k,
-            self.device)
+            self.device, record=False)
 
 
 _cpu_cache: dict[tuple[str, str, bool], CPUQuantKernels] = {}
@@ -282,7 +284,8 @@ class QuantizedTensor:
     rows = 1
     for s in batch: rows *= s
     if rows == 0: return Tensor.zeros(*batch, self.shape[0], device=self.device)
-    flat = x.float().reshape(rows, self.shape[1]).contiguous()
+    flat = x.float().reshape(rows, self.shape[1])
+    if flat.lazydata.is_view and not flat.lazydata.reshapes_base: flat = flat.contiguous()   # a reshape reads the base's buffer as is
     kernel = QuantLinearKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (rows, self.shape[0]), dtypes.float32))
     if is_grad_enabled() and flat.requires_grad:

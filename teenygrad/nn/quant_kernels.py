@@ -243,14 +243,60 @@ _DOT = {
   }""",
 }
 
+# ---- per type, AVX2 (machines without AVX-512): the block's dot product as 16-bit integer multiply-adds ----
+# The matvec's x is rounded to int16 with one scale per 32 (dx; error <= 2^-16 of the block's largest |x|), so a
+# block costs two widenings and two vpmaddwd where float math needs four widenings and four conversions. The scales
+# go through one vector op: the block's fp16 pair (d, m) widened at once, times the pair (dx, xs) of this 32 of x
+# (xs: its exact float sum), gives d*dx (scales the integer dot) and m*xs (the offset term, summed in lane 1 of
+# accm and added TG_ACCM_FACTOR times at the end). Updates acc (8 floats) and accm.
+_DOT_AVX2 = {
+  "Q4_0": """
+  __m128i raw = _mm_loadu_si128((const __m128i*)(b + 2)), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  /* q - 8 in the integers (not -8 d xs afterwards, which would cancel against the rounded q.x) */
+  __m256i lo = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(raw, low4), eight));
+  __m256i hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight));
+  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i*)xq)),
+                               _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i*)(xq + 16))));
+  __m128 sc = _mm_mul_ss(_mm_cvtph_ps(_mm_cvtsi32_si128((int)b[0] | ((int)b[1] << 8))), _mm_load_ss(sx));
+  (void)accm;
+  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);""",
+  "Q4_1": """
+  __m128i raw = _mm_loadu_si128((const __m128i*)(b + 4)), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+  /* d q + m = d (q - 8) + (m + 8 d): centred, the rounding errors of x meet weights half as large */
+  __m256i lo = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(raw, low4), eight));
+  __m256i hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight));
+  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i*)xq)),
+                               _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i*)(xq + 16))));
+  __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)tg_u32(b)));                        /* d, m */
+  dm = _mm_fmadd_ps(_mm_moveldup_ps(dm), _mm_setr_ps(0.0f, 8.0f, 0.0f, 0.0f), dm);    /* d, m + 8 d */
+  __m128 sc = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double*)sx)));
+  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);
+  *accm = _mm_add_ps(*accm, sc);   /* lane 1: (m + 8 d) xs */""",
+  "Q8_0": """
+  __m256i q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 2)));
+  __m256i q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 18)));
+  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i*)xq)),
+                               _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i*)(xq + 16))));
+  __m128 sc = _mm_mul_ss(_mm_cvtph_ps(_mm_cvtsi32_si128((int)b[0] | ((int)b[1] << 8))), _mm_load_ss(sx));
+  (void)accm;
+  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);""",
+}
+ACCM_FACTOR_AVX2 = {"Q4_0": "0.0f", "Q4_1": "1.0f", "Q8_0": "0.0f"}
+
 _COMMON = r"""
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR)
 #include <immintrin.h>
 #define TG_Q_SIMD 1
+#define TG_Q_AVX2 0
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR)
+#include <immintrin.h>
+#define TG_Q_SIMD 0
+#define TG_Q_AVX2 1
 #else
 #define TG_Q_SIMD 0
+#define TG_Q_AVX2 0
 #endif
 
 static inline uint32_t tg_u32(const uint8_t* p) { uint32_t v; memcpy(&v, p, 4); return v; }  /* little endian */
@@ -258,7 +304,7 @@ static inline uint32_t tg_u32(const uint8_t* p) { uint32_t v; memcpy(&v, p, 4); 
 /* an IEEE half (little endian bytes) widened to float: exact */
 static inline float tg_half(const uint8_t* p) {
   uint16_t h = (uint16_t)(p[0] | (p[1] << 8));
-#if TG_Q_SIMD
+#if TG_Q_SIMD || TG_Q_AVX2
   return _cvtsh_ss(h);
 #else
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 31, mantissa = h & 1023, bits;
@@ -272,6 +318,20 @@ static inline float tg_half(const uint8_t* p) {
   return f;
 #endif
 }
+
+#if TG_Q_AVX2
+static inline float tg_hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline float tg_hmax256(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
 
 /* the 6-bit scales and mins of Q4_K / Q5_K: 8 of each packed into 12 bytes */
 static inline void tg_scale_min_k4(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
@@ -333,6 +393,43 @@ static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict 
 #endif
 }
 
+#if TG_Q_AVX2 && defined(TG_HAS_DOT16)
+/* x (K) to int16 with a scale per 32: xq[l] = round(x[l] / dx), dx = the block's max |x| / 32767; sx[2i] = dx and
+   sx[2i + 1] = the block's float sum */
+static inline void tg_quantize_x16(const float* restrict x, int16_t* restrict xq, float* restrict sx, long K) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (long i = 0; i < K / 32; i++) {
+    const float* xb = x + 32 * i;
+    __m256 m = _mm256_setzero_ps();
+    float sum = 0.0f;
+    for (int l = 0; l < 32; l++) sum += xb[l];
+    for (int j = 0; j < 4; j++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * j)));
+    float amax = tg_hmax256(m);
+    sx[2 * i] = amax / 32767.0f;
+    sx[2 * i + 1] = sum;
+    __m256 inv = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
+    for (int j = 0; j < 4; j += 2) {
+      __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), inv));
+      __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j + 8), inv));
+      /* packs works per 128-bit lane: put the 64-bit quarters back in order */
+      _mm256_storeu_si256((__m256i*)(xq + 32 * i + 8 * j), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, c), 0xD8));
+    }
+  }
+}
+
+static inline float tg_dot_row16(const uint8_t* restrict w, const int16_t* restrict xq, const float* restrict sx, long nb) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m128 accm = _mm_setzero_ps();
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {   /* two blocks per step into separate accumulators: no dependency chain */
+    tg_dot_block16(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm);
+    tg_dot_block16(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &acc1, &accm);
+  }
+  if (i < nb) tg_dot_block16(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm);
+  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + TG_ACCM_FACTOR * _mm_cvtss_f32(_mm_movehdup_ps(accm));
+}
+#endif
+
 static inline float tg_dot_f32(const float* restrict a, const float* restrict b, long n) {
 #if TG_Q_SIMD
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -343,6 +440,16 @@ static inline float tg_dot_f32(const float* restrict a, const float* restrict b,
   }
   float acc = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
   for (; k < n; k++) acc += a[k] * b[k];   /* K is a multiple of 32: never runs */
+  return acc;
+#elif TG_Q_AVX2
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  long k = 0;
+  for (; k + 16 <= n; k += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
+  }
+  float acc = tg_hsum256(_mm256_add_ps(acc0, acc1));
+  for (; k < n; k++) acc += a[k] * b[k];
   return acc;
 #else
   float acc = 0.0f;
@@ -366,16 +473,27 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (M == 1) {
+    /* rows are handed out in chunks of 256 (dynamic): a thread the scheduler has not run yet (the cores are shared)
+       finds the work done by the others, instead of holding the join until it has done its static half */
+    int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
+#if TG_Q_AVX2 && defined(TG_HAS_DOT16)
+    int16_t* xq = (int16_t*)tg_gemm_alloc((size_t)K * sizeof(int16_t));
+    float* sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
+    tg_quantize_x16(x, xq, sx, K);
+    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
+    for (long n = 0; n < N; n++) out[n] = tg_dot_row16(w + n * row_bytes, xq, sx, nb);
+    free(xq); free(sx);
+#else
     float* xs = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
     for (long i = 0; i < K / 32; i++) {
       float s = 0.0f;
       for (int l = 0; l < 32; l++) s += x[32 * i + l];
       xs[i] = s;
     }
-    int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
-    #pragma omp parallel for schedule(static) num_threads(nthreads) if(par)
+    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
     for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
     free(xs);
+#endif
     return;
   }
   if (M < TG_GEMM_MIN_ROWS) {
@@ -464,4 +582,8 @@ def render_quant_source(ggml_type: str, simd: bool = True) -> str:
     vector += ("#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
                f"const float* restrict xs, __m512* acc0, __m512* acc1, float* accm) {{{_DOT[ggml_type]}\n}}\n")
   vector += "#endif\n"
+  if ggml_type in _DOT_AVX2:
+    vector += (f"#if TG_Q_AVX2\n#define TG_HAS_DOT16 1\n#define TG_ACCM_FACTOR {ACCM_FACTOR_AVX2[ggml_type]}\n"
+               "static inline void tg_dot_block16(const uint8_t* restrict b, const int16_t* restrict xq, const float* restrict sx, "
+               f"__m256* acc, __m128* accm) {{{_DOT_AVX2[ggml_type]}\n}}\n#endif\n")
   return "\n".join(([] if simd else ["#define TG_QUANT_SCALAR 1"]) + defines) + "\n" + _COMMON + GEMM_PREAMBLE + scalar + vector + _GENERIC
