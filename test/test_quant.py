@@ -113,7 +113,7 @@ def test_threaded_matvec_and_rows():
 
 @pytest.mark.parametrize("ggml_type", ["Q4_1", "Q6_K"])
 def test_backend_without_fused_kernel(ggml_type, monkeypatch):
-  """What backends without an entry in FUSED_KERNELS run: x @ dequantize().T, and rows picked on the host."""
+  """What backends without an entry in FUSED_KERNELS run: x @ dequantize().T, and rows gathered on the device."""
   monkeypatch.delitem(quant.FUSED_KERNELS, "CPU")
   n, k = 19, k_for(ggml_type)
   blocks = make_blocks(ggml_type, n, k, seed=3)
@@ -122,6 +122,13 @@ def test_backend_without_fused_kernel(ggml_type, monkeypatch):
   assert items and all(isinstance(item, ExecItem) for item in items)   # generated kernels only, no custom op
   np.testing.assert_array_equal(qt.embedding([3, 0, 18]).numpy(), reference(ggml_type, blocks)[[3, 0, 18]])
   with pytest.raises(IndexError, match="out of range"): qt.embedding([19])
+
+  from teenygrad.engine.jit import jit
+  @jit
+  def embed(ids: Tensor) -> Tensor: return qt.embedding(ids) * 1
+  for step in range(5):   # replays from the third call: the rows must follow the new ids, not the captured ones
+    ids = np.array([step, n - 1 - step])
+    np.testing.assert_array_equal(embed(Tensor(ids)).numpy(), reference(ggml_type, blocks)[ids])
 
 
 def test_linear_batched_lazy_input_and_grad():

@@ -219,10 +219,9 @@ class QuantizedTensor:
   shape: tuple[int, int]
   device: str
 
-  def __init__(self, ggml_type: str, raw: Tensor, shape: tuple[int, int], host_raw: np.ndarray | None = None):
+  def __init__(self, ggml_type: str, raw: Tensor, shape: tuple[int, int]):
     self.ggml_type, self.shape, self.raw = ggml_type, shape, raw
     self.device = raw.device
-    self._host_raw = host_raw   # kept for the embedding fallback of backends without a rows kernel
 
   @classmethod
   def from_gguf_bytes(cls, ggml_type: str, raw: np.ndarray, shape: tuple[int, int], device: str | None = None) -> QuantizedTensor:
@@ -245,7 +244,7 @@ class QuantizedTensor:
       raise ValueError(f"raw holds {raw.size} bytes but a {ggml_type} tensor of shape {(out_features, in_features)} "
                        f"needs {expected} ({out_features} rows x {row_bytes} bytes)")
     host = raw.reshape(out_features, row_bytes)
-    return cls(ggml_type, Tensor(host, device=canonicalize(device)), (out_features, in_features), host)   # one copy, straight from the map
+    return cls(ggml_type, Tensor(host, device=canonicalize(device)), (out_features, in_features))   # one copy, straight from the map
 
   @property
   def nbytes(self) -> int: return self.raw.numel()
@@ -310,11 +309,13 @@ class QuantizedTensor:
     return out.reshape(*shape, k)
 
   def _embedding_reference(self, ids: Tensor) -> Tensor:
-    """Backends without a rows kernel: pick the rows' blocks on the host, dequantize them on the device."""
-    host_ids = ids.numpy().astype(np.int64)
+    """Backends without a rows kernel: the rows' blocks gathered on the device, then dequantized there. The ids stay
+    device data, so a JIT replay embeds the new ids (picking rows on the host would bake in the captured ones)."""
     n = self.shape[0]
+    host_ids = ids.numpy().astype(np.int64)   # the check only: a replay skips it, the gather below reads the device ids
     bad = host_ids[(host_ids < 0) | (host_ids >= n)]
     if bad.size: raise IndexError(f"embedding index {int(bad.reshape(-1)[0])} out of range for {n} rows")
-    picked = self._host_raw[host_ids.reshape(-1)]
-    rows = QuantizedTensor(self.ggml_type, Tensor(np.ascontiguousarray(picked), device=self.device), (picked.shape[0], self.shape[1]))
-    return rows.dequantize().reshape(*host_ids.shape, self.shape[1])
+    flat = ids.reshape(-1).cast(dtypes.int64)
+    picked = self.raw.reshape(n, self.raw.numel() // n)[flat]   # (count, bytes per row)
+    rows = QuantizedTensor(self.ggml_type, picked, (flat.shape[0], self.shape[1]))
+    return rows.dequantize().reshape(*ids.shape, self.shape[1])
