@@ -40,6 +40,10 @@ PACK_A_COST, READ_B_COST, TASK_COST = 16, 4, 20000
 PARALLEL_MIN_FMAS = 1 << 20
 # below this many multiply-adds (or for ctypes other than float) a plain loop nest is used
 SMALL_MAX_FMAS = 24 * 24 * 24
+# split-K: an output of fewer than SPLIT_K_TILES_PER_THREAD blocks per thread over a K of at least 2 slices is cut
+# along K into slices of at least SPLIT_K_MIN_DEPTH, about SPLIT_K_TASKS_PER_THREAD tasks per thread (a conv weight
+# gradient, 32x9 over K = 86528, was one or two tasks that packed an 11 MB B panel first)
+SPLIT_K_TILES_PER_THREAD, SPLIT_K_TASKS_PER_THREAD, SPLIT_K_MIN_DEPTH = 2, 8, 2048
 
 StoreFn = Callable[[str, str, str, str], str]
 
@@ -224,6 +228,8 @@ class _Blocking:
   nc: int  # columns per task, a multiple of NR
   kc: int  # depth of one packed slice
   threads: int
+  k_splits: int = 1  # split-K: the number of K slices, each reduced into a partial block of its own
+  k_slice: int = 0   # split-K: the depth of one slice, a multiple of kc
 
 
 def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Blocking:
@@ -233,6 +239,14 @@ def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Block
   fmas = batch * M * N * K
   threads = 1 if fmas < PARALLEL_MIN_FMAS else max(1, threads)
   row_panels, col_panels = _ceil_div(M, MR), _ceil_div(N, NR)
+  # split-K: the largest blocks (each operand element packed once), parallel over slices of K instead
+  m_blocks, n_blocks = _ceil_div(row_panels, MC_MAX // MR), _ceil_div(col_panels, NC_MAX // NR)
+  tiles = batch * m_blocks * n_blocks
+  if tiles < SPLIT_K_TILES_PER_THREAD * threads and K >= 2 * SPLIT_K_MIN_DEPTH:
+    splits = min(K // SPLIT_K_MIN_DEPTH, _ceil_div(SPLIT_K_TASKS_PER_THREAD * threads, tiles))
+    steps_per_slice = _ceil_div(k_steps, splits)
+    return _Blocking(mc=_ceil_div(row_panels, m_blocks) * MR, nc=_ceil_div(col_panels, n_blocks) * NR, kc=kc,
+                     threads=threads, k_splits=_ceil_div(k_steps, steps_per_slice), k_slice=steps_per_slice * kc)
   best: tuple[float, int, int, int] | None = None
   for mp in range(1, min(row_panels, MC_MAX // MR) + 1):
     for np_ in range(1, min(col_panels, NC_MAX // NR) + 1):
@@ -290,6 +304,7 @@ def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: in
 def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int, transposed: bool) -> str:
   M, N, K = spec.M, spec.N, spec.K
   blk = _choose_blocking(spec.batch, M, N, K, threads)
+  if blk.k_splits > 1: return _render_split_k(spec, a, b, store, blk, transposed)
   sa_b, sa_i, sa_k = spec.a_strides
   sb_b, sb_k, sb_j = spec.b_strides
   b_batches = 1 if sb_b == 0 or spec.batch == 1 else spec.batch  # a broadcast B is packed once
@@ -297,13 +312,7 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
   m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
   parallel = blk.threads > 1
   omp = (lambda s: s) if parallel else (lambda s: "")
-  # epilogue: the caller's output is contiguous along its own j; walk the block in that order
-  if transposed:
-    epilogue = """for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
-        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {"""
-  else:
-    epilogue = """for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
-        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {"""
+  epilogue = _epilogue_loops(transposed)
   stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
   note = " (computed transposed)" if transposed else ""
   b_batch_offset = f"tg_bi * {col_panels * K * NR} + " if b_batches > 1 else ""
@@ -349,6 +358,84 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
     free(tg_c_block);
   }}
   free(tg_b_packed);
+}}
+"""
+
+
+def _epilogue_loops(transposed: bool) -> str:
+  """The loops over one finished block: the caller's output is contiguous along its own j, so walk it that way."""
+  if transposed:
+    return """for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
+        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {"""
+  return """for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {"""
+
+
+def _render_split_k(spec: GemmSpec, a: str, b: str, store: StoreFn, blk: _Blocking, transposed: bool) -> str:
+  """A small output over a deep K: task (block, slice) reduces its slice of K into a partial block of its own,
+  packing B one KC x NR panel at a time right before use (no whole packed B, no barrier after packing it); then
+  each block's partials are summed in slice order (the result does not depend on the schedule) and stored."""
+  M, N, K = spec.M, spec.N, spec.K
+  sa_b, sa_i, sa_k = spec.a_strides
+  sb_b, sb_k, sb_j = spec.b_strides
+  m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
+  tiles, splits, block = spec.batch * m_blocks * n_blocks, blk.k_splits, blk.mc * blk.nc
+  omp = (lambda s: s) if blk.threads > 1 else (lambda s: "")
+  stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
+  note = " (computed transposed)" if transposed else ""
+  tile_coords = f"""long tg_bi = tg_tile / {m_blocks * n_blocks};
+      long tg_i0 = (tg_tile / {n_blocks}) % {m_blocks} * {blk.mc}, tg_j0 = tg_tile % {n_blocks} * {blk.nc};
+      long tg_nrows = {M} - tg_i0 < {blk.mc} ? {M} - tg_i0 : {blk.mc};
+      long tg_ncols = {N} - tg_j0 < {blk.nc} ? {N} - tg_j0 : {blk.nc};"""
+  return f"""{{
+  /* gemm {spec.batch}x{M}x{N}x{K}{note}: mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} split-K {splits}x{blk.k_slice} */
+  const float* restrict tg_a = ({a});
+  const float* restrict tg_b = ({b});
+  float* tg_partials = (float*)tg_gemm_alloc((size_t){tiles * splits * block} * sizeof(float));
+  {omp(f"#pragma omp parallel num_threads({blk.threads})")}
+  {{
+    float* tg_a_packed = (float*)tg_gemm_alloc((size_t){blk.mc * blk.kc} * sizeof(float));
+    float* tg_b_panel = (float*)tg_gemm_alloc((size_t){blk.kc * NR} * sizeof(float));
+    {omp("#pragma omp for schedule(dynamic, 1)")}
+    for (long tg_t = 0; tg_t < {tiles * splits}; tg_t++) {{
+      long tg_tile = tg_t / {splits}, tg_k_begin = tg_t % {splits} * {blk.k_slice};
+      long tg_k_end = tg_k_begin + {blk.k_slice} < {K} ? tg_k_begin + {blk.k_slice} : {K};
+      {tile_coords}
+      float* tg_c_block = tg_partials + tg_t * {block};
+      for (long tg_k0 = tg_k_begin; tg_k0 < tg_k_end; tg_k0 += {blk.kc}) {{
+        long tg_kc = tg_k_end - tg_k0 < {blk.kc} ? tg_k_end - tg_k0 : {blk.kc};
+        tg_gemm_pack_a_f32(tg_a_packed, tg_a + tg_bi * {sa_b} + tg_i0 * {sa_i} + tg_k0 * {sa_k}, tg_nrows, tg_kc,
+                           {sa_i}, {sa_k});
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c += {NR}) {{
+          tg_gemm_pack_b_f32(tg_b_panel, tg_b + tg_bi * {sb_b} + tg_k0 * {sb_k} + (tg_j0 + tg_c) * {sb_j}, tg_kc,
+                             tg_ncols - tg_c < {NR} ? tg_ncols - tg_c : {NR}, {sb_k}, {sb_j});
+          for (long tg_r = 0; tg_r < tg_nrows; tg_r += {MR})
+            tg_gemm_micro_f32(tg_kc, tg_a_packed + tg_r * tg_kc, tg_b_panel, tg_c_block + tg_r * {blk.nc} + tg_c,
+                              {blk.nc}, tg_k0 > tg_k_begin);
+        }}
+      }}
+    }}
+    free(tg_a_packed);
+    free(tg_b_panel);
+    {omp("#pragma omp for schedule(dynamic, 1)")}
+    for (long tg_tile = 0; tg_tile < {tiles}; tg_tile++) {{
+      {tile_coords}
+      (void)tg_bi;
+      float* restrict tg_sum = tg_partials + tg_tile * {splits * block};
+      for (long tg_s = 1; tg_s < {splits}; tg_s++) {{
+        const float* restrict tg_part = tg_sum + tg_s * {block};
+        for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
+          for (long tg_c = 0; tg_c < tg_ncols; tg_c++) tg_sum[tg_r * {blk.nc} + tg_c] += tg_part[tg_r * {blk.nc} + tg_c];
+      }}
+      {_epilogue_loops(transposed)}
+          float tg_acc = tg_sum[tg_r * {blk.nc} + tg_c];
+          long tg_i = tg_i0 + tg_r, tg_j = tg_j0 + tg_c;
+          (void)tg_i; (void)tg_j;  /* the store may not need every index */
+          {stmt}
+        }}
+    }}
+  }}
+  free(tg_partials);
 }}
 """
 
