@@ -195,6 +195,15 @@ def test_tiny_output_deep_k_splits_k():
   assert "split-K" not in body(512, 512, 86528) and "split-K" not in body(32, 9, 2000)
 
 
+def test_one_row_block_packs_b_in_its_tasks():
+  """M=8 against a 4096x4096 B: each B panel is read by one task, which packs it (no 64 MiB packed copy of B);
+  conv's forward 64x50176x288 stays direct for it despite 11% more padding."""
+  def body(M: int, N: int, K: int) -> str:
+    return render_gemm_body(GemmSpec(1, M, N, K, (0, K, 1), (0, N, 1)), "a", "b", lambda *_: "x;", 2)
+  assert "B packed per task" in body(8, 4096, 4096) and "B packed per task" not in body(512, 512, 512)
+  assert "transposed" not in body(64, 50176, 288)
+
+
 def test_small_n_is_computed_transposed():
   """N=10 would pad every tile to 32 columns; C^T = B^T A^T pads 10 rows to 12 instead."""
   body = render_gemm_body(GemmSpec(1, 128, 10, 512, (0, 512, 1), (0, 10, 1)), "a", "b",
