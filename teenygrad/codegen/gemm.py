@@ -420,8 +420,10 @@ def _render_task_packed_b(spec: GemmSpec, a: str, b: str, store: StoreFn, blk: _
       }}
       {epilogue}
     }}""" if split else ""
+  header = f"mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} B packed per task"
+  if split: header += f" split-K {splits}x{k_slice}"
   return f"""{{
-  /* gemm {spec.batch}x{M}x{N}x{K}{note}: mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} B packed per task{f" split-K {splits}x{k_slice}" if split else ""} */
+  /* gemm {spec.batch}x{M}x{N}x{K}{note}: {header} */
   const float* restrict tg_a = ({a});
   const float* restrict tg_b = ({b});
   {f"float* tg_partials = (float*)tg_gemm_alloc((size_t){tiles * splits * block} * sizeof(float));" if split else ""}
