@@ -98,6 +98,10 @@ CASES = [
   Case("strided", 2, 45, 70, 90, a_view="strided", b_view="strided"),
   Case("flipped", 1, 60, 70, 80, a_view="flipped", b_view="flipped"),
   Case("small_strided", 2, 5, 6, 7, a_view="strided", b_view="transposed"),
+  # split-K: a tiny output over a huge K (conv weight gradients), operands contiguous in k as im2col leaves them
+  Case("split_k", 1, 32, 9, 86528, a_view="contiguous", b_view="transposed"),
+  Case("split_k_edges", 2, 13, 45, 9001, a_view="strided", b_view="broadcast_batch"),
+  Case("split_k_one_thread", 1, 70, 20, 8200, threads=1),
   Case("one_thread", 1, 200, 200, 200, threads=1),
   Case("many_threads", 2, 100, 300, 100, threads=5),
   Case("bias_relu", 1, 130, 70, 90, epilogue="bias_relu"),
@@ -181,6 +185,23 @@ def test_paths_and_thread_threshold():
   assert "#pragma omp parallel num_threads(2)" in _render_square(512, 2)
   assert "#pragma omp" not in _render_square(512, 1)
   assert "tg_" not in render_gemm_body(GemmSpec(1, 0, 5, 5, (0, 5, 1), (0, 5, 1)), "a", "b", lambda *_: "x;", 2)
+
+
+def test_tiny_output_deep_k_splits_k():
+  """32x9 over K = 86528 is one or two blocks: parallel over slices of K instead; a large output is not split."""
+  def body(M: int, N: int, K: int) -> str:
+    return render_gemm_body(GemmSpec(1, M, N, K, (0, K, 1), (0, 1, K)), "a", "b", lambda *_: "x;", 2)
+  assert "split-K" in body(32, 9, 86528)
+  assert "split-K" not in body(512, 512, 86528) and "split-K" not in body(32, 9, 2000)
+
+
+def test_one_row_block_packs_b_in_its_tasks():
+  """M=8 against a 4096x4096 B: each B panel is read by one task, which packs it (no 64 MiB packed copy of B);
+  conv's forward 64x50176x288 stays direct for it despite 11% more padding."""
+  def body(M: int, N: int, K: int) -> str:
+    return render_gemm_body(GemmSpec(1, M, N, K, (0, K, 1), (0, N, 1)), "a", "b", lambda *_: "x;", 2)
+  assert "B packed per task" in body(8, 4096, 4096) and "B packed per task" not in body(512, 512, 512)
+  assert "transposed" not in body(64, 50176, 288)
 
 
 def test_small_n_is_computed_transposed():

@@ -40,6 +40,10 @@ PACK_A_COST, READ_B_COST, TASK_COST = 16, 4, 20000
 PARALLEL_MIN_FMAS = 1 << 20
 # below this many multiply-adds (or for ctypes other than float) a plain loop nest is used
 SMALL_MAX_FMAS = 24 * 24 * 24
+# split-K: an output of fewer than SPLIT_K_TILES_PER_THREAD blocks per thread over a K of at least 2 slices is cut
+# along K into slices of at least SPLIT_K_MIN_DEPTH, about SPLIT_K_TASKS_PER_THREAD tasks per thread (a conv weight
+# gradient, 32x9 over K = 86528, was one or two tasks that packed an 11 MB B panel first)
+SPLIT_K_TILES_PER_THREAD, SPLIT_K_TASKS_PER_THREAD, SPLIT_K_MIN_DEPTH = 2, 8, 2048
 
 StoreFn = Callable[[str, str, str, str], str]
 
@@ -224,6 +228,8 @@ class _Blocking:
   nc: int  # columns per task, a multiple of NR
   kc: int  # depth of one packed slice
   threads: int
+  k_splits: int = 1  # split-K: the number of K slices, each reduced into a partial block of its own
+  k_slice: int = 0   # split-K: the depth of one slice, a multiple of kc
 
 
 def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Blocking:
@@ -233,8 +239,19 @@ def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Block
   fmas = batch * M * N * K
   threads = 1 if fmas < PARALLEL_MIN_FMAS else max(1, threads)
   row_panels, col_panels = _ceil_div(M, MR), _ceil_div(N, NR)
+  # split-K: the largest blocks (each operand element packed once), parallel over slices of K instead
+  m_blocks, n_blocks = _ceil_div(row_panels, MC_MAX // MR), _ceil_div(col_panels, NC_MAX // NR)
+  tiles = batch * m_blocks * n_blocks
+  if tiles < SPLIT_K_TILES_PER_THREAD * threads and K >= 2 * SPLIT_K_MIN_DEPTH:
+    splits = min(K // SPLIT_K_MIN_DEPTH, _ceil_div(SPLIT_K_TASKS_PER_THREAD * threads, tiles))
+    steps_per_slice = _ceil_div(k_steps, splits)
+    return _Blocking(mc=_ceil_div(row_panels, m_blocks) * MR, nc=_ceil_div(col_panels, n_blocks) * NR, kc=kc,
+                     threads=threads, k_splits=_ceil_div(k_steps, steps_per_slice), k_slice=steps_per_slice * kc)
+  # the MC x KC block of A is what has to stay in L2: a short K allows all of M in one row block, whose tasks then
+  # pack B themselves (conv column gradient 288x50176x64, 2 loaded Zen 3 cores, best of 9: 44-56 -> 35-48 ms)
+  mc_max = row_panels * MR if row_panels * MR * kc <= MC_MAX * KC_MAX else MC_MAX
   best: tuple[float, int, int, int] | None = None
-  for mp in range(1, min(row_panels, MC_MAX // MR) + 1):
+  for mp in range(1, min(row_panels, mc_max // MR) + 1):
     for np_ in range(1, min(col_panels, NC_MAX // NR) + 1):
       def cost(rows: int, cols: int) -> float:
         return rows * cols * MR * NR * K + rows * MR * K * PACK_A_COST + cols * NR * K * READ_B_COST + TASK_COST
@@ -278,13 +295,24 @@ def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: in
                       spec.ctype)
     return render_gemm_body(folded, a, b, lambda acc, bi, i, j: store(acc, f"({i}) / {M}", f"({i}) % {M}", j), threads)
   # C = A B and C^T = B^T A^T are the same work; transposing pays when it pads clearly fewer tiles (N=10 pads to 32
-  # columns but only 12 rows), while the direct one keeps the epilogue's writes contiguous
+  # columns but only 12 rows), while the direct one keeps the epilogue's writes contiguous, and more so when it
+  # packs B inside its tasks (conv forward 64x50176x288, 11% less padding transposed: direct 22 ms, transposed
+  # 26 ms on 2 Zen 3 cores)
   def padded(m: int, n: int) -> int: return _ceil_div(m, MR) * MR * _ceil_div(n, NR) * NR
-  if padded(spec.N, spec.M) < 0.9 * padded(spec.M, spec.N):
+  direct = _choose_blocking(spec.batch, spec.M, spec.N, spec.K, threads)
+  keeps_direct = 0.85 if direct.k_splits == 1 and _task_packs_b(spec, direct) else 0.9
+  if padded(spec.N, spec.M) < keeps_direct * padded(spec.M, spec.N):
     swapped = GemmSpec(spec.batch, spec.N, spec.M, spec.K, (spec.b_strides[0], spec.b_strides[2], spec.b_strides[1]),
                        (spec.a_strides[0], spec.a_strides[2], spec.a_strides[1]), spec.ctype)
     return _render_packed(swapped, b, a, lambda acc, bi, i, j: store(acc, bi, j, i), threads, transposed=True)
   return _render_packed(spec, a, b, store, threads, transposed=False)
+
+
+def _task_packs_b(spec: GemmSpec, blk: _Blocking) -> bool:
+  """Whether every B panel is read by one task only (split-K, or one row block and a B per batch), so that the
+  tasks pack B themselves."""
+  one_b_per_batch = spec.batch == 1 or spec.b_strides[0] != 0
+  return blk.k_splits > 1 or (_ceil_div(spec.M, blk.mc) == 1 and one_b_per_batch)
 
 
 def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int, transposed: bool) -> str:
@@ -293,17 +321,12 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
   sa_b, sa_i, sa_k = spec.a_strides
   sb_b, sb_k, sb_j = spec.b_strides
   b_batches = 1 if sb_b == 0 or spec.batch == 1 else spec.batch  # a broadcast B is packed once
+  if _task_packs_b(spec, blk): return _render_task_packed_b(spec, a, b, store, blk, transposed)
   col_panels = _ceil_div(N, NR)
   m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
   parallel = blk.threads > 1
   omp = (lambda s: s) if parallel else (lambda s: "")
-  # epilogue: the caller's output is contiguous along its own j; walk the block in that order
-  if transposed:
-    epilogue = """for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
-        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {"""
-  else:
-    epilogue = """for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
-        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {"""
+  epilogue = _epilogue_loops(transposed)
   stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
   note = " (computed transposed)" if transposed else ""
   b_batch_offset = f"tg_bi * {col_panels * K * NR} + " if b_batches > 1 else ""
@@ -349,6 +372,95 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
     free(tg_c_block);
   }}
   free(tg_b_packed);
+}}
+"""
+
+
+def _epilogue_loops(transposed: bool) -> str:
+  """The loops over one finished block: the caller's output is contiguous along its own j, so walk it that way."""
+  if transposed:
+    return """for (long tg_c = 0; tg_c < tg_ncols; tg_c++)
+        for (long tg_r = 0; tg_r < tg_nrows; tg_r++) {"""
+  return """for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c++) {"""
+
+
+def _render_task_packed_b(spec: GemmSpec, a: str, b: str, store: StoreFn, blk: _Blocking, transposed: bool) -> str:
+  """For a B panel that only one task reads (one row block, or split-K): each task packs B one KC x NR panel at a
+  time right before use, so no whole packed B is written, read back and waited for (a barrier).
+
+  Split-K: task (block, slice) reduces its slice of K into a partial block of its own; after a barrier each block's
+  partials are summed in slice order (the result does not depend on the schedule) and stored. Without a split the
+  task accumulates into a thread-local block and stores it itself."""
+  M, N, K = spec.M, spec.N, spec.K
+  sa_b, sa_i, sa_k = spec.a_strides
+  sb_b, sb_k, sb_j = spec.b_strides
+  m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
+  tiles, splits, block = spec.batch * m_blocks * n_blocks, blk.k_splits, blk.mc * blk.nc
+  split = splits > 1
+  k_slice = blk.k_slice if split else K
+  omp = (lambda s: s) if blk.threads > 1 else (lambda s: "")
+  note = " (computed transposed)" if transposed else ""
+  tile_coords = f"""long tg_bi = tg_tile / {m_blocks * n_blocks};
+      long tg_i0 = (tg_tile / {n_blocks}) % {m_blocks} * {blk.mc}, tg_j0 = tg_tile % {n_blocks} * {blk.nc};
+      long tg_nrows = {M} - tg_i0 < {blk.mc} ? {M} - tg_i0 : {blk.mc};
+      long tg_ncols = {N} - tg_j0 < {blk.nc} ? {N} - tg_j0 : {blk.nc};"""
+  epilogue = f"""{_epilogue_loops(transposed)}
+          float tg_acc = tg_c_block[tg_r * {blk.nc} + tg_c];
+          long tg_i = tg_i0 + tg_r, tg_j = tg_j0 + tg_c;
+          (void)tg_i; (void)tg_j;  /* the store may not need every index */
+          {store("tg_acc", "tg_bi", "tg_i", "tg_j")}
+        }}"""
+  reduce_and_store = f"""{omp("#pragma omp for schedule(dynamic, 1)")}
+    for (long tg_tile = 0; tg_tile < {tiles}; tg_tile++) {{
+      {tile_coords}
+      (void)tg_bi;
+      float* restrict tg_c_block = tg_partials + tg_tile * {splits * block};
+      for (long tg_s = 1; tg_s < {splits}; tg_s++) {{
+        const float* restrict tg_part = tg_c_block + tg_s * {block};
+        for (long tg_r = 0; tg_r < tg_nrows; tg_r++)
+          for (long tg_c = 0; tg_c < tg_ncols; tg_c++) tg_c_block[tg_r * {blk.nc} + tg_c] += tg_part[tg_r * {blk.nc} + tg_c];
+      }}
+      {epilogue}
+    }}""" if split else ""
+  header = f"mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} B packed per task"
+  if split: header += f" split-K {splits}x{k_slice}"
+  return f"""{{
+  /* gemm {spec.batch}x{M}x{N}x{K}{note}: {header} */
+  const float* restrict tg_a = ({a});
+  const float* restrict tg_b = ({b});
+  {f"float* tg_partials = (float*)tg_gemm_alloc((size_t){tiles * splits * block} * sizeof(float));" if split else ""}
+  {omp(f"#pragma omp parallel num_threads({blk.threads})")}
+  {{
+    float* tg_a_packed = (float*)tg_gemm_alloc((size_t){blk.mc * blk.kc} * sizeof(float));
+    float* tg_b_panel = (float*)tg_gemm_alloc((size_t){blk.kc * NR} * sizeof(float));
+    {"" if split else f"float* tg_c_block = (float*)tg_gemm_alloc((size_t){block} * sizeof(float));"}
+    {omp("#pragma omp for schedule(dynamic, 1)")}
+    for (long tg_t = 0; tg_t < {tiles * splits}; tg_t++) {{
+      long tg_tile = tg_t / {splits}, tg_k_begin = tg_t % {splits} * {k_slice};
+      long tg_k_end = tg_k_begin + {k_slice} < {K} ? tg_k_begin + {k_slice} : {K};
+      {tile_coords}
+      {"float* tg_c_block = tg_partials + tg_t * " + str(block) + ";" if split else ""}
+      for (long tg_k0 = tg_k_begin; tg_k0 < tg_k_end; tg_k0 += {blk.kc}) {{
+        long tg_kc = tg_k_end - tg_k0 < {blk.kc} ? tg_k_end - tg_k0 : {blk.kc};
+        tg_gemm_pack_a_f32(tg_a_packed, tg_a + tg_bi * {sa_b} + tg_i0 * {sa_i} + tg_k0 * {sa_k}, tg_nrows, tg_kc,
+                           {sa_i}, {sa_k});
+        for (long tg_c = 0; tg_c < tg_ncols; tg_c += {NR}) {{
+          tg_gemm_pack_b_f32(tg_b_panel, tg_b + tg_bi * {sb_b} + tg_k0 * {sb_k} + (tg_j0 + tg_c) * {sb_j}, tg_kc,
+                             tg_ncols - tg_c < {NR} ? tg_ncols - tg_c : {NR}, {sb_k}, {sb_j});
+          for (long tg_r = 0; tg_r < tg_nrows; tg_r += {MR})
+            tg_gemm_micro_f32(tg_kc, tg_a_packed + tg_r * tg_kc, tg_b_panel, tg_c_block + tg_r * {blk.nc} + tg_c,
+                              {blk.nc}, tg_k0 > tg_k_begin);
+        }}
+      }}
+      {"" if split else epilogue}
+    }}
+    free(tg_a_packed);
+    free(tg_b_panel);
+    {"" if split else "free(tg_c_block);"}
+    {reduce_and_store}
+  }}
+  {"free(tg_partials);" if split else ""}
 }}
 """
 
