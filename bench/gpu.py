@@ -197,7 +197,7 @@ def main() -> None:
     for _ in range(calls): fn(tiny)
     backend.synchronize()
     per_call = (time.perf_counter() - start) / calls * 1e6
-    graphs = fn.capture.graph_launches if getattr(fn.capture, "graphs", None) is not None else 0
+    graphs = fn.capture.graph_launches if getattr(fn.capture, "graph", None) is not None else 0
     emit(row(f"jit replay, {kernels} kernel(s)", "us", per_call / kernels, "eager", eager_us,
              f"per kernel; {per_call:.1f} us per call (input/output copies and Python included); graph launches {graphs}"))
 
