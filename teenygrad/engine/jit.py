@@ -311,7 +311,9 @@ class _Capture:
     for s in set(self.input_slots) | set(self.fresh_outputs):
       if s is not None: own[s] = Buffer(own[s].device, own[s].size, own[s].dtype)
     self.graph_table, self.graph, self.graph_launches = own, None, 0
-    self.launch_variables = [launch.item.kernel.variables for launch in self.launches]
+    # named variables take each call's values; a launch with positional constants (a custom kernel's own) keeps them
+    self.launch_variables = [launch.item.kernel.variables if len(launch.item.kernel.variables) == len(launch.item.var_values) else None
+                             for launch in self.launches]
     self.assigned_inputs = {launch.slots[0] for launch in self.launches if launch.item.assign and launch.slots[0] in self.input_slots}
     return backend
 
@@ -321,7 +323,8 @@ class _Capture:
     own = self.graph_table
     for s in self.input_slots:
       if s is not None and not backend.transfer(own[s], table[s]): return False
-    var_values = [tuple(values[name] for name in names) for names in self.launch_variables]
+    var_values = [tuple(values[name] for name in names) if names is not None else tuple(launch.item.var_values)
+                  for names, launch in zip(self.launch_variables, self.launches)]
     if self.graph is None:
       self.graph = backend.graph([ExecItem(launch.item.kernel, [own[s] for s in launch.slots], vals, launch.item.device)
                                   for launch, vals in zip(self.launches, var_values)])
