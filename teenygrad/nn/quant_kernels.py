@@ -249,24 +249,32 @@ _DOT = {
 # go through one vector op: the block's fp16 pair (d, m) widened at once, times the pair (dx, xs) of this 32 of x
 # (xs: its exact float sum), gives d*dx (scales the integer dot) and m*xs (the offset term, summed in lane 1 of
 # accm and added TG_ACCM_FACTOR times at the end). Updates acc (8 floats) and accm.
-_DOT_AVX2 = {
-  "Q4_0": """
-  __m128i raw = _mm_loadu_si128((const __m128i*)(b + 2)), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-  /* q - 8 in the integers (not -8 d xs afterwards, which would cancel against the rounded q.x) */
+def _avx2_dot16(lo: str, hi: str) -> str:
+  """p: the int32 partial dots of two 16-lane int16 halves of a block against the block's 32 int16 x (xq)."""
+  return f"""
+  __m256i p = _mm256_add_epi32(_mm256_madd_epi16({lo}, _mm256_loadu_si256((const __m256i*)xq)),
+                               _mm256_madd_epi16({hi}, _mm256_loadu_si256((const __m256i*)(xq + 16))));"""
+
+
+def _avx2_centred_nibbles(offset: int) -> str:
+  """lo, hi: the block's 16 bytes of nibbles at `offset`, minus 8, widened to int16 (low nibbles, then high)."""
+  return f"""
+  __m128i raw = _mm_loadu_si128((const __m128i*)(b + {offset})), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
   __m256i lo = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(raw, low4), eight));
-  __m256i hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight));
-  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i*)xq)),
-                               _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i*)(xq + 16))));
+  __m256i hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight));"""
+
+
+# one fp16 scale d times dx: the integer dot's scale (Q4_0, Q8_0 have no offset term)
+_AVX2_SCALE_ONLY = """
   __m128 sc = _mm_mul_ss(_mm_cvtph_ps(_mm_cvtsi32_si128((int)b[0] | ((int)b[1] << 8))), _mm_load_ss(sx));
   (void)accm;
-  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);""",
-  "Q4_1": """
-  __m128i raw = _mm_loadu_si128((const __m128i*)(b + 4)), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-  /* d q + m = d (q - 8) + (m + 8 d): centred, the rounding errors of x meet weights half as large */
-  __m256i lo = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(raw, low4), eight));
-  __m256i hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight));
-  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i*)xq)),
-                               _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i*)(xq + 16))));
+  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);"""
+
+_DOT_AVX2 = {
+  # q - 8 in the integers (not -8 d xs afterwards, which would cancel against the rounded q.x)
+  "Q4_0": _avx2_centred_nibbles(2) + _avx2_dot16("lo", "hi") + _AVX2_SCALE_ONLY,
+  # d q + m = d (q - 8) + (m + 8 d): centred, the rounding errors of x meet weights half as large
+  "Q4_1": _avx2_centred_nibbles(4) + _avx2_dot16("lo", "hi") + """
   __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)tg_u32(b)));                        /* d, m */
   dm = _mm_fmadd_ps(_mm_moveldup_ps(dm), _mm_setr_ps(0.0f, 8.0f, 0.0f, 0.0f), dm);    /* d, m + 8 d */
   __m128 sc = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double*)sx)));
@@ -274,12 +282,7 @@ _DOT_AVX2 = {
   *accm = _mm_add_ps(*accm, sc);   /* lane 1: (m + 8 d) xs */""",
   "Q8_0": """
   __m256i q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 2)));
-  __m256i q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 18)));
-  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i*)xq)),
-                               _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i*)(xq + 16))));
-  __m128 sc = _mm_mul_ss(_mm_cvtph_ps(_mm_cvtsi32_si128((int)b[0] | ((int)b[1] << 8))), _mm_load_ss(sx));
-  (void)accm;
-  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);""",
+  __m256i q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 18)));""" + _avx2_dot16("q0", "q1") + _AVX2_SCALE_ONLY,
 }
 ACCM_FACTOR_AVX2 = {"Q4_0": "0.0f", "Q4_1": "1.0f", "Q8_0": "0.0f"}
 
