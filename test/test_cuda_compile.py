@@ -120,6 +120,28 @@ def test_kernels_compile_for_sm90(name):
     assert launch["block"][0] % 32 == 0
 
 
+def _ptx(src: str) -> str:
+  from teenygrad.device import cuda_bindings
+  return cuda_bindings.nvrtc_compile(src, "k", ["--gpu-architecture=compute_90", "-std=c++17", "--restrict"], output="PTX").decode()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_large_elementwise_uses_16_byte_loads_and_stores(dtype):
+  """A large elementwise kernel gives each thread 16 bytes of its widest buffer; NVRTC must turn them into vector
+  loads and stores (inline asm in a half conversion, for one, would stop it)."""
+  _nvrtc_or_skip()
+  rng = np.random.default_rng(0)
+  x = Tensor(rng.standard_normal(1 << 18).astype(dtype)).realize()
+  y = Tensor(rng.standard_normal(1 << 18).astype(dtype)).realize()
+  (_, src, _), = render_cuda((x * 1.5 + y).relu() - x.sigmoid() * y)
+  ptx = _ptx(src)
+  # 4 floats, or 8 halves moved as 4 x 32 bits
+  assert "ld.global.v4." in ptx and "st.global.v4." in ptx, ptx
+  # a size that does not split into 16-byte pieces keeps one element per thread
+  (_, odd, _), = render_cuda(Tensor(rng.standard_normal(100003).astype(np.float32)).realize() * 2)
+  assert "gbase" not in odd and "v4" not in _ptx(odd)
+
+
 def test_compile_error_carries_the_log():
   bindings = _nvrtc_or_skip()
   with pytest.raises(RuntimeError, match="undefined_thing"):

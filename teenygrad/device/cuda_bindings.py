@@ -105,6 +105,8 @@ _NVRTC_PROTOTYPES = {
   "nvrtcGetProgramLog": [c_ptr, c_char_p],
   "nvrtcGetCUBINSize": [c_ptr, POINTER(c_size)],
   "nvrtcGetCUBIN": [c_ptr, c_char_p],
+  "nvrtcGetPTXSize": [c_ptr, POINTER(c_size)],
+  "nvrtcGetPTX": [c_ptr, c_char_p],
 }
 
 
@@ -189,8 +191,9 @@ def nvrtc_version() -> tuple[int, int]:
   return major.value, minor.value
 
 
-def nvrtc_compile(src: str, name: str, options: list[str]) -> bytes:
-  """CUDA C source to a cubin. A compile error raises RuntimeError with NVRTC's log and the numbered source."""
+def nvrtc_compile(src: str, name: str, options: list[str], output: str = "CUBIN") -> bytes:
+  """CUDA C source to a cubin (or, with output="PTX" and a compute_XY architecture, its PTX text, which tests read).
+  A compile error raises RuntimeError with NVRTC's log and the numbered source."""
   lib = libnvrtc()
   prog = c_ptr()
   result = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), f"{name}.cu".encode(), 0, None, None)
@@ -206,9 +209,9 @@ def nvrtc_compile(src: str, name: str, options: list[str]) -> bytes:
       numbered = "\n".join(f"{i + 1:4d} {line}" for i, line in enumerate(src.splitlines()))
       raise RuntimeError(f"NVRTC could not compile {name} ({lib.nvrtcGetErrorString(result).decode()}):\n"
                          f"{log.value.decode(errors='replace')}\n--- source ---\n{numbered}")
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    cubin = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetCUBIN(prog, cubin)
-    return cubin.raw
+    getattr(lib, f"nvrtcGet{output}Size")(prog, ctypes.byref(size))
+    binary = ctypes.create_string_buffer(size.value)
+    getattr(lib, f"nvrtcGet{output}")(prog, binary)
+    return binary.raw
   finally:
     lib.nvrtcDestroyProgram(ctypes.byref(prog))

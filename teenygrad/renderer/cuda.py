@@ -1,13 +1,13 @@
 """CUDA C for NVIDIA GPUs: the shared GPU renderer (renderer/gpu.py: grid and work-group plans) with CUDA's spellings.
 
 blockIdx/threadIdx for the ids, __shared__ and __syncthreads for the work-group, warp shuffles (__shfl_xor_sync)
-for the subgroup reduce. Half and bfloat16 stay storage types (unsigned short) converted with PTX cvt instructions,
+for the subgroup reduce. Half and bfloat16 stay storage types (unsigned short) converted by libdevice (half) and bit arithmetic (bfloat16),
 so kernels need no CUDA headers: NVRTC from the pip wheel (which ships no cuda_fp16.h) compiles them as they are.
 Index math is 32-bit when every buffer and loop fits, 64-bit otherwise.
 """
 from __future__ import annotations
 
-from teenygrad.codegen.lower import Loop, LoopProgram
+from teenygrad.codegen.lower import BufferArg, Loop, LoopProgram
 from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.ops import Ops
 from teenygrad.ir.symbolic import vmax
@@ -15,10 +15,18 @@ from teenygrad.renderer.gpu import GPURenderer, StoreText
 
 CUDA_PREAMBLE = r"""#define INFINITY __int_as_float(0x7f800000)
 #define NAN __int_as_float(0x7fffffff)
-__device__ __forceinline__ float tg_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
-__device__ __forceinline__ unsigned short tg_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+/* half and bfloat16 conversions without inline asm, which would stop the compiler from merging neighbouring loads
+   and stores into vector ones: libdevice's half conversions (cvt.f32.f16, cvt.rn.f16.f32), bfloat16 by bits */
+extern "C" __device__ float __nv_half2float(unsigned short);
+extern "C" __device__ unsigned short __nv_float2half_rn(float);
+__device__ __forceinline__ float tg_h2f(unsigned short h) { return __nv_half2float(h); }
+__device__ __forceinline__ unsigned short tg_f2h(float f) { return __nv_float2half_rn(f); }
 __device__ __forceinline__ float tg_b2f(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
-__device__ __forceinline__ unsigned short tg_f2b(float f) { unsigned short b; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f)); return b; }
+__device__ __forceinline__ unsigned short tg_f2b(float f) {
+  unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);   /* NaN stays a quiet NaN */
+  return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                 /* round to nearest even */
+}
 __device__ __forceinline__ long long floordiv_i(long long a, long long b) {
   long long q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
@@ -55,6 +63,7 @@ class CUDARenderer(GPURenderer):
   subgroup_index = "(threadIdx.x >> 5)"
   subgroup_count = "(blockDim.x >> 5)"
   subgroup_dtypes = WARP_DTYPES
+  vector_bytes = 16   # every buffer argument is a cuMemAlloc base (256-byte aligned): 16-byte loads and stores
 
   def __init__(self, arch: str = "sm_90", max_local: int = 1024, local_memory: int = 48 * 1024):
     # 256 threads per block for elementwise work, 512 to share a row (measured on an H100: softmax and layernorm
@@ -95,6 +104,10 @@ class CUDARenderer(GPURenderer):
       inner = [iterations(item) for _, item in loop.items if isinstance(item, Loop) and item.kind == "reduce"]
       return vmax(loop.size) * max(inner, default=1)
     return any(iterations(lp) >= self.group_min_reduce for lp in reduces)
+
+  def render_aligned(self, buf: BufferArg, align: int) -> str:
+    pointer = f"{'' if buf.is_output else 'const '}{self.storage_type(buf.dtype)}*"
+    return f"  {buf.name} = ({pointer})__builtin_assume_aligned({buf.name}, {align});"
 
   # ---- whole kernels ----
   def _needs_64bit(self, program: LoopProgram) -> bool:

@@ -6,6 +6,9 @@ depend on. A GPU renderer maps it onto a 1-D grid in one of two ways:
 - grid: one work-item per element of the outermost level L0 (`group * LOCAL + lane`, bounds-checked against the
   possibly symbolic size). Everything inside L0 (reduce loops, inner levels) runs serially in the work-item.
   Matmuls and elementwise kernels look like this.
+  Where the backend's buffers are aligned (CUDA: cuMemAlloc bases), an elementwise grid of a static size gives each
+  work-item `vector` consecutive elements instead (16 bytes of its widest buffer), unrolled, with the pointers
+  declared 16-byte aligned, so the compiler turns contiguous loads and stores into 16-byte vector ones.
 - group: when the kernel reduces a long axis for few outputs (a full reduction, softmax over a 32k row, layernorm
   rows), one work-group handles one element of L0 (or the whole kernel, when a reduce sits above every output
   loop). The work-items split every reduce loop of that level between them (`for (r = lane; r < n; r += LOCAL)`),
@@ -50,6 +53,7 @@ class GPUPlan:
   grid_loops: list[Loop]       # nested output loops flattened onto the global id (grid) or the group id (group)
   split_container: list        # group mode: the items whose reduce loops and next output loop are split over lanes
   reduces: list[Loop]          # group mode: the reduce loops combined across the work-group
+  vector: int = 1              # grid mode: consecutive elements per work-item
 
   @property
   def count(self) -> sint:
@@ -82,6 +86,10 @@ class GPURenderer(CStyleRenderer):
   subgroup_index = ""
   subgroup_count = ""
   subgroup_dtypes: tuple[DType, ...] = (dtypes.float32, dtypes.int32, dtypes.uint32, dtypes.int64, dtypes.float16, dtypes.bfloat16)
+  # bytes a work-item of an elementwise grid covers in its widest buffer (0: one element each); a subclass sets it
+  # only where every buffer argument is an allocation base aligned to at least that much
+  vector_bytes = 0
+  vector_min_elements = 1 << 16   # smaller grids keep one element per work-item, for enough work-items
 
   def __init__(self, max_local: int = 256, grid_local: int = 128, group_local: int = 256, local_memory: int = 32768,
                group_min_reduce: int = 128, group_max_outputs: int = 32768):
@@ -109,7 +117,18 @@ class GPURenderer(CStyleRenderer):
       loop = outputs[0]
     if self._long(reduces) and vmax(prod(lp.size for lp in chain)) <= self.group_max_outputs:
       return self._group_plan(chain, chain[-1].items, reduces)
-    return GPUPlan("grid", self.grid_local, chain, [], [])
+    plan = GPUPlan("grid", self.grid_local, chain, [], [])
+    plan.vector = self._vector_width(program, plan, children)
+    return plan
+
+  def _vector_width(self, program: LoopProgram, plan: GPUPlan, innermost: list) -> int:
+    """Consecutive elements per work-item of an elementwise grid: a static size that splits evenly, no inner loops."""
+    widest = max((buf.dtype.itemsize for buf in program.buffers), default=0)
+    if not self.vector_bytes or not widest or innermost: return 1
+    width = max(self.vector_bytes // widest, 1)
+    count = plan.count
+    if width == 1 or not isinstance(count, int) or count % width or count < self.vector_min_elements: return 1
+    return width
 
   def _long(self, reduces: list[Loop]) -> bool:
     return any(vmax(lp.size) >= self.group_min_reduce for lp in reduces)
@@ -122,7 +141,8 @@ class GPURenderer(CStyleRenderer):
 
   def launch_dims(self, program: LoopProgram) -> LaunchDims:
     plan = self.plan(program)
-    groups = plan.count if plan.mode == "group" else (plan.count + plan.local - 1) // plan.local
+    per_group = plan.local * plan.vector
+    groups = plan.count if plan.mode == "group" else (plan.count + per_group - 1) // per_group
     return LaunchDims(groups, plan.local, tuple(program.variables))
 
   # ---- statements ----
@@ -184,8 +204,38 @@ class GPURenderer(CStyleRenderer):
     head = f"{pad}for ({self.index_type} {var} = {start}; {var} < {size}; {var} += {step}) {{"
     return [head, *self._render_items(loop.items, indent + 1, plan, False), pad + "}"]
 
+  def render_aligned(self, buf: BufferArg, align: int) -> str:
+    """A statement telling the compiler that `buf` is `align`-byte aligned (vector grids only)."""
+    raise NotImplementedError(f"{type(self).__name__} sets vector_bytes but cannot declare alignment")
+
+  def _render_vector_grid(self, program: LoopProgram, plan: GPUPlan) -> list[str]:
+    """Each work-item covers `plan.vector` consecutive elements: the size divides evenly, so one bound check."""
+    it = self.index_type
+    lines = [f"  const int lane = {self.local_id};",
+             f"  const {it} gbase = (({it}){self.group_id} * {plan.local} + lane) * {plan.vector};",
+             f"  if (gbase >= {render_sint(plan.count)}) return;"]
+    lines += [self.render_aligned(buf, self.vector_bytes) for buf in program.buffers]
+    lines += self._render_items(program.prologue, 1, plan, False)
+    lines += ["  #pragma unroll", f"  for (int u = 0; u < {plan.vector}; u++) {{", f"    const {it} gidx = gbase + u;"]
+    lines += ["  " + line for line in self._grid_index_lines(plan)]
+    for i, lp in enumerate(plan.grid_loops):
+      items = [item for item in lp.items if i + 1 == len(plan.grid_loops) or item[1] is not plan.grid_loops[i + 1]]
+      lines += self._render_items(items, 2, plan, False)
+    return lines + ["  }"]
+
+  def _grid_index_lines(self, plan: GPUPlan) -> list[str]:
+    """The grid loops' indices, unravelled from `gidx`."""
+    lines = []
+    for i, lp in enumerate(plan.grid_loops):
+      inner = prod(inner_lp.size for inner_lp in plan.grid_loops[i + 1:])
+      value = "gidx" if isinstance(inner, int) and inner == 1 else f"(gidx / {render_sint(inner)})"
+      if i > 0: value = f"({value} % {render_sint(lp.size)})"
+      lines.append(f"  const {self.index_type} {lp.var.name} = {value};")
+    return lines
+
   def render_body(self, program: LoopProgram) -> list[str]:
     plan = self.plan(program)
+    if plan.vector > 1: return self._render_vector_grid(program, plan)
     it = self.index_type
     lines = [f"  const int lane = {self.local_id};"]
     for lp in plan.reduces:
@@ -195,11 +245,7 @@ class GPURenderer(CStyleRenderer):
       index = f"(({it}){self.group_id})" if plan.mode == "group" else f"(({it}){self.group_id} * {plan.local} + lane)"
       # the bound is uniform across a group in group mode, so no lane skips a barrier
       lines += [f"  const {it} gidx = {index};", f"  if (gidx >= {render_sint(plan.count)}) return;"]
-      for i, lp in enumerate(plan.grid_loops):
-        inner = prod(inner_lp.size for inner_lp in plan.grid_loops[i + 1:])
-        value = "gidx" if isinstance(inner, int) and inner == 1 else f"(gidx / {render_sint(inner)})"
-        if i > 0: value = f"({value} % {render_sint(lp.size)})"
-        lines.append(f"  const {it} {lp.var.name} = {value};")
+      lines += self._grid_index_lines(plan)
     if plan.mode == "group" and not plan.grid_loops: return lines + self._render_items(plan.split_container, 1, plan, True)
     lines += self._render_items(program.prologue, 1, plan, False)
     for i, lp in enumerate(plan.grid_loops):
