@@ -230,8 +230,9 @@ def experiments(backend, sizes, torch_dev, emit) -> None:
       cuda_gemm.TC_DEFAULT = default
       engine_realize._kernel_cache.clear()
 
-  cases = [(config, size, "a @ b") for config in [*cuda_gemm.TC_CONFIGS, "wgmma", "wgmma256"] if config != cuda_gemm.TC_DEFAULT for size in sizes]
-  cases += [(config, size, "x @ w.T") for size in sizes for config in ("128x128x32", "wgmma", "wgmma256")]
+  wgmma = ("wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap")
+  cases = [(config, size, "a @ b") for config in [*cuda_gemm.TC_CONFIGS, *wgmma] if config != cuda_gemm.TC_DEFAULT for size in sizes]
+  cases += [(config, size, "x @ w.T") for size in sizes for config in ("128x128x32", *wgmma)]
   for config, size, layout in cases:
     try:
       a_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)

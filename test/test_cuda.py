@@ -203,7 +203,7 @@ def test_jit_graph_serves_every_symbolic_position(cuda):
 
 
 # last in the file: an experimental kernel that faults would end the process's CUDA context
-@pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256"])
+@pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
 @pytest.mark.parametrize("layout", ["nn", "linear"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_tensor_core_tiles_match_torch(cuda, monkeypatch, config, layout, dtype):

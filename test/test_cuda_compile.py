@@ -165,12 +165,17 @@ def test_cpu_gemm_hook_still_taken():
   assert [ei.kernel.name for ei in launched] == ["gemm_1_64_512_256"]
 
 
-def test_wgmma_experiment_compiles_for_sm90a(monkeypatch):
+@pytest.mark.parametrize("config", ["wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
+@pytest.mark.parametrize("layout", ["linear", "nn"])
+def test_wgmma_configs_compile_for_sm90a(monkeypatch, config, layout):
   bindings = _nvrtc_or_skip()
   import teenygrad.renderer.cuda_gemm as cuda_gemm
-  monkeypatch.setattr(cuda_gemm, "TC_DEFAULT", "wgmma")
+  monkeypatch.setattr(cuda_gemm, "TC_DEFAULT", config)
   _, realized = _inputs(2)
-  kernels = render_cuda(realized((256, 128), np.float16).linear(realized((128, 128), np.float16)).contiguous())
-  (name, src, _), = kernels
-  assert "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16" in src
+  a = realized((256, 128), np.float16)
+  product = a.linear(realized((256, 128), np.float16)) if layout == "linear" else a @ realized((128, 256), np.float16)
+  (name, src, _), = render_cuda(product.contiguous())
+  width = 256 if "256" in config else 128
+  assert f"wgmma.mma_async.sync.aligned.m64n{width}k16.f32.f16.f16" in src
+  assert ("wait_group.sync.aligned 1" in src) == config.endswith("+overlap")
   assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90a", "-std=c++17"])[:4] == b"\x7fELF"

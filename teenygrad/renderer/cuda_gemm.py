@@ -310,7 +310,8 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    wgmma_configs = {"auto": ("wgmma256", "wgmma"), "wgmma": ("wgmma",), "wgmma256": ("wgmma256",)}.get(TC_DEFAULT, ())
+    from teenygrad.renderer.cuda_wgmma import CONFIGS as WGMMA_CONFIGS
+    wgmma_configs = ("wgmma256", "wgmma") if TC_DEFAULT == "auto" else (TC_DEFAULT,) if TC_DEFAULT in WGMMA_CONFIGS else ()
     if getattr(renderer, "arch", "") == "sm_90":   # warpgroup MMA: Hopper only (an sm_90a cubin)
       from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
       layouts = _layouts(spec, match.a_offset, match.b_offset)

@@ -9,15 +9,19 @@ reads through matrix descriptors, STAGES slices deep. Swizzle atoms are 8 rows o
   the k16 step moves the start address 32 bytes inside the row.
 - MN-major (B of a @ b, tnspB = 1): a row is 64 j values of one k; 64-wide j blocks are 64 rows = 8192 bytes apart
   (LBO), 8-k groups 1024 bytes apart (SBO); the k16 step moves the start address 2048 bytes.
-No TMA and no producer/consumer warp specialization yet: every thread issues cp.async, and each k slice waits for
-its wgmmas (wait_group 0) before the ring moves on, which is why it stays under half of cuBLAS (0.40-0.48x at 8192).
+No TMA and no producer/consumer warp specialization yet: every thread issues cp.async. In the plain configs each k
+slice waits for its wgmmas (wait_group 0) before the ring moves on, which is why they stay under half of cuBLAS
+(0.36-0.40x at 8192 on an H200). The "+overlap" configs keep one slice's wgmmas in flight while the threads issue
+the next slice's copies: issue slice kt, wait until slice kt-1's wgmmas are done (wait_group 1), a barrier (both
+warpgroups are past slice kt-1, whose stage the copies refill), then the copies.
 """
 from __future__ import annotations
 
 
 BM, BK, STAGES = 128, 64, 4
 THREADS = 256
-WIDTHS = {"wgmma": 128, "wgmma256": 256}   # config name -> BN (the warpgroups' m64nBNk16)
+# config name -> (BN: the warpgroups' m64nBNk16, whether the copies of the next slice overlap the wgmmas in flight)
+CONFIGS = {"wgmma": (128, False), "wgmma256": (256, False), "wgmma+overlap": (128, True), "wgmma256+overlap": (256, True)}
 
 
 def _wgmma_asm(kind: str, transpose_b: int, BN: int) -> str:
@@ -49,12 +53,12 @@ __device__ __forceinline__ unsigned long long tg_desc(const void* p, unsigned lb
 
 
 def wgmma_applicable(spec, a_layout: str, b_layout: str, config: str = "wgmma") -> bool:
-  return a_layout == "MK" and b_layout in ("NK", "KN") and spec.M % BM == 0 and spec.N % WIDTHS[config] == 0 and spec.K % BK == 0
+  return a_layout == "MK" and b_layout in ("NK", "KN") and spec.M % BM == 0 and spec.N % CONFIGS[config][0] == 0 and spec.K % BK == 0
 
 
 def render_wgmma_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int, epilogue: str,
                       kind: str, b_layout: str, config: str = "wgmma") -> tuple[str, dict]:
-  BN = WIDTHS[config]
+  BN, overlap = CONFIGS[config]
   STAGE_BYTES = (BM + BN) * BK * 2
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, _ = spec.a_strides
@@ -79,9 +83,15 @@ def render_wgmma_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_
           else {{ {b_index} tg_cp16({b_dst}, {b_src}); }}
         }}
       }}"""
+  refill = f"""    {{ const int next = kt + {STAGES - 1};   /* the stage slice kt-1 used */
+      if (next < {k_tiles}) {{ const int st = next % {STAGES}, k0 = next * {BK};
+{load}
+      }}
+      tg_cp_commit();
+    }}"""
   b_desc = "tg_desc(stage + 16384 + kk * 2048, 8192, 1024)" if mn_major else "tg_desc(stage + 16384 + kk * 32, 16, 1024)"
   src = f"""{WGMMA_PREAMBLE}{_wgmma_asm(kind, int(mn_major), BN)}
-/* {batch}x{M}x{N}x{K} {kind} wgmma: A MK, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages */
+/* {batch}x{M}x{N}x{K} {kind} wgmma: A MK, B {b_layout}, tile {BM}x{BN}x{BK}, {STAGES} stages{", copies overlap the wgmmas" if overlap else ""} */
 extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
   extern __shared__ __align__(1024) unsigned char tg_smem_raw[];
   unsigned char* smem = (unsigned char*)(((unsigned long long)tg_smem_raw + 1023) & ~1023ull);
@@ -107,20 +117,17 @@ extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
     tg_cp_wait<{STAGES - 2}>();
     asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory");   /* cp.async writes, seen by the async proxy */
     __syncthreads();
-    {{ const int next = kt + {STAGES - 1};
-      if (next < {k_tiles}) {{ const int st = next % {STAGES}, k0 = next * {BK};
-{load}
-      }}
-      tg_cp_commit();
-    }}
+{refill if not overlap else ""}
     unsigned char* stage = smem + (kt % {STAGES}) * {STAGE_BYTES};
     asm volatile("wgmma.fence.sync.aligned;\\n" ::: "memory");
     #pragma unroll
     for (int kk = 0; kk < {BK // 16}; kk++)
       tg_wgmma(d, tg_desc(stage + wg * 8192 + kk * 32, 16, 1024), {b_desc}, kt > 0 || kk > 0);
     asm volatile("wgmma.commit_group.sync.aligned;\\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned {1 if overlap else 0};\\n" ::: "memory");
+{"    __syncthreads();   /* every warpgroup is done with slice kt-1: its stage can be refilled */" + chr(10) + refill if overlap else ""}
   }}
+  asm volatile("wgmma.wait_group.sync.aligned 0;\\n" ::: "memory");
   tg_cp_wait<0>();
   #pragma unroll
   for (int j = 0; j < {BN // 8}; j++)
