@@ -30,6 +30,44 @@ def test_pool_needs_room():
   with pytest.raises(ValueError, match="at least 2 blocks"): BlockManager(1, 16)
 
 
+def _pool_step(pool, new, slots, index, length):
+  """One decode step's pool traffic: write the new rows, gather every row's cache (what PagedStep.forward does)."""
+  from teenygrad.serve.paged import pool_gather, pool_write
+  return pool_gather(pool_write(pool, new, slots), index, length)
+
+
+def test_pool_write_and_gather_replay_with_new_slots_and_lengths():
+  """The pool write and gather under the JIT on the default device (DEV=...): every replay writes where its slots say
+  and gathers as many cache positions as its length, and a slot outside the pool is neither written nor read. Where
+  the device has pool kernels (CUDA, OpenCL), the capture holds only kernel launches: a CUDA graph can replay it."""
+  from teenygrad import Tensor
+  from teenygrad.engine.jit import jit
+  from teenygrad.ir.symbolic import BoundVariable
+  from teenygrad.serve.paged import _device_kernels
+  P, H, D, B, L = 12, 2, 3, 2, 5
+  rng = np.random.default_rng(0)
+  pool = Tensor(np.zeros((P, H, D), np.float32)).contiguous().realize()
+  expected = np.zeros((P, H, D), np.float32)
+  step = jit(_pool_step)
+  on_device = _device_kernels(pool.device, pool.dtype) is not None         # the host path raises on a bad slot instead
+  for call in range(5):
+    slots = np.array([call + 1, P + call if on_device and call % 2 else -1], np.int32)   # row 1 padded or out of range
+    new = rng.standard_normal((B, H, D)).astype(np.float32)
+    index = np.zeros((B, L), np.int32)
+    length = 1 + call % L
+    index[0, :length] = np.arange(1, length + 1)
+    if on_device: index[1, :length] = P + 3                                 # out of the pool: reads zeros
+    out = step(pool, Tensor(new), Tensor(slots), Tensor(index), BoundVariable("attended", 1, L, length))
+    for n, s in enumerate(slots):
+      if 0 <= s < P: expected[s] = new[n]
+    gathered = out.numpy()[:length]                                         # (length, B, H, D)
+    np.testing.assert_array_equal(pool.numpy(), expected)
+    np.testing.assert_array_equal(gathered[:, 0], expected[index[0, :length]])
+    np.testing.assert_array_equal(gathered[:, 1], 0)
+  if on_device:
+    assert step.captured and all(launch.kind == "kernel" for launch in step.capture.launches)
+
+
 pytest.importorskip("tokenizers")
 pytest.importorskip("gguf")
 
