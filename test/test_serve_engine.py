@@ -30,6 +30,23 @@ def test_pool_needs_room():
   with pytest.raises(ValueError, match="at least 2 blocks"): BlockManager(1, 16)
 
 
+def test_fill_decode_equals_fill_row():
+  """The whole-batch decode fill writes what filling the rows one by one writes (rows of different lengths, across
+  block boundaries, with padding rows after them)."""
+  from teenygrad.serve.paged import PagedStep
+  step = PagedStep.__new__(PagedStep)   # the fills use only the sizes, not the model
+  step.block_size, step.max_len = 4, 32
+  rng = np.random.default_rng(1)
+  starts = [0, 3, 4, 17, 9]
+  tables = [list(rng.choice(np.arange(1, 40), size=s // 4 + 1 + extra, replace=False)) for s, extra in zip(starts, [0, 2, 0, 1, 3])]
+  tokens = [11, 12, 13, 14, 15]
+  one_by_one, together = step.empty_inputs(8, 1), step.empty_inputs(8, 1)
+  for row, (token, start, table) in enumerate(zip(tokens, starts, tables)): step.fill_row(one_by_one, row, [token], start, table)
+  step.fill_decode(together, tokens, starts, tables)
+  for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "length"):
+    np.testing.assert_array_equal(getattr(together, name), getattr(one_by_one, name), err_msg=name)
+
+
 def _pool_step(pool, new, slots, index, length):
   """One decode step's pool traffic: write the new rows, gather every row's cache (what PagedStep.forward does)."""
   from teenygrad.serve.paged import pool_gather, pool_write
@@ -50,6 +67,7 @@ def test_pool_write_and_gather_replay_with_new_slots_and_lengths():
   expected = np.zeros((P, H, D), np.float32)
   step = jit(_pool_step)
   on_device = _device_kernels(pool.device, pool.dtype) is not None         # the host path raises on a bad slot instead
+  assert on_device == (pool.device.partition(":")[0] in ("CUDA", "OPENCL"))   # the kernels compiled where they exist
   for call in range(5):
     slots = np.array([call + 1, P + call if on_device and call % 2 else -1], np.int32)   # row 1 padded or out of range
     new = rng.standard_normal((B, H, D)).astype(np.float32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -170,13 +171,26 @@ class PoolKernels:
     launch(ExecItem(kernel, [out, pool, index], (value,), self.device, width * batch * row))
 
 
-_pool_kernels: dict[str, PoolKernels] = {}
+_pool_kernels: dict[str, PoolKernels | None] = {}
 
 
 def _device_kernels(device: str, dtype) -> PoolKernels | None:
-  """The pool kernels for a device whose language has them (float32 pools), else None: the host path."""
+  """The pool kernels for a device whose language has them (float32 pools), else None: the host path. The first
+  use on a device compiles both kernels; if its compiler rejects them, the server keeps working through the host
+  (with a warning saying why) rather than failing every step."""
   if device.partition(":")[0] not in _POOL_MACROS or dtype != dtypes.float32: return None
-  if device not in _pool_kernels: _pool_kernels[device] = PoolKernels(device)
+  if device not in _pool_kernels:
+    kernels = PoolKernels(device)
+    try:
+      from teenygrad.ir.symbolic import Variable
+      from teenygrad.renderer.gpu import LaunchDims
+      kernels._program("tg_pool_write", {"COUNT": 1, "ROW": 1, "SLOTS": 1}, LaunchDims(1, WRITE_LOCAL, ()))
+      probe = Variable("attended", 1, 1)
+      kernels._program("tg_pool_gather", {"BATCH": 1, "WIDTH": 1, "ROW": 1, "SLOTS": 1}, LaunchDims(probe, 1, (probe,)))
+    except Exception as e:
+      warnings.warn(f"KV pool kernels failed on {device} ({type(e).__name__}: {e}); the pool goes through the host")
+      kernels = None
+    _pool_kernels[device] = kernels
   return _pool_kernels[device]
 
 
@@ -272,6 +286,25 @@ class StepInputs:
   length: int                # longest row: the attended length
 
 
+class StepResult:
+  """What a step computed, still on the device: read only what the sampler needs. Greedy rows need just their
+  argmax (B int32 instead of B x vocab floats over the bus, and no host argmax per row); other rows the logits."""
+  def __init__(self, logits: Tensor, greedy: Tensor):
+    self._logits, self._greedy = logits, greedy
+    self._logits_host: np.ndarray | None = None
+    self._greedy_host: np.ndarray | None = None
+
+  def logits(self) -> np.ndarray:
+    """(B, vocab) float32."""
+    if self._logits_host is None: self._logits_host = self._logits.numpy()
+    return self._logits_host
+
+  def greedy(self) -> np.ndarray:
+    """(B,) int32: each row's argmax (the first, as np.argmax)."""
+    if self._greedy_host is None: self._greedy_host = self._greedy.numpy()
+    return self._greedy_host
+
+
 class PagedStep:
   """Batched forward passes of a Transformer over a paged KV cache.
 
@@ -334,10 +367,11 @@ class PagedStep:
       x = rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)
       h = h + linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
     last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
-    return linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
+    logits = linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
+    return logits, logits.argmax(-1).cast(dtypes.int32)                            # (B, vocab), (B,)
 
-  def run(self, inputs: StepInputs) -> np.ndarray:
-    """Logits (B, vocab) for a step, through the JIT capture of its (B, T)."""
+  def run(self, inputs: StepInputs) -> StepResult:
+    """Logits and greedy tokens for a step, through the JIT capture of its (B, T)."""
     B, T = inputs.tokens.shape
     if (B, T) not in self._jitted:
       from teenygrad.engine.jit import jit
@@ -345,15 +379,36 @@ class PagedStep:
     device = self.model.device
     def put(a): return Tensor(np.ascontiguousarray(a), device=device)
     length = BoundVariable("attended", 1, self.max_len, max(inputs.length, 1))
-    out = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index), put(inputs.mask),
-                               put(inputs.select), length)
-    return out.numpy()
+    logits, greedy = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index),
+                                          put(inputs.mask), put(inputs.select), length)
+    return StepResult(logits, greedy)
 
   def empty_inputs(self, B: int, T: int) -> StepInputs:
     L = self.max_len
     return StepInputs(tokens=np.zeros((B, T), np.int32), positions=np.zeros((B, T), np.int32), slots=np.full(B * T, -1, np.int32),
                       gather_index=np.full((B, L), NULL_BLOCK * self.block_size, np.int32), mask=np.full((B, T, L), MASKED, np.float32),
                       select=np.zeros((B, T, 1), np.float32), length=1)
+
+  def fill_decode(self, inputs: StepInputs, tokens: list[int], starts: list[int], block_tables: list[list[int]]) -> None:
+    """Rows 0..n-1 each run one token (tokens[r] at position starts[r]): what fill_row does row by row, as whole-array
+    numpy, so a step of 64 rows costs about what one row does (the scheduler thread does this between GPU steps)."""
+    n, bs = len(tokens), self.block_size
+    if inputs.tokens.shape[1] != 1: raise ValueError("fill_decode fills steps of one token per row")
+    starts_array = np.asarray(starts, dtype=np.int32)
+    ends = starts_array + 1
+    width = int(ends.max())                                               # the longest row: columns to fill
+    table = np.zeros((n, max(max(len(t) for t in block_tables), -(-width // bs))), dtype=np.int32)
+    for row, blocks in enumerate(block_tables): table[row, :len(blocks)] = blocks
+    columns = np.arange(width, dtype=np.int32)
+    slots = table[:, columns // bs] * bs + columns % bs                   # (n, width): pool slot of every cache position
+    visible = columns[None, :] < ends[:, None]
+    inputs.tokens[:n, 0] = tokens
+    inputs.positions[:n, 0] = starts_array
+    inputs.slots[:n] = slots[np.arange(n), starts_array]
+    inputs.gather_index[:n, :width] = np.where(visible, slots, NULL_BLOCK * bs)
+    inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
+    inputs.select[:n, 0, 0] = 1.0
+    inputs.length = max(inputs.length, width)
 
   def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
     """Row `row` runs tokens at positions [start, start+len(tokens)); its blocks cover them."""
