@@ -140,6 +140,9 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
     hits = engine.step.blocks.prefix_hits
     assert run_engine(engine, prompts, 6) == expected
     assert engine.step.blocks.prefix_hits > hits
+    if engine.step.keys[0].device.partition(":")[0] in ("CUDA", "OPENCL"):   # every step is device kernels only: on CUDA, one graph launch
+      captures = [j.capture for j in engine.step._jitted.values() if j.captured]
+      assert captures and all(launch.kind == "kernel" for c in captures for launch in c.launches)
   finally: engine.shutdown()
 
 
