@@ -18,7 +18,7 @@ import numpy as np
 
 from teenygrad.llm.sampling import SamplingParams, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
-from teenygrad.serve.paged import PagedStep
+from teenygrad.serve.paged import PagedStep, StepResult
 
 
 class QueueFull(RuntimeError):
@@ -221,7 +221,8 @@ class Engine:
     self.step.fill_decode(inputs, [seq.pending for seq in seqs], [seq.computed for seq in seqs], [seq.blocks for seq in seqs])
     t0 = time.perf_counter()
     result = self.step.run(inputs)
-    # the step's one host sync: greedy tokens if every row is plain greedy, else the logits
+    # wait for the step, reading back what sampling needs: the greedy tokens (B int32) if every row is plain greedy,
+    # else the logits (B x vocab floats)
     if all(_plain_greedy(seq) for seq in seqs): result.greedy()
     else: result.logits()
     self.steps += 1
@@ -231,7 +232,7 @@ class Engine:
       seq.pending = None
       if not seq.cancelled: self._sample_row(seq, result, row)
 
-  def _sample_row(self, seq: Sequence, result, row: int) -> None:
+  def _sample_row(self, seq: Sequence, result: StepResult, row: int) -> None:
     if _plain_greedy(seq): self._sample(seq, None, int(result.greedy()[row]))
     else: self._sample(seq, result.logits()[row])
 
