@@ -10,7 +10,8 @@ slots the host names (`slot_mapping`), attention reads each row's cache through 
 an additive mask. Rows are padded to a few batch sizes, each captured once by the JIT; the length attended over
 is a symbolic size, so one capture serves every length. On CUDA and OpenCL the pool write and gather are small
 kernels of their own (`_device_kernels`) that read the slots from device buffers: the JIT records them like any other
-launch, so a decode step stays on the device (one CUDA graph replay) and only the logits come back.
+launch, so a decode step stays on the device (one CUDA graph replay) and only what sampling needs comes back
+(`StepResult`).
 """
 from __future__ import annotations
 
