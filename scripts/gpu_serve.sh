@@ -8,7 +8,7 @@
 #   3. test/test_serve_engine.py and test/test_serve.py with DEV=$DEV, less the tests that check what the real model
 #      answers (Paris...): random weights answer nonsense, but the same nonsense alone and in a batch
 #   4. bench/serve.py --device $DEV at 1, 8, 32, 64 streams
-# Each step has a timeout inside one overall deadline (DEADLINE_S, default 450 s); logs land in $OUT (6 files:
+# Each step has a timeout inside one overall deadline (DEADLINE_S, default 470 s); logs land in $OUT (6 files:
 # setup.txt, steps.txt, test_serve_engine.txt, test_serve.txt, bench_serve.txt, serve_<dev>.txt).
 # Here, as a check (no torch for test/conftest.py in a bare venv, so no tests; a short bench):
 #   OUT=/tmp/x SITE=/tmp/x/site DEV=CPU PY=venv312/bin/python TESTS=0 BENCH_ARGS="--concurrency 1 2 --max-tokens 8" bash scripts/gpu_serve.sh
@@ -21,7 +21,7 @@ export DEV=${DEV:-CUDA}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 started=$(date +%s)
-deadline=$((started + ${DEADLINE_S:-450}))
+deadline=$((started + ${DEADLINE_S:-470}))
 status=0
 
 # step NAME LOG SECONDS CMD...: runs CMD under timeout (cut to what the deadline leaves), appends to $OUT/LOG,
