@@ -5,9 +5,10 @@
 #   2. a SmolLM2-135M-Instruct-shaped Q4_1 GGUF with random weights (the real metadata, tokenizer and chat template:
 #      .gpucarry, see scripts/gpu_llm.sh) is written where teenygrad looks for the default model, so the tests and
 #      bench/serve.py find it as they find the real one here
-#   3. test/test_serve_engine.py and test/test_serve.py with DEV=$DEV, less the tests that check what the real model
-#      answers (Paris...): random weights answer nonsense, but the same nonsense alone and in a batch
+#   3. test/test_serve_engine.py with DEV=$DEV (the pool kernels; batched paged decoding against the generator)
 #   4. bench/serve.py --device $DEV at 1, 8, 32, 64 streams
+#   5. test/test_serve.py, less the tests that check what the real model answers (Paris...): random weights answer
+#      nonsense, but the same nonsense alone and in a batch
 # Each step has a timeout inside one overall deadline (DEADLINE_S, default 470 s); logs land in $OUT (6 files:
 # setup.txt, steps.txt, test_serve_engine.txt, test_serve.txt, bench_serve.txt, serve_<dev>.txt).
 # Here, as a check (no torch for test/conftest.py in a bare venv, so no tests; a short bench):
