@@ -1,13 +1,14 @@
 """Serving throughput: aggregate generated tok/s and time to first token with 1, 8, 32 (and 64) concurrent streams.
 
-    python bench/serve.py [--concurrency 1 8 32 64] [--max-tokens 32] [--out bench/results/serve_cpu.txt]
+    python bench/serve.py [--concurrency 1 8 32 64] [--max-tokens 32] [--device CUDA] [--model M.gguf] [--out FILE]
 
 Starts `teenygrad serve` (SmolLM2-135M-Instruct Q4_1, warmed up) on a loopback port and, when llama-cpp-python
 with its server extra is importable, llama.cpp's server on the same GGUF file as the peer. Every stream is a greedy
 chat completion of its own prompt; a prompt's answer must be the same at every concurrency (nothing dropped,
 duplicated or mixed between streams), and the tokens counted are the ones the server reports in `usage`.
-The ceiling printed is the single-stream decode bound of this machine's memory bandwidth (weights read once per
-step); batching lets the aggregate rate go past it.
+The ceiling printed is the single-stream decode bound of the device's memory bandwidth (weights read once per
+step: a host copy on the CPU, a device copy elsewhere); batching lets the aggregate rate go past it. llama.cpp's
+server is only the peer on the CPU (the wheel here is a CPU build).
 """
 from __future__ import annotations
 
@@ -44,16 +45,17 @@ def wait_up(proc: subprocess.Popen, url: str, timeout: float = 1200) -> None:
   raise RuntimeError(f"{url} did not come up")
 
 
-def start_teenygrad(model: str, max_batch: int) -> tuple[subprocess.Popen, str, str]:
+def start_teenygrad(model: str, max_batch: int, device: str) -> tuple[subprocess.Popen, str, str]:
   port = free_port()
-  env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+  # the repository first, then whatever the caller had (a --target folder of wheels on the GPU machine)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}
   proc = subprocess.Popen([sys.executable, "-m", "teenygrad.cli", "serve", "--model", model, "--port", str(port), "--model-name", "model",
-                           "--max-batch", str(max_batch), "--max-context", "1024"], env=env)
+                           "--device", device, "--max-batch", str(max_batch), "--max-context", "1024"], env=env)
   wait_up(proc, f"http://127.0.0.1:{port}/health")
   return proc, f"http://127.0.0.1:{port}/v1", "model"
 
 
-def start_llama_cpp(model: str, max_batch: int) -> tuple[subprocess.Popen, str, str]:
+def start_llama_cpp(model: str, max_batch: int, device: str) -> tuple[subprocess.Popen, str, str]:
   port = free_port()
   # llama-cpp-python's server runs one request at a time (its lock serializes them); by default a new request interrupts
   # the running one's stream, which would cut every stream but the last
@@ -105,12 +107,24 @@ def measure(name: str, base: str, model: str, levels: list[int], max_tokens: int
   return out
 
 
-def bandwidth_ceiling(model_path: str) -> tuple[float, float]:
-  """(GB/s of a large copy, single-stream tok/s if each step reads the weights once at that rate)."""
-  a = np.ones(64 << 20 >> 3)
-  b = np.empty_like(a)
-  best = min((lambda t0: (np.copyto(b, a), time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(5))
-  gbs = 2 * a.nbytes / best / 1e9
+def bandwidth_ceiling(model_path: str, device: str) -> tuple[float, float]:
+  """(GB/s of a large copy on device, single-stream tok/s if each step reads the weights once at that rate)."""
+  if device == "CPU":
+    a = np.ones(64 << 20 >> 3)
+    b = np.empty_like(a)
+    best = min((lambda t0: (np.copyto(b, a), time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(5))
+    nbytes = 2 * a.nbytes
+  else:   # a device copy kernel, chained 8 times so that the one read back to the host (a single element) is noise
+    from teenygrad import Tensor
+    a = Tensor.ones(256 << 20 >> 2, device=device).contiguous().realize()
+    def copies():
+      t0, x = time.perf_counter(), a
+      for _ in range(8): x = (x + 1).realize()
+      x[:1].numpy()
+      return time.perf_counter() - t0
+    copies()
+    best, nbytes = min(copies() for _ in range(3)), 8 * 2 * a.numel() * a.element_size()
+  gbs = nbytes / best / 1e9
   return gbs, gbs * 1e9 / os.path.getsize(model_path)
 
 
@@ -119,24 +133,26 @@ def main() -> int:
   parser.add_argument("--model", help="a GGUF file (default: SmolLM2-135M-Instruct Q4_1)")
   parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
   parser.add_argument("--max-tokens", type=int, default=32)
-  parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench", "results", "serve_cpu.txt"))
+  parser.add_argument("--device", default=os.environ.get("DEV", "CPU").upper(), help="the server's device (default: $DEV or CPU)")
+  parser.add_argument("--out", help="where the summary goes (default: bench/results/serve_cpu.txt, or serve_<device>.txt)")
   parser.add_argument("--no-peer", action="store_true")
   args = parser.parse_args()
   from teenygrad.llm.load import default_model_path
   model_path = args.model or default_model_path()
-  gbs, ceiling = bandwidth_ceiling(model_path)
-  lines = [f"bench/serve.py on {platform.machine()} with {os.cpu_count()} cores, {os.path.basename(model_path)}, greedy chat streams of "
-           f"{args.max_tokens} tokens; memory copy {gbs:.1f} GB/s -> single-stream ceiling ~{ceiling:.0f} tok/s"]
+  out = args.out or os.path.join(REPO_ROOT, "bench", "results", f"serve_{args.device.partition(':')[0].lower()}.txt")
+  gbs, ceiling = bandwidth_ceiling(model_path, args.device)
+  lines = [f"bench/serve.py on {platform.machine()} with {os.cpu_count()} cores, DEV={args.device}, {os.path.basename(model_path)}, greedy chat "
+           f"streams of {args.max_tokens} tokens; {args.device} memory copy {gbs:.1f} GB/s -> single-stream ceiling ~{ceiling:.0f} tok/s"]
   print(lines[0], flush=True)
   servers = [("teenygrad", start_teenygrad)]
-  if not args.no_peer:
+  if not args.no_peer and args.device == "CPU":
     try:
       import llama_cpp.server.app  # noqa: F401
       servers.append(("llama.cpp", start_llama_cpp))
     except ImportError as e: lines.append(f"llama.cpp peer: not measured ({e})")
   results = {}
   for name, start in servers:
-    proc, base, model = start(model_path, max(args.concurrency))
+    proc, base, model = start(model_path, max(args.concurrency), args.device)
     try: results[name] = measure(name, base, model, args.concurrency, args.max_tokens)
     finally:
       proc.terminate()
@@ -156,11 +172,11 @@ def main() -> int:
       if c > 1: lines.append(f"scaling: {c} streams = {results['teenygrad'][c]['tok_s'] / single['tok_s']:.1f}x the single-stream rate")
   text = "\n".join(lines) + "\n"
   print(text)
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  tmp = args.out + ".tmp"
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  tmp = out + ".tmp"
   with open(tmp, "w") as f:
     f.write(text); f.flush(); os.fsync(f.fileno())
-  os.replace(tmp, args.out)
+  os.replace(tmp, out)
   return 0
 
 

@@ -30,6 +30,62 @@ def test_pool_needs_room():
   with pytest.raises(ValueError, match="at least 2 blocks"): BlockManager(1, 16)
 
 
+def test_fill_decode_equals_fill_row():
+  """The whole-batch decode fill writes what filling the rows one by one writes (rows of different lengths, across
+  block boundaries, with padding rows after them)."""
+  from teenygrad.serve.paged import PagedStep
+  step = PagedStep.__new__(PagedStep)   # the fills use only the sizes, not the model
+  step.block_size, step.max_len = 4, 32
+  rng = np.random.default_rng(1)
+  starts = [0, 3, 4, 17, 9]
+  tables = [list(rng.choice(np.arange(1, 40), size=s // 4 + 1 + extra, replace=False)) for s, extra in zip(starts, [0, 2, 0, 1, 3])]
+  tokens = [11, 12, 13, 14, 15]
+  one_by_one, together = step.empty_inputs(8, 1), step.empty_inputs(8, 1)
+  for row, (token, start, table) in enumerate(zip(tokens, starts, tables)): step.fill_row(one_by_one, row, [token], start, table)
+  step.fill_decode(together, tokens, starts, tables)
+  for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "length"):
+    np.testing.assert_array_equal(getattr(together, name), getattr(one_by_one, name), err_msg=name)
+
+
+def _pool_step(pool, new, slots, index, length):
+  """One decode step's pool traffic: write the new rows, gather every row's cache (what PagedStep.forward does)."""
+  from teenygrad.serve.paged import pool_gather, pool_write
+  return pool_gather(pool_write(pool, new, slots), index, length)
+
+
+def test_pool_write_and_gather_replay_with_new_slots_and_lengths():
+  """The pool write and gather under the JIT on the default device (DEV=...): every replay writes where its slots say
+  and gathers as many cache positions as its length, and a slot outside the pool is neither written nor read. Where
+  the device has pool kernels (CUDA, OpenCL), the capture holds only kernel launches: a CUDA graph can replay it."""
+  from teenygrad import Tensor
+  from teenygrad.engine.jit import jit
+  from teenygrad.ir.symbolic import BoundVariable
+  from teenygrad.serve.paged import _device_kernels
+  P, H, D, B, L = 12, 2, 3, 2, 5
+  rng = np.random.default_rng(0)
+  pool = Tensor(np.zeros((P, H, D), np.float32)).contiguous().realize()
+  expected = np.zeros((P, H, D), np.float32)
+  step = jit(_pool_step)
+  on_device = _device_kernels(pool.device, pool.dtype) is not None         # the host path raises on a bad slot instead
+  assert on_device == (pool.device.partition(":")[0] in ("CUDA", "OPENCL"))   # the kernels compiled where they exist
+  for call in range(5):
+    slots = np.array([call + 1, P + call if on_device and call % 2 else -1], np.int32)   # row 1 padded or out of range
+    new = rng.standard_normal((B, H, D)).astype(np.float32)
+    index = np.zeros((B, L), np.int32)
+    length = 1 + call % L
+    index[0, :length] = np.arange(1, length + 1)
+    if on_device: index[1, :length] = P + 3                                 # out of the pool: reads zeros
+    out = step(pool, Tensor(new), Tensor(slots), Tensor(index), BoundVariable("attended", 1, L, length))
+    for n, s in enumerate(slots):
+      if 0 <= s < P: expected[s] = new[n]
+    gathered = out.numpy()[:length]                                         # (length, B, H, D)
+    np.testing.assert_array_equal(pool.numpy(), expected)
+    np.testing.assert_array_equal(gathered[:, 0], expected[index[0, :length]])
+    np.testing.assert_array_equal(gathered[:, 1], 0)
+  if on_device:
+    assert step.captured and all(launch.kind == "kernel" for launch in step.capture.launches)
+
+
 pytest.importorskip("tokenizers")
 pytest.importorskip("gguf")
 
@@ -84,6 +140,9 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
     hits = engine.step.blocks.prefix_hits
     assert run_engine(engine, prompts, 6) == expected
     assert engine.step.blocks.prefix_hits > hits
+    if engine.step.keys[0].device.partition(":")[0] in ("CUDA", "OPENCL"):   # every step is device kernels only: on CUDA, one graph launch
+      captures = [j.capture for j in engine.step._jitted.values() if j.captured]
+      assert captures and all(launch.kind == "kernel" for c in captures for launch in c.launches)
   finally: engine.shutdown()
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from teenygrad.llm.sampling import SamplingParams, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
-from teenygrad.serve.paged import PagedStep
+from teenygrad.serve.paged import PagedStep, StepResult
 
 
 class QueueFull(RuntimeError):
@@ -68,6 +68,13 @@ class Sequence:
   rng: np.random.Generator | None = None
 
 
+def _plain_greedy(seq: Sequence) -> bool:
+  """Greedy with nothing that needs the logits on the host: the step's device argmax is the token."""
+  p = seq.params
+  return (p.temperature == 0 and seq.top_logprobs is None and p.repetition_penalty == 1.0 and p.frequency_penalty == 0
+          and p.presence_penalty == 0)
+
+
 class Engine:
   """Runs sequences on a model with continuous batching.
 
@@ -86,7 +93,9 @@ class Engine:
     self.max_len = min(max_len, model.config.max_seq_len)
     num_blocks = num_blocks or max(max_batch * 512 // block_size, self.max_len // block_size) + 1
     self.step = PagedStep(model, num_blocks, block_size, self.max_len)
-    self.buckets = sorted({min(4 ** i, max_batch) for i in range(8)})
+    # decode batches are padded up to a power of two (each a JIT capture of its own): a padded row costs a CPU as much as
+    # a real one, so padding stays under 2x (32 streams run as 32, not 64) for a few more captures at warmup
+    self.buckets = sorted({min(2 ** i, max_batch) for i in range(max_batch.bit_length() + 1)})
     self.waiting: deque[Sequence] = deque()
     self.running: list[Sequence] = []
     self.stop_ids = set(tokenizer.stop_ids)
@@ -132,7 +141,7 @@ class Engine:
   def warmup(self) -> None:
     """Capture the prefill step and every decode batch size now, so that the first requests do not wait on it."""
     for B, T in [(1, self.prefill_chunk), (self.prefill_rows, self.prefill_chunk)] + [(b, 1) for b in self.buckets]:
-      for _ in range(3): self.step.run(self.step.empty_inputs(B, T))
+      for _ in range(3): self.step.run(self.step.empty_inputs(B, T)).greedy()   # read: the step has finished
 
   @property
   def kv_usage(self) -> float: return self.step.blocks.used / (self.step.blocks.num_blocks - 1)
@@ -199,28 +208,37 @@ class Engine:
     inputs = self.step.empty_inputs(B, self.prefill_chunk)
     chunks = [seq.prompt[seq.computed:seq.computed + self.prefill_chunk] for seq in seqs]
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)): self.step.fill_row(inputs, row, chunk, seq.computed, seq.blocks)
-    logits = self.step.run(inputs)
+    result = self.step.run(inputs)
     bs = self.step.block_size
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)):
       seq.computed += len(chunk)
       for i, h in enumerate(self.step.blocks.chain_hashes(seq.prompt, seq.computed // bs)): self.step.blocks.register(seq.blocks[i], h)
-      if seq.computed == len(seq.prompt): self._sample(seq, logits[row])
+      if seq.computed == len(seq.prompt): self._sample_row(seq, result, row)
 
   def _decode(self, seqs: list[Sequence]) -> None:
     B = next(b for b in self.buckets if b >= len(seqs))
     inputs = self.step.empty_inputs(B, 1)
-    for row, seq in enumerate(seqs): self.step.fill_row(inputs, row, [seq.pending], seq.computed, seq.blocks)
+    self.step.fill_decode(inputs, [seq.pending for seq in seqs], [seq.computed for seq in seqs], [seq.blocks for seq in seqs])
     t0 = time.perf_counter()
-    logits = self.step.run(inputs)
+    result = self.step.run(inputs)
+    # wait for the step, reading back what sampling needs: the greedy tokens (B int32) if every row is plain greedy,
+    # else the logits (B x vocab floats)
+    if all(_plain_greedy(seq) for seq in seqs): result.greedy()
+    else: result.logits()
     self.steps += 1
     if self.metrics: self.metrics.time_per_token.observe(time.perf_counter() - t0)
     for row, seq in enumerate(seqs):
       seq.computed += 1
       seq.pending = None
-      if not seq.cancelled: self._sample(seq, logits[row])
+      if not seq.cancelled: self._sample_row(seq, result, row)
 
-  def _sample(self, seq: Sequence, logits: np.ndarray) -> None:
-    token = sample(logits, seq.params, seq.prompt + seq.generated, seq.rng)
+  def _sample_row(self, seq: Sequence, result: StepResult, row: int) -> None:
+    if _plain_greedy(seq): self._sample(seq, None, int(result.greedy()[row]))
+    else: self._sample(seq, result.logits()[row])
+
+  def _sample(self, seq: Sequence, logits: np.ndarray | None, token: int | None = None) -> None:
+    """seq's next token: `token` when the device picked it (plain greedy), else sampled from logits."""
+    if token is None: token = sample(logits, seq.params, seq.prompt + seq.generated, seq.rng)
     if seq.first_token_at is None:
       seq.first_token_at = time.perf_counter()
       if self.metrics: self.metrics.time_to_first_token.observe(seq.first_token_at - seq.submitted)

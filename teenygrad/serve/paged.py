@@ -8,12 +8,16 @@ as vLLM's automatic prefix caching does).
 `PagedStep` runs the model's weights on a batch of rows, each at its own position: new keys/values go to the pool
 slots the host names (`slot_mapping`), attention reads each row's cache through a gather index (`gather_index`) and
 an additive mask. Rows are padded to a few batch sizes, each captured once by the JIT; the length attended over
-is a symbolic size, so one capture serves every length.
+is a symbolic size, so one capture serves every length. On CUDA and OpenCL the pool write and gather are small
+kernels of their own (`_device_kernels`) that read the slots from device buffers: the JIT records them like any other
+launch, so a decode step stays on the device (one CUDA graph replay) and only what sampling needs comes back
+(`StepResult`).
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -46,12 +50,16 @@ class PoolWrite:
   def run(self, root: LazyBuffer, buffers: list):
     pool, new, slots = buffers
     P, H, D = self.pool_shape
+    kernels = _device_kernels(pool.device, pool.dtype)
+    if kernels is not None:
+      kernels.write(pool, new, slots, self.count, H * D, P)
+      return pool
     index = _read(slots, (self.count,))
     rows = _read(new, (self.count, H, D))
     valid = index >= 0
     if np.any(index[valid] >= P): raise IndexError(f"KV pool write at slot {int(index.max())} outside a pool of {P}")
     if pool.device == "CPU": _host(pool, self.pool_shape)[index[valid]] = rows[valid]
-    else:   # other backends: round trip through the host (correct, not fast)
+    else:   # a backend without pool kernels (Vulkan): round trip through the host (correct, not fast)
       host = pool.numpy().reshape(self.pool_shape)
       host[index[valid]] = rows[valid]
       pool.copyin(host)
@@ -64,19 +72,25 @@ class PoolGather:
   """Custom op: srcs (pool (P, H, D), index (B, L) int32) -> (L, B, H, D): out[j, b] = pool[index[b, j]].
 
   Only columns up to the longest row are copied: the consumer reads a symbolic prefix of the L axis, and putting L
-  outermost keeps that prefix contiguous (the untouched rest of the buffer is never paged in)."""
-  def __init__(self, pool_shape: tuple, index_shape: tuple):
-    self.pool_shape, self.index_shape = pool_shape, index_shape
+  outermost keeps that prefix contiguous (the untouched rest of the buffer is never paged in). On the host the
+  prefix is found from the index; a device kernel copies the first `length` columns, `length` being the step's
+  symbolic attended length, so a JIT replay copies as many as the new step attends to."""
+  def __init__(self, pool_shape: tuple, index_shape: tuple, length: BoundVariable | None = None):
+    self.pool_shape, self.index_shape, self.length = pool_shape, index_shape, length
 
   def run(self, root: LazyBuffer, buffers: list):
     from teenygrad.device import Buffer
     pool, index_buffer = buffers
     B, L = self.index_shape
-    _, H, D = self.pool_shape
+    P, H, D = self.pool_shape
+    out = Buffer(root.device, L * B * H * D, dtypes.float32)
+    kernels = _device_kernels(pool.device, pool.dtype)
+    if kernels is not None and self.length is not None:
+      kernels.gather(out, pool, index_buffer, B, L, H * D, P, self.length)
+      return out
     index = _read(index_buffer, self.index_shape)
     used = np.flatnonzero((index != NULL_BLOCK).any(0))
     width = int(used[-1]) + 1 if used.size else 1
-    out = Buffer(root.device, L * B * H * D, dtypes.float32)
     source = _read(pool, self.pool_shape)
     if out.device == "CPU": np.take(source, index[:, :width].T, axis=0, out=_host(out, (L, B, H, D))[:width])
     else:
@@ -88,15 +102,108 @@ class PoolGather:
   def backward(self, grad, ctx): raise RuntimeError("the KV pool gather has no gradient (inference only)")
 
 
+# ---- the pool's device kernels (CUDA, OpenCL) ----
+# One source per kernel for both languages; the macros spell the differences. Sizes are compiled in (one program per shape:
+# a handful, one per captured batch size), except the gather's attended length: it is the launch's one argument and
+# sizes its grid, and naming it after the step's symbolic length lets a JIT replay (and a CUDA graph update) pass
+# each step's value. Out-of-range slots are skipped on write and read as zeros, so a bad slot never touches memory
+# outside the pool.
+_POOL_SOURCES = {"tg_pool_write": r"""
+KERNEL void tg_pool_write(GLOBAL float* RESTRICT pool, GLOBAL const float* RESTRICT rows, GLOBAL const int* RESTRICT slots) {
+  /* one element of one new row: pool[slots[n], r] = rows[n, r] */
+  INDEX i = GLOBAL_ID;
+  if (i >= (INDEX)COUNT * ROW) return;
+  INDEX slot = slots[i / ROW];
+  if (slot >= 0 && slot < SLOTS) pool[slot * ROW + i % ROW] = rows[i];
+}
+""", "tg_pool_gather": r"""
+KERNEL void tg_pool_gather(GLOBAL float* RESTRICT out, GLOBAL const float* RESTRICT pool, GLOBAL const int* RESTRICT index,
+                           INDEX attended) {
+  /* one work-group per (cache position j, row b) of the attended prefix: out[j, b, :] = pool[index[b, j], :] */
+  INDEX jb = GROUP_ID, j = jb / BATCH, b = jb % BATCH;
+  INDEX slot = index[b * WIDTH + j];
+  int valid = slot >= 0 && slot < SLOTS;
+  for (INDEX r = LOCAL_ID; r < ROW; r += LOCAL_SIZE) out[jb * ROW + r] = valid ? pool[slot * ROW + r] : 0.0f;
+}
+"""}
+_POOL_MACROS = {
+  "CUDA": {"KERNEL": 'extern "C" __global__', "GLOBAL": "", "RESTRICT": "__restrict__", "INDEX": "long long",
+           "GLOBAL_ID": "((long long)blockIdx.x * blockDim.x + threadIdx.x)", "GROUP_ID": "((long long)blockIdx.x)",
+           "LOCAL_ID": "threadIdx.x", "LOCAL_SIZE": "blockDim.x"},
+  "OPENCL": {"KERNEL": "__kernel", "GLOBAL": "__global", "RESTRICT": "restrict", "INDEX": "long",
+             "GLOBAL_ID": "((long)get_global_id(0))", "GROUP_ID": "((long)get_group_id(0))",
+             "LOCAL_ID": "get_local_id(0)", "LOCAL_SIZE": "get_local_size(0)"},
+}
+WRITE_LOCAL = 256
+
+
+class PoolKernels:
+  """The pool write and gather as device programs of one backend, compiled per shape on first use."""
+  def __init__(self, device: str):
+    self.device, self.language = device, device.partition(":")[0]
+    self._programs: dict[tuple, object] = {}
+
+  def _program(self, name: str, sizes: dict[str, int], launch):
+    from teenygrad.device import Device
+    from teenygrad.engine.realize import CompiledKernel
+    key = (name, tuple(sorted(sizes.items())))
+    if key not in self._programs:
+      defines = {**_POOL_MACROS[self.language], **{k: str(v) for k, v in sizes.items()}}
+      src = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + _POOL_SOURCES[name]
+      backend = Device[self.device]
+      program = backend.program(name, backend.compiler.compile_cached(src), launch)
+      variables = [v.name for v in launch.variables]
+      self._programs[key] = CompiledKernel(name, program, [], variables, src, sizes.get("COUNT", 1) * sizes["ROW"], False)
+    return self._programs[key]
+
+  def write(self, pool, rows, slots, count: int, row: int, pool_slots: int) -> None:
+    from teenygrad.engine.realize import ExecItem, launch
+    from teenygrad.renderer.gpu import LaunchDims
+    dims = LaunchDims(-(-count * row // WRITE_LOCAL), WRITE_LOCAL, ())
+    kernel = self._program("tg_pool_write", {"COUNT": count, "ROW": row, "SLOTS": pool_slots}, dims)
+    launch(ExecItem(kernel, [pool, rows, slots], (), self.device, assign=True))
+
+  def gather(self, out, pool, index, batch: int, width: int, row: int, pool_slots: int, length: BoundVariable) -> None:
+    from teenygrad.engine.realize import ExecItem, launch
+    from teenygrad.renderer.gpu import LaunchDims
+    attended, value = length.unbind()
+    dims = LaunchDims(attended * batch, min(row, 256), (attended,))
+    kernel = self._program("tg_pool_gather", {"BATCH": batch, "WIDTH": width, "ROW": row, "SLOTS": pool_slots}, dims)
+    launch(ExecItem(kernel, [out, pool, index], (value,), self.device, width * batch * row))
+
+
+_pool_kernels: dict[str, PoolKernels | None] = {}
+
+
+def _device_kernels(device: str, dtype) -> PoolKernels | None:
+  """The pool kernels for a device whose language has them (float32 pools), else None: the host path. The first
+  use on a device compiles both kernels; if its compiler rejects them, the server keeps working through the host
+  (with a warning saying why) rather than failing every step."""
+  if device.partition(":")[0] not in _POOL_MACROS or dtype != dtypes.float32: return None
+  if device not in _pool_kernels:
+    kernels = PoolKernels(device)
+    try:
+      from teenygrad.ir.symbolic import Variable
+      from teenygrad.renderer.gpu import LaunchDims
+      kernels._program("tg_pool_write", {"COUNT": 1, "ROW": 1, "SLOTS": 1}, LaunchDims(1, WRITE_LOCAL, ()))
+      probe = Variable("attended", 1, 1)
+      kernels._program("tg_pool_gather", {"BATCH": 1, "WIDTH": 1, "ROW": 1, "SLOTS": 1}, LaunchDims(probe, 1, (probe,)))
+    except Exception as e:
+      warnings.warn(f"KV pool kernels failed on {device} ({type(e).__name__}: {e}); the pool goes through the host")
+      kernels = None
+    _pool_kernels[device] = kernels
+  return _pool_kernels[device]
+
+
 def pool_write(pool: Tensor, new: Tensor, slots: Tensor) -> Tensor:
   new = new.cast(pool.dtype).contiguous()
   op = PoolWrite(tuple(pool.shape), new.shape[0])
   return Tensor(LazyBuffer.custom(op, (pool.lazydata, new.lazydata, slots.lazydata), pool.shape, pool.dtype))
 
 
-def pool_gather(pool: Tensor, index: Tensor) -> Tensor:
+def pool_gather(pool: Tensor, index: Tensor, length: BoundVariable | None = None) -> Tensor:
   B, L = index.shape
-  op = PoolGather(tuple(pool.shape), (B, L))
+  op = PoolGather(tuple(pool.shape), (B, L), length)
   return Tensor(LazyBuffer.custom(op, (pool.lazydata, index.lazydata), (L, B, pool.shape[1], pool.shape[2]), dtypes.float32))
 
 
@@ -180,6 +287,25 @@ class StepInputs:
   length: int                # longest row: the attended length
 
 
+class StepResult:
+  """What a step computed, still on the device: read only what the sampler needs. Greedy rows need just their
+  argmax (B int32 instead of B x vocab floats over the bus, and no host argmax per row); other rows the logits."""
+  def __init__(self, logits: Tensor, greedy: Tensor):
+    self._logits, self._greedy = logits, greedy
+    self._logits_host: np.ndarray | None = None
+    self._greedy_host: np.ndarray | None = None
+
+  def logits(self) -> np.ndarray:
+    """(B, vocab) float32."""
+    if self._logits_host is None: self._logits_host = self._logits.numpy()
+    return self._logits_host
+
+  def greedy(self) -> np.ndarray:
+    """(B,) int32: each row's argmax (the first, as np.argmax)."""
+    if self._greedy_host is None: self._greedy_host = self._greedy.numpy()
+    return self._greedy_host
+
+
 class PagedStep:
   """Batched forward passes of a Transformer over a paged KV cache.
 
@@ -225,8 +351,8 @@ class PagedStep:
       k = k.transpose(1, 2).reshape(B * T, c.n_kv_heads, c.head_dim)
       keys_pool = pool_write(self.keys[i], k, slots)
       values_pool = pool_write(self.values[i], v.reshape(B * T, c.n_kv_heads, c.head_dim), slots)
-      keys = pool_gather(keys_pool, gather_index)                                   # (L, B, KVH, D)
-      values = pool_gather(values_pool, gather_index)
+      keys = pool_gather(keys_pool, gather_index, length)                           # (L, B, KVH, D)
+      values = pool_gather(values_pool, gather_index, length)
       window = ((0, length), (0, B), (0, c.n_kv_heads), (0, c.head_dim))
       keys = Tensor(keys.lazydata.shrink(window)).permute(1, 2, 0, 3)               # (B, KVH, S, D)
       values = Tensor(values.lazydata.shrink(window)).permute(1, 2, 0, 3)
@@ -242,10 +368,11 @@ class PagedStep:
       x = rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)
       h = h + linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
     last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
-    return linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
+    logits = linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
+    return logits, logits.argmax(-1).cast(dtypes.int32)                            # (B, vocab), (B,)
 
-  def run(self, inputs: StepInputs) -> np.ndarray:
-    """Logits (B, vocab) for a step, through the JIT capture of its (B, T)."""
+  def run(self, inputs: StepInputs) -> StepResult:
+    """Logits and greedy tokens for a step, through the JIT capture of its (B, T)."""
     B, T = inputs.tokens.shape
     if (B, T) not in self._jitted:
       from teenygrad.engine.jit import jit
@@ -253,15 +380,36 @@ class PagedStep:
     device = self.model.device
     def put(a): return Tensor(np.ascontiguousarray(a), device=device)
     length = BoundVariable("attended", 1, self.max_len, max(inputs.length, 1))
-    out = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index), put(inputs.mask),
-                               put(inputs.select), length)
-    return out.numpy()
+    logits, greedy = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index),
+                                          put(inputs.mask), put(inputs.select), length)
+    return StepResult(logits, greedy)
 
   def empty_inputs(self, B: int, T: int) -> StepInputs:
     L = self.max_len
     return StepInputs(tokens=np.zeros((B, T), np.int32), positions=np.zeros((B, T), np.int32), slots=np.full(B * T, -1, np.int32),
                       gather_index=np.full((B, L), NULL_BLOCK * self.block_size, np.int32), mask=np.full((B, T, L), MASKED, np.float32),
                       select=np.zeros((B, T, 1), np.float32), length=1)
+
+  def fill_decode(self, inputs: StepInputs, tokens: list[int], starts: list[int], block_tables: list[list[int]]) -> None:
+    """Rows 0..n-1 each run one token (tokens[r] at position starts[r]): what fill_row does row by row, as whole-array
+    numpy, so a step of 64 rows costs about what one row does (the scheduler thread does this between GPU steps)."""
+    n, bs = len(tokens), self.block_size
+    if inputs.tokens.shape[1] != 1: raise ValueError("fill_decode fills steps of one token per row")
+    starts_array = np.asarray(starts, dtype=np.int32)
+    ends = starts_array + 1
+    width = int(ends.max())                                               # the longest row: columns to fill
+    table = np.zeros((n, max(max(len(t) for t in block_tables), -(-width // bs))), dtype=np.int32)
+    for row, blocks in enumerate(block_tables): table[row, :len(blocks)] = blocks
+    columns = np.arange(width, dtype=np.int32)
+    slots = table[:, columns // bs] * bs + columns % bs                   # (n, width): pool slot of every cache position
+    visible = columns[None, :] < ends[:, None]
+    inputs.tokens[:n, 0] = tokens
+    inputs.positions[:n, 0] = starts_array
+    inputs.slots[:n] = slots[np.arange(n), starts_array]
+    inputs.gather_index[:n, :width] = np.where(visible, slots, NULL_BLOCK * bs)
+    inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
+    inputs.select[:n, 0, 0] = 1.0
+    inputs.length = max(inputs.length, width)
 
   def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
     """Row `row` runs tokens at positions [start, start+len(tokens)); its blocks cover them."""
