@@ -179,3 +179,14 @@ def test_wgmma_configs_compile_for_sm90a(monkeypatch, config, layout):
   assert f"wgmma.mma_async.sync.aligned.m64n{width}k16.f32.f16.f16" in src
   assert ("wait_group.sync.aligned 1" in src) == config.endswith("+overlap")
   assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90a", "-std=c++17"])[:4] == b"\x7fELF"
+
+
+def test_serve_pool_kernels_compile_for_sm90():
+  """The paged KV cache's write and gather (serve/paged.py), written once for CUDA and OpenCL, compile as CUDA."""
+  bindings = _nvrtc_or_skip()
+  from teenygrad.serve import paged
+  sizes = {"COUNT": 4, "ROW": 576, "SLOTS": 1024, "BATCH": 8, "WIDTH": 64}
+  for name, body in paged._POOL_SOURCES.items():
+    defines = {**paged._POOL_MACROS["CUDA"], **{k: str(v) for k, v in sizes.items()}}
+    src = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + body
+    assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90", "-std=c++17"])[:4] == b"\x7fELF", name
