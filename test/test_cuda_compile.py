@@ -109,7 +109,10 @@ def test_kernels_compile_for_sm90(name):
   kernels = render_cuda(tensor.contiguous())
   assert kernels, "nothing to compile"
   sources = "\n".join(src for _, src, _ in kernels)
-  if expect == "block": assert "__syncthreads();" in sources and "tg_warp_" in sources
+  if expect == "block":
+    # a work-group per output: warp sums, and a barrier to combine warps where the group is wider than one
+    assert "tg_warp_" in sources
+    assert all("__syncthreads();" in src for _, src, launch in kernels if launch["block"][0] > 32)
   elif expect == "thread": assert "__syncthreads" not in sources and "blockIdx.x * 256 + lane" in sources
   elif expect is not None: assert expect in sources, f"expected {expect!r} in the rendered kernels"
   from teenygrad.device.cuda import NVRTCCompiler
@@ -179,3 +182,15 @@ def test_wgmma_configs_compile_for_sm90a(monkeypatch, config, layout):
   assert f"wgmma.mma_async.sync.aligned.m64n{width}k16.f32.f16.f16" in src
   assert ("wait_group.sync.aligned 1" in src) == config.endswith("+overlap")
   assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90a", "-std=c++17"])[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("k,m", [(576, 1), (96, 3), (1536, 8)])
+def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):
+  _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler
+  from teenygrad.nn.quant_cuda import CUDA_QUANT_TYPES, matvec_name, render_matvec
+  assert ggml_type in CUDA_QUANT_TYPES
+  src = render_matvec(ggml_type, k, m)
+  assert f"void __launch_bounds__(128) {matvec_name(ggml_type, k, m)}(" in src
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"

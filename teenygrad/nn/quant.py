@@ -159,9 +159,16 @@ def _cpu_kernels(device: str, ggml_type: str, simd: bool = True) -> CPUQuantKern
   return _cpu_cache[key]
 
 
+def _cuda_kernels(device: str, ggml_type: str):
+  from teenygrad.nn.quant_cuda import cuda_kernels
+  return cuda_kernels(device, ggml_type)
+
+
 # backend name -> factory(device, ggml_type) of an object with `linear` and `rows` methods shaped like
-# CPUQuantKernels'. A backend without an entry runs the reference (x @ dequantize().T); add yours here.
-FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels}
+# CPUQuantKernels' (or None for a type it has no kernels for). `max_rows` (if set) bounds the rows of x `linear`
+# takes and `rows = None` means no embedding kernel: the reference runs instead. A backend without an entry runs the
+# reference (x @ dequantize().T); add yours here.
+FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels, "CUDA": _cuda_kernels}
 
 
 def _fused_kernels(device: str, ggml_type: str):
@@ -278,10 +285,10 @@ class QuantizedTensor:
     """x (..., in_features) @ W.T -> (..., out_features) float32, dequantizing inside the kernel where one exists."""
     self._check_x(x)
     kernels = _fused_kernels(self.device, self.ggml_type)
-    if kernels is None: return self.linear_reference(x)
     batch = tuple(x.shape[:-1])
     rows = 1
     for s in batch: rows *= s
+    if kernels is None or rows > (getattr(kernels, "max_rows", None) or rows): return self.linear_reference(x)
     if rows == 0: return Tensor.zeros(*batch, self.shape[0], device=self.device)
     flat = x.float().reshape(rows, self.shape[1])
     if flat.lazydata.is_view and not flat.lazydata.reshapes_base: flat = flat.contiguous()   # a reshape reads the base's buffer as is
@@ -302,7 +309,7 @@ class QuantizedTensor:
     for s in shape: count *= s
     if count == 0: return Tensor.zeros(*shape, k, device=self.device)
     kernels = _fused_kernels(self.device, self.ggml_type)
-    if kernels is None: return self._embedding_reference(ids)
+    if kernels is None or kernels.rows is None: return self._embedding_reference(ids)
     flat = ids.cast(dtypes.int64).reshape(count).contiguous()
     kernel = QuantRowsKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (count, k), dtypes.float32))

@@ -1,0 +1,150 @@
+"""CUDA kernels for GGUF-quantized weights: the matvec of batch-1 decode, dequantizing in registers.
+
+    tg_qmatvec_<type>_<K>_<M>(out, x, w, N)   out (M, N) = x (M, K) @ W.T, W = N rows of K/32 blocks
+
+One warp per output row. Four lanes share each 32-weight block (a lane takes a quarter: 8 weights and their
+scale), so a warp walks 8 consecutive blocks of its row per step and its loads cover them contiguously; x is
+read as float4 through the read-only cache, where every warp of the grid finds it. The lanes' partial sums
+meet in a warp shuffle, so there is no shared memory and no barrier. K and M are compile-time constants (one
+cubin per shape, disk-cached), so the block loop unrolls and every load of a row is in flight at once.
+
+Only a few rows of x: each row of W is read once and dotted with all M rows, which pays while M is small; more
+rows (prefill) go through the reference, `x @ dequantize().T`, whose matmul is the tiled GEMM.
+
+Arithmetic: per block, sum(q * x) in float32, then times the fp16 scale (and plus min * sum(x) for Q4_1), as
+llama.cpp does; the result differs from the reference's rounding by float32 reassociation only.
+"""
+from __future__ import annotations
+
+from teenygrad.device import Buffer, Device
+from teenygrad.ir.symbolic import Variable
+from teenygrad.renderer.cuda import CUDA_PREAMBLE
+from teenygrad.renderer.gpu import LaunchDims
+
+WARPS = 4        # output rows per thread block (a warp each)
+LANES_PER_BLOCK = 4
+MAX_ROWS = 8     # rows of x the matvec takes; more go through the reference GEMM
+
+# per type: type_size, and the body that adds this lane's quarter of block `blk` (bytes) against x block `xb`
+# (floats, row m at xb + m * K) into acc[m]. `sub` is the lane's quarter (0..3).
+_BLOCKS = {
+  # d (fp16), 16 bytes of nibbles: byte i holds weights i (low nibble) and i + 16 (high), each minus 8
+  "Q4_0": (18, r"""
+    const unsigned short* h = (const unsigned short*)blk;
+    const float d = tg_h2f(h[0]);
+    const unsigned int q = (unsigned int)h[1 + 2 * sub] | ((unsigned int)h[2 + 2 * sub] << 16);
+    #pragma unroll
+    for (int m = 0; m < M_ROWS; m++) {
+      const float4 lo = *(const float4*)(xb + m * K_IN + 4 * sub), hi = *(const float4*)(xb + m * K_IN + 16 + 4 * sub);
+      const float s = (float)((int)(q & 15) - 8) * lo.x + (float)((int)((q >> 8) & 15) - 8) * lo.y
+                    + (float)((int)((q >> 16) & 15) - 8) * lo.z + (float)((int)((q >> 24) & 15) - 8) * lo.w
+                    + (float)((int)((q >> 4) & 15) - 8) * hi.x + (float)((int)((q >> 12) & 15) - 8) * hi.y
+                    + (float)((int)((q >> 20) & 15) - 8) * hi.z + (float)((int)(q >> 28) - 8) * hi.w;
+      acc[m] += d * s;
+    }"""),
+  # d and m (fp16), 16 bytes of nibbles as Q4_0, unsigned: w = d * q + m. 20-byte blocks keep every field 4-aligned
+  "Q4_1": (20, r"""
+    const unsigned int* u = (const unsigned int*)blk;
+    const unsigned int dm = u[0], q = u[1 + sub];
+    const float d = tg_h2f((unsigned short)(dm & 0xffff)), mn = tg_h2f((unsigned short)(dm >> 16));
+    #pragma unroll
+    for (int m = 0; m < M_ROWS; m++) {
+      const float4 lo = *(const float4*)(xb + m * K_IN + 4 * sub), hi = *(const float4*)(xb + m * K_IN + 16 + 4 * sub);
+      const float s = (float)(q & 15) * lo.x + (float)((q >> 8) & 15) * lo.y + (float)((q >> 16) & 15) * lo.z
+                    + (float)((q >> 24) & 15) * lo.w + (float)((q >> 4) & 15) * hi.x + (float)((q >> 12) & 15) * hi.y
+                    + (float)((q >> 20) & 15) * hi.z + (float)(q >> 28) * hi.w;
+      const float xs = (lo.x + lo.y) + (lo.z + lo.w) + (hi.x + hi.y) + (hi.z + hi.w);
+      acc[m] += d * s + mn * xs;
+    }"""),
+  # d (fp16), 32 int8 weights: this lane's 8 are bytes 2 + 8 * sub onwards (2-aligned: four 16-bit loads)
+  "Q8_0": (34, r"""
+    const unsigned short* h = (const unsigned short*)blk;
+    const float d = tg_h2f(h[0]);
+    const unsigned short q0 = h[1 + 4 * sub], q1 = h[2 + 4 * sub], q2 = h[3 + 4 * sub], q3 = h[4 + 4 * sub];
+    #pragma unroll
+    for (int m = 0; m < M_ROWS; m++) {
+      const float4 a = *(const float4*)(xb + m * K_IN + 8 * sub), b = *(const float4*)(xb + m * K_IN + 8 * sub + 4);
+      const float s = (float)(signed char)(q0 & 0xff) * a.x + (float)(signed char)(q0 >> 8) * a.y
+                    + (float)(signed char)(q1 & 0xff) * a.z + (float)(signed char)(q1 >> 8) * a.w
+                    + (float)(signed char)(q2 & 0xff) * b.x + (float)(signed char)(q2 >> 8) * b.y
+                    + (float)(signed char)(q3 & 0xff) * b.z + (float)(signed char)(q3 >> 8) * b.w;
+      acc[m] += d * s;
+    }"""),
+}
+
+CUDA_QUANT_TYPES = tuple(_BLOCKS)
+
+
+def matvec_name(ggml_type: str, k: int, m: int) -> str: return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}"
+
+
+def render_matvec(ggml_type: str, k: int, m: int) -> str:
+  """CUDA C of the matvec of one GGML type for x of m rows of k (k a multiple of 32)."""
+  type_size, body = _BLOCKS[ggml_type]
+  threads, nb, per_step = 32 * WARPS, k // 32, 32 // LANES_PER_BLOCK
+  steps = -(-nb // per_step)
+  return CUDA_PREAMBLE + f"""#define K_IN {k}
+#define M_ROWS {m}
+extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m)}(float* __restrict__ out,
+    const float* __restrict__ x, const unsigned char* __restrict__ w, long long n) {{
+  const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
+  const long long row = (long long)blockIdx.x * {WARPS} + (threadIdx.x >> 5);
+  if (row >= n) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  const unsigned char* wr = w + row * {nb * type_size}LL;
+  float acc[M_ROWS];
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) acc[m] = 0.0f;
+  /* a constant trip count, so the loop unrolls whole and all of the row's loads are issued together */
+  #pragma unroll
+  for (int step = 0; step < {steps}; step++) {{
+    const int b = step * {per_step} + lane / {LANES_PER_BLOCK};
+    if (b >= {nb}) break;
+    const unsigned char* blk = wr + b * {type_size};
+    const float* xb = x + b * 32;{body}
+  }}
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) {{
+    const float total = tg_warp_sum(acc[m]);
+    if (lane == 0) out[m * n + row] = total;
+  }}
+}}
+"""
+
+
+class CUDAQuantKernels:
+  """The fused kernels of one GGML type on a CUDA device, shaped like nn/quant.py's CPUQuantKernels: `linear`
+  for up to MAX_ROWS rows of x, no `rows` (embeddings gather through the reference, on the device)."""
+  max_rows = MAX_ROWS
+  rows = None
+
+  def __init__(self, device: str, ggml_type: str):
+    self.device, self.ggml_type = device, ggml_type
+    self._programs: dict[tuple[int, int], object] = {}
+
+  def _program(self, k: int, m: int):
+    if (k, m) not in self._programs:
+      backend = Device[self.device]
+      n = Variable("n", 1, 1 << 31)
+      launch = LaunchDims((n + WARPS - 1) // WARPS, 32 * WARPS, (n,))
+      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m))
+      self._programs[(k, m)] = backend.program(matvec_name(self.ggml_type, k, m), binary, launch)
+    return self._programs[(k, m)]
+
+  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
+    """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks; m <= MAX_ROWS."""
+    from teenygrad.nn.quant import _launch
+    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m), [out, x, w], (n,), m * n * k, self.device, record=True)
+
+
+_cache: dict[tuple[str, str], CUDAQuantKernels] = {}
+
+
+def cuda_kernels(device: str, ggml_type: str) -> CUDAQuantKernels | None:
+  """The CUDA kernels of a type, or None where there are none (the caller runs the reference)."""
+  if ggml_type not in _BLOCKS: return None
+  key = (device, ggml_type)
+  if key not in _cache: _cache[key] = CUDAQuantKernels(device, ggml_type)
+  return _cache[key]
+
+
+__all__ = ["CUDAQuantKernels", "CUDA_QUANT_TYPES", "cuda_kernels", "matvec_name", "render_matvec"]
