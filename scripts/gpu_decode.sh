@@ -2,13 +2,13 @@
 # Batch-1 decode on the GPU machine in one command: the CUDA tests that cover decode, a per-kernel profile of one
 # decode step (bench/llm_profile.py) and bench/llm.py, on SmolLM2-shaped GGUFs with random weights (written from the
 # carried recipe, as scripts/gpu_llm.sh does). BASELINE=DIR also profiles the teenygrad checkout in DIR (the code
-# before a change) on the same models. Logs land in $OUT: tests.txt, profile_<tag>_<model>.txt, llm.txt.
-#   STAGES="tests profile bench" (default all) picks what runs.
+# before a change) on the same models. Logs land in $OUT: tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt.
+#   STAGES="quick profile baseline tests bench" (the default) picks what runs, in that order.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_decode}
 PY=${PYTHON:-python3}
-STAGES=${STAGES:-tests profile bench}
+STAGES=${STAGES:-quick profile baseline tests bench}
 mkdir -p "$OUT" /tmp/models
 export PYTHONUNBUFFERED=1 DEV=CUDA
 [ -f .gpucarry/smollm2_recipe.json ] || { echo "no .gpucarry/smollm2_recipe.json: nothing to benchmark"; exit 0; }
@@ -25,19 +25,22 @@ profile() {   # profile TAG PYTHONPATH
     tail -40 "$OUT/profile_$1_$model.txt"
   done
 }
-case " $STAGES " in *" profile "*)
-  profile new "${PYTHONPATH:-}:$PWD"
-  [ -n "${BASELINE:-}" ] && profile base "${PYTHONPATH:-}:$BASELINE" ;;
-esac
-case " $STAGES " in *" tests "*)
-  timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py test/test_quant.py test/test_llm.py 2>&1 | tail -30 > "$OUT/tests.txt" || status=1
-  cat "$OUT/tests.txt" ;;
-esac
-case " $STAGES " in *" bench "*)
-  for model in q4_1 f16; do
-    echo "== CUDA SmolLM2 $model (random weights)" | tee -a "$OUT/llm.txt"
-    timeout ${LLM_TIMEOUT:-90} $PY bench/llm.py --model /tmp/models/smollm2_$model.gguf --prefill 128 --decode 64 2>&1 | tail -4 \
-      | tee -a "$OUT/llm.txt" || status=1
-  done ;;
-esac
+for stage in $STAGES; do
+  case $stage in
+    quick)   # the fused kernels' own tests, before anything slow
+      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py -k "quant or graph" 2>&1 | tail -15 > "$OUT/tests_quick.txt" || status=1
+      cat "$OUT/tests_quick.txt" ;;
+    profile) profile new "${PYTHONPATH:-}:$PWD" ;;
+    baseline) [ -n "${BASELINE:-}" ] && profile base "${PYTHONPATH:-}:$BASELINE" ;;
+    tests)
+      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py test/test_quant.py test/test_llm.py 2>&1 | tail -30 > "$OUT/tests.txt" || status=1
+      cat "$OUT/tests.txt" ;;
+    bench)
+      for model in q4_1 f16; do
+        echo "== CUDA SmolLM2 $model (random weights)" | tee -a "$OUT/llm.txt"
+        timeout ${LLM_TIMEOUT:-90} $PY bench/llm.py --model /tmp/models/smollm2_$model.gguf --prefill 128 --decode 64 2>&1 | tail -4 \
+          | tee -a "$OUT/llm.txt" || status=1
+      done ;;
+  esac
+done
 exit $status

@@ -229,6 +229,11 @@ def test_quant_matvec_matches_reference(cuda, ggml_type, n, k):
     ref = x.astype(np.float64) @ want.T
     scale = np.abs(x).astype(np.float64) @ np.abs(want.T) + 1e-30
     assert np.max(np.abs(got - ref) / scale) < 1e-5, f"rows={rows}"
+  residual = rng.standard_normal((2, n), dtype=np.float32)   # added by the kernel itself: one launch
+  x = rng.standard_normal((2, k), dtype=np.float32)
+  got, names = _launched(lambda: qt.linear(Tensor(x, device="CUDA"), residual=Tensor(residual, device="CUDA")).numpy())
+  assert names == [f"qmatvec_{ggml_type.lower()}"], names
+  np.testing.assert_allclose(got, x.astype(np.float64) @ want.T + residual, rtol=1e-4, atol=1e-4 * np.abs(x).sum())
 
 
 def test_quant_matvec_replays_in_the_graph(cuda):

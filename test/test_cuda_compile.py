@@ -191,6 +191,7 @@ def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):
   from teenygrad.device.cuda import NVRTCCompiler
   from teenygrad.nn.quant_cuda import CUDA_QUANT_TYPES, matvec_name, render_matvec
   assert ggml_type in CUDA_QUANT_TYPES
-  src = render_matvec(ggml_type, k, m)
-  assert f"void __launch_bounds__(128) {matvec_name(ggml_type, k, m)}(" in src
-  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
+  for residual in (False, True):
+    src = render_matvec(ggml_type, k, m, residual)
+    assert f"void __launch_bounds__(128) {matvec_name(ggml_type, k, m, residual)}(" in src
+    assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"

@@ -5,7 +5,8 @@
   The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
   vocab x dim per token; this copies the rows.
-On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference.
+On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference (a
+one-row cache write there is a lazy assign, so the kernel that writes the row also computes it).
 """
 from __future__ import annotations
 
@@ -89,6 +90,14 @@ def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
 def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
   """Store new (B, H, T, D) at rows [start, start+T) of cache (B, H, L, D); returns a tensor aliasing the cache."""
   new = new.cast(cache.dtype)
+  if cache.device != "CPU" and new.shape[2] == 1 and not cache.lazydata.is_view and cache.lazydata.realized is not None:
+    # one row (decode) on a device: an assign selecting the row by the position's value, left lazy so the kernel
+    # that writes it also computes it (the key's RoPE, the value's slice of a fused projection) instead of
+    # reading a buffer of its own; the kernel rewrites the whole cache, as CacheWrite.run's does
+    L = cache.shape[2]
+    positions = Tensor.arange(L, dtype=dtypes.int32, device=cache.device).reshape(1, 1, L, 1)
+    at = start.cast(dtypes.int32).reshape(1, 1, 1, 1)
+    return cache.assign((positions == at)._where(new.expand(*cache.shape), cache))
   if new.lazydata.is_view and not new.lazydata.reshapes_base: new = new.contiguous()   # a reshape reads the base's buffer as is
   start = start.cast(dtypes.int32).reshape(1).contiguous()
   op = CacheWrite(cache.shape, new.shape)

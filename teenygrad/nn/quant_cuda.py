@@ -75,18 +75,20 @@ _BLOCKS = {
 CUDA_QUANT_TYPES = tuple(_BLOCKS)
 
 
-def matvec_name(ggml_type: str, k: int, m: int) -> str: return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}"
+def matvec_name(ggml_type: str, k: int, m: int, residual: bool = False) -> str:
+  return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}{'_r' if residual else ''}"
 
 
-def render_matvec(ggml_type: str, k: int, m: int) -> str:
-  """CUDA C of the matvec of one GGML type for x of m rows of k (k a multiple of 32)."""
+def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False) -> str:
+  """CUDA C of the matvec of one GGML type for x of m rows of k (k a multiple of 32); with `residual`, the kernel
+  takes a fourth buffer (m, n) added to the product (a transformer's residual connection, without a kernel)."""
   type_size, body = _BLOCKS[ggml_type]
   threads, nb, per_step = 32 * WARPS, k // 32, 32 // LANES_PER_BLOCK
   steps = -(-nb // per_step)
   return CUDA_PREAMBLE + f"""#define K_IN {k}
 #define M_ROWS {m}
-extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m)}(float* __restrict__ out,
-    const float* __restrict__ x, const unsigned char* __restrict__ w, long long n) {{
+extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual)}(float* __restrict__ out,
+    const float* __restrict__ x, const unsigned char* __restrict__ w,{" const float* __restrict__ residual," if residual else ""} long long n) {{
   const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
   const long long row = (long long)blockIdx.x * {WARPS} + (threadIdx.x >> 5);
   if (row >= n) return;   /* whole warps leave: the shuffles below see all 32 lanes */
@@ -105,7 +107,7 @@ extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, 
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     const float total = tg_warp_sum(acc[m]);
-    if (lane == 0) out[m * n + row] = total;
+    if (lane == 0) out[m * n + row] = total{" + residual[m * n + row]" if residual else ""};
   }}
 }}
 """
@@ -116,24 +118,28 @@ class CUDAQuantKernels:
   for up to MAX_ROWS rows of x, no `rows` (embeddings gather through the reference, on the device)."""
   max_rows = MAX_ROWS
   rows = None
+  fuses_residual = True
 
   def __init__(self, device: str, ggml_type: str):
     self.device, self.ggml_type = device, ggml_type
-    self._programs: dict[tuple[int, int], object] = {}
+    self._programs: dict[tuple[int, int, bool], object] = {}
 
-  def _program(self, k: int, m: int):
-    if (k, m) not in self._programs:
+  def _program(self, k: int, m: int, residual: bool):
+    key = (k, m, residual)
+    if key not in self._programs:
       backend = Device[self.device]
       n = Variable("n", 1, 1 << 31)
       launch = LaunchDims((n + WARPS - 1) // WARPS, 32 * WARPS, (n,))
-      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m))
-      self._programs[(k, m)] = backend.program(matvec_name(self.ggml_type, k, m), binary, launch)
-    return self._programs[(k, m)]
+      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m, residual))
+      self._programs[key] = backend.program(matvec_name(self.ggml_type, k, m, residual), binary, launch)
+    return self._programs[key]
 
-  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
-    """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks; m <= MAX_ROWS."""
+  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None) -> None:
+    """out (m, n) = x (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks; m <= MAX_ROWS."""
     from teenygrad.nn.quant import _launch
-    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m), [out, x, w], (n,), m * n * k, self.device, record=True)
+    buffers = [out, x, w] + ([residual] if residual is not None else [])
+    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m, residual is not None), buffers, (n,), m * n * k, self.device,
+            record=True)
 
 
 _cache: dict[tuple[str, str], CUDAQuantKernels] = {}
