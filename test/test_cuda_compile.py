@@ -195,3 +195,66 @@ def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):
     src = render_matvec(ggml_type, k, m, residual)
     assert f"void __launch_bounds__(128) {matvec_name(ggml_type, k, m, residual)}(" in src
     assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
+
+
+# The matvec's C++ run on the CPU, one thread of the grid after another: what it can't show without a GPU is only
+# the warp shuffle, so tg_warp_sum records each lane's partial sum instead and the harness adds them up.
+_EMULATION = r"""
+#include <cstring>
+#define __global__
+#define __launch_bounds__(n)
+#define __restrict__
+struct float4 { float x, y, z, w; };
+struct Index { unsigned int x; };
+static Index threadIdx, blockIdx;
+static float* partials;
+static long long partial_rows;
+static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals included */
+  unsigned int sign = (h >> 15) << 31, exp = (h >> 10) & 31, mant = h & 1023, bits;
+  if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
+  else if (exp) bits = sign | ((exp + 112) << 23) | (mant << 13);
+  else { float f = (float)mant * (1.0f / 16777216.0f); memcpy(&bits, &f, 4); bits |= sign; }
+  float f; memcpy(&f, &bits, 4); return f;
+}
+/* expanded where the kernel sums row m of x for its W row `row`: both names are in scope there */
+#define tg_warp_sum(v) (partials[((long long)m * partial_rows + row) * 32 + (threadIdx.x & 31)] = (v), 0.0f)
+"""
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+def test_quant_matvec_lanes_on_the_cpu(ggml_type, tmp_path):
+  """Every weight of every row is dequantized once by exactly one lane and met with its own x (2 rows of x, a row
+  count that leaves the last thread block ragged, a residual), against gguf-py's dequantize."""
+  gguf = pytest.importorskip("gguf")
+  import ctypes
+  import shutil
+  import subprocess
+  from teenygrad.nn.quant_cuda import WARPS, matvec_name, render_matvec
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  n, k, m = 13, 320, 2
+  src = render_matvec(ggml_type, k, m, residual=True)
+  kernel = src[src.index("#define K_IN"):]
+  name = matvec_name(ggml_type, k, m, True)
+  driver = f"""
+extern "C" void run(float* out, const float* x, const unsigned char* w, const float* residual, long long n, float* lanes) {{
+  partials = lanes; partial_rows = n;
+  for (blockIdx.x = 0; blockIdx.x < (n + {WARPS - 1}) / {WARPS}; blockIdx.x++)
+    for (threadIdx.x = 0; threadIdx.x < {32 * WARPS}; threadIdx.x++) {name}(out, x, w, residual, n);
+}}
+"""
+  (tmp_path / "matvec.cpp").write_text(_EMULATION + kernel + driver)
+  subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", str(tmp_path / "matvec.so"), str(tmp_path / "matvec.cpp")], check=True,
+                 capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "matvec.so"))
+  rng = np.random.default_rng(4)
+  weights = rng.standard_normal((n, k), dtype=np.float32)
+  blocks = gguf.quants.quantize(weights, gguf.GGMLQuantizationType[ggml_type])
+  want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  x, residual = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((m, n), dtype=np.float32)
+  out = np.zeros((m, n), np.float32)
+  lanes = np.zeros((m, n, 32), np.float32)
+  pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+  lib.run(pointer(out), pointer(x), pointer(np.ascontiguousarray(blocks)), pointer(residual), ctypes.c_longlong(n), pointer(lanes))
+  np.testing.assert_array_equal(out, residual)   # lane 0 stored its "total" (0 here: the sum went to `lanes`) + residual
+  scale = np.abs(x).astype(np.float64) @ np.abs(want.T)
+  assert np.max(np.abs(lanes.sum(-1) - x.astype(np.float64) @ want.T) / scale) < 1e-6
