@@ -254,6 +254,32 @@ def test_quant_matvec_replays_in_the_graph(cuda):
   assert step.capture.graph_launches == 3
 
 
+def test_embedding_gathers_replay_in_the_graph(cuda):
+  """Quantized and float embeddings gather just their rows with a kernel (no one-hot sum over the table), bit-exact,
+  and a JIT graph replays the gathers with the new ids."""
+  from teenygrad.engine.jit import jit
+  from teenygrad.llm.custom_ops import embedding_rows
+  qt, want = _quant_weight("Q4_1", 300, 64, seed=3)
+  table_np = np.random.default_rng(6).standard_normal((300, 64)).astype(np.float16)
+  table = Tensor(table_np, device="CUDA").realize()
+  ids = np.array([0, 299, 17])
+  rows, names = _launched(lambda: qt.embedding(Tensor(ids, device="CUDA")).numpy())
+  assert "qrows_q4_1" in names
+  np.testing.assert_array_equal(rows, want[ids].astype(np.float32))
+  with pytest.raises(IndexError, match="out of range"): embedding_rows(table, Tensor(np.array([300]), device="CUDA")).numpy()
+
+  @jit
+  def embed(ids):
+    return qt.embedding(ids), embedding_rows(table, ids)
+
+  for step in range(5):
+    ids = np.array([step, 299 - step, 17])
+    quantized, plain = embed(Tensor(ids, device="CUDA"))
+    np.testing.assert_array_equal(quantized.numpy(), want[ids].astype(np.float32))
+    np.testing.assert_array_equal(plain.numpy(), table_np[ids].astype(np.float32))
+  assert embed.capture.graph_launches == 3
+
+
 # last in the file: an experimental kernel that faults would end the process's CUDA context
 @pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
 @pytest.mark.parametrize("layout", ["nn", "linear"])

@@ -258,3 +258,41 @@ extern "C" void run(float* out, const float* x, const unsigned char* w, const fl
   np.testing.assert_array_equal(out, residual)   # lane 0 stored its "total" (0 here: the sum went to `lanes`) + residual
   scale = np.abs(x).astype(np.float64) @ np.abs(want.T)
   assert np.max(np.abs(lanes.sum(-1) - x.astype(np.float64) @ want.T) / scale) < 1e-6
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+def test_quant_rows_on_the_cpu(ggml_type, tmp_path):
+  """The embedding gather's C++ run thread by thread on the CPU: bit-identical with gguf-py, zero rows and err for
+  ids out of range. The float-table gathers compile."""
+  gguf = pytest.importorskip("gguf")
+  import ctypes
+  import shutil
+  import subprocess
+  from teenygrad.nn.quant_cuda import FLOAT_ROW_DTYPES, ROWS_THREADS, render_float_rows, render_rows, rows_name
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  n, k = 11, 96
+  src = render_rows(ggml_type, k)
+  emulation = _EMULATION + "static float __fmul_rn(float a, float b) { return a * b; }\nstatic float __fadd_rn(float a, float b) { return a + b; }\n"
+  driver = f"""
+extern "C" void run(float* out, const long long* ids, const unsigned char* w, int* err, long long count, long long n) {{
+  for (blockIdx.x = 0; blockIdx.x < (count * {k} + {ROWS_THREADS - 1}) / {ROWS_THREADS}; blockIdx.x++)
+    for (threadIdx.x = 0; threadIdx.x < {ROWS_THREADS}; threadIdx.x++) {rows_name(ggml_type, k)}(out, ids, w, err, count, n);
+}}
+"""
+  (tmp_path / "rows.cpp").write_text(emulation + src[src.index('extern "C"'):] + driver)
+  subprocess.run(["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(tmp_path / "rows.so"), str(tmp_path / "rows.cpp")],
+                 check=True, capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "rows.so"))
+  blocks = gguf.quants.quantize(np.random.default_rng(5).standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type])
+  ids = np.array([3, 0, n - 1, n, -1, 7], dtype=np.int64)
+  out, err = np.full((len(ids), k), np.nan, np.float32), np.zeros(1, np.int32)
+  pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+  lib.run(pointer(out), pointer(ids), pointer(np.ascontiguousarray(blocks)), pointer(err), ctypes.c_longlong(len(ids)), ctypes.c_longlong(n))
+  np.testing.assert_array_equal(out[[0, 1, 2, 5]].view(np.uint32), want[ids[[0, 1, 2, 5]]].view(np.uint32))
+  assert not out[3:5].any() and err[0] == 1
+  _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler
+  compiler = NVRTCCompiler("sm_90")
+  assert compiler.compile(src)[:4] == b"\x7fELF"
+  for dtype_name in FLOAT_ROW_DTYPES: assert compiler.compile(render_float_rows(dtype_name, k))[:4] == b"\x7fELF"

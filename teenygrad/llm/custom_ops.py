@@ -4,7 +4,7 @@
   (ASSIGN targets a base), so storing T rows would rewrite the whole cache every step; this copies just the rows.
   The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
-  vocab x dim per token; this copies the rows.
+  vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA with a gather kernel).
 On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference (a
 one-row cache write there is a lazy assign, so the kernel that writes the row also computes it).
 """
@@ -113,6 +113,15 @@ class EmbeddingRows:
     from teenygrad.device import Buffer
     table, ids = buffers
     V, D = self.table_shape
+    gather = ROW_GATHERS.get(table.device.partition(":")[0])
+    if gather is not None and table.dtype.name in gather[0]:
+      # the ids are checked here, on the host; a JIT replay runs the recorded gather, which gives zero rows instead
+      index = ids.numpy().astype(np.int64)
+      bad = index[(index < 0) | (index >= V)]
+      if bad.size: raise IndexError(f"token id {int(bad[0])} out of range for a vocabulary of {V}")
+      out = Buffer(root.device, self.count * D, dtypes.float32)
+      gather[1](out, ids, table, self.count, V, D)
+      return out
     if table.device != "CPU":
       table_t = Tensor(LazyBuffer.from_realized(table, self.table_shape, table.dtype, table.device))
       ids_t = Tensor(LazyBuffer.from_realized(ids, (self.count,), ids.dtype, ids.device))
@@ -127,6 +136,17 @@ class EmbeddingRows:
     return out
 
   def backward(self, grad, ctx): return None, None
+
+
+def _cuda_rows(out, ids, table, count: int, n: int, d: int) -> None:
+  from teenygrad.nn.quant_cuda import float_rows
+  float_rows(out, ids, table, count, n, d)
+
+
+# backend name -> (table dtypes it gathers, gather(out, ids, table, count, V, D)): a kernel of the backend's own that
+# reads only the rows asked for, launched so a JIT records it. Other devices run reference_embedding (a one-hot sum
+# over the whole table per id); the CPU copies the rows on the host.
+ROW_GATHERS = {"CUDA": (("float32", "float16", "bfloat16"), _cuda_rows)}
 
 
 def reference_embedding(table: Tensor, ids: Tensor) -> Tensor:

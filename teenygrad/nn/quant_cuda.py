@@ -1,6 +1,12 @@
-"""CUDA kernels for GGUF-quantized weights: the matvec of batch-1 decode, dequantizing in registers.
+"""CUDA kernels for decode's weights: the quantized matvec, dequantizing in registers, and embedding row gathers.
 
-    tg_qmatvec_<type>_<K>_<M>(out, x, w, N)   out (M, N) = x (M, K) @ W.T, W = N rows of K/32 blocks
+    tg_qmatvec_<type>_<K>_<M>(out, x, w, N)        out (M, N) = x (M, K) @ W.T, W = N rows of K/32 blocks
+    tg_qrows_<type>_<K>(out, ids, w, err, count, N) out (count, K) = W[ids] (int64 ids), dequantized
+    tg_rows_<dtype>_<D>(out, ids, table, count, V)  out (count, D) = table[ids] (int32 ids) as float32
+
+A gather reads only its rows, where the primitive reference (a one-hot sum over the vocabulary) reads the whole
+table per token. An id out of range gives a zero row (and err[0] = 1 for the quantized one); the callers check
+the ids on the host too, outside JIT replays.
 
 One warp per output row. Four lanes share each 32-weight block (a lane takes a quarter: 8 weights and their
 scale), so a warp walks 8 consecutive blocks of its row per step and its loads cover them contiguously; x is
@@ -113,11 +119,85 @@ extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, 
 """
 
 
+# ---- embedding rows ----
+# one thread per output element; each weight is computed as nn/quant.py's reference computes it (the scale times
+# the integer, then plus the min, without a fused multiply-add), so the rows are bit-identical with it
+
+_ROW_VALUES = {
+  "Q4_0": (18, "__fmul_rn(tg_h2f(h[0]), (float)((int)(l < 16 ? (blk[2 + l] & 15) : (blk[2 + l - 16] >> 4)) - 8))"),
+  "Q4_1": (20, "__fadd_rn(__fmul_rn(tg_h2f(h[0]), (float)(l < 16 ? (blk[4 + l] & 15) : (blk[4 + l - 16] >> 4))), tg_h2f(h[1]))"),
+  "Q8_0": (34, "__fmul_rn((float)(signed char)blk[2 + l], tg_h2f(h[0]))"),
+}
+ROWS_THREADS = 256
+
+
+def rows_name(ggml_type: str, k: int) -> str: return f"tg_qrows_{ggml_type.lower()}_{k}"
+
+
+def render_rows(ggml_type: str, k: int) -> str:
+  """CUDA C gathering dequantized rows of k weights of one GGML type."""
+  type_size, value = _ROW_VALUES[ggml_type]
+  return CUDA_PREAMBLE + f"""extern "C" __global__ void __launch_bounds__({ROWS_THREADS}) {rows_name(ggml_type, k)}(float* __restrict__ out,
+    const long long* __restrict__ ids, const unsigned char* __restrict__ w, int* __restrict__ err, long long count, long long n) {{
+  const long long i = (long long)blockIdx.x * {ROWS_THREADS} + threadIdx.x;
+  if (i >= count * {k}) return;
+  const long long id = ids[i / {k}];
+  if (id < 0 || id >= n) {{ out[i] = 0.0f; err[0] = 1; return; }}
+  const int j = (int)(i % {k}), l = j % 32;
+  const unsigned char* blk = w + id * {k // 32 * type_size}LL + (j / 32) * {type_size};
+  const unsigned short* h = (const unsigned short*)blk;
+  out[i] = {value};
+}}
+"""
+
+
+_FLOAT_LOADS = {"float32": ("float", "{v}"), "float16": ("unsigned short", "tg_h2f({v})"), "bfloat16": ("unsigned short", "tg_b2f({v})")}
+
+
+def float_rows_name(dtype_name: str, d: int) -> str: return f"tg_rows_{dtype_name}_{d}"
+
+
+def render_float_rows(dtype_name: str, d: int) -> str:
+  """CUDA C gathering rows of d elements of a float32/float16/bfloat16 table as float32."""
+  storage, widen = _FLOAT_LOADS[dtype_name]
+  return CUDA_PREAMBLE + f"""extern "C" __global__ void __launch_bounds__({ROWS_THREADS}) {float_rows_name(dtype_name, d)}(float* __restrict__ out,
+    const int* __restrict__ ids, const {storage}* __restrict__ table, long long count, long long n) {{
+  const long long i = (long long)blockIdx.x * {ROWS_THREADS} + threadIdx.x;
+  if (i >= count * {d}) return;
+  const long long id = ids[i / {d}];
+  out[i] = (id < 0 || id >= n) ? 0.0f : {widen.format(v=f"table[id * {d}LL + i % {d}]")};
+}}
+"""
+
+
+def _rows_launch(width: int) -> LaunchDims:
+  """A thread per element of `count` rows of `width`: the launch values are (count, table rows)."""
+  count, n = Variable("count", 1, 1 << 31), Variable("n", 1, 1 << 40)
+  return LaunchDims((count * width + ROWS_THREADS - 1) // ROWS_THREADS, ROWS_THREADS, (count, n))
+
+
+_float_rows: dict[tuple[str, str, int], object] = {}
+
+
+def float_rows(out: Buffer, ids: Buffer, table: Buffer, count: int, n: int, d: int) -> None:
+  """out (count, d) float32 = table (n, d)[ids] for int32 ids on a CUDA device: one launch, recorded for the JIT (the
+  kernel reads the ids from their buffer, so a replay gathers the new rows)."""
+  from teenygrad.nn.quant import _launch
+  key = (table.device, table.dtype.name, d)
+  if key not in _float_rows:
+    backend = Device[table.device]
+    binary = backend.compiler.compile_cached(render_float_rows(table.dtype.name, d))
+    _float_rows[key] = backend.program(float_rows_name(table.dtype.name, d), binary, _rows_launch(width=d))
+  _launch(f"rows_{table.dtype.name}", _float_rows[key], [out, ids, table], (count, n), count * d, table.device, record=True)
+
+
+FLOAT_ROW_DTYPES = tuple(_FLOAT_LOADS)
+
+
 class CUDAQuantKernels:
   """The fused kernels of one GGML type on a CUDA device, shaped like nn/quant.py's CPUQuantKernels: `linear`
-  for up to MAX_ROWS rows of x, no `rows` (embeddings gather through the reference, on the device)."""
+  for up to MAX_ROWS rows of x (a residual added in the kernel), `rows` for embeddings."""
   max_rows = MAX_ROWS
-  rows = None
   fuses_residual = True
 
   def __init__(self, device: str, ggml_type: str):
@@ -141,6 +221,17 @@ class CUDAQuantKernels:
     _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m, residual is not None), buffers, (n,), m * n * k, self.device,
             record=True)
 
+  def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
+    """out (count, k) = W[ids] for int64 ids; an id outside [0, n) gives a zero row and sets err[0]. Recorded: a JIT
+    replay (one CUDA graph) gathers the rows of its new ids, and only run() outside replays reads err."""
+    from teenygrad.nn.quant import _launch
+    key = ("rows", k)
+    if key not in self._programs:
+      backend = Device[self.device]
+      binary = backend.compiler.compile_cached(render_rows(self.ggml_type, k))
+      self._programs[key] = backend.program(rows_name(self.ggml_type, k), binary, _rows_launch(width=k))
+    _launch(f"qrows_{self.ggml_type.lower()}", self._programs[key], [out, ids, w, err], (count, n), count * k, self.device, record=True)
+
 
 _cache: dict[tuple[str, str], CUDAQuantKernels] = {}
 
@@ -153,4 +244,5 @@ def cuda_kernels(device: str, ggml_type: str) -> CUDAQuantKernels | None:
   return _cache[key]
 
 
-__all__ = ["CUDAQuantKernels", "CUDA_QUANT_TYPES", "cuda_kernels", "matvec_name", "render_matvec"]
+__all__ = ["CUDAQuantKernels", "CUDA_QUANT_TYPES", "FLOAT_ROW_DTYPES", "cuda_kernels", "float_rows", "matvec_name", "render_float_rows",
+           "render_matvec", "render_rows", "rows_name"]
