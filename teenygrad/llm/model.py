@@ -115,12 +115,13 @@ def linear(x: Tensor, weight, bias: Tensor | None = None, residual: Tensor | Non
 
   A residual is added by the matmul's own kernel (its epilogue; the quantized kernels take it where they can), which
   saves a kernel per residual connection."""
-  if isinstance(weight, Tensor): out = x.linear(weight)
-  else: out = weight.linear(x, residual=residual) if residual is not None else weight.linear(x)
+  if not isinstance(weight, Tensor) and residual is not None and bias is None:
+    return kernel_output(weight.linear(x, residual=residual))
+  out = x.linear(weight) if isinstance(weight, Tensor) else weight.linear(x)
   if bias is not None: out = out + bias
-  if residual is not None:
-    return kernel_output(out if not isinstance(weight, Tensor) and bias is None else residual + out)
-  # each matmul is its own kernel: telling the scheduler up front saves it a failed fusion attempt per matmul
+  if residual is not None: out = residual + out
+  # each matmul is its own kernel (with its bias and residual): telling the scheduler up front saves it a failed
+  # fusion attempt per matmul
   return kernel_output(out)
 
 
