@@ -279,7 +279,9 @@ extern "C" void run(float* out, const long long* ids, const unsigned char* w, in
     for (threadIdx.x = 0; threadIdx.x < {ROWS_THREADS}; threadIdx.x++) {rows_name(ggml_type, k)}(out, ids, w, err, count, n);
 }}
 """
-  (tmp_path / "rows.cpp").write_text(emulation + src[src.index('extern "C"'):] + driver)
+  from teenygrad.renderer.cuda import CUDA_PREAMBLE
+  assert src.startswith(CUDA_PREAMBLE)
+  (tmp_path / "rows.cpp").write_text(emulation + src[len(CUDA_PREAMBLE):] + driver)
   subprocess.run(["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(tmp_path / "rows.so"), str(tmp_path / "rows.cpp")],
                  check=True, capture_output=True)
   lib = ctypes.CDLL(str(tmp_path / "rows.so"))
