@@ -298,3 +298,80 @@ extern "C" void run(float* out, const long long* ids, const unsigned char* w, in
   compiler = NVRTCCompiler("sm_90")
   assert compiler.compile(src)[:4] == b"\x7fELF"
   for dtype_name in FLOAT_ROW_DTYPES: assert compiler.compile(render_float_rows(dtype_name, k))[:4] == b"\x7fELF"
+
+
+# Decode attention's C++ on the CPU: a warp is 32 threads, its shuffles an exchange through memory between barriers
+_WARP_EMULATION = r"""
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+#define __global__
+#define __launch_bounds__(n)
+#define __restrict__
+using std::min;
+struct float4 { float x, y, z, w; };
+struct Index { unsigned int x; };
+static thread_local Index threadIdx;
+static Index blockIdx;
+static std::barrier<>* warp_barrier;
+static float exchange[32];
+template <typename F> static float combine(float v, F f) {
+  exchange[threadIdx.x] = v;
+  warp_barrier->arrive_and_wait();
+  float r = exchange[0];
+  for (int i = 1; i < 32; i++) r = f(r, exchange[i]);
+  warp_barrier->arrive_and_wait();
+  return r;
+}
+static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
+static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
+"""
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
+def test_decode_attention_on_the_cpu(masked, tmp_path):
+  """The fused decode attention run on the CPU with a warp of real threads, against numpy's softmax attention:
+  grouped-query heads, two sequences, a position that leaves lanes without keys, an additive mask."""
+  import ctypes
+  import shutil
+  import subprocess
+  from teenygrad.llm.attention_cuda import attention_name, render_attention
+  from teenygrad.renderer.cuda import CUDA_PREAMBLE
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  B, H, KVH, L, D, start = 2, 6, 2, 80, 16, 44
+  src = render_attention(D, H, KVH, L, masked)
+  name = attention_name(D, H, KVH, L, masked)
+  mask_arg = ", mask" if masked else ""
+  driver = f"""
+extern "C" void run(float* out, const float* q, const float* keys, const float* values, const int* start, const float* mask) {{
+  std::barrier<> warp(32);
+  warp_barrier = &warp;
+  for (blockIdx.x = 0; blockIdx.x < {B * H}; blockIdx.x++) {{
+    std::vector<std::thread> lanes;
+    for (unsigned int t = 0; t < 32; t++) lanes.emplace_back([=] {{ threadIdx.x = t; {name}(out, q, keys, values, start{mask_arg}); }});
+    for (auto& lane : lanes) lane.join();
+  }}
+}}
+"""
+  (tmp_path / "attention.cpp").write_text(_WARP_EMULATION + src[len(CUDA_PREAMBLE):] + driver)
+  subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(tmp_path / "attention.so"),
+                  str(tmp_path / "attention.cpp")], check=True, capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "attention.so"))
+  rng = np.random.default_rng(8)
+  q = rng.standard_normal((B, H, 1, D), dtype=np.float32)
+  keys, values = rng.standard_normal((B, KVH, L, D), dtype=np.float32), rng.standard_normal((B, KVH, L, D), dtype=np.float32)
+  mask = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32) if masked else np.zeros((B, L), np.float32)
+  out = np.full((B, H, 1, D), np.nan, np.float32)
+  pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+  lib.run(pointer(out), pointer(q), pointer(keys), pointer(values), pointer(np.array([start], np.int32)), pointer(mask))
+  group = H // KVH
+  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
+  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D) + mask[:, None, None, :start + 1]
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  want = (weights / weights.sum(-1, keepdims=True)) @ v64
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"

@@ -161,3 +161,48 @@ def embedding_rows(table: Tensor, ids: Tensor) -> Tensor:
   op = EmbeddingRows(table.shape, count)
   out = Tensor(LazyBuffer.custom(op, (table.lazydata, flat.lazydata), (count, table.shape[1]), dtypes.float32))
   return out.reshape(*shape, table.shape[1])
+
+
+class DecodeAttention:
+  """Custom op: srcs (q (B, H, 1, D), keys (B, KVH, L, D), values, start (1,) int32[, mask (B, L)]) -> (B, H, 1, D)
+  float32: softmax(q k^T / sqrt(D) + mask) v over the cache rows [0, start]. Inference only; the reference is the
+  primitive path of llm/model.py's attention (what backends without a kernel run, and what the kernel is tested against)."""
+  def __init__(self, kernel, batch: int, heads: int, kv_heads: int, length: int, head_dim: int):
+    self.kernel, self.shape = kernel, (batch, heads, kv_heads, length, head_dim)
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    batch, heads, kv_heads, length, head_dim = self.shape
+    out = Buffer(root.device, batch * heads * head_dim, dtypes.float32)
+    q, keys, values, start = buffers[:4]
+    self.kernel(out, q, keys, values, start, buffers[4] if len(buffers) > 4 else None, batch, heads, kv_heads, length, head_dim)
+    return out
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("decode attention has no gradient (inference only)")
+
+
+def _cuda_attention(device: str):
+  from teenygrad.llm.attention_cuda import cuda_decode_attention
+  return cuda_decode_attention(device)
+
+
+# backend name -> factory(device) of a decode-attention launcher (llm/attention_cuda.py's shape); others run the reference
+ATTENTION_KERNELS = {"CUDA": _cuda_attention}
+
+
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key_mask: Tensor | None) -> Tensor | None:
+  """Attention of one query row per head, q (B, H, 1, D), over the cache rows [0, start] of keys/values (B, KVH, L, D),
+  through the backend's kernel: (B, H, 1, D) float32, or None where the backend has none (or the caches aren't
+  float32) and the caller runs the reference."""
+  factory = ATTENTION_KERNELS.get(q.device.partition(":")[0])
+  B, H, T, D = q.shape
+  if factory is None or T != 1 or keys.dtype != dtypes.float32 or values.dtype != dtypes.float32 or D % 4: return None
+  KVH, L = keys.shape[1], keys.shape[2]
+  if H % KVH: return None
+  def base(t: Tensor) -> Tensor:   # a custom op reads a reshape's base buffer as is; anything else gets one of its own
+    return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+  srcs = [base(q.float()), keys, values, base(start.cast(dtypes.int32).reshape(1))]
+  if key_mask is not None: srcs.append(base(key_mask.float()))
+  op = DecodeAttention(factory(q.device), B, H, KVH, L, D)
+  return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))

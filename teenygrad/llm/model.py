@@ -18,7 +18,7 @@ import numpy as np
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import cache_write, embedding_rows
+from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows
 from teenygrad.nn.quant import QuantizedTensor
 from teenygrad.tensor import Tensor
 
@@ -173,10 +173,17 @@ class KVCache:
   @property
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
+  def write(self, layer: int, k: Tensor, v: Tensor, start_tensor: Tensor) -> tuple[Tensor, Tensor]:
+    """Store k, v (B, KVH, T, D) at [start, start+T); returns this layer's whole caches (B, KVH, max_len, D)."""
+    return cache_write(self.keys[layer], k, start_tensor), cache_write(self.values[layer], v, start_tensor)
+
   def update(self, layer: int, k: Tensor, v: Tensor, start_tensor: Tensor, length) -> tuple[Tensor, Tensor]:
     """Store k, v (B, KVH, T, D) at [start, start+T) and return the cache rows [0, length=start+T) of this layer."""
-    keys = cache_write(self.keys[layer], k, start_tensor)
-    values = cache_write(self.values[layer], v, start_tensor)
+    return self.window(*self.write(layer, k, v, start_tensor), length)
+
+  @staticmethod
+  def window(keys: Tensor, values: Tensor, length) -> tuple[Tensor, Tensor]:
+    """The rows [0, length) of whole caches."""
     end = (0, length)
     return (Tensor(keys.lazydata.shrink(((0, keys.shape[0]), (0, keys.shape[1]), end, (0, keys.shape[3])))),
             Tensor(values.lazydata.shrink(((0, values.shape[0]), (0, values.shape[1]), end, (0, values.shape[3])))))
@@ -263,7 +270,12 @@ class Transformer:
     cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
-    keys, values = cache.update(i, k, v, start_tensor, length)               # (B, KVH, S, D), S = start + T
+    full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
+    fused = decode_attention(q, full_keys, full_values, start_tensor, key_mask) if T == 1 else None
+    if fused is not None:   # decode where the backend has an attention kernel: one launch for what follows
+      attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                   # (B, H, 1, D) -> (B, 1, H * D)
+      return linear(attn, w[f"blk.{i}.attn_output.weight"], residual=residual)
+    keys, values = cache.window(full_keys, full_values, length)              # (B, KVH, S, D), S = start + T
     group = c.n_heads // c.n_kv_heads
     S = keys.shape[2]
     q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
