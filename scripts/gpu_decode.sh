@@ -3,7 +3,8 @@
 # decode step (bench/llm_profile.py) and bench/llm.py, on SmolLM2-shaped GGUFs with random weights (written from the
 # carried recipe, as scripts/gpu_llm.sh does). BASELINE=DIR also profiles the teenygrad checkout in DIR (the code
 # before a change) on the same models. Logs land in $OUT: tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt.
-#   STAGES="quick profile baseline tests bench" (the default) picks what runs, in that order.
+#   STAGES="quick profile baseline tests bench" (the default) picks what runs, in that order; all of it takes longer
+#   than one 300 s call: STAGES="quick profile baseline" and then STAGES="tests bench" fit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_decode}
