@@ -8,7 +8,7 @@ A gather reads only its rows, where the primitive reference (a one-hot sum over 
 table per token. An id out of range gives a zero row (and err[0] = 1 for the quantized one); the callers check
 the ids on the host too, outside JIT replays.
 
-One warp per output row. Four lanes share each 32-weight block (a lane takes a quarter: 8 weights and their
+The matvec: one warp per output row. Four lanes share each 32-weight block (a lane takes a quarter: 8 weights and their
 scale), so a warp walks 8 consecutive blocks of its row per step and its loads cover them contiguously; x is
 read as float4 through the read-only cache, where every warp of the grid finds it. The lanes' partial sums
 meet in a warp shuffle, so there is no shared memory and no barrier. K and M are compile-time constants (one
