@@ -202,6 +202,84 @@ def test_jit_graph_serves_every_symbolic_position(cuda):
   assert decode.capture.graph_launches == 7 and len(graphs) == 1
 
 
+def _quant_weight(ggml_type: str, n: int, k: int, seed: int):
+  """(QuantizedTensor on CUDA, its float64 dequantized weight) of a random (n, k) matrix, quantized by gguf-py."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.nn.quant import QuantizedTensor
+  rng = np.random.default_rng(seed)
+  w = rng.standard_normal((n, k), dtype=np.float32) * rng.uniform(0.01, 2.0, size=(n, 1)).astype(np.float32)
+  blocks = gguf.quants.quantize(w, gguf.GGMLQuantizationType[ggml_type])
+  want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  return QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k), device="CUDA"), want
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("n,k", [(37, 96), (576, 576), (1000, 1536)])
+def test_quant_matvec_matches_reference(cuda, ggml_type, n, k):
+  """The fused matvec (one warp per row, a warp-ragged last block of rows) against gguf-py's dequantize in float64,
+  for 1 to MAX_ROWS rows of x; one row more goes through the reference (dequantize + GEMM) and agrees too."""
+  from teenygrad.nn.quant_cuda import MAX_ROWS
+  qt, want = _quant_weight(ggml_type, n, k, seed=n + k)
+  rng = np.random.default_rng(k)
+  for rows in (1, 3, MAX_ROWS, MAX_ROWS + 1):
+    x = rng.standard_normal((rows, k), dtype=np.float32)
+    got, names = _launched(lambda: qt.linear(Tensor(x, device="CUDA")).numpy())
+    fused = f"qmatvec_{ggml_type.lower()}" in names
+    assert fused == (rows <= MAX_ROWS), names
+    ref = x.astype(np.float64) @ want.T
+    scale = np.abs(x).astype(np.float64) @ np.abs(want.T) + 1e-30
+    assert np.max(np.abs(got - ref) / scale) < 1e-5, f"rows={rows}"
+  residual = rng.standard_normal((2, n), dtype=np.float32)   # added by the kernel itself: one launch
+  x = rng.standard_normal((2, k), dtype=np.float32)
+  got, names = _launched(lambda: qt.linear(Tensor(x, device="CUDA"), residual=Tensor(residual, device="CUDA")).numpy())
+  assert names == [f"qmatvec_{ggml_type.lower()}"], names
+  np.testing.assert_allclose(got, x.astype(np.float64) @ want.T + residual, rtol=1e-4, atol=1e-4 * np.abs(x).sum())
+
+
+def test_quant_matvec_replays_in_the_graph(cuda):
+  """A jitted decode-like step with fused quantized matvecs replays as one CUDA graph, on new inputs each call."""
+  from teenygrad.engine.jit import jit
+  qt1, w1 = _quant_weight("Q4_1", 192, 576, seed=1)
+  qt2, w2 = _quant_weight("Q8_0", 576, 192, seed=2)
+
+  @jit
+  def step(x):
+    return qt2.linear(qt1.linear(x).relu())
+
+  rng = np.random.default_rng(5)
+  for _ in range(5):
+    x = rng.standard_normal((1, 576), dtype=np.float32)
+    ref = np.maximum(x.astype(np.float64) @ w1.T, 0) @ w2.T
+    np.testing.assert_allclose(step(Tensor(x, device="CUDA")).numpy(), ref, rtol=1e-4, atol=1e-4)
+  assert step.capture.graph_launches == 3
+
+
+def test_embedding_gathers_replay_in_the_graph(cuda):
+  """Quantized and float embeddings gather just their rows with a kernel (no one-hot sum over the table), bit-exact,
+  and a JIT graph replays the gathers with the new ids."""
+  from teenygrad.engine.jit import jit
+  from teenygrad.llm.custom_ops import embedding_rows
+  qt, want = _quant_weight("Q4_1", 300, 64, seed=3)
+  table_np = np.random.default_rng(6).standard_normal((300, 64)).astype(np.float16)
+  table = Tensor(table_np, device="CUDA").realize()
+  ids = np.array([0, 299, 17])
+  rows, names = _launched(lambda: qt.embedding(Tensor(ids, device="CUDA")).numpy())
+  assert "qrows_q4_1" in names
+  np.testing.assert_array_equal(rows, want[ids].astype(np.float32))
+  with pytest.raises(IndexError, match="out of range"): embedding_rows(table, Tensor(np.array([300]), device="CUDA")).numpy()
+
+  @jit
+  def embed(ids):
+    return qt.embedding(ids), embedding_rows(table, ids)
+
+  for step in range(5):
+    ids = np.array([step, 299 - step, 17])
+    quantized, plain = embed(Tensor(ids, device="CUDA"))
+    np.testing.assert_array_equal(quantized.numpy(), want[ids].astype(np.float32))
+    np.testing.assert_array_equal(plain.numpy(), table_np[ids].astype(np.float32))
+  assert embed.capture.graph_launches == 3
+
+
 # last in the file: an experimental kernel that faults would end the process's CUDA context
 @pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
 @pytest.mark.parametrize("layout", ["nn", "linear"])

@@ -109,7 +109,10 @@ def test_kernels_compile_for_sm90(name):
   kernels = render_cuda(tensor.contiguous())
   assert kernels, "nothing to compile"
   sources = "\n".join(src for _, src, _ in kernels)
-  if expect == "block": assert "__syncthreads();" in sources and "tg_warp_" in sources
+  if expect == "block":
+    # a work-group per output: warp sums, and a barrier to combine warps where the group is wider than one
+    assert "tg_warp_" in sources
+    assert all("__syncthreads();" in src for _, src, launch in kernels if launch["block"][0] > 32)
   elif expect == "thread": assert "__syncthreads" not in sources and "blockIdx.x * 256 + lane" in sources
   elif expect is not None: assert expect in sources, f"expected {expect!r} in the rendered kernels"
   from teenygrad.device.cuda import NVRTCCompiler
@@ -190,3 +193,196 @@ def test_serve_pool_kernels_compile_for_sm90():
     defines = {**paged._POOL_MACROS["CUDA"], **{k: str(v) for k, v in sizes.items()}}
     src = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + body
     assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90", "-std=c++17"])[:4] == b"\x7fELF", name
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("k,m", [(576, 1), (96, 3), (1536, 8)])
+def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):
+  _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler
+  from teenygrad.nn.quant_cuda import CUDA_QUANT_TYPES, matvec_name, render_matvec
+  assert ggml_type in CUDA_QUANT_TYPES
+  for residual in (False, True):
+    src = render_matvec(ggml_type, k, m, residual)
+    assert f"void __launch_bounds__(128) {matvec_name(ggml_type, k, m, residual)}(" in src
+    assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
+
+
+# The matvec's C++ run on the CPU, one thread of the grid after another: what it can't show without a GPU is only
+# the warp shuffle, so tg_warp_sum records each lane's partial sum instead and the harness adds them up.
+_EMULATION = r"""
+#include <cstring>
+#define __global__
+#define __launch_bounds__(n)
+#define __restrict__
+struct float4 { float x, y, z, w; };
+struct Index { unsigned int x; };
+static Index threadIdx, blockIdx;
+static float* partials;
+static long long partial_rows;
+static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals included */
+  unsigned int sign = (h >> 15) << 31, exp = (h >> 10) & 31, mant = h & 1023, bits;
+  if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
+  else if (exp) bits = sign | ((exp + 112) << 23) | (mant << 13);
+  else { float f = (float)mant * (1.0f / 16777216.0f); memcpy(&bits, &f, 4); bits |= sign; }
+  float f; memcpy(&f, &bits, 4); return f;
+}
+/* expanded where the kernel sums row m of x for its W row `row`: both names are in scope there */
+#define tg_warp_sum(v) (partials[((long long)m * partial_rows + row) * 32 + (threadIdx.x & 31)] = (v), 0.0f)
+"""
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+def test_quant_matvec_lanes_on_the_cpu(ggml_type, tmp_path):
+  """Every weight of every row is dequantized once by exactly one lane and met with its own x (2 rows of x, a row
+  count that leaves the last thread block ragged, a residual), against gguf-py's dequantize."""
+  gguf = pytest.importorskip("gguf")
+  import ctypes
+  import shutil
+  import subprocess
+  from teenygrad.nn.quant_cuda import WARPS, matvec_name, render_matvec
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  n, k, m = 13, 320, 2
+  src = render_matvec(ggml_type, k, m, residual=True)
+  kernel = src[src.index("#define K_IN"):]
+  name = matvec_name(ggml_type, k, m, True)
+  driver = f"""
+extern "C" void run(float* out, const float* x, const unsigned char* w, const float* residual, long long n, float* lanes) {{
+  partials = lanes; partial_rows = n;
+  for (blockIdx.x = 0; blockIdx.x < (n + {WARPS - 1}) / {WARPS}; blockIdx.x++)
+    for (threadIdx.x = 0; threadIdx.x < {32 * WARPS}; threadIdx.x++) {name}(out, x, w, residual, n);
+}}
+"""
+  (tmp_path / "matvec.cpp").write_text(_EMULATION + kernel + driver)
+  subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", str(tmp_path / "matvec.so"), str(tmp_path / "matvec.cpp")], check=True,
+                 capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "matvec.so"))
+  rng = np.random.default_rng(4)
+  weights = rng.standard_normal((n, k), dtype=np.float32)
+  blocks = gguf.quants.quantize(weights, gguf.GGMLQuantizationType[ggml_type])
+  want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  x, residual = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((m, n), dtype=np.float32)
+  out = np.zeros((m, n), np.float32)
+  lanes = np.zeros((m, n, 32), np.float32)
+  pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+  lib.run(pointer(out), pointer(x), pointer(np.ascontiguousarray(blocks)), pointer(residual), ctypes.c_longlong(n), pointer(lanes))
+  np.testing.assert_array_equal(out, residual)   # lane 0 stored its "total" (0 here: the sum went to `lanes`) + residual
+  scale = np.abs(x).astype(np.float64) @ np.abs(want.T)
+  assert np.max(np.abs(lanes.sum(-1) - x.astype(np.float64) @ want.T) / scale) < 1e-6
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+def test_quant_rows_on_the_cpu(ggml_type, tmp_path):
+  """The embedding gather's C++ run thread by thread on the CPU: bit-identical with gguf-py, zero rows and err for
+  ids out of range. The float-table gathers compile."""
+  gguf = pytest.importorskip("gguf")
+  import ctypes
+  import shutil
+  import subprocess
+  from teenygrad.nn.quant_cuda import FLOAT_ROW_DTYPES, ROWS_THREADS, render_float_rows, render_rows, rows_name
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  n, k = 11, 96
+  src = render_rows(ggml_type, k)
+  emulation = _EMULATION + "static float __fmul_rn(float a, float b) { return a * b; }\nstatic float __fadd_rn(float a, float b) { return a + b; }\n"
+  driver = f"""
+extern "C" void run(float* out, const long long* ids, const unsigned char* w, int* err, long long count, long long n) {{
+  for (blockIdx.x = 0; blockIdx.x < (count * {k} + {ROWS_THREADS - 1}) / {ROWS_THREADS}; blockIdx.x++)
+    for (threadIdx.x = 0; threadIdx.x < {ROWS_THREADS}; threadIdx.x++) {rows_name(ggml_type, k)}(out, ids, w, err, count, n);
+}}
+"""
+  from teenygrad.renderer.cuda import CUDA_PREAMBLE
+  assert src.startswith(CUDA_PREAMBLE)
+  (tmp_path / "rows.cpp").write_text(emulation + src[len(CUDA_PREAMBLE):] + driver)
+  subprocess.run(["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(tmp_path / "rows.so"), str(tmp_path / "rows.cpp")],
+                 check=True, capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "rows.so"))
+  blocks = gguf.quants.quantize(np.random.default_rng(5).standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type])
+  ids = np.array([3, 0, n - 1, n, -1, 7], dtype=np.int64)
+  out, err = np.full((len(ids), k), np.nan, np.float32), np.zeros(1, np.int32)
+  pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+  lib.run(pointer(out), pointer(ids), pointer(np.ascontiguousarray(blocks)), pointer(err), ctypes.c_longlong(len(ids)), ctypes.c_longlong(n))
+  np.testing.assert_array_equal(out[[0, 1, 2, 5]].view(np.uint32), want[ids[[0, 1, 2, 5]]].view(np.uint32))
+  assert not out[3:5].any() and err[0] == 1
+  _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler
+  compiler = NVRTCCompiler("sm_90")
+  assert compiler.compile(src)[:4] == b"\x7fELF"
+  for dtype_name in FLOAT_ROW_DTYPES: assert compiler.compile(render_float_rows(dtype_name, k))[:4] == b"\x7fELF"
+
+
+# Decode attention's C++ on the CPU: a warp is 32 threads, its shuffles an exchange through memory between barriers
+_WARP_EMULATION = r"""
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <thread>
+#include <vector>
+#define __global__
+#define __launch_bounds__(n)
+#define __restrict__
+using std::min;
+struct float4 { float x, y, z, w; };
+struct Index { unsigned int x; };
+static thread_local Index threadIdx;
+static Index blockIdx;
+static std::barrier<>* warp_barrier;
+static float exchange[32];
+template <typename F> static float combine(float v, F f) {
+  exchange[threadIdx.x] = v;
+  warp_barrier->arrive_and_wait();
+  float r = exchange[0];
+  for (int i = 1; i < 32; i++) r = f(r, exchange[i]);
+  warp_barrier->arrive_and_wait();
+  return r;
+}
+static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
+static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
+"""
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
+def test_decode_attention_on_the_cpu(masked, tmp_path):
+  """The fused decode attention run on the CPU with a warp of real threads, against numpy's softmax attention:
+  grouped-query heads, two sequences, a position that leaves lanes without keys, an additive mask."""
+  import ctypes
+  import shutil
+  import subprocess
+  from teenygrad.llm.attention_cuda import attention_name, render_attention
+  from teenygrad.renderer.cuda import CUDA_PREAMBLE
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  B, H, KVH, L, D, start = 2, 6, 2, 80, 16, 44
+  src = render_attention(D, H, KVH, L, masked)
+  name = attention_name(D, H, KVH, L, masked)
+  mask_arg = ", mask" if masked else ""
+  driver = f"""
+extern "C" void run(float* out, const float* q, const float* keys, const float* values, const int* start, const float* mask) {{
+  std::barrier<> warp(32);
+  warp_barrier = &warp;
+  for (blockIdx.x = 0; blockIdx.x < {B * H}; blockIdx.x++) {{
+    std::vector<std::thread> lanes;
+    for (unsigned int t = 0; t < 32; t++) lanes.emplace_back([=] {{ threadIdx.x = t; {name}(out, q, keys, values, start{mask_arg}); }});
+    for (auto& lane : lanes) lane.join();
+  }}
+}}
+"""
+  (tmp_path / "attention.cpp").write_text(_WARP_EMULATION + src[len(CUDA_PREAMBLE):] + driver)
+  subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(tmp_path / "attention.so"),
+                  str(tmp_path / "attention.cpp")], check=True, capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "attention.so"))
+  rng = np.random.default_rng(8)
+  q = rng.standard_normal((B, H, 1, D), dtype=np.float32)
+  keys, values = rng.standard_normal((B, KVH, L, D), dtype=np.float32), rng.standard_normal((B, KVH, L, D), dtype=np.float32)
+  mask = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32) if masked else np.zeros((B, L), np.float32)
+  out = np.full((B, H, 1, D), np.nan, np.float32)
+  pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
+  lib.run(pointer(out), pointer(q), pointer(keys), pointer(values), pointer(np.array([start], np.int32)), pointer(mask))
+  group = H // KVH
+  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
+  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D) + mask[:, None, None, :start + 1]
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  want = (weights / weights.sum(-1, keepdims=True)) @ v64
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"

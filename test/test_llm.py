@@ -174,10 +174,11 @@ def _available(device: str) -> bool:
   return True
 
 
-@pytest.mark.parametrize("device", ["VULKAN", "OPENCL"])
+@pytest.mark.parametrize("device", ["VULKAN", "OPENCL", "CUDA"])
 def test_jit_decode_on_another_device_equals_cpu(tiny, device):
-  """Greedy decode through the JIT on a GPU-style backend (the KV-cache write runs its reference there, and a
-  replay must write at each new position, not the captured one) gives the CPU's tokens."""
+  """Greedy decode through the JIT on a GPU-style backend (the KV-cache write is a lazy assign there, and a replay
+  must write at each new position, not the captured one; CUDA adds its quantized matvec, row gathers and decode
+  attention kernels, replayed as one graph) gives the CPU's tokens."""
   if not _available(device): pytest.skip(f"no {device} device here")
   from teenygrad.llm.generate import Generator
   from teenygrad.llm.load import load_model

@@ -209,3 +209,14 @@ def test_linear_and_embedding_under_the_jit():
     x = np.random.default_rng(10 + i).standard_normal((2, k), dtype=np.float32)
     ids = np.array([i, n - 1 - i])
     np.testing.assert_allclose(step(Tensor(ids), Tensor(x)).numpy(), (w[ids] + x) @ w.T, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_with_residual():
+  """linear(x, residual) is x @ W.T + residual, whether the backend's kernel adds it or a kernel after it does."""
+  n, k = 24, 64
+  blocks = make_blocks("Q4_1", n, k, seed=13)
+  qt = QuantizedTensor.from_gguf_bytes("Q4_1", blocks, (n, k))
+  rng = np.random.default_rng(14)
+  x, residual = rng.standard_normal((2, 3, k), dtype=np.float32), rng.standard_normal((2, 3, n), dtype=np.float32)
+  got = qt.linear(Tensor(x), residual=Tensor(residual)).numpy()
+  np.testing.assert_allclose(got, qt.linear(Tensor(x)).numpy() + residual, rtol=1e-6, atol=1e-6)

@@ -73,6 +73,9 @@ class LoopProgram:
   dtype_used: set[DType]
   work: int                          # rough count of inner-loop iterations, for the threading decision
   output_numel: sint
+  # loop variables that step some load through consecutive elements (a term of stride 1 in its offset): GPU
+  # renderers split such a reduce across lanes, whose reads then coalesce
+  unit_stride: frozenset[str] = frozenset()
 
 
 class Lowerer:
@@ -93,6 +96,7 @@ class Lowerer:
     self.levels = levels
     self.work = 0
     self.divmod_vars: set[str] = set()   # loop variables some index has to unravel with // or %
+    self.unit_stride: set[str] = set()   # loop variables with stride 1 in some load (LoopProgram.unit_stride)
     self.out_shape = root.shape
     # the output buffer is argument 0
     self._buffer(output_target, is_output=True)
@@ -190,6 +194,8 @@ class Lowerer:
       if isinstance(valid_all, int) and valid_all == 0: return self.r.render_const(0, lb.dtype), frozenset()
       deps = self._deps(offset) | self._deps(valid_all)
       self._check_bounds(lb, buf)
+      terms = offset.terms if isinstance(offset, Sum) else [offset]
+      self.unit_stride |= {t.name for t in terms if isinstance(t, Variable) and t.name in self.loops_by_var}
       index, index_deps = self.staged_expr(offset, dtypes.int64)
       mask = None if valid_all == 1 else self.staged_expr(valid_all, dtypes.bool)[0]
       if mask is not None and 0 <= vmin(offset) and vmax(offset) < vmin(buf.size):
@@ -344,7 +350,7 @@ def _finish_program(lowerer: Lowerer, root: LazyBuffer, shape, name_hint: str) -
   variables = sorted(lowerer.variables.values(), key=lambda v: v.name)
   name = _kernel_name(name_hint, root, shape)
   return LoopProgram(name, list(lowerer.buffers.values()), variables, lowerer.prologue, roots, lowerer.dtypes,
-                     max(lowerer.work, 1), output_numel)
+                     max(lowerer.work, 1), output_numel, frozenset(lowerer.unit_stride))
 
 
 def _open_axis_loops(lowerer: Lowerer, levels: list[list[int]], shape) -> list[Loop]:

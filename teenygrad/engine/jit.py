@@ -43,7 +43,7 @@ from typing import Any
 from collections.abc import Callable
 
 from teenygrad.device import Buffer
-from teenygrad.engine.realize import CopyExecItem, CustomExecItem, ExecItem, _lock, capture_kernels, run_exec_item
+from teenygrad.engine.realize import CopyExecItem, CustomExecItem, ExecItem, _lock, capture_kernels, run_exec_item, timing_launches
 from teenygrad.helpers import prod
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.symbolic import BoundVariable, Node, evaluate
@@ -337,8 +337,8 @@ class _Capture:
 
 
 def _debugging() -> bool:
-  from teenygrad.helpers import config
-  return config.debug >= 2
+  """Launches are being timed one by one (DEBUG>=2 or engine.realize.timed_launches): no bound or graph replay."""
+  return timing_launches()
 
 
 def _flatten_outputs(value: Any, tensors: list[Tensor]) -> Any:

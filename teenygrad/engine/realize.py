@@ -313,13 +313,44 @@ def run_exec_item(ei: ExecItem) -> None:
   if ei.kernel.check_bounds:
     err = np.zeros(1, dtype=np.int32)
     raws.append(err)
-  elapsed = ei.kernel.program(*raws, vals=ei.var_values, wait=config.debug >= 2)
+  elapsed = ei.kernel.program(*raws, vals=ei.var_values, wait=timing_launches())
   if err is not None and err[0]:
     raise IndexError(f"kernel {ei.kernel.name} indexed outside a buffer (TEENYGRAD_CHECK=1 caught it)")
+  if elapsed is not None:
+    for sink in _timings: sink.append(LaunchTiming(ei.kernel.name, elapsed, sum(b.nbytes for b in ei.buffers), ei.kernel.work))
   if config.debug >= 2 and elapsed is not None:
     nbytes = sum(b.nbytes for b in ei.buffers)
     print(f"{ei.device:6s} {ei.kernel.name:32s} {elapsed * 1e6:9.1f} us  {nbytes / elapsed / 1e9:8.2f} GB/s  "
           f"{2 * ei.kernel.work / elapsed / 1e9:8.2f} GFLOP/s")
+
+
+@dataclass
+class LaunchTiming:
+  """One timed launch (what DEBUG=2 prints), collected by `timed_launches`."""
+  name: str
+  seconds: float
+  nbytes: int      # bytes of the buffers it was given (an upper bound on what it moved)
+  work: int
+
+
+_timings: list[list[LaunchTiming]] = []
+
+
+def timing_launches() -> bool:
+  """Every launch is timed (and waited for) under DEBUG>=2 or inside `timed_launches`; a JIT replay then runs launch
+  by launch instead of as a device graph, so each kernel gets its own time."""
+  return config.debug >= 2 or bool(_timings)
+
+
+class timed_launches:
+  """with timed_launches() as timings: ... -> a LaunchTiming per launch run inside (bench/llm_profile.py)."""
+  def __enter__(self) -> list[LaunchTiming]:
+    self.timings: list[LaunchTiming] = []
+    _timings.append(self.timings)
+    return self.timings
+
+  def __exit__(self, *exc) -> None:
+    _timings.remove(self.timings)
 
 
 def _finish(root: LazyBuffer) -> None:
@@ -327,7 +358,7 @@ def _finish(root: LazyBuffer) -> None:
   root.srcs, root.op, root.arg = (), Ops.LOAD, None
 
 
-__all__ = ["realize", "launch", "run_exec_item", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
+__all__ = ["realize", "launch", "run_exec_item", "timed_launches", "timing_launches", "LaunchTiming", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
 
 
 class capture_kernels:

@@ -4,8 +4,9 @@
   (ASSIGN targets a base), so storing T rows would rewrite the whole cache every step; this copies just the rows.
   The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
-  vocab x dim per token; this copies the rows.
-On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference.
+  vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA with a gather kernel).
+On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference (a
+one-row cache write there is a lazy assign, so the kernel that writes the row also computes it).
 """
 from __future__ import annotations
 
@@ -89,6 +90,14 @@ def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
 def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
   """Store new (B, H, T, D) at rows [start, start+T) of cache (B, H, L, D); returns a tensor aliasing the cache."""
   new = new.cast(cache.dtype)
+  if cache.device != "CPU" and new.shape[2] == 1 and not cache.lazydata.is_view and cache.lazydata.realized is not None:
+    # one row (decode) on a device: an assign selecting the row by the position's value, left lazy so the kernel
+    # that writes it also computes it (the key's RoPE, the value's slice of a fused projection) instead of
+    # reading a buffer of its own; the kernel rewrites the whole cache, as CacheWrite.run's does
+    L = cache.shape[2]
+    positions = Tensor.arange(L, dtype=dtypes.int32, device=cache.device).reshape(1, 1, L, 1)
+    at = start.cast(dtypes.int32).reshape(1, 1, 1, 1)
+    return cache.assign((positions == at)._where(new.expand(*cache.shape), cache))
   if new.lazydata.is_view and not new.lazydata.reshapes_base: new = new.contiguous()   # a reshape reads the base's buffer as is
   start = start.cast(dtypes.int32).reshape(1).contiguous()
   op = CacheWrite(cache.shape, new.shape)
@@ -104,6 +113,15 @@ class EmbeddingRows:
     from teenygrad.device import Buffer
     table, ids = buffers
     V, D = self.table_shape
+    gather = ROW_GATHERS.get(table.device.partition(":")[0])
+    if gather is not None and table.dtype.name in gather[0]:
+      # the ids are checked here, on the host; a JIT replay runs the recorded gather, which gives zero rows instead
+      index = ids.numpy().astype(np.int64)
+      bad = index[(index < 0) | (index >= V)]
+      if bad.size: raise IndexError(f"token id {int(bad[0])} out of range for a vocabulary of {V}")
+      out = Buffer(root.device, self.count * D, dtypes.float32)
+      gather[1](out, ids, table, self.count, V, D)
+      return out
     if table.device != "CPU":
       table_t = Tensor(LazyBuffer.from_realized(table, self.table_shape, table.dtype, table.device))
       ids_t = Tensor(LazyBuffer.from_realized(ids, (self.count,), ids.dtype, ids.device))
@@ -120,6 +138,17 @@ class EmbeddingRows:
   def backward(self, grad, ctx): return None, None
 
 
+def _cuda_rows(out, ids, table, count: int, n: int, d: int) -> None:
+  from teenygrad.nn.quant_cuda import float_rows
+  float_rows(out, ids, table, count, n, d)
+
+
+# backend name -> (table dtypes it gathers, gather(out, ids, table, count, V, D)): a kernel of the backend's own that
+# reads only the rows asked for, launched so a JIT records it. Other devices run reference_embedding (a one-hot sum
+# over the whole table per id); the CPU copies the rows on the host.
+ROW_GATHERS = {"CUDA": (("float32", "float16", "bfloat16"), _cuda_rows)}
+
+
 def reference_embedding(table: Tensor, ids: Tensor) -> Tensor:
   return table.float()[ids.cast(dtypes.int64)]
 
@@ -132,3 +161,48 @@ def embedding_rows(table: Tensor, ids: Tensor) -> Tensor:
   op = EmbeddingRows(table.shape, count)
   out = Tensor(LazyBuffer.custom(op, (table.lazydata, flat.lazydata), (count, table.shape[1]), dtypes.float32))
   return out.reshape(*shape, table.shape[1])
+
+
+class DecodeAttention:
+  """Custom op: srcs (q (B, H, 1, D), keys (B, KVH, L, D), values, start (1,) int32[, mask (B, L)]) -> (B, H, 1, D)
+  float32: softmax(q k^T / sqrt(D) + mask) v over the cache rows [0, start]. Inference only; the reference is the
+  primitive path of llm/model.py's attention (what backends without a kernel run, and what the kernel is tested against)."""
+  def __init__(self, kernel, batch: int, heads: int, kv_heads: int, length: int, head_dim: int):
+    self.kernel, self.shape = kernel, (batch, heads, kv_heads, length, head_dim)
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    batch, heads, kv_heads, length, head_dim = self.shape
+    out = Buffer(root.device, batch * heads * head_dim, dtypes.float32)
+    q, keys, values, start = buffers[:4]
+    self.kernel(out, q, keys, values, start, buffers[4] if len(buffers) > 4 else None, batch, heads, kv_heads, length, head_dim)
+    return out
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("decode attention has no gradient (inference only)")
+
+
+def _cuda_attention(device: str):
+  from teenygrad.llm.attention_cuda import cuda_decode_attention
+  return cuda_decode_attention(device)
+
+
+# backend name -> factory(device) of a decode-attention launcher (llm/attention_cuda.py's shape); others run the reference
+ATTENTION_KERNELS = {"CUDA": _cuda_attention}
+
+
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key_mask: Tensor | None) -> Tensor | None:
+  """Attention of one query row per head, q (B, H, 1, D), over the cache rows [0, start] of keys/values (B, KVH, L, D),
+  through the backend's kernel: (B, H, 1, D) float32, or None where the backend has none (or the caches aren't
+  float32) and the caller runs the reference."""
+  factory = ATTENTION_KERNELS.get(q.device.partition(":")[0])
+  B, H, T, D = q.shape
+  if factory is None or T != 1 or keys.dtype != dtypes.float32 or values.dtype != dtypes.float32 or D % 4: return None
+  KVH, L = keys.shape[1], keys.shape[2]
+  if H % KVH: return None
+  def base(t: Tensor) -> Tensor:   # a custom op reads a reshape's base buffer as is; anything else gets one of its own
+    return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+  srcs = [base(q.float()), keys, values, base(start.cast(dtypes.int32).reshape(1))]
+  if key_mask is not None: srcs.append(base(key_mask.float()))
+  op = DecodeAttention(factory(q.device), B, H, KVH, L, D)
+  return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))

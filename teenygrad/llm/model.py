@@ -18,7 +18,8 @@ import numpy as np
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import cache_write, embedding_rows
+from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows
+from teenygrad.nn.quant import QuantizedTensor
 from teenygrad.tensor import Tensor
 
 # GGUF architectures whose q/k rows llama.cpp permuted for interleaved (adjacent-pair) RoPE
@@ -109,11 +110,36 @@ def kernel_output(x: Tensor) -> Tensor:
   return x
 
 
-def linear(x: Tensor, weight, bias: Tensor | None = None) -> Tensor:
-  """x @ weight.T (+ bias); weight is a float Tensor or a QuantizedTensor."""
+def linear(x: Tensor, weight, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
+  """x @ weight.T (+ bias) (+ residual); weight is a float Tensor or a QuantizedTensor.
+
+  A residual is added by the matmul's own kernel (its epilogue; the quantized kernels take it where they can), which
+  saves a kernel per residual connection."""
+  if not isinstance(weight, Tensor) and residual is not None and bias is None:
+    return kernel_output(weight.linear(x, residual=residual))
   out = x.linear(weight) if isinstance(weight, Tensor) else weight.linear(x)
-  # each matmul is its own kernel: telling the scheduler up front saves it a failed fusion attempt per matmul
-  return kernel_output(out + bias if bias is not None else out)
+  if bias is not None: out = out + bias
+  if residual is not None: out = residual + out
+  # each matmul is its own kernel (with its bias and residual): telling the scheduler up front saves it a failed
+  # fusion attempt per matmul
+  return kernel_output(out)
+
+
+# weights whose rows are concatenated at load, so one matmul computes them all (they read the same input)
+FUSED_PROJECTIONS = {"attn_qkv": ("attn_q", "attn_k", "attn_v"), "ffn_gate_up": ("ffn_gate", "ffn_up")}
+
+
+def concat_rows(parts: list) -> Any | None:
+  """One weight holding the rows of `parts` one after another, or None where they can't share one matmul
+  (different GGML types or dtypes, devices, or input widths)."""
+  first = parts[0]
+  if any(type(p) is not type(first) or p.shape[1] != first.shape[1] or p.device != first.device for p in parts): return None
+  if isinstance(first, Tensor):
+    if any(p.dtype != first.dtype for p in parts): return None
+    return Tensor.cat(list(parts), dim=0).realize()
+  if not isinstance(first, QuantizedTensor) or any(p.ggml_type != first.ggml_type for p in parts): return None
+  raw = Tensor.cat([p.raw for p in parts], dim=0).realize()
+  return QuantizedTensor(first.ggml_type, raw, (sum(p.shape[0] for p in parts), first.shape[1]))
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -147,10 +173,17 @@ class KVCache:
   @property
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
+  def write(self, layer: int, k: Tensor, v: Tensor, start_tensor: Tensor) -> tuple[Tensor, Tensor]:
+    """Store k, v (B, KVH, T, D) at [start, start+T); returns this layer's whole caches (B, KVH, max_len, D)."""
+    return cache_write(self.keys[layer], k, start_tensor), cache_write(self.values[layer], v, start_tensor)
+
   def update(self, layer: int, k: Tensor, v: Tensor, start_tensor: Tensor, length) -> tuple[Tensor, Tensor]:
     """Store k, v (B, KVH, T, D) at [start, start+T) and return the cache rows [0, length=start+T) of this layer."""
-    keys = cache_write(self.keys[layer], k, start_tensor)
-    values = cache_write(self.values[layer], v, start_tensor)
+    return self.window(*self.write(layer, k, v, start_tensor), length)
+
+  @staticmethod
+  def window(keys: Tensor, values: Tensor, length) -> tuple[Tensor, Tensor]:
+    """The rows [0, length) of whole caches."""
     end = (0, length)
     return (Tensor(keys.lazydata.shrink(((0, keys.shape[0]), (0, keys.shape[1]), end, (0, keys.shape[3])))),
             Tensor(values.lazydata.shrink(((0, values.shape[0]), (0, values.shape[1]), end, (0, values.shape[3])))))
@@ -167,15 +200,47 @@ class Transformer:
   """
   def __init__(self, config: LlamaConfig, weights: dict[str, Any], device: str | None = None):
     self.config, self.device = config, device
-    missing = [n for n in self.required_weights() if n not in weights]
+    fused_of = {part: fused for fused, parts in FUSED_PROJECTIONS.items() for part in parts}
+    def present(name: str) -> bool:
+      block, _, rest = name.rpartition(".weight")[0].rpartition(".")
+      return name in weights or f"{block}.{fused_of.get(rest)}.weight" in weights
+    missing = [n for n in self.required_weights() if not present(n)]
     if missing: raise ValueError(f"model weights missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    self.weights = weights
+    self.weights = dict(weights)
+    for i in range(config.n_layers):
+      for fused, parts in FUSED_PROJECTIONS.items(): self._fuse(f"blk.{i}", fused, parts)
     self.output = weights.get("output.weight", weights["token_embd.weight"])
     freq_factors = weights.get("rope_freqs.weight")
     inv_freq = rope_frequencies(config, freq_factors.numpy() if freq_factors is not None else None)
     angles = np.outer(np.arange(config.max_seq_len, dtype=np.float64), inv_freq)
     self.rope_cos = Tensor(np.cos(angles).astype(np.float32), device=device)
     self.rope_sin = Tensor(np.sin(angles).astype(np.float32), device=device)
+
+  def _fuse(self, block: str, fused: str, parts: tuple[str, ...]) -> None:
+    """Replace the weights (and biases) of `parts` by one weight of their rows, where they can share a matmul."""
+    w = self.weights
+    names = [f"{block}.{p}.weight" for p in parts]
+    if not all(n in w for n in names): return
+    biases = [w.get(f"{block}.{p}.bias") for p in parts]
+    if any(b is None for b in biases) and any(b is not None for b in biases): return
+    weight = concat_rows([w[n] for n in names])
+    if weight is None: return
+    w[f"{block}.{fused}.weight"] = weight
+    if biases[0] is not None: w[f"{block}.{fused}.bias"] = Tensor.cat(biases, dim=0).realize()
+    for p in parts:
+      w.pop(f"{block}.{p}.weight")
+      w.pop(f"{block}.{p}.bias", None)
+
+  def project(self, i: int, x: Tensor, fused: str) -> list[Tensor]:
+    """The projections of FUSED_PROJECTIONS[fused] of x (q, k, v or gate, up), through one matmul where fused."""
+    c, w = self.config, self.weights
+    parts = FUSED_PROJECTIONS[fused]
+    if f"blk.{i}.{fused}.weight" not in w:
+      return [linear(x, w[f"blk.{i}.{p}.weight"], w.get(f"blk.{i}.{p}.bias")) for p in parts]
+    out = linear(x, w[f"blk.{i}.{fused}.weight"], w.get(f"blk.{i}.{fused}.bias"))
+    sizes = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim) if fused == "attn_qkv" else (c.hidden_dim,) * 2
+    starts = [sum(sizes[:j]) for j in range(len(sizes))]
+    return [out[..., a:a + n] for a, n in zip(starts, sizes)]
 
   def required_weights(self) -> list[str]:
     names = ["token_embd.weight", "output_norm.weight"]
@@ -191,12 +256,11 @@ class Transformer:
     return embedding_rows(table, tokens) if isinstance(table, Tensor) else table.embedding(tokens)
 
   def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int,
-                key_mask: Tensor | None) -> Tensor:
+                key_mask: Tensor | None, residual: Tensor | None = None) -> Tensor:
+    """Self-attention of layer i over x (B, T, dim), plus `residual` if given (added by the output projection)."""
     c, w = self.config, self.weights
     B = x.shape[0]
-    q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias"))
-    k = linear(x, w[f"blk.{i}.attn_k.weight"], w.get(f"blk.{i}.attn_k.bias"))
-    v = linear(x, w[f"blk.{i}.attn_v.weight"], w.get(f"blk.{i}.attn_v.bias"))
+    q, k, v = self.project(i, x, "attn_qkv")                         # (B, T, H * D), (B, T, KVH * D) twice
     q = q.reshape(B, T, c.n_heads, c.head_dim).transpose(1, 2)       # (B, H, T, D)
     k = k.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)    # (B, KVH, T, D)
     v = v.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
@@ -206,7 +270,12 @@ class Transformer:
     cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
-    keys, values = cache.update(i, k, v, start_tensor, length)               # (B, KVH, S, D), S = start + T
+    full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
+    fused = decode_attention(q, full_keys, full_values, start_tensor, key_mask) if T == 1 else None
+    if fused is not None:   # decode where the backend has an attention kernel: one launch for what follows
+      attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                   # (B, H, 1, D) -> (B, 1, H * D)
+      return linear(attn, w[f"blk.{i}.attn_output.weight"], residual=residual)
+    keys, values = cache.window(full_keys, full_values, length)              # (B, KVH, S, D), S = start + T
     group = c.n_heads // c.n_kv_heads
     S = keys.shape[2]
     q = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)           # heads sharing a kv head side by side
@@ -231,11 +300,11 @@ class Transformer:
     else:
       attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
     attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
-    return linear(attn, w[f"blk.{i}.attn_output.weight"])
+    return linear(attn, w[f"blk.{i}.attn_output.weight"], residual=residual)
 
-  def feed_forward(self, i: int, x: Tensor) -> Tensor:
-    w = self.weights
-    return linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
+  def feed_forward(self, i: int, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    gate, up = self.project(i, x, "ffn_gate_up")
+    return linear(gate.silu() * up, self.weights[f"blk.{i}.ffn_down.weight"], residual=residual)
 
   def forward(self, tokens: Tensor, cache: KVCache, start: int | BoundVariable, start_tensor: Tensor | None = None,
               last_only: bool = True, key_mask: Tensor | None = None) -> Tensor:
@@ -255,10 +324,11 @@ class Transformer:
     length = start + T
     h = self.embed(tokens)
     for i in range(c.n_layers):
-      # the residual stream is a buffer of its own: inlined, every later norm would re-add all the layers before it
-      h = kernel_output(h + self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor,
-                                           length, T, key_mask))
-      h = kernel_output(h + self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)))
+      # the residual stream is a buffer of its own (linear's output with the residual added): inlined, every later
+      # norm would re-add all the layers before it
+      h = self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T, key_mask,
+                         residual=h)
+      h = self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps), residual=h)
     if last_only: h = h[:, -1:, :]
     logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()
     return logits.reshape(B, c.vocab_size) if last_only else logits

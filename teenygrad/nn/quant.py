@@ -159,9 +159,16 @@ def _cpu_kernels(device: str, ggml_type: str, simd: bool = True) -> CPUQuantKern
   return _cpu_cache[key]
 
 
+def _cuda_kernels(device: str, ggml_type: str):
+  from teenygrad.nn.quant_cuda import cuda_kernels
+  return cuda_kernels(device, ggml_type)
+
+
 # backend name -> factory(device, ggml_type) of an object with `linear` and `rows` methods shaped like
-# CPUQuantKernels'. A backend without an entry runs the reference (x @ dequantize().T); add yours here.
-FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels}
+# CPUQuantKernels' (or None for a type it has no kernels for). `max_rows` (if set) bounds the rows of x `linear`
+# takes and `rows = None` means no embedding kernel: the reference runs instead. A backend without an entry runs the
+# reference (x @ dequantize().T); add yours here.
+FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels, "CUDA": _cuda_kernels}
 
 
 def _fused_kernels(device: str, ggml_type: str):
@@ -170,19 +177,20 @@ def _fused_kernels(device: str, ggml_type: str):
 
 
 class QuantLinearKernel:
-  """The custom op of `QuantizedTensor.linear`: srcs (x (M, K) float32 contiguous, raw (N, row_bytes) uint8)."""
+  """The custom op of `QuantizedTensor.linear`: srcs (x (M, K) float32 contiguous, raw (N, row_bytes) uint8), and a
+  residual (M, N) float32 contiguous added to the product where the kernels take one (`fuses_residual`)."""
   def __init__(self, weight: QuantizedTensor, kernels):
     self.weight, self.kernels = weight, kernels
 
   def run(self, root: LazyBuffer, buffers: list[Buffer]) -> Buffer:
     (m, n), k = root.shape, self.weight.shape[1]
     out = Buffer(root.device, m * n, dtypes.float32)
-    self.kernels.linear(out, buffers[0], buffers[1], m, n, k)
+    self.kernels.linear(out, buffers[0], buffers[1], m, n, k, *buffers[2:])
     return out
 
   def backward(self, grad: Tensor, ctx: Context) -> tuple:
-    """Weights are frozen; x gets grad @ W through the reference dequantize."""
-    return grad @ self.weight.dequantize(), None
+    """Weights are frozen; x gets grad @ W through the reference dequantize, a residual the gradient itself."""
+    return (grad @ self.weight.dequantize(), None) + ((grad,) if len(ctx.inputs) > 2 else ())
 
 
 class QuantRowsKernel:
@@ -274,23 +282,31 @@ class QuantizedTensor:
     self._check_x(x)
     return x.float() @ self.dequantize().T
 
-  def linear(self, x: Tensor) -> Tensor:
-    """x (..., in_features) @ W.T -> (..., out_features) float32, dequantizing inside the kernel where one exists."""
+  def linear(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+    """x (..., in_features) @ W.T (+ residual (..., out_features)) -> (..., out_features) float32, dequantizing inside
+    the kernel where one exists (which adds the residual too, where it can)."""
     self._check_x(x)
     kernels = _fused_kernels(self.device, self.ggml_type)
-    if kernels is None: return self.linear_reference(x)
     batch = tuple(x.shape[:-1])
     rows = 1
     for s in batch: rows *= s
+    if kernels is None or rows > (getattr(kernels, "max_rows", None) or rows):
+      out = self.linear_reference(x)
+      return out + residual if residual is not None else out
     if rows == 0: return Tensor.zeros(*batch, self.shape[0], device=self.device)
-    flat = x.float().reshape(rows, self.shape[1])
-    if flat.lazydata.is_view and not flat.lazydata.reshapes_base: flat = flat.contiguous()   # a reshape reads the base's buffer as is
+    def flat_input(t: Tensor, width: int) -> Tensor:
+      t = t.float().reshape(rows, width)
+      return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t   # a reshape reads the base's buffer as is
+    inputs = [flat_input(x, self.shape[1]), self.raw]
+    fused = residual is not None and getattr(kernels, "fuses_residual", False)
+    if fused: inputs.append(flat_input(residual, self.shape[0]))
     kernel = QuantLinearKernel(self, kernels)
-    out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (rows, self.shape[0]), dtypes.float32))
-    if is_grad_enabled() and flat.requires_grad:
+    out = Tensor(LazyBuffer.custom(kernel, tuple(t.lazydata for t in inputs), (rows, self.shape[0]), dtypes.float32))
+    if is_grad_enabled() and any(t.requires_grad for t in inputs):
       out.requires_grad = True
-      out._ctx = Context(Ops.CUSTOM, (flat, self.raw), kernel, out)
-    return out.reshape(*batch, self.shape[0])
+      out._ctx = Context(Ops.CUSTOM, tuple(inputs), kernel, out)
+    out = out.reshape(*batch, self.shape[0])
+    return out + residual if residual is not None and not fused else out
 
   def embedding(self, ids) -> Tensor:
     """Rows of W for integer ids of any shape -> (*ids.shape, in_features) float32 (no gradient: W is frozen)."""
@@ -302,7 +318,7 @@ class QuantizedTensor:
     for s in shape: count *= s
     if count == 0: return Tensor.zeros(*shape, k, device=self.device)
     kernels = _fused_kernels(self.device, self.ggml_type)
-    if kernels is None: return self._embedding_reference(ids)
+    if kernels is None or kernels.rows is None: return self._embedding_reference(ids)
     flat = ids.cast(dtypes.int64).reshape(count).contiguous()
     kernel = QuantRowsKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (count, k), dtypes.float32))

@@ -64,6 +64,7 @@ class CUDARenderer(GPURenderer):
   subgroup_count = "(blockDim.x >> 5)"
   subgroup_dtypes = WARP_DTYPES
   vector_bytes = 16   # every buffer argument is a cuMemAlloc base (256-byte aligned): 16-byte loads and stores
+  subgroup_width = 32
 
   def __init__(self, arch: str = "sm_90", max_local: int = 1024, local_memory: int = 48 * 1024):
     # 256 threads per block for elementwise work, 512 to share a row (measured on an H100: softmax and layernorm
@@ -100,10 +101,7 @@ class CUDARenderer(GPURenderer):
   # ---- planning ----
   def _long(self, reduces: list[Loop]) -> bool:
     """A reduce nest is worth a work-group by its total iterations (a full sum over (64, 300) is 19200, not 64)."""
-    def iterations(loop: Loop) -> int:
-      inner = [iterations(item) for _, item in loop.items if isinstance(item, Loop) and item.kind == "reduce"]
-      return vmax(loop.size) * max(inner, default=1)
-    return any(iterations(lp) >= self.group_min_reduce for lp in reduces)
+    return any(self._iterations(lp) >= self.group_min_reduce for lp in reduces)
 
   def render_aligned(self, buf: BufferArg, align: int) -> str:
     pointer = f"{'' if buf.is_output else 'const '}{self.storage_type(buf.dtype)}*"

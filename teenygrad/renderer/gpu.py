@@ -90,6 +90,9 @@ class GPURenderer(CStyleRenderer):
   # only where every buffer argument is an allocation base aligned to at least that much
   vector_bytes = 0
   vector_min_elements = 1 << 16   # smaller grids keep one element per work-item, for enough work-items
+  subgroup_width: int | None = None   # lanes of a subgroup where fixed (CUDA's warp): a group that size needs no shared memory
+  min_group_local = 32                # the fewest lanes a work-group shares a reduce between
+  lane_work = 16                      # reduce iterations per lane worth a lane of its own
 
   def __init__(self, max_local: int = 256, grid_local: int = 128, group_local: int = 256, local_memory: int = 32768,
                group_min_reduce: int = 128, group_max_outputs: int = 32768):
@@ -115,8 +118,13 @@ class GPURenderer(CStyleRenderer):
       outputs = [lp for lp in children if lp.kind == "output"]
       if reduces or len(outputs) != 1: break
       loop = outputs[0]
-    if self._long(reduces) and vmax(prod(lp.size for lp in chain)) <= self.group_max_outputs:
-      return self._group_plan(chain, chain[-1].items, reduces)
+    if self._long(reduces):
+      # past group_max_outputs a work-group per output pays only where the lanes' reads coalesce (a matvec over
+      # contiguous rows, a wide LM head); a reduce down a column is faster as a thread per output, whose neighbours
+      # read neighbouring elements
+      coalesced = all(lp.var.name in program.unit_stride for lp in reduces)
+      if vmax(prod(lp.size for lp in chain)) <= self.group_max_outputs or coalesced:
+        return self._group_plan(chain, chain[-1].items, reduces)
     plan = GPUPlan("grid", self.grid_local, chain, [], [])
     plan.vector = self._vector_width(program, plan, children)
     return plan
@@ -130,12 +138,20 @@ class GPURenderer(CStyleRenderer):
     if width == 1 or not isinstance(count, int) or count % width or count < self.vector_min_elements: return 1
     return width
 
+  def _iterations(self, loop: Loop) -> int:
+    """Iterations of a reduce nest (a full sum over (64, 300) is 19200, not 64)."""
+    inner = [self._iterations(item) for _, item in loop.items if isinstance(item, Loop) and item.kind == "reduce"]
+    return vmax(loop.size) * max(inner, default=1)
+
   def _long(self, reduces: list[Loop]) -> bool:
     return any(vmax(lp.size) >= self.group_min_reduce for lp in reduces)
 
   def _group_plan(self, grid_loops: list[Loop], container: list, reduces: list[Loop]) -> GPUPlan:
+    # as many lanes as the reduce gives work for (lane_work iterations each), down to one subgroup: a 576-long
+    # matvec row is one warp, a 32k softmax row the whole group
+    local, work = self.group_local, max(self._iterations(lp) for lp in reduces)
+    while local > self.min_group_local and local * self.lane_work > work: local //= 2
     # every combined reduce holds one shared slot per lane: stay inside the device's local memory
-    local = self.group_local
     while local > 32 and len(reduces) * local * 8 > self.local_memory // 2: local //= 2
     return GPUPlan("group", local, grid_loops, container, reduces)
 
@@ -167,6 +183,8 @@ class GPURenderer(CStyleRenderer):
     """Combine every lane's partial `acc` so that each lane holds the work-group's total."""
     lane = "lane"
     fmt = self.subgroup_reduce.get(op)
+    if fmt is not None and dtype in self.subgroup_dtypes and local == self.subgroup_width:
+      return [f"{pad}{acc} = {fmt.format(value=acc)};"]   # the group is one subgroup: its reduce gives every lane the total
     if fmt is not None and dtype in self.subgroup_dtypes:
       identity = self.render_const(REDUCE_IDENTITY[op](dtype), dtype)
       return [f"{pad}{acc} = {fmt.format(value=acc)};",

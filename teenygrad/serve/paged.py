@@ -340,9 +340,9 @@ class PagedStep:
     group = c.n_heads // c.n_kv_heads
     for i in range(c.n_layers):
       x = rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps)
-      q = linear(x, w[f"blk.{i}.attn_q.weight"], w.get(f"blk.{i}.attn_q.bias")).reshape(B, T, c.n_heads, c.head_dim)
-      k = linear(x, w[f"blk.{i}.attn_k.weight"], w.get(f"blk.{i}.attn_k.bias")).reshape(B, T, c.n_kv_heads, c.head_dim)
-      v = linear(x, w[f"blk.{i}.attn_v.weight"], w.get(f"blk.{i}.attn_v.bias")).reshape(B, T, c.n_kv_heads, c.head_dim)
+      q, k, v = m.project(i, x, "attn_qkv")
+      q = q.reshape(B, T, c.n_heads, c.head_dim)
+      k, v = k.reshape(B, T, c.n_kv_heads, c.head_dim), v.reshape(B, T, c.n_kv_heads, c.head_dim)
       q, k = q.transpose(1, 2), k.transpose(1, 2)                                   # (B, heads, T, D)
       if c.qk_norm:
         q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
@@ -364,9 +364,8 @@ class PagedStep:
       probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
       attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
       attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
-      h = h + linear(attn, w[f"blk.{i}.attn_output.weight"])
-      x = rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps)
-      h = h + linear(linear(x, w[f"blk.{i}.ffn_gate.weight"]).silu() * linear(x, w[f"blk.{i}.ffn_up.weight"]), w[f"blk.{i}.ffn_down.weight"])
+      h = linear(attn, w[f"blk.{i}.attn_output.weight"], residual=h)
+      h = m.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps), residual=h)
     last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
     logits = linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
     return logits, logits.argmax(-1).cast(dtypes.int32)                            # (B, vocab), (B,)
