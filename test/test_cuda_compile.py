@@ -386,3 +386,10 @@ extern "C" void run(float* out, const float* q, const float* keys, const float* 
   _nvrtc_or_skip()
   from teenygrad.device.cuda import NVRTCCompiler
   assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
+
+
+def test_kv_cache_write_compiles_for_sm90():
+  """CUDA's one-row KV-cache write (llm/custom_ops.py), which reads the position from its buffer."""
+  bindings = _nvrtc_or_skip()
+  from teenygrad.llm.custom_ops import CUDA_CACHE_WRITE_SRC
+  assert bindings.nvrtc_compile(CUDA_CACHE_WRITE_SRC, "tg_cache_write", ["--gpu-architecture=sm_90", "-std=c++17"])[:4] == b"\x7fELF"

@@ -5,8 +5,9 @@
   The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
   vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA with a gather kernel).
-On the CPU both run on the host buffers directly (they are numpy arrays); other backends run the reference (a
-one-row cache write there is a lazy assign, so the kernel that writes the row also computes it).
+On the CPU and CUDA the cache write is a kernel of the backend's that reads the position from its buffer and copies
+just the rows; other backends run the reference (a one-row cache write there is a lazy assign, so the kernel that
+writes the row also computes it, but it rewrites the whole cache).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class CacheWrite:
   def run(self, root: LazyBuffer, buffers: list):
     cache, new, start_buffer = buffers
     T, L = self.new_shape[2], self.cache_shape[2]
-    if cache.device != "CPU":
+    if cache.device.partition(":")[0] not in _CACHE_WRITE_SOURCES:
       cache_t, new_t = (Tensor(LazyBuffer.from_realized(b, s, b.dtype, b.device)) for b, s in ((cache, self.cache_shape), (new, self.new_shape)))
       if T == 1:
         # one row (decode): a kernel that reads the position from its buffer, so a JIT replay writes at the new one
@@ -43,9 +44,9 @@ class CacheWrite:
       if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")
       with uncaptured(): cache_t.assign(reference_cache_write(cache_t, new_t, start)).realize()
       return cache
-    start = int(_host(start_buffer, (1,))[0])
+    start = int(_host(start_buffer, (1,))[0] if cache.device == "CPU" else start_buffer.numpy()[0])
     if not 0 <= start <= L - T: raise IndexError(f"KV cache write of {T} rows at position {start} overflows a cache of {L}")
-    _cpu_cache_write(cache, new, start_buffer, self.cache_shape, T)
+    _kernel_cache_write(cache, new, start_buffer, self.cache_shape, T)
     return cache
 
   def backward(self, grad, ctx):
@@ -64,19 +65,36 @@ void tg_cache_write(char* restrict cache, const char* restrict rows, const int* 
   for (long long i = 0; i < BH; i++) memcpy(cache + (i * L + s) * row_bytes, rows + i * T * row_bytes, (size_t)(T * row_bytes));
 }
 """
-_cache_write_program = None
+# CUDA's: a thread per byte of the new rows (a decode step writes a few hundred bytes per layer), so the step writes
+# its row and nothing else, where a lazy assign would rewrite (and recompute into) the whole cache
+CUDA_CACHE_WRITE_SRC = r"""
+extern "C" __global__ void __launch_bounds__(256) tg_cache_write(unsigned char* __restrict__ cache,
+    const unsigned char* __restrict__ rows, const int* __restrict__ start, long long BH, long long L, long long T, long long row_bytes) {
+  const long long i = (long long)blockIdx.x * 256 + threadIdx.x, per = T * row_bytes, s = start[0];
+  if (i >= BH * per || s < 0 || s > L - T) return;
+  cache[(i / per * L + s) * row_bytes + i % per] = rows[i];
+}
+"""
+_CACHE_WRITE_SOURCES = {"CPU": CACHE_WRITE_SRC, "CUDA": CUDA_CACHE_WRITE_SRC}
+_cache_write_programs: dict[tuple, object] = {}
 
 
-def _cpu_cache_write(cache, new, start_buffer, cache_shape: tuple, T: int) -> None:
-  global _cache_write_program
+def _kernel_cache_write(cache, new, start_buffer, cache_shape: tuple, T: int) -> None:
+  """The rows written by the backend's cache-write kernel, recorded: a JIT replay writes at the position its buffer holds."""
   from teenygrad.device import Device
   from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
-  backend = Device[cache.device]
-  if _cache_write_program is None:
-    _cache_write_program = backend.program("tg_cache_write", backend.compiler.compile_cached(CACHE_WRITE_SRC))
   B, H, L, D = cache_shape
-  kernel = CompiledKernel("cache_write", _cache_write_program, [], [], CACHE_WRITE_SRC, B * H * T * D, False)
-  launch(ExecItem(kernel, [cache, new, start_buffer], (B * H, L, T, D * cache.dtype.itemsize), cache.device, assign=True))
+  row_bytes = D * cache.dtype.itemsize
+  src = _CACHE_WRITE_SOURCES[cache.device.partition(":")[0]]
+  groups = -(-B * H * T * row_bytes // 256) if src is CUDA_CACHE_WRITE_SRC else 0
+  key = (cache.device, groups)
+  if key not in _cache_write_programs:
+    from teenygrad.renderer.gpu import LaunchDims
+    backend = Device[cache.device]
+    launch_dims = LaunchDims(groups, 256, ()) if groups else None
+    _cache_write_programs[key] = backend.program("tg_cache_write", backend.compiler.compile_cached(src), launch_dims)
+  kernel = CompiledKernel("cache_write", _cache_write_programs[key], [], [], src, B * H * T * D, False)
+  launch(ExecItem(kernel, [cache, new, start_buffer], (B * H, L, T, row_bytes), cache.device, assign=True))
 
 
 def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
@@ -90,8 +108,9 @@ def reference_cache_write(cache: Tensor, new: Tensor, start: int) -> Tensor:
 def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
   """Store new (B, H, T, D) at rows [start, start+T) of cache (B, H, L, D); returns a tensor aliasing the cache."""
   new = new.cast(cache.dtype)
-  if cache.device != "CPU" and new.shape[2] == 1 and not cache.lazydata.is_view and cache.lazydata.realized is not None:
-    # one row (decode) on a device: an assign selecting the row by the position's value, left lazy so the kernel
+  if cache.device.partition(":")[0] not in _CACHE_WRITE_SOURCES and new.shape[2] == 1 and not cache.lazydata.is_view \
+     and cache.lazydata.realized is not None:
+    # one row (decode) on a device without a cache-write kernel (OpenCL, Vulkan): an assign selecting the row by the position's value, left lazy so the kernel
     # that writes it also computes it (the key's RoPE, the value's slice of a fused projection) instead of
     # reading a buffer of its own; the kernel rewrites the whole cache, as CacheWrite.run's does
     L = cache.shape[2]
