@@ -123,6 +123,14 @@ def main() -> None:
       err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
       emit(row(f"gemm {dtype_name} {size}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
                f"rel err {err:.1e}  kernels {names}"))
+      # nn.Linear's layout, x @ w.T (B k-major): what a model's projections run
+      peer_s = time_torch(lambda: a_t @ b_t.T, reps)
+      out, items = capture(lambda: a.linear(b))
+      ours_s = time_items(backend, items, reps)
+      ref = (a_t[:256].double() @ b_t.double().T).cpu().numpy()
+      err = np.linalg.norm(out[:256].float().numpy().astype(np.float64) - ref) / np.linalg.norm(ref)
+      emit(row(f"gemm {dtype_name} {size} x @ w.T", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
+               f"rel err {err:.1e}  kernels {[ei.kernel.name for ei in items]}"))
 
   # ---- memory-bound kernels ----
   rows, cols = (1024, 4096) if args.quick else (16384, 8192)

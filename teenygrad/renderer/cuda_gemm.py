@@ -20,7 +20,7 @@ from teenygrad.helpers import ceildiv
 
 # tensor-core tiles for mma.sync: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of
 # STAGES k slices. On sm_90 "auto" (the default) takes the wgmma kernels of renderer/cuda_wgmma.py where their layout
-# fits (m64n256 first, then m64n128), else mma.sync 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
+# fits (m64n256 first, with its copies overlapping the wgmmas where B is k-major, then m64n128), else mma.sync 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
 # 757-768), bench/results/gpu_h100.txt:
 #                 a @ b 4096   8192    x @ w.T 4096   8192
 #   128x128x32        262     282           260     267
@@ -311,10 +311,13 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
     from teenygrad.renderer.cuda_wgmma import CONFIGS as WGMMA_CONFIGS
-    wgmma_configs = ("wgmma256", "wgmma") if TC_DEFAULT == "auto" else (TC_DEFAULT,) if TC_DEFAULT in WGMMA_CONFIGS else ()
     if getattr(renderer, "arch", "") == "sm_90":   # warpgroup MMA: Hopper only (an sm_90a cubin)
       from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
       layouts = _layouts(spec, match.a_offset, match.b_offset)
+      # overlapping the copies with the wgmmas pays where B is k-major (x @ w.T: 371 -> 413 TFLOP/s at 8192 on an
+      # H200), not for an n-major B (a @ b: 307 -> 303), bench/results/gpu_h200.txt
+      auto = ("wgmma256+overlap", "wgmma") if layouts[1] == "NK" else ("wgmma256", "wgmma")
+      wgmma_configs = auto if TC_DEFAULT == "auto" else (TC_DEFAULT,) if TC_DEFAULT in WGMMA_CONFIGS else ()
       for config in wgmma_configs:
         if not wgmma_applicable(spec, *layouts, config): continue
         src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
