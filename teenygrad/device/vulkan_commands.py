@@ -4,8 +4,9 @@ Eager launches are recorded into an open command buffer (a barrier before each o
 needs a result. A kernel's symbolic sizes are read from a small storage buffer, not push constants, so that a
 recorded graph can take new values: an eager dispatch writes them into the program's own buffer with
 vkCmdUpdateBuffer just before it runs. Descriptor sets are cached per (kernel, buffers), so a launch on buffers seen
-before (a replay that is not a graph, the same weights) writes no descriptors. A `VulkanGraph` (device/vulkan_graph.py) is a command buffer recorded once and
-queued here between eager ones; everything queued goes in one vkQueueSubmit.
+before (a replay that is not a graph, the same weights) writes no descriptors. A `VulkanGraph`
+(device/vulkan_graph.py) is a command buffer recorded once and queued here between eager ones; everything queued
+goes out in one vkQueueSubmit.
 """
 from __future__ import annotations
 
