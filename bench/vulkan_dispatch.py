@@ -1,6 +1,6 @@
 """Host cost of a Vulkan dispatch: one eager launch, and one launch inside a JIT replay with a symbolic size.
 
-  python bench/vulkan_dispatch.py [--kernels 64] [--steps 8]
+  python bench/vulkan_dispatch.py [--kernels 600] [--steps 15]
 
 Kernels are tiny (16 floats), so the figures are mostly fixed costs per dispatch. "issue" is the host time to hand
 the dispatches over (descriptor sets, size arguments, ctypes calls: what this backend controls); "total" adds the
@@ -69,7 +69,7 @@ def jit_dispatch(kernels: int, steps: int) -> tuple[float, float, int]:
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument("--kernels", type=int, default=64)
+  parser.add_argument("--kernels", type=int, default=600)   # about a SmolLM2 decode step
   parser.add_argument("--steps", type=int, default=15)
   args = parser.parse_args()
   device = Device["VULKAN"]

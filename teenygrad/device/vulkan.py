@@ -69,28 +69,76 @@ def _address(view: memoryview) -> int:
 
 
 class VulkanAllocator(Allocator):
-  def __init__(self, dev: VulkanDevice): self.dev = dev
-  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, staging=False)
+  """Device buffers. Freed ones are kept by size for reuse (up to CACHE_BYTES in all): vkAllocateMemory is slow on
+  GPU drivers, and a decode step frees and allocates the same sizes every call. Reuse needs no wait: every use of
+  a buffer is ordered on the one queue (barriers between dispatches; host copies synchronize first). Host copies
+  go through one staging buffer kept for copies up to STAGING_BYTES."""
+  CACHE_BYTES = 1 << 30
+  STAGING_BYTES = 16 << 20
 
-  def free(self, raw: VulkanBuffer, nbytes: int) -> None: self.dev.release(raw)
+  def __init__(self, dev: VulkanDevice):
+    self.dev = dev
+    self.cache: dict[tuple[int, bool], list[VulkanBuffer]] = {}   # (bytes, host-mapped) -> kept buffers
+    self.cached_bytes = 0
+    self.staging: VulkanBuffer | None = None
+
+  def _alloc(self, nbytes: int) -> VulkanBuffer:
+    key = (max(4, (nbytes + 3) // 4 * 4), self.dev.direct_access)
+    with self.dev.lock:
+      kept = self.cache.get(key)
+      if kept:
+        self.cached_bytes -= key[0]
+        return kept.pop()
+      try: return self.dev.create_buffer(nbytes, staging=False)
+      except MemoryError:
+        self.empty_cache()   # the kept buffers may be what is missing
+        return self.dev.create_buffer(nbytes, staging=False)
+
+  def free(self, raw: VulkanBuffer, nbytes: int) -> None:
+    with self.dev.lock:
+      if raw.size > self.CACHE_BYTES // 4: self.dev.release(raw); return
+      self.cache.setdefault((raw.size, raw.mapped is not None), []).append(raw)
+      self.cached_bytes += raw.size
+      while self.cached_bytes > self.CACHE_BYTES:   # drop the largest kept sizes first
+        key = max(self.cache)
+        self.dev.release(self.cache[key].pop())
+        self.cached_bytes -= key[0]
+        if not self.cache[key]: del self.cache[key]
+
+  def empty_cache(self) -> None:
+    with self.dev.lock:
+      for kept in self.cache.values():
+        for raw in kept: self.dev.release(raw)
+      self.cache, self.cached_bytes = {}, 0
+      self.dev.synchronize()   # releases wait for recorded work: let them happen now
+
+  def _staging(self, nbytes: int) -> tuple[VulkanBuffer, bool]:
+    """A host-visible buffer of at least nbytes, and whether it is a temporary to destroy after use."""
+    if nbytes > self.STAGING_BYTES: return self.dev.create_buffer(nbytes, staging=True), True
+    if self.staging is None or self.staging.size < nbytes:
+      if self.staging is not None: self.dev.release(self.staging)
+      self.staging = self.dev.create_buffer(max(nbytes, 1 << 16), staging=True)
+    return self.staging, False
 
   def copyin(self, raw: VulkanBuffer, src: memoryview) -> None:
-    self.dev.synchronize()   # a pending kernel may still read the old contents
-    if raw.mapped is not None:
-      ctypes.memmove(raw.mapped, _address(src), len(src)); return
-    staging = self.dev.create_buffer(len(src), staging=True)
-    ctypes.memmove(staging.mapped, _address(src), len(src))
-    self.dev.copy_buffer(staging, raw, len(src))
-    self.dev.destroy(staging)
+    with self.dev.lock:
+      self.dev.synchronize()   # a pending kernel may still read the old contents
+      if raw.mapped is not None:
+        ctypes.memmove(raw.mapped, _address(src), len(src)); return
+      staging, temporary = self._staging(len(src))
+      ctypes.memmove(staging.mapped, _address(src), len(src))
+      self.dev.copy_buffer(staging, raw, len(src))
+      if temporary: self.dev.destroy(staging)
 
   def copyout(self, dest: memoryview, raw: VulkanBuffer) -> None:
-    self.dev.synchronize()
-    if raw.mapped is not None:
-      ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
-    staging = self.dev.create_buffer(len(dest), staging=True)
-    self.dev.copy_buffer(raw, staging, len(dest))
-    ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
-    self.dev.destroy(staging)
+    with self.dev.lock:
+      self.dev.synchronize()
+      if raw.mapped is not None:
+        ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
+      staging, temporary = self._staging(len(dest))
+      self.dev.copy_buffer(raw, staging, len(dest))
+      ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
+      if temporary: self.dev.destroy(staging)
 
 
 class VulkanProgram(Program):

@@ -15,6 +15,7 @@ to tell. Independent neighbours (the q, k and v projections of a layer) run conc
 from __future__ import annotations
 
 import ctypes
+import itertools
 import struct
 
 from teenygrad.device import vulkan_bindings as vk
@@ -50,9 +51,10 @@ class VulkanGraph:
       self.args = dev.create_buffer(max(used, 16), staging=False)
       self.staging = dev.create_buffer(max(used, 16), staging=True)
       self.host = bytearray(max(used, 16))
-      self.formats = [program.args_format if program.args_bytes else None for program in programs]
-      self.values = [tuple(ei.var_values) for ei in exec_items]
-      for i, vals in enumerate(self.values): self._write(i, vals)
+      # every dispatch's values, in order, packed by one struct call: each slot's fields, padded to its stride
+      self.layout = "<" + "".join(program.args_format[1:] + f"{program.args_stride - program.args_bytes}x"
+                                  for program in programs if program.args_bytes)
+      self.update([tuple(ei.var_values) for ei in exec_items])
 
       self.pool = commands.new_pool(len(programs), sum(sum(p.bindings) + (p.args_bytes > 0) for p in programs), free=False)
       sets = []
@@ -88,15 +90,10 @@ class VulkanGraph:
       check(dev._fn("vkEndCommandBuffer")(cb), "vkEndCommandBuffer")
       self.recordings += 1
 
-  def _write(self, i: int, vals: tuple[int, ...]) -> None:
-    if self.slots[i] is not None: struct.pack_into(self.formats[i], self.host, self.slots[i], *vals)
-
   def update(self, var_values: list[tuple[int, ...]]) -> None:
-    """New size arguments per dispatch (in recording order), written to the host copy of the argument buffer."""
-    for i, vals in enumerate(var_values):
-      if vals != self.values[i]:
-        self._write(i, vals)
-        self.values[i] = vals
+    """New size arguments per dispatch (in recording order; () for a kernel without sizes), written to the host
+    copy of the argument buffer: the next call uploads it."""
+    struct.pack_into(self.layout, self.host, 0, *itertools.chain.from_iterable(var_values))
 
   def __call__(self, exec_items=None) -> None:
     dev = self.dev
