@@ -348,3 +348,18 @@ def test_freed_buffers_are_reused(validated):
   second = Buffer("VULKAN", 1000, dtypes.float32).copyin(np.arange(1000, dtype=np.float32))
   assert second.raw is raw
   np.testing.assert_array_equal(second.numpy(), np.arange(1000))
+
+
+def test_descriptor_pools_fill_up_and_refill(validated, monkeypatch):
+  """Pools of two sets: launches past a pool's capacity open new pools (drivers that enforce maxSets, such as NVIDIA's;
+  lavapipe allocates past it), and sets freed with their buffers make room again."""
+  from teenygrad.device import vulkan_commands
+  monkeypatch.setattr(vulkan_commands, "SETS_PER_POOL", 2)
+  monkeypatch.setattr(validated.commands, "set_pools", [])   # start from no pool (the cache's entries name their own)
+  x = vk_tensor(np.arange(8, dtype=np.float32))
+  for i in range(12):
+    np.testing.assert_array_equal((x + i).numpy(), np.arange(8) + i)
+    validated.allocator.empty_cache()   # destroy the outputs: their sets are freed
+  kept = [(x * i).realize() for i in range(6)]
+  for i, t in enumerate(kept): np.testing.assert_array_equal(t.numpy(), np.arange(8) * i)
+  assert validated.commands.set_pools

@@ -103,14 +103,19 @@ class Commands:
     key = (program.set_layout.value, *map(id, bufs))
     found = self.set_cache.get(key)
     if found is not None: return found[1]
-    while True:
-      if self.set_pools:
-        result, descriptor_set = self.allocate_set(self.set_pools[-1], program.set_layout)
-        if result == 0: break
-        if result not in (vk.ERROR_OUT_OF_POOL_MEMORY, vk.ERROR_FRAGMENTED_POOL): check(result, "vkAllocateDescriptorSets")
-      self.set_pools.append(self.new_pool(SETS_PER_POOL, SETS_PER_POOL * 16, free=True))
+    # the newest pool first, then older ones (sets freed with their buffers leave room there), then a new pool
+    for pool in reversed(self.set_pools):
+      result, descriptor_set = self.allocate_set(pool, program.set_layout)
+      if result == 0: break
+      if result not in (vk.ERROR_OUT_OF_POOL_MEMORY, vk.ERROR_FRAGMENTED_POOL): check(result, "vkAllocateDescriptorSets")
+    else:
+      descriptors = sum(program.bindings) + (program.args_bytes > 0)
+      pool = self.new_pool(SETS_PER_POOL, max(SETS_PER_POOL * 16, descriptors), free=True)
+      self.set_pools.append(pool)
+      result, descriptor_set = self.allocate_set(pool, program.set_layout)
+      check(result, "vkAllocateDescriptorSets")
     self.write_set(descriptor_set, program, bufs, program.args)
-    self.set_cache[key] = (self.set_pools[-1], descriptor_set, bufs)
+    self.set_cache[key] = (pool, descriptor_set, bufs)
     for buf in bufs: buf.sets.append(key)
     return descriptor_set
 
