@@ -5,8 +5,7 @@ What changes between replays must not be baked into the recording:
   the descriptor sets written at recording time stay right;
 - symbolic sizes (a decode position): each kernel reads them from its own slot of the graph's argument buffer
   (its descriptor points there), which the command buffer fills from a host-visible staging copy as its first
-  command. `update` rewrites the staging
-  copy; one recording serves every value.
+  command. `update` rewrites the host copy, a call uploads it: one recording serves every value.
 
 Dispatches are ordered by barriers only where one depends on another (reads or writes a buffer an earlier one in the
 same barrier-free run wrote, or writes one it read): kernels store only into their first buffer, so that is cheap
