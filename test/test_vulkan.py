@@ -259,3 +259,107 @@ def test_narrow_types_packed_in_words(validated, monkeypatch, dtype):
   monkeypatch.setattr(validated.renderer, "narrow_storage", False)
   out = [o.numpy() for o in fn(vk_tensor(x))]
   for a, b in zip(out, expected): np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-6)
+
+
+# ---- JIT replay as one recorded command buffer ----
+
+@pytest.mark.parametrize("mode", ["direct", "staging", "index64"])
+def test_jit_replay_is_one_command_buffer_for_every_position(validated, monkeypatch, mode):
+  """A decode-like step (write a row of a cache at a symbolic position, attend over the cache up to it): one
+  command buffer, recorded once, serves every position; its size arguments come from a buffer the replay rewrites."""
+  import teenygrad as tg
+  from teenygrad.device.vulkan_graph import VulkanGraph
+  if mode == "staging": monkeypatch.setattr(validated, "direct_access", False)   # a discrete GPU's memory
+  if mode == "index64": monkeypatch.setattr(validated.renderer, "index_bits", 64)  # sizes as 64-bit arguments
+  max_len, dim = 16, 8
+  cache = vk_tensor(np.zeros((max_len, dim), np.float32)).contiguous().realize()
+  pos_var = tg.Variable("pos", 0, max_len - 1)
+
+  @tg.jit
+  def decode(k, q, pos):
+    row = k.reshape(1, dim)._pad(((pos, max_len - 1 - pos), (0, 0)))
+    mask = tg.ones(1, dim, dtype=tg.bool, device="VULKAN")._pad(((pos, max_len - 1 - pos), (0, 0)))
+    cache.assign(tg.where(mask, row, cache)).realize()
+    window = cache._shrink(((0, pos + 1), (0, dim)))                    # (pos+1, dim)
+    weights = (window * q).sum(1).softmax(0)                           # (pos+1,)
+    return (weights.reshape(-1, 1) * window).sum(0)                    # (dim,)
+
+  reference = np.zeros((max_len, dim), np.float32)
+  rng = np.random.default_rng(0)
+  outputs = []
+  for p in range(10):
+    k, q = rng.standard_normal(dim, dtype=np.float32), rng.standard_normal(dim, dtype=np.float32)
+    out = decode(vk_tensor(k), vk_tensor(q), pos_var.bind(p))
+    reference[p] = k
+    scores = reference[:p + 1] @ q
+    weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    outputs.append((out, weights @ reference[:p + 1]))
+  for out, expected in outputs: np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-5)   # outputs are fresh
+  np.testing.assert_allclose(cache.numpy(), reference)
+  graph = decode.capture.graph
+  assert isinstance(graph, VulkanGraph)
+  assert graph.recordings == 1 and decode.capture.graph_launches == 8   # calls 3..10 replayed one recording
+
+
+def test_replay_barriers_only_between_dependent_dispatches(validated):
+  """Two independent kernels share a barrier-free run; the kernel reading both waits for them (one barrier)."""
+  import teenygrad as tg
+
+  @tg.jit
+  def f(a, b):
+    x, y = (a * 2).realize(), (b + 3).realize()
+    return x * y
+  a, b = np.arange(6, dtype=np.float32), np.ones(6, dtype=np.float32)
+  for _ in range(4): out = f(vk_tensor(a), vk_tensor(b))
+  np.testing.assert_array_equal(out.numpy(), (a * 2) * (b + 3))
+  assert f.kernel_count == 3 and f.capture.graph.barriers == 1
+
+
+def test_eager_launches_reuse_descriptor_sets(validated):
+  """A launch on buffers seen before writes no descriptor set; destroying a buffer frees the sets that point at it."""
+  from teenygrad.device import Buffer
+  from teenygrad.dtype import dtypes
+  from teenygrad.engine.realize import ExecItem, capture_kernels, run_exec_item
+  x = vk_tensor(np.arange(16, dtype=np.float32))
+  with capture_kernels() as launched: (x + 1).realize()
+  cache = validated.commands.set_cache
+  out = Buffer("VULKAN", 16, dtypes.float32)
+  item = ExecItem(launched[0].kernel, [out, *launched[0].buffers[1:]], launched[0].var_values, "VULKAN")
+  run_exec_item(item)
+  before = len(cache)
+  for _ in range(5): run_exec_item(item)
+  assert len(cache) == before
+  np.testing.assert_array_equal(out.numpy(), np.arange(16) + 1)
+  raw = out.raw
+  assert raw.sets
+  del item, out   # the allocator keeps the buffer for reuse, with its descriptor sets
+  assert raw.sets and len(cache) == before
+  validated.allocator.empty_cache()   # destroyed now: its sets are freed with it
+  assert not raw.sets and len(cache) < before
+
+
+def test_freed_buffers_are_reused(validated):
+  """A freed buffer is kept for the next allocation of its size (no vkAllocateMemory per decode step)."""
+  from teenygrad.device import Buffer
+  from teenygrad.dtype import dtypes
+  first = Buffer("VULKAN", 1000, dtypes.float32).copyin(np.zeros(1000, np.float32))
+  raw = first.raw
+  del first
+  second = Buffer("VULKAN", 1000, dtypes.float32).copyin(np.arange(1000, dtype=np.float32))
+  assert second.raw is raw
+  np.testing.assert_array_equal(second.numpy(), np.arange(1000))
+
+
+def test_descriptor_pools_fill_up_and_refill(validated, monkeypatch):
+  """Pools of two sets: launches past a pool's capacity open new pools (drivers that enforce maxSets, such as NVIDIA's;
+  lavapipe allocates past it), and sets freed with their buffers make room again."""
+  from teenygrad.device import vulkan_commands
+  monkeypatch.setattr(vulkan_commands, "SETS_PER_POOL", 2)
+  monkeypatch.setattr(validated.commands, "set_pools", [])   # start from no pool (the cache's entries name their own)
+  x = vk_tensor(np.arange(8, dtype=np.float32))
+  for i in range(12):
+    np.testing.assert_array_equal((x + i).numpy(), np.arange(8) + i)
+    validated.allocator.empty_cache()   # destroy the outputs: their sets are freed
+  kept = [(x * i).realize() for i in range(6)]
+  for i, t in enumerate(kept): np.testing.assert_array_equal(t.numpy(), np.arange(8) * i)
+  assert validated.commands.set_pools

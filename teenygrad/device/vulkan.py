@@ -1,9 +1,10 @@
 """The Vulkan backend: SPIR-V from teenygrad's own emitter, run through libvulkan with ctypes.
 
-Kernels are recorded into one command buffer (a barrier between dispatches) and submitted when the host needs a
-result, so a graph of small kernels costs one submit. Buffers live in device-local memory; where that memory
-is not host-visible (discrete GPUs) copies go through a staging buffer. Compiled pipelines are kept in a
-VkPipelineCache saved under the compile cache directory.
+Kernels are recorded into a command buffer (device/vulkan_commands.py) and submitted when the host needs a result,
+so a graph of small kernels costs one submit; a JIT replay is one command buffer recorded once and resubmitted
+(device/vulkan_graph.py). Buffers live in device-local memory; where that memory is not host-visible (discrete
+GPUs) copies go through a staging buffer. Compiled pipelines are kept in a VkPipelineCache saved under the compile
+cache directory.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import atexit
 import ctypes
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -18,16 +20,14 @@ import time
 
 import numpy as np
 
-from teenygrad.device import Allocator, Backend, Compiler, Program
+from teenygrad.device import Allocator, Backend, Buffer, Compiler, Program
 from teenygrad.device import vulkan_bindings as vk
 from teenygrad.device.vulkan_bindings import VulkanError, check
+from teenygrad.device.vulkan_commands import Commands, align
+from teenygrad.device.vulkan_graph import VulkanGraph
 from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.renderer.spirv import SPIRV_TAG, SpirvRenderer, parse_kernel
-
-BATCH_DISPATCHES = 512    # submit after this many recorded dispatches even if nobody waits
-SETS_PER_POOL = 1024
-
 
 class SpirvCompiler(Compiler):
   """The renderer already wrote the binary; compiling is checking it (spirv-val when TEENYGRAD_SPIRV_VAL=1)."""
@@ -56,10 +56,11 @@ def validate_spirv(module: bytes) -> None:
 
 
 class VulkanBuffer:
-  __slots__ = ("buffer", "memory", "size", "mapped")
+  __slots__ = ("buffer", "memory", "size", "mapped", "sets")
 
   def __init__(self, buffer, memory, size: int, mapped):
     self.buffer, self.memory, self.size, self.mapped = buffer, memory, size, mapped
+    self.sets: list[tuple] = []   # keys of the cached descriptor sets that point at this buffer
 
 
 def _address(view: memoryview) -> int:
@@ -68,28 +69,76 @@ def _address(view: memoryview) -> int:
 
 
 class VulkanAllocator(Allocator):
-  def __init__(self, dev: VulkanDevice): self.dev = dev
-  def _alloc(self, nbytes: int) -> VulkanBuffer: return self.dev.create_buffer(nbytes, staging=False)
+  """Device buffers. Freed ones are kept by size for reuse (up to CACHE_BYTES in all): vkAllocateMemory is slow on
+  GPU drivers, and a decode step frees and allocates the same sizes every call. Reuse needs no wait: every use of
+  a buffer is ordered on the one queue (barriers between dispatches; host copies synchronize first). Host copies
+  go through one staging buffer kept for copies up to STAGING_BYTES."""
+  CACHE_BYTES = 1 << 30
+  STAGING_BYTES = 16 << 20
 
-  def free(self, raw: VulkanBuffer, nbytes: int) -> None: self.dev.release(raw)
+  def __init__(self, dev: VulkanDevice):
+    self.dev = dev
+    self.cache: dict[tuple[int, bool], list[VulkanBuffer]] = {}   # (bytes, host-mapped) -> kept buffers
+    self.cached_bytes = 0
+    self.staging: VulkanBuffer | None = None
+
+  def _alloc(self, nbytes: int) -> VulkanBuffer:
+    key = (max(4, (nbytes + 3) // 4 * 4), self.dev.direct_access)
+    with self.dev.lock:
+      kept = self.cache.get(key)
+      if kept:
+        self.cached_bytes -= key[0]
+        return kept.pop()
+      try: return self.dev.create_buffer(nbytes, staging=False)
+      except MemoryError:
+        self.empty_cache()   # the kept buffers may be what is missing
+        return self.dev.create_buffer(nbytes, staging=False)
+
+  def free(self, raw: VulkanBuffer, nbytes: int) -> None:
+    with self.dev.lock:
+      if raw.size > self.CACHE_BYTES // 4: self.dev.release(raw); return
+      self.cache.setdefault((raw.size, raw.mapped is not None), []).append(raw)
+      self.cached_bytes += raw.size
+      while self.cached_bytes > self.CACHE_BYTES:   # drop the largest kept sizes first
+        key = max(self.cache)
+        self.dev.release(self.cache[key].pop())
+        self.cached_bytes -= key[0]
+        if not self.cache[key]: del self.cache[key]
+
+  def empty_cache(self) -> None:
+    with self.dev.lock:
+      for kept in self.cache.values():
+        for raw in kept: self.dev.release(raw)
+      self.cache, self.cached_bytes = {}, 0
+      self.dev.synchronize()   # releases wait for recorded work: let them happen now
+
+  def _staging(self, nbytes: int) -> tuple[VulkanBuffer, bool]:
+    """A host-visible buffer of at least nbytes, and whether it is a temporary to destroy after use."""
+    if nbytes > self.STAGING_BYTES: return self.dev.create_buffer(nbytes, staging=True), True
+    if self.staging is None or self.staging.size < nbytes:
+      if self.staging is not None: self.dev.release(self.staging)
+      self.staging = self.dev.create_buffer(max(nbytes, 1 << 16), staging=True)
+    return self.staging, False
 
   def copyin(self, raw: VulkanBuffer, src: memoryview) -> None:
-    self.dev.synchronize()   # a pending kernel may still read the old contents
-    if raw.mapped is not None:
-      ctypes.memmove(raw.mapped, _address(src), len(src)); return
-    staging = self.dev.create_buffer(len(src), staging=True)
-    ctypes.memmove(staging.mapped, _address(src), len(src))
-    self.dev.copy_buffer(staging, raw, len(src))
-    self.dev.destroy(staging)
+    with self.dev.lock:
+      self.dev.synchronize()   # a pending kernel may still read the old contents
+      if raw.mapped is not None:
+        ctypes.memmove(raw.mapped, _address(src), len(src)); return
+      staging, temporary = self._staging(len(src))
+      ctypes.memmove(staging.mapped, _address(src), len(src))
+      self.dev.copy_buffer(staging, raw, len(src))
+      if temporary: self.dev.destroy(staging)
 
   def copyout(self, dest: memoryview, raw: VulkanBuffer) -> None:
-    self.dev.synchronize()
-    if raw.mapped is not None:
-      ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
-    staging = self.dev.create_buffer(len(dest), staging=True)
-    self.dev.copy_buffer(raw, staging, len(dest))
-    ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
-    self.dev.destroy(staging)
+    with self.dev.lock:
+      self.dev.synchronize()
+      if raw.mapped is not None:
+        ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
+      staging, temporary = self._staging(len(dest))
+      self.dev.copy_buffer(raw, staging, len(dest))
+      ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
+      if temporary: self.dev.destroy(staging)
 
 
 class VulkanProgram(Program):
@@ -97,14 +146,19 @@ class VulkanProgram(Program):
     self.dev, self.name = dev, name
     self.meta, module = parse_kernel(binary.decode())
     self.bindings: list[int] = self.meta["bindings"]
-    self.push_format = "".join("q" if k == "i64" else "i" for k in self.meta["push"])
+    # symbolic sizes are read from a small buffer: eager launches use the program's own (`args`, rewritten before
+    # each dispatch), a graph a slot of its argument buffer (args_stride apart: descriptor offsets must be aligned)
+    kinds = self.meta["variables"]
+    self.args_format = "<" + "".join("q" if k == "i64" else "i" for k in kinds)
+    self.args_bytes = struct.calcsize(self.args_format) if kinds else 0
+    self.args_stride = align(self.args_bytes, dev.storage_alignment)
+    self.args = dev.create_buffer(self.args_bytes, staging=False) if kinds else None
     self.set_layout, self.layout, self.pipeline = dev.create_pipeline(module, self.meta)
 
   def __call__(self, *bufs: VulkanBuffer, vals: tuple[int, ...] = (), wait: bool = False) -> float | None:
     dev = self.dev
     with dev.lock:
-      descriptor_set = dev.descriptor_set(self.set_layout, self.bindings, bufs, self.meta["chunk_bytes"])
-      dev.record_dispatch(self, descriptor_set, vals)
+      dev.commands.dispatch(self, bufs, vals)
       if not wait: return None
       start = time.perf_counter()
       dev.synchronize()
@@ -122,7 +176,7 @@ class VulkanDevice(Backend):
     self._pick_physical_device(index)
     self._create_device()
     self._choose_memory()
-    self._create_command_objects()
+    self.commands = Commands(self)
     self._open_pipeline_cache()
     self.allocator = VulkanAllocator(self)
     self.compiler = SpirvCompiler()
@@ -131,14 +185,12 @@ class VulkanDevice(Backend):
                                   max_buffers=min(self.max_storage_buffers, 4096) - 8,   # headroom for chunked big buffers
                                   narrow_storage=self.features["storage8"] and self.features["storage16"], int64=self.features["int64"],
                                   max_group=self.max_invocations)
-    self.pending_frees: list[VulkanBuffer] = []
-    self.recorded = 0
     atexit.register(self.save_pipeline_cache)
 
   # ---- setup ----
   def _fn(self, name: str, restype=ctypes.c_int32):
-    fn = getattr(self.lib, name)
-    fn.restype = restype
+    fn = getattr(self.lib, name)   # ctypes caches the function object: its restype is set once
+    if fn.restype is not restype: fn.restype = restype
     return fn
 
   def _create_instance(self) -> None:
@@ -174,7 +226,7 @@ class VulkanDevice(Backend):
       raise VulkanError(f"{self.device_name} supports Vulkan {major}.{minor}; teenygrad needs 1.2")
     self.max_storage_range = int.from_bytes(raw[vk.PROPS_MAX_STORAGE_RANGE:vk.PROPS_MAX_STORAGE_RANGE + 4], "little")
     self.min_storage_alignment = int.from_bytes(raw[vk.PROPS_MIN_SB_ALIGN:vk.PROPS_MIN_SB_ALIGN + 8], "little")
-    self.max_push = int.from_bytes(raw[vk.PROPS_MAX_PUSH:vk.PROPS_MAX_PUSH + 4], "little")
+    self.storage_alignment = max(16, self.min_storage_alignment)   # offsets of the size-argument slots
     self.max_invocations = int.from_bytes(raw[vk.PROPS_MAX_INVOCATIONS:vk.PROPS_MAX_INVOCATIONS + 4], "little")
     self.max_storage_buffers = int.from_bytes(raw[vk.PROPS_MAX_STAGE_STORAGE_BUFFERS:vk.PROPS_MAX_STAGE_STORAGE_BUFFERS + 4], "little")
     # subgroup support (VkPhysicalDeviceVulkan11Properties through vkGetPhysicalDeviceProperties2)
@@ -248,21 +300,6 @@ class VulkanDevice(Backend):
     self.buffer_memory_type = (direct or local or [self.staging_memory_type])[0]
     self.direct_access = bool(direct)
 
-  def _create_command_objects(self) -> None:
-    info = vk.CommandPoolCreateInfo(vk.ST_COMMAND_POOL_CREATE_INFO, None, vk.COMMAND_POOL_RESET_BUFFER, self.queue_family)
-    self.command_pool = ctypes.c_void_p()
-    check(self._fn("vkCreateCommandPool")(self.device, ctypes.byref(info), None, ctypes.byref(self.command_pool)), "vkCreateCommandPool")
-    alloc = vk.CommandBufferAllocateInfo(vk.ST_COMMAND_BUFFER_ALLOCATE_INFO, None, self.command_pool, 0, 1)
-    self.command_buffer = ctypes.c_void_p()
-    check(self._fn("vkAllocateCommandBuffers")(self.device, ctypes.byref(alloc), ctypes.byref(self.command_buffer)), "vkAllocateCommandBuffers")
-    fence_info = vk.FenceCreateInfo(vk.ST_FENCE_CREATE_INFO, None, 0)
-    self.fence = ctypes.c_void_p()
-    check(self._fn("vkCreateFence")(self.device, ctypes.byref(fence_info), None, ctypes.byref(self.fence)), "vkCreateFence")
-    self.recording = False
-    self.pools: list = []
-    self.free_pools: list = []
-    self.pool_sets_left = 0
-
   # ---- pipeline cache ----
   def _pipeline_cache_path(self):
     safe = "".join(c if c.isalnum() else "_" for c in self.device_name)
@@ -318,33 +355,32 @@ class VulkanDevice(Backend):
     return VulkanBuffer(buffer, memory, nbytes, mapped)
 
   def destroy(self, raw: VulkanBuffer) -> None:
+    if raw.sets: self.commands.forget_sets(raw)
     self._fn("vkDestroyBuffer", None)(self.device, raw.buffer, None)
     self._fn("vkFreeMemory", None)(self.device, raw.memory, None)
 
   def release(self, raw: VulkanBuffer) -> None:
     """Free now, or after the recorded work that may still use it."""
     with self.lock:
-      if self.recording: self.pending_frees.append(raw)
+      if self.commands.busy: self.commands.pending_frees.append(raw)
       else: self.destroy(raw)
 
   # ---- pipelines and descriptors ----
   def create_pipeline(self, module: bytes, meta: dict):
     bindings = meta["bindings"]
-    if sum(bindings) > self.max_storage_buffers:
-      raise VulkanError(f"kernel {meta['name']} reads {len(bindings)} buffers ({sum(bindings)} storage-buffer descriptors); "
+    has_sizes = bool(meta["variables"])
+    if sum(bindings) + has_sizes > self.max_storage_buffers:
+      raise VulkanError(f"kernel {meta['name']} reads {len(bindings)} buffers ({sum(bindings) + has_sizes} storage-buffer descriptors); "
                         f"{self.device_name} allows {self.max_storage_buffers} per shader: realize some inputs first")
-    layout_bindings = (vk.DescriptorSetLayoutBinding * len(bindings))(
-      *[vk.DescriptorSetLayoutBinding(i, vk.DESCRIPTOR_STORAGE_BUFFER, n, vk.SHADER_STAGE_COMPUTE, None) for i, n in enumerate(bindings)])
-    info = vk.DescriptorSetLayoutCreateInfo(vk.ST_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, None, 0, len(bindings), layout_bindings)
+    # the data buffers, then (for a kernel with symbolic sizes) the buffer its sizes are read from
+    counts = bindings + [1] * has_sizes
+    layout_bindings = [vk.DescriptorSetLayoutBinding(i, vk.DESCRIPTOR_STORAGE_BUFFER, n, vk.SHADER_STAGE_COMPUTE, None) for i, n in enumerate(counts)]
+    binding_array = (vk.DescriptorSetLayoutBinding * len(layout_bindings))(*layout_bindings)
+    info = vk.DescriptorSetLayoutCreateInfo(vk.ST_DESCRIPTOR_SET_LAYOUT_CREATE_INFO, None, 0, len(layout_bindings), binding_array)
     set_layout = ctypes.c_void_p()
     check(self._fn("vkCreateDescriptorSetLayout")(self.device, ctypes.byref(info), None, ctypes.byref(set_layout)), "vkCreateDescriptorSetLayout")
-    push_size = sum(8 if k == "i64" else 4 for k in meta["push"])
-    if push_size > self.max_push:
-      raise VulkanError(f"kernel {meta['name']} needs {push_size} bytes of push constants, the device has {self.max_push}")
-    push_range = vk.PushConstantRange(vk.SHADER_STAGE_COMPUTE, 0, push_size)
     layouts = (ctypes.c_void_p * 1)(set_layout.value)
-    layout_info = vk.PipelineLayoutCreateInfo(vk.ST_PIPELINE_LAYOUT_CREATE_INFO, None, 0, 1, layouts, 1 if push_size else 0,
-                                              ctypes.pointer(push_range) if push_size else None)
+    layout_info = vk.PipelineLayoutCreateInfo(vk.ST_PIPELINE_LAYOUT_CREATE_INFO, None, 0, 1, layouts, 0, None)
     layout = ctypes.c_void_p()
     check(self._fn("vkCreatePipelineLayout")(self.device, ctypes.byref(layout_info), None, ctypes.byref(layout)), "vkCreatePipelineLayout")
     code = ctypes.create_string_buffer(module, len(module))
@@ -360,97 +396,25 @@ class VulkanDevice(Backend):
     check(result, f"vkCreateComputePipelines for {meta['name']}")
     return set_layout, layout, pipeline
 
-  def _new_pool(self):
-    sizes = vk.DescriptorPoolSize(vk.DESCRIPTOR_STORAGE_BUFFER, SETS_PER_POOL * 16)
-    info = vk.DescriptorPoolCreateInfo(vk.ST_DESCRIPTOR_POOL_CREATE_INFO, None, 0, SETS_PER_POOL, 1, ctypes.pointer(sizes))
-    pool = ctypes.c_void_p()
-    check(self._fn("vkCreateDescriptorPool")(self.device, ctypes.byref(info), None, ctypes.byref(pool)), "vkCreateDescriptorPool")
-    return pool
-
-  def descriptor_set(self, set_layout, bindings: list[int], bufs, chunk_bytes: int):
-    descriptor_set = ctypes.c_void_p()
-    layouts = (ctypes.c_void_p * 1)(set_layout.value)
-    while True:
-      if not self.pools or self.pool_sets_left == 0:
-        if self.pools and self.pool_sets_left == 0 and not self.free_pools and len(self.pools) >= 8: self.synchronize()
-        self.pools.append(self.free_pools.pop() if self.free_pools else self._new_pool())
-        self.pool_sets_left = SETS_PER_POOL
-      info = vk.DescriptorSetAllocateInfo(vk.ST_DESCRIPTOR_SET_ALLOCATE_INFO, None, self.pools[-1], 1, layouts)
-      if self._fn("vkAllocateDescriptorSets")(self.device, ctypes.byref(info), ctypes.byref(descriptor_set)) == 0: break
-      self.pool_sets_left = 0   # pool exhausted (descriptors, not sets): take the next one
-    self.pool_sets_left -= 1
-    infos, writes = [], []
-    for binding, (buf, count) in enumerate(zip(bufs, bindings)):
-      if count == 1: chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, 0, buf.size)]
-      else:
-        # a buffer bigger than one binding's range: consecutive views; the last ones may be empty past the end
-        # (views past the end, where a symbolic size is bound smaller than its maximum, are never read: any valid one will do)
-        chunk_infos = [vk.DescriptorBufferInfo(buf.buffer, i * chunk_bytes, min(chunk_bytes, buf.size - i * chunk_bytes))
-                       if i * chunk_bytes < buf.size else vk.DescriptorBufferInfo(buf.buffer, 0, min(chunk_bytes, buf.size))
-                       for i in range(count)]
-      array = (vk.DescriptorBufferInfo * count)(*chunk_infos)
-      infos.append(array)
-      writes.append(vk.WriteDescriptorSet(vk.ST_WRITE_DESCRIPTOR_SET, None, descriptor_set, binding, 0, count,
-                                          vk.DESCRIPTOR_STORAGE_BUFFER, None, array, None))
-    write_array = (vk.WriteDescriptorSet * len(writes))(*writes)
-    self._fn("vkUpdateDescriptorSets", None)(self.device, len(writes), write_array, 0, None)
-    return descriptor_set
-
-  # ---- recording and submitting ----
-  def _begin(self) -> None:
-    if self.recording: return
-    begin = vk.CommandBufferBeginInfo(vk.ST_COMMAND_BUFFER_BEGIN_INFO, None, vk.COMMAND_BUFFER_ONE_TIME, None)
-    check(self._fn("vkBeginCommandBuffer")(self.command_buffer, ctypes.byref(begin)), "vkBeginCommandBuffer")
-    self.recording = True
-
-  def _barrier(self) -> None:
-    barrier = vk.MemoryBarrier(vk.ST_MEMORY_BARRIER, None, vk.ACCESS_SHADER_WRITE | vk.ACCESS_TRANSFER_WRITE,
-                               vk.ACCESS_SHADER_READ | vk.ACCESS_SHADER_WRITE | vk.ACCESS_TRANSFER_READ | vk.ACCESS_TRANSFER_WRITE)
-    stages = vk.PIPELINE_STAGE_COMPUTE | vk.PIPELINE_STAGE_TRANSFER
-    self._fn("vkCmdPipelineBarrier", None)(self.command_buffer, stages, stages, 0, 1, ctypes.byref(barrier), 0, None, 0, None)
-
-  def record_dispatch(self, program: VulkanProgram, descriptor_set, vals: tuple[int, ...]) -> None:
-    self._begin()
-    self._barrier()
-    cb = self.command_buffer
-    self._fn("vkCmdBindPipeline", None)(cb, vk.PIPELINE_BIND_POINT_COMPUTE, program.pipeline)
-    sets = (ctypes.c_void_p * 1)(descriptor_set.value)
-    self._fn("vkCmdBindDescriptorSets", None)(cb, vk.PIPELINE_BIND_POINT_COMPUTE, program.layout, 0, 1, sets, 0, None)
-    if program.push_format:
-      data = (ctypes.c_int64 if "q" in program.push_format else ctypes.c_int32) * len(vals)
-      payload = data(*vals)
-      self._fn("vkCmdPushConstants", None)(cb, program.layout, vk.SHADER_STAGE_COMPUTE, 0, ctypes.sizeof(payload), payload)
-    self._fn("vkCmdDispatch", None)(cb, program.meta["groups"], 1, 1)
-    self.recorded += 1
-    if self.recorded >= BATCH_DISPATCHES: self.synchronize()
-
+  # ---- copies and submitting ----
   def copy_buffer(self, src: VulkanBuffer, dst: VulkanBuffer, nbytes: int) -> None:
+    """A copy the host waits for (staging uploads and read-backs)."""
     with self.lock:
-      self._begin()
-      self._barrier()
-      region = vk.BufferCopy(0, 0, nbytes)
-      self._fn("vkCmdCopyBuffer", None)(self.command_buffer, src.buffer, dst.buffer, 1, ctypes.byref(region))
-      self._barrier()
-      self.synchronize()
+      self.commands.copy(src, dst, nbytes)
+      self.commands.synchronize()
 
   def synchronize(self) -> None:
-    with self.lock:
-      if not self.recording: return
-      check(self._fn("vkEndCommandBuffer")(self.command_buffer), "vkEndCommandBuffer")
-      buffers = (ctypes.c_void_p * 1)(self.command_buffer.value)
-      submit = vk.SubmitInfo(vk.ST_SUBMIT_INFO, None, 0, None, None, 1, buffers, 0, None)
-      check(self._fn("vkQueueSubmit")(self.queue, 1, ctypes.byref(submit), self.fence), "vkQueueSubmit")
-      fences = (ctypes.c_void_p * 1)(self.fence.value)
-      check(self._fn("vkWaitForFences")(self.device, 1, fences, 1, ctypes.c_uint64(-1 & 0xFFFFFFFFFFFFFFFF)), "vkWaitForFences")
-      check(self._fn("vkResetFences")(self.device, 1, fences), "vkResetFences")
-      check(self._fn("vkResetCommandBuffer")(self.command_buffer, 0), "vkResetCommandBuffer")
-      self.recording, self.recorded = False, 0
-      for pool in self.pools:
-        self._fn("vkResetDescriptorPool")(self.device, pool, 0)
-        self.free_pools.append(pool)
-      self.pools, self.pool_sets_left = [], 0
-      for raw in self.pending_frees: self.destroy(raw)
-      self.pending_frees = []
+    with self.lock: self.commands.synchronize()
+
+  def transfer(self, dest: Buffer, src: Buffer) -> bool:
+    """Device to device on this GPU, recorded with the other work (a JIT graph's inputs and outputs)."""
+    if src.device != self.name or dest.device != self.name: return False
+    nbytes = min(src.nbytes, dest.nbytes)
+    if nbytes:
+      with self.lock: self.commands.copy(src.raw, dest.raw, nbytes)
+    return True
+
+  def graph(self, exec_items: list) -> VulkanGraph: return VulkanGraph(self, exec_items)
 
   def program(self, name: str, binary: bytes) -> VulkanProgram: return VulkanProgram(self, name, binary)
 

@@ -115,11 +115,12 @@ def _describe_change(old: Any, new: Any) -> str:
   return "?"
 
 
-def _signature(fn: Callable, args: tuple, kwargs: dict) -> tuple[_Signature, list[Tensor], dict[str, int]]:
+def _signature(fn: Callable, args: tuple, kwargs: dict, python_signature: inspect.Signature | None = None
+               ) -> tuple[_Signature, list[Tensor], dict[str, int]]:
   tensors: list[Tensor] = []
   variables: list[BoundVariable] = []
   try:
-    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound = (python_signature or inspect.signature(fn)).bind(*args, **kwargs)
     bound.apply_defaults()
     arguments = list(bound.arguments.items())
   except (TypeError, ValueError):   # no signature to bind to: positions and keywords as given
@@ -311,9 +312,11 @@ class _Capture:
     for s in set(self.input_slots) | set(self.fresh_outputs):
       if s is not None: own[s] = Buffer(own[s].device, own[s].size, own[s].dtype)
     self.graph_table, self.graph, self.graph_launches = own, None, 0
-    # named variables take each call's values; a launch with positional constants (a custom kernel's own) keeps them
-    self.launch_variables = [launch.item.kernel.variables if len(launch.item.kernel.variables) == len(launch.item.var_values) else None
+    # named variables take each call's values; a launch with positional constants (a custom kernel's own) keeps them,
+    # as does one without variables (its values, computed once, are ())
+    self.launch_variables = [(launch.item.kernel.variables or None) if len(launch.item.kernel.variables) == len(launch.item.var_values) else None
                              for launch in self.launches]
+    self.fixed_values = [tuple(launch.item.var_values) for launch in self.launches]
     self.assigned_inputs = {launch.slots[0] for launch in self.launches if launch.item.assign and launch.slots[0] in self.input_slots}
     return backend
 
@@ -323,8 +326,8 @@ class _Capture:
     own = self.graph_table
     for s in self.input_slots:
       if s is not None and not backend.transfer(own[s], table[s]): return False
-    var_values = [tuple(values[name] for name in names) if names is not None else tuple(launch.item.var_values)
-                  for names, launch in zip(self.launch_variables, self.launches)]
+    var_values = [fixed if names is None else tuple([values[name] for name in names])
+                  for names, fixed in zip(self.launch_variables, self.fixed_values)]
     if self.graph is None:
       self.graph = backend.graph([ExecItem(launch.item.kernel, [own[s] for s in launch.slots], vals, launch.item.device)
                                   for launch, vals in zip(self.launches, var_values)])
@@ -368,6 +371,7 @@ class Jit:
   def __init__(self, fn: Callable, capture_after: int = 1):
     self.fn, self.capture_after = fn, capture_after
     self.calls, self.capture = 0, None
+    self._python_signature: inspect.Signature | bool | None = None   # False: fn has none (bound by position)
     self._call_lock = threading.Lock()
     functools.update_wrapper(self, fn)
 
@@ -389,7 +393,11 @@ class Jit:
 
   def __call__(self, *args, **kwargs):
     with self._call_lock:
-      signature, inputs, values = _signature(self.fn, args, kwargs)
+      if self._python_signature is None:
+        # looked up once: inspect.signature costs more than the rest of a replay's argument checks
+        try: self._python_signature = inspect.signature(self.fn)
+        except (TypeError, ValueError): self._python_signature = False
+      signature, inputs, values = _signature(self.fn, args, kwargs, self._python_signature or None)
       if self.capture is not None:
         if signature != self.capture.signature:
           raise JitError(f"{self.fn.__qualname__}: can't replay: {self.capture.signature.explain_mismatch(signature)}")

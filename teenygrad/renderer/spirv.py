@@ -35,7 +35,7 @@ KIND = {dtypes.bool: "bool", dtypes.int8: "i32", dtypes.int16: "i32", dtypes.int
 GRID_GROUP, ROW_GROUP, FULL_REDUCE_GROUP = 64, 64, 256   # work-group sizes (the spec guarantees 128 invocations)
 MAX_GROUPS = 65535                  # maxComputeWorkGroupCount[0] guaranteed by the spec
 CHUNK_BYTES = 1 << 26               # a buffer bigger than one binding's range is bound as an array of 64 MiB views
-SPIRV_TAG = "spirv-v1"
+SPIRV_TAG = "spirv-v2"   # v2: symbolic sizes come from a storage buffer, not push constants
 
 
 def kind_of(dtype: DType) -> str: return KIND[dtype]
@@ -78,7 +78,7 @@ class SpirvRenderer:
     binary = emitter.emit()
     meta = {"name": program.name, "local_size": emitter.local_size, "groups": emitter.groups,
             "bindings": [emitter.chunks[b.name] for b in program.buffers], "chunk_bytes": CHUNK_BYTES,
-            "push": [emitter.index_kind] * len(program.variables), "tag": SPIRV_TAG}
+            "variables": [emitter.index_kind] * len(program.variables), "tag": SPIRV_TAG}
     return json.dumps(meta) + "\n" + base64.b64encode(binary).decode()
 
 
@@ -96,7 +96,7 @@ class KernelEmitter:
     self.values: dict[str, tuple] = {}
     self.index_names: set[str] = set()
     self.loop_ids: dict[str, tuple[int, str]] = {}
-    self.push: dict[str, tuple[int, str]] = {}
+    self.variables: dict[str, tuple[int, str]] = {}   # symbolic size name -> its loaded value
     self.block = 0
     self.f64 = F64Math(self)
     # 32-bit index math unless some buffer or size could pass 2**30 elements (sums of index terms need headroom)
@@ -230,7 +230,7 @@ class KernelEmitter:
     if isinstance(expr, int): return self.const(expr, k), k
     if isinstance(expr, Variable):
       if expr.name in self.loop_ids: return self.loop_ids[expr.name]
-      return self.push[expr.name]
+      return self.variables[expr.name]
     if isinstance(expr, Sum):
       acc = self.as_int(self.index(expr.terms[0]))
       for t in expr.terms[1:]: acc = self.op("IAdd", k, acc, self.as_int(self.index(t)))
@@ -666,23 +666,29 @@ class KernelEmitter:
       self.m.name(var, buf.name)
       self.buffer_vars[buf.name] = (var, elem)
     if self.p.variables:
+      # symbolic sizes are read from a small storage buffer bound after the data buffers, not push constants: a
+      # recorded command buffer then serves every value, since a replay rewrites the buffer instead of recording again
       k = self.index_kind
       size = 8 if k == "i64" else 4
-      block = self.m.t_struct([self.type_of(k)] * len(self.p.variables), [i * size for i in range(len(self.p.variables))], tag="push")
-      self.push_var = self.m.global_variable("PushConstant", block)
+      block = self.m.t_struct([self.type_of(k)] * len(self.p.variables), [i * size for i in range(len(self.p.variables))], tag="variables")
+      self.variables_var = self.m.global_variable("StorageBuffer", block)
+      self.m.decorate(self.variables_var, "DescriptorSet", 0)
+      self.m.decorate(self.variables_var, "Binding", len(self.p.buffers))
+      self.m.decorate(self.variables_var, "NonWritable")
+      self.m.name(self.variables_var, "variables")
 
-  def load_push_constants(self) -> None:
+  def load_variables(self) -> None:
     k = self.index_kind
-    ptr = self.m.t_pointer("PushConstant", self.type_of(k))
+    ptr = self.m.t_pointer("StorageBuffer", self.type_of(k))
     for i, v in enumerate(self.p.variables):
-      chain = self.m.emit_value("AccessChain", ptr, self.push_var, self.const(i, "i32"))
-      self.push[v.name] = (self.m.emit_value("Load", self.type_of(k), chain), k)
+      chain = self.m.emit_value("AccessChain", ptr, self.variables_var, self.const(i, "i32"))
+      self.variables[v.name] = (self.m.emit_value("Load", self.type_of(k), chain), k)
 
   def emit(self) -> bytes:
     self.declare_interface()
     entry = self.m.new_id()
     self.label(entry)
-    self.load_push_constants()
+    self.load_variables()
     k = self.index_kind
     lane_u = self.load_builtin("LocalInvocationId", 0)
     self.lane = self.convert((lane_u, "u32"), k)
