@@ -159,7 +159,7 @@ def library(request):
     body = render_gemm_body(spec, "a", "b", _store(case), case.threads)
     t = case.ctype
     functions.append(f"void gemm_{index}({t}* restrict out, const {t}* restrict a, const {t}* restrict b, "
-                     f"const {t}* restrict bias) {{\n{body}\n}}\n")
+                     f"const {t}* restrict bias) {body}\n")
   source = GEMM_PREAMBLE + "\n".join(functions)
   with tempfile.TemporaryDirectory() as tmp:
     src, lib = os.path.join(tmp, "gemm.c"), os.path.join(tmp, "gemm.so")

@@ -307,7 +307,7 @@ def _choose_blocking(tile: Tile, batch: int, M: int, N: int, K: int, threads: in
 
 
 def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int) -> str:
-  """C statements (a function body) computing acc = sum_k A[bi, i, k] * B[bi, k, j] for every output element and
+  """A braced C block (a function body) computing acc = sum_k A[bi, i, k] * B[bi, k, j] for every output element and
   running `store(acc, bi, i, j)` once per element, after the full sum. Needs GEMM_PREAMBLE before the function.
 
   Args:
@@ -317,14 +317,14 @@ def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: in
       always on distinct (bi, i, j).
     threads: the most OpenMP threads to use; 1 renders no parallel region.
   """
-  if spec.batch <= 0 or spec.M <= 0 or spec.N <= 0: return "/* empty gemm */\n"
+  if spec.batch <= 0 or spec.M <= 0 or spec.N <= 0: return "{ /* empty gemm */ }\n"
   fmas = spec.batch * spec.M * spec.N * spec.K
   if spec.ctype != "float" or fmas <= SMALL_MAX_FMAS or spec.K == 0:
     return _render_simple(spec, a, b, store, threads)
   # one body per microkernel shape: the preamble's choice (by the compiler's target) decides which one is compiled
   bodies = [f"#{'if' if index == 0 else 'elif'} {tile.guard}\n{_render_tiled(tile, spec, a, b, store, threads)}"
             for index, tile in enumerate(TILES)]
-  return "\n".join(bodies) + "\n#else\n#error unknown TG_GEMM_NR\n#endif\n"
+  return "{\n" + "\n".join(bodies) + "\n#else\n#error unknown TG_GEMM_NR\n#endif\n}\n"
 
 
 def _render_tiled(tile: Tile, spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int) -> str:
