@@ -6,6 +6,7 @@ the whole file runs in seconds.
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import os
 import shutil
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from teenygrad.codegen.gemm import (GEMM_PREAMBLE, MR, NR, PARALLEL_MIN_FMAS, SMALL_MAX_FMAS, GemmSpec,
+from teenygrad.codegen.gemm import (GEMM_PREAMBLE, PARALLEL_MIN_FMAS, SMALL_MAX_FMAS, TILES, GemmSpec,
                                     render_gemm_body)
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
@@ -73,6 +74,9 @@ def _guarded(arr: np.ndarray) -> np.ndarray:
   copy[...] = arr
   return copy
 
+
+# sizes around multiples of every microkernel's tile (12x32 and 6x16) hit the edge tiles of each
+MR, NR = math.lcm(*(t.mr for t in TILES)), math.lcm(*(t.nr for t in TILES))
 
 CASES = [
   Case("1x1x1", 1, 1, 1, 1),
@@ -131,8 +135,18 @@ def _operands(case: Case) -> tuple[np.ndarray, np.ndarray]:
           _view(case.b_view, case.batch, case.K, case.N, dtype, rng))
 
 
-# the AVX-512 microkernel, and the portable fallback that machines without it compile
-ISA_FLAGS = {"avx512": [], "portable": ["-mno-avx512f"]}
+# each microkernel (AVX-512 12x32, AVX2 6x16, the portable fallback), whatever the machine: one this CPU cannot run
+# is still compiled (so a change that breaks it fails here), and its cases are skipped
+ISA_FLAGS = {"avx512": ["-mavx512f"], "avx2": ["-mno-avx512f", "-mavx2", "-mfma"],
+             "portable": ["-mno-avx512f", "-mno-avx2", "-mno-fma"]}
+ISA_CPU_FLAGS = {"avx512": {"avx512f"}, "avx2": {"avx2", "fma"}, "portable": set()}
+
+
+def _cpu_flags() -> set[str]:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+  except OSError: return set()
 
 
 @pytest.fixture(scope="module", params=list(ISA_FLAGS))
@@ -145,12 +159,13 @@ def library(request):
     body = render_gemm_body(spec, "a", "b", _store(case), case.threads)
     t = case.ctype
     functions.append(f"void gemm_{index}({t}* restrict out, const {t}* restrict a, const {t}* restrict b, "
-                     f"const {t}* restrict bias) {{\n{body}\n}}\n")
+                     f"const {t}* restrict bias) {body}\n")
   source = GEMM_PREAMBLE + "\n".join(functions)
   with tempfile.TemporaryDirectory() as tmp:
     src, lib = os.path.join(tmp, "gemm.c"), os.path.join(tmp, "gemm.so")
     with open(src, "w") as f: f.write(source)
     subprocess.run(["gcc", *CFLAGS, *ISA_FLAGS[request.param], src, "-o", lib], check=True)
+    if not ISA_CPU_FLAGS[request.param] <= _cpu_flags(): pytest.skip(f"compiled; this CPU cannot run {request.param}")
     yield ctypes.CDLL(lib)
 
 

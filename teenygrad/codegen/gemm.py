@@ -24,14 +24,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from collections.abc import Callable
 
-# microkernel shape: 12 rows x 32 columns = 24 zmm accumulators, 2 B loads and 12 broadcasts per k
-MR, NR = 12, 32
-# cache blocking, tuned on a 2-core AMD EPYC (Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB L3):
-# KC x NR of packed B (<= 48 KiB) stays in L1, MC x KC of packed A (<= 216 KiB) and MC x NC of c_block in L2;
-# KC 256..512, MC 96..192 and NC 512..1024 all measured within noise of each other at 2048^3
-KC_MAX = 384
-MC_MAX = 144
-NC_MAX = 512
+
+
+@dataclass(frozen=True)
+class Tile:
+  """A microkernel's shape (MR rows x NR columns of C held in registers) and the cache blocking tuned for it:
+  KC x NR of packed B stays in L1, MC x KC of packed A in L2, and a task's MC x NC c_block is streamed through L2."""
+  mr: int
+  nr: int
+  kc: int
+  mc: int
+  nc: int
+  guard: str  # the C preprocessor condition under which GEMM_PREAMBLE compiled this shape
+
+
+# AVX-512: 24 zmm accumulators, 2 B loads and 12 broadcasts per k. Blocking tuned on a 2-core Zen 5 (48 KiB L1d,
+# 1 MiB L2): KC 256..512, MC 96..192 and NC 512..1024 all measured within noise of each other at 2048^3
+AVX512_TILE = Tile(mr=12, nr=32, kc=384, mc=144, nc=512, guard="TG_GEMM_NR == 32")
+# AVX2 (and the portable fallback): 12 ymm accumulators, 2 B loads and 6 broadcasts per k, the shape of BLIS's and
+# OpenBLAS's Haswell/Zen sgemm kernels; 16 ymm registers leave no room for more. On a 2-core Zen 3 (32 KiB L1d,
+# 512 KiB L2) the AVX-512 blocking measured within a few percent of KC 256, NC 256 and MC 96 / NC 1024 at 512..4096^3
+AVX2_TILE = Tile(mr=6, nr=16, kc=384, mc=144, nc=512, guard="TG_GEMM_NR == 16")
+TILES = (AVX512_TILE, AVX2_TILE)
 # task costs in multiply-add equivalents (measured): packing one element of A from memory, streaming one element of
 # packed B through the cache hierarchy, and starting a task (its epilogue, scheduling)
 PACK_A_COST, READ_B_COST, TASK_COST = 16, 4, 20000
@@ -62,18 +76,17 @@ class GemmSpec:
   ctype: str = "float"
 
 
-def _microkernel() -> str:
-  """The MR x NR microkernel: c_tile (row stride ldc) = or += a_panel[kc][MR] @ b_panel[kc][NR]."""
-  vecs = NR // 16
-  accs = ", ".join(f"c{r}_{v} = zero" for r in range(MR) for v in range(vecs))
-  loads = " ".join(f"tg_v16 b{v} = *(const tg_v16*)(b_panel + k * {NR} + {16 * v});" for v in range(vecs))
-  fmas = "\n".join(f"      {{ float a = a_panel[k * {MR} + {r}]; "
-                   + " ".join(f"c{r}_{v} += a * b{v};" for v in range(vecs)) + " }" for r in range(MR))
+def _avx512_microkernel(tile: Tile) -> str:
+  """c_tile (row stride ldc) = or += a_panel[kc][MR] @ b_panel[kc][NR], in zmm registers."""
+  mr, nr, vecs = tile.mr, tile.nr, tile.nr // 16
+  accs = ", ".join(f"c{r}_{v} = zero" for r in range(mr) for v in range(vecs))
+  loads = " ".join(f"tg_v16 b{v} = *(const tg_v16*)(b_panel + k * {nr} + {16 * v});" for v in range(vecs))
+  fmas = "\n".join(f"      {{ float a = a_panel[k * {mr} + {r}]; "
+                   + " ".join(f"c{r}_{v} += a * b{v};" for v in range(vecs)) + " }" for r in range(mr))
   stores = "\n".join(f"    c_row = (tg_v16*)(c_tile + {r} * ldc); "
                      + " ".join(f"c_row[{v}] = accumulate ? c_row[{v}] + c{r}_{v} : c{r}_{v};" for v in range(vecs))
-                     for r in range(MR))
-  return f"""#ifdef __AVX512F__
-typedef float tg_v16 __attribute__((vector_size(64), aligned(64)));
+                     for r in range(mr))
+  return f"""typedef float tg_v16 __attribute__((vector_size(64), aligned(64)));
 /* c_tile must be 64-byte aligned and ldc a multiple of 16; gcc turns `a * b + c` into vfmadd with a broadcast */
 static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
                                      float* restrict c_tile, long ldc, int accumulate) {{
@@ -86,53 +99,70 @@ static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, con
   }}
   tg_v16* c_row;
 {stores}
-}}
-#elif defined(__AVX2__) && defined(__FMA__)
-{_avx2_microkernel()}
-#else
-/* portable fallback: the same contract, left to the auto-vectorizer */
+}}"""
+
+
+def _avx2_microkernel(tile: Tile) -> str:
+  """The same contract in ymm registers: MR x NR/8 accumulators, NR/8 B loads and MR broadcasts per k. FMAs are
+  intrinsics because the library compiles with -ffp-contract=off."""
+  mr, nr, vecs = tile.mr, tile.nr, tile.nr // 8
+  accs = ", ".join(f"c{r}_{v} = _mm256_setzero_ps()" for r in range(mr) for v in range(vecs))
+  loads = " ".join(f"__m256 b{v} = _mm256_load_ps(b_panel + {8 * v});" for v in range(vecs))
+  fmas = "\n".join(f"    {{ __m256 a = _mm256_broadcast_ss(a_panel + {r}); "
+                   + " ".join(f"c{r}_{v} = _mm256_fmadd_ps(a, b{v}, c{r}_{v});" for v in range(vecs)) + " }"
+                   for r in range(mr))
+  prefetch_c = " ".join(f"_mm_prefetch((const char*)(c_tile + {r} * ldc), _MM_HINT_T0);" for r in range(mr))
+  stores = "\n".join(" ".join(f"_mm256_store_ps(c_tile + {r} * ldc + {8 * v}, accumulate ? "
+                              f"_mm256_add_ps(_mm256_load_ps(c_tile + {r} * ldc + {8 * v}), c{r}_{v}) : c{r}_{v});"
+                              for v in range(vecs)) for r in range(mr))
+  return f"""#include <immintrin.h>
+/* c_tile and b_panel must be 32-byte aligned and ldc a multiple of 8. The C tile is prefetched at the start (it
+   lives in the task's c_block in L2), and the k loop is unrolled 4x so the pointer updates and the loop test are
+   spread over 48 FMAs */
 static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
                                      float* restrict c_tile, long ldc, int accumulate) {{
-  float acc[{MR}][{NR}] = {{{{0}}}};
-  for (long k = 0; k < kc; k++)
-    for (int r = 0; r < {MR}; r++)
-      for (int c = 0; c < {NR}; c++) acc[r][c] += a_panel[k * {MR} + r] * b_panel[k * {NR} + c];
-  for (int r = 0; r < {MR}; r++)
-    for (int c = 0; c < {NR}; c++) c_tile[r * ldc + c] = accumulate ? c_tile[r * ldc + c] + acc[r][c] : acc[r][c];
-}}
-#endif
-"""
-
-
-def _avx2_microkernel() -> str:
-  """The same MR x NR contract with 8-wide vectors. AVX2 has 16 ymm registers, too few for a 12 x 32 tile, so the
-  tile is four 6 x 16 sub-tiles (12 accumulators, 2 B loads, 6 broadcasts per k: BLIS's shape for Zen). FMAs are
-  intrinsics because the library compiles with -ffp-contract=off."""
-  rows, vecs = MR // 2, 2
-  accs = ", ".join(f"c{r}_{v} = _mm256_setzero_ps()" for r in range(rows) for v in range(vecs))
-  loads = " ".join(f"__m256 b{v} = _mm256_loadu_ps(b_panel + k * {NR} + {8 * v});" for v in range(vecs))
-  fmas = "\n".join(f"      {{ __m256 a = _mm256_broadcast_ss(a_panel + k * {MR} + {r}); "
-                   + " ".join(f"c{r}_{v} = _mm256_fmadd_ps(a, b{v}, c{r}_{v});" for v in range(vecs)) + " }" for r in range(rows))
-  stores = "\n".join(" ".join(f"_mm256_storeu_ps(c_tile + {r} * ldc + {8 * v}, accumulate ? "
-                              f"_mm256_add_ps(_mm256_loadu_ps(c_tile + {r} * ldc + {8 * v}), c{r}_{v}) : c{r}_{v});"
-                              for v in range(vecs)) for r in range(rows))
-  return f"""#include <immintrin.h>
-static inline void tg_gemm_micro_6x16(long kc, const float* restrict a_panel, const float* restrict b_panel,
-                                      float* restrict c_tile, long ldc, int accumulate) {{
+  {prefetch_c}
   __m256 {accs};
+  #pragma GCC unroll 4
   for (long k = 0; k < kc; k++) {{
     {loads}
 {fmas}
+    a_panel += {mr};
+    b_panel += {nr};
   }}
 {stores}
-}}
-static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
-                                     float* restrict c_tile, long ldc, int accumulate) {{
-  /* column half outer: its kc x 16 slice of B stays in L1 for both row halves */
-  for (int c0 = 0; c0 < {NR}; c0 += 16)
-    for (int r0 = 0; r0 < {MR}; r0 += {rows})
-      tg_gemm_micro_6x16(kc, a_panel + r0, b_panel + c0, c_tile + r0 * ldc + c0, ldc, accumulate);
 }}"""
+
+
+_PORTABLE_MICROKERNEL = """/* portable fallback: the same contract, left to the auto-vectorizer */
+static inline void tg_gemm_micro_f32(long kc, const float* restrict a_panel, const float* restrict b_panel,
+                                     float* restrict c_tile, long ldc, int accumulate) {
+  float acc[TG_GEMM_MR][TG_GEMM_NR] = {{0}};
+  for (long k = 0; k < kc; k++)
+    for (int r = 0; r < TG_GEMM_MR; r++)
+      for (int c = 0; c < TG_GEMM_NR; c++) acc[r][c] += a_panel[k * TG_GEMM_MR + r] * b_panel[k * TG_GEMM_NR + c];
+  for (int r = 0; r < TG_GEMM_MR; r++)
+    for (int c = 0; c < TG_GEMM_NR; c++)
+      c_tile[r * ldc + c] = accumulate ? c_tile[r * ldc + c] + acc[r][c] : acc[r][c];
+}"""
+
+
+def _tile_defines(tile: Tile) -> str: return f"#define TG_GEMM_MR {tile.mr}\n#define TG_GEMM_NR {tile.nr}"
+
+
+# The microkernel, and with it the tile shape, is picked by the compiler's target macros; the rendered GEMM bodies
+# test TG_GEMM_NR (each Tile's guard) to use the blocking computed for that shape
+_MICROKERNEL = f"""#if defined(__AVX512F__)
+{_tile_defines(AVX512_TILE)}
+{_avx512_microkernel(AVX512_TILE)}
+#elif defined(__AVX2__) && defined(__FMA__)
+{_tile_defines(AVX2_TILE)}
+{_avx2_microkernel(AVX2_TILE)}
+#else
+{_tile_defines(AVX2_TILE)}
+{_PORTABLE_MICROKERNEL}
+#endif
+"""
 
 
 GEMM_PREAMBLE = f"""#include <stdlib.h>
@@ -140,9 +170,7 @@ GEMM_PREAMBLE = f"""#include <stdlib.h>
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
-#define TG_GEMM_MR {MR}
-#define TG_GEMM_NR {NR}
-{_microkernel()}
+{_MICROKERNEL}
 /* dst[k * ld + c] = src[c * stride_c + k] for c < n, k < kc, where each source row is contiguous in k, in runs of 64
    along k. For rows a multiple of 1 KiB apart (1024 floats, 12544 floats): read k-outer, they map to at most four
    L1 sets and evict each other on every load (1024^3 on one core: 35 -> 53 GFLOP/s, conv's 16x9x50176 weight
@@ -159,46 +187,55 @@ static inline void tg_gemm_pack_rows_f32(float* restrict dst, const float* restr
   }}
 }}
 
-/* b_panel[k][NR] = B[k, j] for k < kc and j < ncols, zero for the padding columns */
+/* b_panel[k][NR] = B[k, j] for k < kc and j < ncols, zero for the padding columns. Rows of B far apart (im2col
+   columns: 200 KB) make every row of a panel a cache miss, which the packing waits for one after another: each row
+   is prefetched two panels ahead while this one is copied, so the lines arrive while the microkernels run (conv
+   forward 64x50176x288 on 2 Zen 3 cores, 6x16 tiles: 26.7 ms, one panel ahead 24.2, two ahead 19.6) */
 static inline void tg_gemm_pack_b_f32(float* restrict b_panel, const float* restrict b, long kc, long ncols,
                                       long stride_k, long stride_j) {{
-  if (stride_j == 1 && ncols == {NR}) {{
-    for (long k = 0; k < kc; k++) memcpy(b_panel + k * {NR}, b + k * stride_k, {NR} * sizeof(float));
+  if (stride_j == 1 && ncols == TG_GEMM_NR) {{
+    for (long k = 0; k < kc; k++) {{
+      __builtin_prefetch(b + k * stride_k + 2 * TG_GEMM_NR, 0, 2);
+      memcpy(b_panel + k * TG_GEMM_NR, b + k * stride_k, TG_GEMM_NR * sizeof(float));
+    }}
     return;
   }}
-  if (ncols < {NR}) memset(b_panel, 0, (size_t)kc * {NR} * sizeof(float));
-  if (stride_k == 1 && TG_GEMM_SET_ALIASED(stride_j)) {{ tg_gemm_pack_rows_f32(b_panel, b, kc, ncols, {NR}, stride_j); return; }}
+  if (ncols < TG_GEMM_NR) memset(b_panel, 0, (size_t)kc * TG_GEMM_NR * sizeof(float));
+  if (stride_k == 1 && TG_GEMM_SET_ALIASED(stride_j)) {{
+    tg_gemm_pack_rows_f32(b_panel, b, kc, ncols, TG_GEMM_NR, stride_j);
+    return;
+  }}
   /* k outer: the writes stay contiguous and the reads are ncols sequential streams (3x faster than j outer) */
-  if (ncols == {NR}) {{
+  if (ncols == TG_GEMM_NR) {{
     for (long k = 0; k < kc; k++)
-      #pragma GCC unroll {NR}
-      for (long j = 0; j < {NR}; j++) b_panel[k * {NR} + j] = b[k * stride_k + j * stride_j];
+      #pragma GCC unroll 32
+      for (long j = 0; j < TG_GEMM_NR; j++) b_panel[k * TG_GEMM_NR + j] = b[k * stride_k + j * stride_j];
   }} else {{
     for (long k = 0; k < kc; k++)
-      for (long j = 0; j < ncols; j++) b_panel[k * {NR} + j] = b[k * stride_k + j * stride_j];
+      for (long j = 0; j < ncols; j++) b_panel[k * TG_GEMM_NR + j] = b[k * stride_k + j * stride_j];
   }}
 }}
 
 /* a_packed[panel][k][MR] = A[panel * MR + r, k] for rows < nrows and k < kc, zero for the padding rows */
 static inline void tg_gemm_pack_a_f32(float* restrict a_packed, const float* restrict a, long nrows, long kc,
                                       long stride_i, long stride_k) {{
-  for (long p = 0; p < nrows; p += {MR}) {{
+  for (long p = 0; p < nrows; p += TG_GEMM_MR) {{
     float* restrict panel = a_packed + p * kc;
-    long rows = nrows - p < {MR} ? nrows - p : {MR};
+    long rows = nrows - p < TG_GEMM_MR ? nrows - p : TG_GEMM_MR;
     const float* restrict src = a + p * stride_i;
-    if (rows < {MR}) memset(panel, 0, (size_t)kc * {MR} * sizeof(float));
-    if (stride_i == 1 && rows == {MR}) {{
-      for (long k = 0; k < kc; k++) memcpy(panel + k * {MR}, src + k * stride_k, {MR} * sizeof(float));
+    if (rows < TG_GEMM_MR) memset(panel, 0, (size_t)kc * TG_GEMM_MR * sizeof(float));
+    if (stride_i == 1 && rows == TG_GEMM_MR) {{
+      for (long k = 0; k < kc; k++) memcpy(panel + k * TG_GEMM_MR, src + k * stride_k, TG_GEMM_MR * sizeof(float));
     }} else if (stride_k == 1 && TG_GEMM_SET_ALIASED(stride_i)) {{
-      tg_gemm_pack_rows_f32(panel, src, kc, rows, {MR}, stride_i);
-    }} else if (rows == {MR}) {{
+      tg_gemm_pack_rows_f32(panel, src, kc, rows, TG_GEMM_MR, stride_i);
+    }} else if (rows == TG_GEMM_MR) {{
       /* k outer, as for B: contiguous writes, MR sequential read streams */
       for (long k = 0; k < kc; k++)
-        #pragma GCC unroll {MR}
-        for (long r = 0; r < {MR}; r++) panel[k * {MR} + r] = src[r * stride_i + k * stride_k];
+        #pragma GCC unroll 12
+        for (long r = 0; r < TG_GEMM_MR; r++) panel[k * TG_GEMM_MR + r] = src[r * stride_i + k * stride_k];
     }} else {{
       for (long k = 0; k < kc; k++)
-        for (long r = 0; r < rows; r++) panel[k * {MR} + r] = src[r * stride_i + k * stride_k];
+        for (long r = 0; r < rows; r++) panel[k * TG_GEMM_MR + r] = src[r * stride_i + k * stride_k];
     }}
   }}
 }}
@@ -224,6 +261,7 @@ def _ceil_div(a: int, b: int) -> int: return -(-a // b)
 @dataclass(frozen=True)
 class _Blocking:
   """How one call is cut into tasks, and how many threads run them."""
+  tile: Tile
   mc: int  # rows per task, a multiple of MR
   nc: int  # columns per task, a multiple of NR
   kc: int  # depth of one packed slice
@@ -232,8 +270,9 @@ class _Blocking:
   k_slice: int = 0   # split-K: the depth of one slice, a multiple of kc
 
 
-def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Blocking:
+def _choose_blocking(tile: Tile, batch: int, M: int, N: int, K: int, threads: int) -> _Blocking:
   """Pick task sizes that keep every thread busy (simulated greedy schedule) with the fewest, largest tasks."""
+  MR, NR, MC_MAX, NC_MAX, KC_MAX = tile.mr, tile.nr, tile.mc, tile.nc, tile.kc
   k_steps = _ceil_div(K, KC_MAX)
   kc = _ceil_div(K, k_steps)
   fmas = batch * M * N * K
@@ -245,7 +284,7 @@ def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Block
   if tiles < SPLIT_K_TILES_PER_THREAD * threads and K >= 2 * SPLIT_K_MIN_DEPTH:
     splits = min(K // SPLIT_K_MIN_DEPTH, _ceil_div(SPLIT_K_TASKS_PER_THREAD * threads, tiles))
     steps_per_slice = _ceil_div(k_steps, splits)
-    return _Blocking(mc=_ceil_div(row_panels, m_blocks) * MR, nc=_ceil_div(col_panels, n_blocks) * NR, kc=kc,
+    return _Blocking(tile, mc=_ceil_div(row_panels, m_blocks) * MR, nc=_ceil_div(col_panels, n_blocks) * NR, kc=kc,
                      threads=threads, k_splits=_ceil_div(k_steps, steps_per_slice), k_slice=steps_per_slice * kc)
   # the MC x KC block of A is what has to stay in L2: a short K allows all of M in one row block, whose tasks then
   # pack B themselves (conv column gradient 288x50176x64, 2 loaded Zen 3 cores, best of 9: 44-56 -> 35-48 ms)
@@ -270,11 +309,11 @@ def _choose_blocking(batch: int, M: int, N: int, K: int, threads: int) -> _Block
       if best is None or key < best: best = key
   assert best is not None
   _, _, mp, np_ = best
-  return _Blocking(mc=mp * MR, nc=np_ * NR, kc=kc, threads=threads)
+  return _Blocking(tile, mc=mp * MR, nc=np_ * NR, kc=kc, threads=threads)
 
 
 def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int) -> str:
-  """C statements (a function body) computing acc = sum_k A[bi, i, k] * B[bi, k, j] for every output element and
+  """A braced C block (a function body) computing acc = sum_k A[bi, i, k] * B[bi, k, j] for every output element and
   running `store(acc, bi, i, j)` once per element, after the full sum. Needs GEMM_PREAMBLE before the function.
 
   Args:
@@ -284,28 +323,38 @@ def render_gemm_body(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: in
       always on distinct (bi, i, j).
     threads: the most OpenMP threads to use; 1 renders no parallel region.
   """
-  if spec.batch <= 0 or spec.M <= 0 or spec.N <= 0: return "/* empty gemm */\n"
+  if spec.batch <= 0 or spec.M <= 0 or spec.N <= 0: return "{ /* empty gemm */ }\n"
   fmas = spec.batch * spec.M * spec.N * spec.K
   if spec.ctype != "float" or fmas <= SMALL_MAX_FMAS or spec.K == 0:
     return _render_simple(spec, a, b, store, threads)
+  # one body per microkernel shape: the preamble's choice (by the compiler's target) decides which one is compiled
+  bodies = [f"#{'if' if index == 0 else 'elif'} {tile.guard}\n{_render_tiled(tile, spec, a, b, store, threads)}"
+            for index, tile in enumerate(TILES)]
+  return "{\n" + "\n".join(bodies) + "\n#else\n#error unknown TG_GEMM_NR\n#endif\n}\n"
+
+
+def _render_tiled(tile: Tile, spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int) -> str:
+  """render_gemm_body for one microkernel shape."""
+  MR, NR = tile.mr, tile.nr
   # a batch of A rows against one shared B (a Linear layer on (batch, M, K) input) is one taller product
   if spec.batch > 1 and spec.b_strides[0] == 0 and spec.a_strides[0] == spec.M * spec.a_strides[1]:
     M = spec.M
     folded = GemmSpec(1, spec.batch * M, spec.N, spec.K, (0, spec.a_strides[1], spec.a_strides[2]), spec.b_strides,
                       spec.ctype)
-    return render_gemm_body(folded, a, b, lambda acc, bi, i, j: store(acc, f"({i}) / {M}", f"({i}) % {M}", j), threads)
-  # C = A B and C^T = B^T A^T are the same work; transposing pays when it pads clearly fewer tiles (N=10 pads to 32
-  # columns but only 12 rows), while the direct one keeps the epilogue's writes contiguous, and more so when it
+    return _render_tiled(tile, folded, a, b, lambda acc, bi, i, j: store(acc, f"({i}) / {M}", f"({i}) % {M}", j),
+                         threads)
+  # C = A B and C^T = B^T A^T are the same work; transposing pays when it pads clearly fewer tiles (12x32: N=10 pads
+  # to 32 columns but only 12 rows), while the direct one keeps the epilogue's writes contiguous, and more so when it
   # packs B inside its tasks (conv forward 64x50176x288, 11% less padding transposed: direct 22 ms, transposed
   # 26 ms on 2 Zen 3 cores)
   def padded(m: int, n: int) -> int: return _ceil_div(m, MR) * MR * _ceil_div(n, NR) * NR
-  direct = _choose_blocking(spec.batch, spec.M, spec.N, spec.K, threads)
+  direct = _choose_blocking(tile, spec.batch, spec.M, spec.N, spec.K, threads)
   keeps_direct = 0.85 if direct.k_splits == 1 and _task_packs_b(spec, direct) else 0.9
   if padded(spec.N, spec.M) < keeps_direct * padded(spec.M, spec.N):
     swapped = GemmSpec(spec.batch, spec.N, spec.M, spec.K, (spec.b_strides[0], spec.b_strides[2], spec.b_strides[1]),
                        (spec.a_strides[0], spec.a_strides[2], spec.a_strides[1]), spec.ctype)
-    return _render_packed(swapped, b, a, lambda acc, bi, i, j: store(acc, bi, j, i), threads, transposed=True)
-  return _render_packed(spec, a, b, store, threads, transposed=False)
+    return _render_packed(tile, swapped, b, a, lambda acc, bi, i, j: store(acc, bi, j, i), threads, transposed=True)
+  return _render_packed(tile, spec, a, b, store, threads, transposed=False)
 
 
 def _task_packs_b(spec: GemmSpec, blk: _Blocking) -> bool:
@@ -315,9 +364,10 @@ def _task_packs_b(spec: GemmSpec, blk: _Blocking) -> bool:
   return blk.k_splits > 1 or (_ceil_div(spec.M, blk.mc) == 1 and one_b_per_batch)
 
 
-def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int, transposed: bool) -> str:
+def _render_packed(tile: Tile, spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int, transposed: bool) -> str:
   M, N, K = spec.M, spec.N, spec.K
-  blk = _choose_blocking(spec.batch, M, N, K, threads)
+  MR, NR = tile.mr, tile.nr
+  blk = _choose_blocking(tile, spec.batch, M, N, K, threads)
   sa_b, sa_i, sa_k = spec.a_strides
   sb_b, sb_k, sb_j = spec.b_strides
   b_batches = 1 if sb_b == 0 or spec.batch == 1 else spec.batch  # a broadcast B is packed once
@@ -331,7 +381,7 @@ def _render_packed(spec: GemmSpec, a: str, b: str, store: StoreFn, threads: int,
   note = " (computed transposed)" if transposed else ""
   b_batch_offset = f"tg_bi * {col_panels * K * NR} + " if b_batches > 1 else ""
   return f"""{{
-  /* gemm {spec.batch}x{M}x{N}x{K}{note}: mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} */
+  /* gemm {spec.batch}x{M}x{N}x{K}{note}: {MR}x{NR} tiles, mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} */
   const float* restrict tg_a = ({a});
   const float* restrict tg_b = ({b});
   float* tg_b_packed = (float*)tg_gemm_alloc((size_t){b_batches * col_panels * K * NR} * sizeof(float));
@@ -393,6 +443,7 @@ def _render_task_packed_b(spec: GemmSpec, a: str, b: str, store: StoreFn, blk: _
   partials are summed in slice order (the result does not depend on the schedule) and stored. Without a split the
   task accumulates into a thread-local block and stores it itself."""
   M, N, K = spec.M, spec.N, spec.K
+  MR, NR = blk.tile.mr, blk.tile.nr
   sa_b, sa_i, sa_k = spec.a_strides
   sb_b, sb_k, sb_j = spec.b_strides
   m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
@@ -423,7 +474,7 @@ def _render_task_packed_b(spec: GemmSpec, a: str, b: str, store: StoreFn, blk: _
       }}
       {epilogue}
     }}""" if split else ""
-  header = f"mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} B packed per task"
+  header = f"{MR}x{NR} tiles, mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} B packed per task"
   if split: header += f" split-K {splits}x{k_slice}"
   return f"""{{
   /* gemm {spec.batch}x{M}x{N}x{K}{note}: {header} */

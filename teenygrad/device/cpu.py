@@ -131,7 +131,7 @@ class CPUBackend(Backend):
   def int_cell(self, value: int): return ctypes.c_longlong(value)
 
   def gemm_kernel(self, root, target, is_boundary) -> GemmKernelSource | None:
-    """float32 matmuls lower to the tiled AVX-512 GEMM of codegen/gemm.py, the rest of the kernel fused as epilogue."""
+    """float32 matmuls lower to the tiled GEMM of codegen/gemm.py, the rest of the kernel fused as epilogue."""
     gemm = try_gemm(root, target, is_boundary, self.renderer)
     return GemmKernelSource(*gemm) if gemm is not None else None
 

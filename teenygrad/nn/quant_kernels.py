@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from teenygrad.codegen.gemm import GEMM_PREAMBLE, MR, NR
+from teenygrad.codegen.gemm import GEMM_PREAMBLE, TILES
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ GGML_TYPES: dict[str, GGMLType] = {t.name: t for t in (
 
 GEMM_MIN_ROWS = 12         # from this many rows of x the packed GEMM beats per-row dots (measured on 4096x4096 Q4_1)
 KC = 256                   # depth of one packed slice: a multiple of every block size; 32 x KC floats = 32 KiB
-NC = 64                    # W rows per GEMM task at most (2 panels of NR): their KC slice, dequantized, stays in L1/L2
-MC = 144                   # x rows packed at a time (12 panels of MR), in L2
+NC = 64                    # W rows per GEMM task at most (2 or 4 panels of NR): their KC slice, dequantized, stays in L1/L2
+MC = 144                   # x rows packed at a time (12 or 24 panels of MR), in L2
 MS = 1020                  # x rows per GEMM task at most (a multiple of MR): bounds the task's C block to MS x NC floats
 # a matvec over fewer weight bytes stays on one thread: a sub-MiB matvec takes ~30 us on one core, and a fork/join costs
 # microseconds on a quiet machine but a scheduler time slice (~10-20 ms, measured) whenever the cores are shared and the
@@ -578,7 +578,7 @@ def render_quant_source(ggml_type: str, simd: bool = True) -> str:
              f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_MS {MS}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
              f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_LINEAR {linear_name(ggml_type)}",
              f"#define TG_ROWS {rows_name(ggml_type)}"]
-  assert MR == 12 and NR == 32 and NC % NR == 0 and MC % MR == 0 and MS % MR == 0 and KC % 256 == 0
+  assert all(NC % t.nr == 0 and MC % t.mr == 0 and MS % t.mr == 0 for t in TILES) and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
   vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n"
   if ggml_type in _DOT:
