@@ -37,3 +37,23 @@ def test_handed_back_kernels_are_not_lowered_again(monkeypatch):
   again = _conv_step(weight).numpy()
   assert calls == []
   assert again.shape == first.shape
+
+
+def test_a_dropped_result_frees_its_buffer_without_a_gc_pass():
+  """Realizing leaves no reference cycle behind: a result nobody holds is freed at once (so the allocator can hand
+  its memory to the next call instead of faulting in fresh pages), not at the next garbage collection."""
+  import gc
+  import weakref
+  import numpy as np
+  from teenygrad import Tensor
+  rng = np.random.default_rng(0)
+  a, b = Tensor(rng.standard_normal((64, 64), dtype=np.float32)), Tensor(rng.standard_normal((64, 64), dtype=np.float32))
+  (a @ b + 1).realize()
+  gc.disable()
+  try:
+    out = (a @ b + 1).realize()
+    base = weakref.ref(out.lazydata.base)
+    del out
+    assert base() is None, "the result's graph node outlived its last reference"
+  finally:
+    gc.enable()

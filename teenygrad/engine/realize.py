@@ -127,7 +127,8 @@ def kernel_key(root: LazyBuffer, is_boundary, computed: list[LazyBuffer] | None 
     memo[lb.id] = _intern(key)
     return memo[lb.id]
 
-  return walk(root, top=True), order, values
+  try: return walk(root, top=True), order, values
+  finally: del walk   # the recursive closure is a reference cycle: it would keep `computed` (and its buffers) alive until a GC pass
 
 
 # ---- compiling ----
