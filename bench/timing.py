@@ -1,10 +1,17 @@
-"""Shared by the benchmarks: a warm-up call, then the median of repeated timings (the machines are shared and noisy)."""
+"""Shared by the benchmarks: a pause for other libraries' threads to park, a warm-up call, then the median of repeated
+timings (the machines are shared and noisy)."""
 import os
 import statistics
 import time
 
 
+# how long the worker threads of whatever ran before (OpenBLAS, torch's and teenygrad's OpenMP pools) keep spinning
+# after their last job: on 2 cores, spinning threads of one library halve the next one's speed
+SETTLE_S = 0.3
+
+
 def median_time(fn, repeats: int = 7) -> float:
+  time.sleep(SETTLE_S)
   fn()
   times = []
   for _ in range(repeats):
