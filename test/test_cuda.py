@@ -221,7 +221,7 @@ def test_quant_matvec_matches_reference(cuda, ggml_type, n, k):
   from teenygrad.nn.quant_cuda import MAX_ROWS
   qt, want = _quant_weight(ggml_type, n, k, seed=n + k)
   rng = np.random.default_rng(k)
-  for rows in (1, 3, MAX_ROWS, MAX_ROWS + 1):
+  for rows in (1, 3, 13, MAX_ROWS, MAX_ROWS + 1):
     x = rng.standard_normal((rows, k), dtype=np.float32)
     got, names = _launched(lambda: qt.linear(Tensor(x, device="CUDA")).numpy())
     fused = f"qmatvec_{ggml_type.lower()}" in names

@@ -196,7 +196,7 @@ def test_serve_pool_kernels_compile_for_sm90():
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
-@pytest.mark.parametrize("k,m", [(576, 1), (96, 3), (1536, 8)])
+@pytest.mark.parametrize("k,m", [(576, 1), (96, 3), (1536, 8), (576, 32)])
 def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):
   _nvrtc_or_skip()
   from teenygrad.device.cuda import NVRTCCompiler
@@ -227,29 +227,32 @@ static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals incl
   else { float f = (float)mant * (1.0f / 16777216.0f); memcpy(&bits, &f, 4); bits |= sign; }
   float f; memcpy(&f, &bits, 4); return f;
 }
-/* expanded where the kernel sums row m of x for its W row `row`: both names are in scope there */
-#define tg_warp_sum(v) (partials[((long long)m * partial_rows + row) * 32 + (threadIdx.x & 31)] = (v), 0.0f)
+/* expanded where the kernel sums row m_out of x for its W row `row`: both names are in scope there */
+#define tg_warp_sum(v) (partials[((long long)m_out * partial_rows + row) * 32 + (threadIdx.x & 31)] = (v), 0.0f)
+static int min(int a, int b) { return a < b ? a : b; }
 """
 
 
+@pytest.mark.parametrize("m", [2, 13])
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
-def test_quant_matvec_lanes_on_the_cpu(ggml_type, tmp_path):
-  """Every weight of every row is dequantized once by exactly one lane and met with its own x (2 rows of x, a row
-  count that leaves the last thread block ragged, a residual), against gguf-py's dequantize."""
+def test_quant_matvec_lanes_on_the_cpu(ggml_type, m, tmp_path):
+  """Every weight of every row is dequantized once by exactly one lane and met with its own x (2 rows of x, or 13:
+  two groups of rows, the second ragged; a row count that leaves the last thread block ragged, a residual), against
+  gguf-py's dequantize."""
   gguf = pytest.importorskip("gguf")
   import ctypes
   import shutil
   import subprocess
-  from teenygrad.nn.quant_cuda import WARPS, matvec_name, render_matvec
+  from teenygrad.nn.quant_cuda import WARPS, _groups, matvec_name, render_matvec
   if shutil.which("g++") is None: pytest.skip("no g++")
-  n, k, m = 13, 320, 2
+  n, k = 13, 320
   src = render_matvec(ggml_type, k, m, residual=True)
   kernel = src[src.index("#define K_IN"):]
   name = matvec_name(ggml_type, k, m, True)
   driver = f"""
 extern "C" void run(float* out, const float* x, const unsigned char* w, const float* residual, long long n, float* lanes) {{
   partials = lanes; partial_rows = n;
-  for (blockIdx.x = 0; blockIdx.x < (n + {WARPS - 1}) / {WARPS}; blockIdx.x++)
+  for (blockIdx.x = 0; blockIdx.x < (n + {WARPS - 1}) / {WARPS} * {_groups(m)}; blockIdx.x++)
     for (threadIdx.x = 0; threadIdx.x < {32 * WARPS}; threadIdx.x++) {name}(out, x, w, residual, n);
 }}
 """

@@ -14,8 +14,10 @@ read as float4 through the read-only cache, where every warp of the grid finds i
 meet in a warp shuffle, so there is no shared memory and no barrier. K and M are compile-time constants (one
 cubin per shape, disk-cached), so the block loop unrolls and every load of a row is in flight at once.
 
-Only a few rows of x: each row of W is read once and dotted with all M rows, which pays while M is small; more
-rows (prefill) go through the reference, `x @ dequantize().T`, whose matmul is the tiled GEMM.
+Only a few rows of x: each row of W is dotted with up to GROUP_ROWS rows of x per warp. Past that (a batched decode
+step of a server), each group of GROUP_ROWS rows is a slice of the grid of its own, the groups of one block of W rows
+next to each other so that they read W from L2 rather than memory. More than MAX_ROWS rows (prefill) go through the
+reference, `x @ dequantize().T`, whose matmul is the tiled GEMM.
 
 Arithmetic: per block, sum(q * x) in float32, then times the fp16 scale (and plus min * sum(x) for Q4_1), as
 llama.cpp does; the result differs from the reference's rounding by float32 reassociation only.
@@ -29,7 +31,8 @@ from teenygrad.renderer.gpu import LaunchDims
 
 WARPS = 4        # output rows per thread block (a warp each)
 LANES_PER_BLOCK = 4
-MAX_ROWS = 8     # rows of x the matvec takes; more go through the reference GEMM
+GROUP_ROWS = 8   # rows of x one warp holds accumulators for; more rows run as several groups of the grid
+MAX_ROWS = 64    # rows of x the matvec takes (a server's decode batch); more go through the reference GEMM
 
 # per type: type_size, and the body that adds this lane's quarter of block `blk` (bytes) against x block `xb`
 # (floats, row m at xb + m * K) into acc[m]. `sub` is the lane's quarter (0..3).
@@ -40,7 +43,7 @@ _BLOCKS = {
     const float d = tg_h2f(h[0]);
     const unsigned int q = (unsigned int)h[1 + 2 * sub] | ((unsigned int)h[2 + 2 * sub] << 16);
     #pragma unroll
-    for (int m = 0; m < M_ROWS; m++) {
+    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {
       const float4 lo = *(const float4*)(xb + m * K_IN + 4 * sub), hi = *(const float4*)(xb + m * K_IN + 16 + 4 * sub);
       const float s = (float)((int)(q & 15) - 8) * lo.x + (float)((int)((q >> 8) & 15) - 8) * lo.y
                     + (float)((int)((q >> 16) & 15) - 8) * lo.z + (float)((int)((q >> 24) & 15) - 8) * lo.w
@@ -54,7 +57,7 @@ _BLOCKS = {
     const unsigned int dm = u[0], q = u[1 + sub];
     const float d = tg_h2f((unsigned short)(dm & 0xffff)), mn = tg_h2f((unsigned short)(dm >> 16));
     #pragma unroll
-    for (int m = 0; m < M_ROWS; m++) {
+    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {
       const float4 lo = *(const float4*)(xb + m * K_IN + 4 * sub), hi = *(const float4*)(xb + m * K_IN + 16 + 4 * sub);
       const float s = (float)(q & 15) * lo.x + (float)((q >> 8) & 15) * lo.y + (float)((q >> 16) & 15) * lo.z
                     + (float)((q >> 24) & 15) * lo.w + (float)((q >> 4) & 15) * hi.x + (float)((q >> 12) & 15) * hi.y
@@ -68,7 +71,7 @@ _BLOCKS = {
     const float d = tg_h2f(h[0]);
     const unsigned short q0 = h[1 + 4 * sub], q1 = h[2 + 4 * sub], q2 = h[3 + 4 * sub], q3 = h[4 + 4 * sub];
     #pragma unroll
-    for (int m = 0; m < M_ROWS; m++) {
+    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {
       const float4 a = *(const float4*)(xb + m * K_IN + 8 * sub), b = *(const float4*)(xb + m * K_IN + 8 * sub + 4);
       const float s = (float)(signed char)(q0 & 0xff) * a.x + (float)(signed char)(q0 >> 8) * a.y
                     + (float)(signed char)(q1 & 0xff) * a.z + (float)(signed char)(q1 >> 8) * a.w
@@ -81,6 +84,9 @@ _BLOCKS = {
 CUDA_QUANT_TYPES = tuple(_BLOCKS)
 
 
+def _groups(m: int) -> int: return -(-m // GROUP_ROWS)
+
+
 def matvec_name(ggml_type: str, k: int, m: int, residual: bool = False) -> str:
   return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}{'_r' if residual else ''}"
 
@@ -90,14 +96,17 @@ def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False) -> str
   takes a fourth buffer (m, n) added to the product (a transformer's residual connection, without a kernel)."""
   type_size, body = _BLOCKS[ggml_type]
   threads, nb, per_step = 32 * WARPS, k // 32, 32 // LANES_PER_BLOCK
-  steps = -(-nb // per_step)
+  steps, groups = -(-nb // per_step), _groups(m)
   return CUDA_PREAMBLE + f"""#define K_IN {k}
-#define M_ROWS {m}
+#define M_ROWS {min(m, GROUP_ROWS)}
 extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w,{" const float* __restrict__ residual," if residual else ""} long long n) {{
   const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
-  const long long row = (long long)blockIdx.x * {WARPS} + (threadIdx.x >> 5);
+  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
+  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
+  const long long row = (long long)(blockIdx.x / {groups}) * {WARPS} + (threadIdx.x >> 5);
   if (row >= n) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  x += (long long)m0 * K_IN;
   const unsigned char* wr = w + row * {nb * type_size}LL;
   float acc[M_ROWS];
   #pragma unroll
@@ -111,9 +120,10 @@ extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, 
     const float* xb = x + b * 32;{body}
   }}
   #pragma unroll
-  for (int m = 0; m < M_ROWS; m++) {{
+  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+    const int m_out = m0 + m;
     const float total = tg_warp_sum(acc[m]);
-    if (lane == 0) out[m * n + row] = total{" + residual[m * n + row]" if residual else ""};
+    if (lane == 0) out[m_out * n + row] = total{" + residual[m_out * n + row]" if residual else ""};
   }}
 }}
 """
@@ -209,7 +219,7 @@ class CUDAQuantKernels:
     if key not in self._programs:
       backend = Device[self.device]
       n = Variable("n", 1, 1 << 31)
-      launch = LaunchDims((n + WARPS - 1) // WARPS, 32 * WARPS, (n,))
+      launch = LaunchDims((n + WARPS - 1) // WARPS * _groups(m), 32 * WARPS, (n,))
       binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m, residual))
       self._programs[key] = backend.program(matvec_name(self.ggml_type, k, m, residual), binary, launch)
     return self._programs[key]
