@@ -45,8 +45,8 @@ class ExecItem:
 @dataclass
 class CustomExecItem:
   """A custom kernel launch (Ops.CUSTOM), recorded for the JIT unless its run recorded ExecItems of its own: a
-  replay calls `kernel.run(root, inputs)` again with the new input buffers. `root` has been realized by then (its srcs are gone): run must use only its
-  shape, dtype, device and arg, and the buffers it is given."""
+  replay calls `kernel.run(root, inputs)` again with the new input buffers. `root` has been realized by then (its
+  srcs are gone): run must use only its shape, dtype, device and arg, and the buffers it is given."""
   kernel: object
   root: LazyBuffer
   inputs: list[Buffer]
@@ -127,8 +127,11 @@ def kernel_key(root: LazyBuffer, is_boundary, computed: list[LazyBuffer] | None 
     memo[lb.id] = _intern(key)
     return memo[lb.id]
 
-  try: return walk(root, top=True), order, values
-  finally: del walk   # the recursive closure is a reference cycle: it would keep `computed` (and its buffers) alive until a GC pass
+  key = walk(root, top=True)
+  # the recursive closure is a reference cycle through its own cell: unbound, it cannot keep `computed` (and the
+  # buffers of a result nobody holds any more) alive until a GC pass
+  walk = None  # noqa: F841
+  return key, order, values
 
 
 # ---- compiling ----
@@ -359,7 +362,8 @@ def _finish(root: LazyBuffer) -> None:
   root.srcs, root.op, root.arg = (), Ops.LOAD, None
 
 
-__all__ = ["realize", "launch", "run_exec_item", "timed_launches", "timing_launches", "LaunchTiming", "ExecItem", "CustomExecItem", "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
+__all__ = ["realize", "launch", "run_exec_item", "timed_launches", "timing_launches", "LaunchTiming", "ExecItem", "CustomExecItem",
+           "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
 
 
 class capture_kernels:

@@ -110,7 +110,8 @@ def cache_write(cache: Tensor, new: Tensor, start: Tensor) -> Tensor:
   new = new.cast(cache.dtype)
   if cache.device.partition(":")[0] not in _CACHE_WRITE_SOURCES and new.shape[2] == 1 and not cache.lazydata.is_view \
      and cache.lazydata.realized is not None:
-    # one row (decode) on a device without a cache-write kernel (OpenCL, Vulkan): an assign selecting the row by the position's value, left lazy so the kernel
+    # one row (decode) on a device without a cache-write kernel (OpenCL, Vulkan): an assign selecting the row by
+    # the position's value, left lazy so the kernel
     # that writes it also computes it (the key's RoPE, the value's slice of a fused projection) instead of
     # reading a buffer of its own; the kernel rewrites the whole cache, as CacheWrite.run's does
     L = cache.shape[2]

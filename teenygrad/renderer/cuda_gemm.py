@@ -20,7 +20,8 @@ from teenygrad.helpers import ceildiv
 
 # tensor-core tiles for mma.sync: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of
 # STAGES k slices. On sm_90 "auto" (the default) takes the wgmma kernels of renderer/cuda_wgmma.py where their layout
-# fits (m64n256 first, with its copies overlapping the wgmmas where B is k-major, then m64n128), else mma.sync 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
+# fits (m64n256 first, with its copies overlapping the wgmmas where B is k-major, then m64n128), else mma.sync
+# 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
 # 757-768), bench/results/gpu_h100.txt:
 #                 a @ b 4096   8192    x @ w.T 4096   8192
 #   128x128x32        262     282           260     267
