@@ -346,15 +346,23 @@ def timing_launches() -> bool:
   return config.debug >= 2 or bool(_timings)
 
 
-class timed_launches:
-  """with timed_launches() as timings: ... -> a LaunchTiming per launch run inside (bench/llm_profile.py)."""
-  def __enter__(self) -> list[LaunchTiming]:
-    self.timings: list[LaunchTiming] = []
-    _timings.append(self.timings)
-    return self.timings
+class _collecting:
+  """A context manager that registers a fresh list in `sinks` (the module's list of open collections) for the
+  engine to append to while it is open, and hands that list out."""
+  sinks: list
+
+  def __enter__(self) -> list:
+    self.items: list = []
+    self.sinks.append(self.items)
+    return self.items
 
   def __exit__(self, *exc) -> None:
-    _timings.remove(self.timings)
+    self.sinks.remove(self.items)
+
+
+class timed_launches(_collecting):
+  """with timed_launches() as timings: ... -> a LaunchTiming per launch run inside (bench/llm_profile.py)."""
+  sinks = _timings
 
 
 def _finish(root: LazyBuffer) -> None:
@@ -366,17 +374,11 @@ __all__ = ["realize", "launch", "run_exec_item", "timed_launches", "timing_launc
            "CopyExecItem", "kernel_key", "dtypes", "prod", "vmax", "time"]
 
 
-class capture_kernels:
+class capture_kernels(_collecting):
   """with capture_kernels() as launched: ... -> the ExecItems run inside (kernel counts in tests, the JIT).
 
   Kernels give ExecItem; custom kernels and copies between devices give CustomExecItem and CopyExecItem."""
-  def __enter__(self) -> list[ExecItem]:
-    self.items: list[ExecItem] = []
-    _captures.append(self.items)
-    return self.items
-
-  def __exit__(self, *exc) -> None:
-    _captures.remove(self.items)
+  sinks = _captures
 
 
 class uncaptured:
