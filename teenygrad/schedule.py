@@ -28,8 +28,10 @@ class ScheduleItem:
   inputs: list[LazyBuffer] = field(default_factory=list)   # bases whose buffers it reads
 
   @property
-  def kind(self) -> str:
-    return {Ops.COPY: "copy", Ops.CUSTOM: "custom", Ops.LOAD: "alloc"}.get(self.root.op, "kernel")
+  def kind(self) -> str: return _ITEM_KINDS.get(self.root.op, "kernel")
+
+
+_ITEM_KINDS = {Ops.COPY: "copy", Ops.CUSTOM: "custom", Ops.LOAD: "alloc"}
 
 
 def _unrealized_bases(outputs: list[LazyBuffer]) -> list[LazyBuffer]:

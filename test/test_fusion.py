@@ -101,3 +101,28 @@ def test_a_long_shared_chain_is_stored_not_recomputed_in_every_reader():
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
   widest = max(len(item.buffers) - 1 for item in launched)   # buffers[0] is the output
   assert widest <= 10, f"a kernel reads {widest} buffers: the residual chain was recomputed in it"
+
+
+MATMUL_SHAPES = [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4,), (2, 4, 5)), ((2, 1, 3, 4), (5, 4, 6)), ((3, 4), (4,))]
+
+
+def test_matmul_without_grad_builds_the_recorded_graph():
+  """Where nothing needs a gradient, matmul builds its graph on the graph nodes directly (nn._matmul_graph): the
+  kernel it becomes must be the very one the autograd-recorded primitives give, for every broadcast and dtype."""
+  from teenygrad.engine.realize import kernel_key
+  rng = np.random.default_rng(0)
+  for dtype in (np.float32, np.float16, np.int32):
+    for sa, sb in MATMUL_SHAPES:
+      a, b = rng.integers(-3, 4, sa).astype(dtype), rng.integers(-3, 4, sb).astype(dtype)
+      plain = tg.Tensor(a) @ tg.Tensor(b)
+      recorded = None
+      if dtype != np.int32:
+        ga, gb = tg.Tensor(a, requires_grad=True), tg.Tensor(b, requires_grad=True)
+        recorded = ga @ gb
+        assert recorded.requires_grad and not plain.requires_grad
+        def key(t): return kernel_key(t.lazydata, lambda base: base.realized is not None)[0]
+        assert key(plain) == key(recorded), (dtype, sa, sb)
+      expected = np.matmul(a.astype(np.float64), b.astype(np.float64))
+      assert plain.shape == expected.shape and plain.dtype.name == tg.Tensor(a).dtype.name
+      np.testing.assert_allclose(plain.numpy().astype(np.float64), expected, rtol=1e-3)
+      if recorded is not None: np.testing.assert_allclose(recorded.detach().numpy(), plain.numpy(), rtol=1e-3)

@@ -75,19 +75,29 @@ _lowering_hooks: list = []
 # ---- structural keys ----
 
 def _st_key(st) -> tuple:
-  return tuple((tuple(map(_k, v.shape)), tuple(map(_k, v.strides)), _k(v.offset),
-                tuple((_k(b), _k(e)) for b, e in v.mask) if v.mask else None) for v in st.views)
+  # a ShapeTracker never changes: its key is computed once, on the tracker (a view shared by many graphs is walked often)
+  key = st.__dict__.get("_structure_key")
+  if key is None:
+    key = st.__dict__["_structure_key"] = tuple(
+      (tuple(map(_k, v.shape)), tuple(map(_k, v.strides)), _k(v.offset),
+       tuple((_k(b), _k(e)) for b, e in v.mask) if v.mask else None) for v in st.views)
+  return key
 
 
 def _k(x): return x.key() if isinstance(x, Node) else x
 
 
+def _bound_variables(st) -> tuple:
+  found = st.__dict__.get("_bound_variables")
+  if found is None:
+    found = tuple(var for v in st.views for x in (*v.shape, *v.strides, v.offset, *(e for m in (v.mask or ()) for e in m))
+                  if isinstance(x, Node) for var in x.variables() if isinstance(var, BoundVariable))
+    st.__dict__["_bound_variables"] = found
+  return found
+
+
 def _collect_vars(st, values: dict) -> None:
-  for v in st.views:
-    for x in (*v.shape, *v.strides, v.offset, *(e for m in (v.mask or ()) for e in m)):
-      if isinstance(x, Node):
-        for var in x.variables():
-          if isinstance(var, BoundVariable): values[var.name] = var.value
+  for var in _bound_variables(st): values[var.name] = var.value
 
 
 # structural sub-keys interned to small ints: a kernel key is then a shallow tuple whose hash is cheap. Nested tuples

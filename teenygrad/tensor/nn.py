@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from teenygrad.dtype import dtypes
 from teenygrad.helpers import normalize_dim, prod
+from teenygrad.ir.ops import Ops
 
 if TYPE_CHECKING:
+  from teenygrad.ir.lazy import LazyBuffer
   from teenygrad.tensor.tensor import Tensor
 
 SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
@@ -23,6 +25,35 @@ def _T():
 
 def _pair(x, n=2) -> tuple:
   return tuple(x) if isinstance(x, (tuple, list)) else (x,) * n
+
+
+def _recorded_matmul(a: Tensor, b: Tensor, batch: tuple, n, k, m) -> Tensor:
+  """Matmul as primitives that autograd records: (..., n, 1, k) * (..., 1, m, k) summed over k. The code generator
+  sees the GEMM and tiles it; the backward's sums of products are GEMMs too (autograd._sum_product)."""
+  a, b = a.expand(*batch, n, k), b.expand(*batch, k, m)
+  product = a.reshape(*batch, n, 1, k) * b.transpose(-1, -2).reshape(*batch, 1, m, k)
+  acc = product.float() if product.dtype in (dtypes.float16, dtypes.bfloat16) else product
+  return acc.sum(-1, dtype=acc.dtype if acc.dtype.is_float else None).cast(a.dtype)
+
+
+def _matmul_graph(a: LazyBuffer, b: LazyBuffer, batch: tuple, n, k, m) -> LazyBuffer:
+  """The same graph as _recorded_matmul, built on the graph nodes directly where nothing needs a gradient: a dozen
+  Tensor ops cost more Python than a 512x512 GEMM's kernel launch and realize together."""
+  full, last = (*batch, n, m, k), len(batch) + 2
+  lhs = _expanded(_expanded(a, (*batch, n, k)).reshape((*batch, n, 1, k)), full)
+  swap = tuple(range(len(batch))) + (len(batch) + 1, len(batch))
+  rhs = _expanded(_expanded(b, (*batch, k, m)).permute(swap).reshape((*batch, 1, m, k)), full)
+  product = lhs.alu(Ops.MUL, rhs)
+  if product.dtype in (dtypes.float16, dtypes.bfloat16): product = product.cast(dtypes.float32)
+  elif not product.dtype.is_float: product = product.cast(dtypes.int64)   # integer sums accumulate in int64, as sum() does
+  return product.reduce(Ops.SUM, (last,)).reshape((*batch, n, m)).cast(a.dtype)
+
+
+def _expanded(lb: LazyBuffer, shape: tuple) -> LazyBuffer:
+  """lb broadcast to shape (leading dims added as Tensor.expand adds them)."""
+  if lb.shape == shape: return lb
+  if len(lb.shape) < len(shape): lb = lb.reshape((1,) * (len(shape) - len(lb.shape)) + lb.shape)
+  return lb.expand(shape)
 
 
 class NNMixin:
@@ -46,12 +77,9 @@ class NNMixin:
     from teenygrad.tensor.tensor import _broadcast_shape
     batch = _broadcast_shape(a.shape[:-2], b.shape[:-2])
     n, k, m = a.shape[-2], a.shape[-1], b.shape[-1]
-    a = a.expand(*batch, n, k)
-    b = b.expand(*batch, k, m)
-    # (..., n, 1, k) * (..., 1, m, k) summed over k: the code generator sees the GEMM and tiles it
-    product = a.reshape(*batch, n, 1, k) * b.transpose(-1, -2).reshape(*batch, 1, m, k)
-    acc = product.float() if product.dtype in (dtypes.float16, dtypes.bfloat16) else product
-    out = acc.sum(-1, dtype=acc.dtype if acc.dtype.is_float else None).cast(a.dtype)
+    from teenygrad.tensor.tensor import is_grad_enabled
+    if is_grad_enabled() and (a.requires_grad or b.requires_grad): out = _recorded_matmul(a, b, batch, n, k, m)
+    else: out = T(_matmul_graph(a.lazydata, b.lazydata, tuple(batch), n, k, m))
     if squeeze_first: out = out.squeeze(-2)
     if squeeze_last: out = out.squeeze(-1)
     return out
