@@ -195,6 +195,17 @@ def test_serve_pool_kernels_compile_for_sm90():
     assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90", "-std=c++17"])[:4] == b"\x7fELF", name
 
 
+def test_paged_attention_compiles_for_sm90():
+  """The serving engine's decode attention over the paged pool (serve/paged_attention.py) compiles as CUDA, with its
+  float4 key and value loads."""
+  bindings = _nvrtc_or_skip()
+  from teenygrad.serve import paged_attention
+  sizes = {"BATCH": 32, "HEADS": 9, "KV_HEADS": 3, "HEAD_DIM": 64, "WIDTH": 1024, "SLOTS": 16384, "SCALE": "0.125f"}
+  src = paged_attention._source("CUDA", paged_attention._CUDA_ATTENTION, sizes)
+  assert bindings.nvrtc_compile(src, "tg_paged_attention", ["--gpu-architecture=sm_90", "-std=c++17"])[:4] == b"\x7fELF"
+  assert "ld.global.v4.f32" in _ptx(src) or "ld.global.nc.v4.f32" in _ptx(src)
+
+
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
 @pytest.mark.parametrize("k,m", [(576, 1), (96, 3), (1536, 8), (576, 32)])
 def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):

@@ -348,7 +348,7 @@ def _finish_program(lowerer: Lowerer, root: LazyBuffer, shape, name_hint: str) -
   lowerer.work += output_numel
   roots = level_loops[:1]
   variables = sorted(lowerer.variables.values(), key=lambda v: v.name)
-  name = _kernel_name(name_hint, root, shape)
+  name = _kernel_name(name_hint, root, shape, lowerer.is_boundary)
   return LoopProgram(name, list(lowerer.buffers.values()), variables, lowerer.prologue, roots, lowerer.dtypes,
                      max(lowerer.work, 1), output_numel, frozenset(lowerer.unit_stride))
 
@@ -394,17 +394,22 @@ def _levels(probe: Lowerer, axes: list[int], probe_loops: list[Loop]) -> list[li
   return levels
 
 
-def _kernel_name(hint: str, root: LazyBuffer, shape) -> str:
-  kind = "r" if _has_reduce(root, set()) else "E"
+def _kernel_name(hint: str, root: LazyBuffer, shape, is_boundary) -> str:
+  kind = "r" if _has_reduce(root, is_boundary) else "E"
   dims = "_".join(str(s) if isinstance(s, int) else "s" for s in shape) or "0"
   return f"{hint or kind}_{dims}"
 
 
-def _has_reduce(lb: LazyBuffer, seen: set) -> bool:
-  base = lb.base
-  if base.id in seen or base.realized is not None: return False
-  seen.add(base.id)
-  return base.op in REDUCE or any(_has_reduce(s, seen) for s in base.srcs)
+def _has_reduce(root: LazyBuffer, is_boundary) -> bool:
+  """Whether the kernel computing root reduces: a walk of its own graph, stopping at the buffers it reads."""
+  seen, stack = set(), [root]
+  while stack:
+    base = stack.pop().base
+    if base.id in seen or base.realized is not None or (base is not root.base and is_boundary(base)): continue
+    if base.op in REDUCE: return True
+    seen.add(base.id)
+    stack.extend(base.srcs)
+  return False
 
 
 __all__ = ["lower", "LoopProgram", "Loop", "Stmt", "BufferArg", "NeedsRealize", "dtypes"]

@@ -18,6 +18,8 @@ def add_subparser(commands) -> argparse.ArgumentParser:
   serve.add_argument("--max-queue", type=int, default=256, help="most sequences waiting; more are answered 503")
   serve.add_argument("--max-context", type=int, default=2048, help="longest sequence, prompt plus completion")
   serve.add_argument("--kv-blocks", type=int, help="blocks of 16 tokens in the paged KV cache (default: 512 tokens per batch slot)")
+  serve.add_argument("--prefill-rows", type=int, help="prompts read together in one prefill step (default: 4 on a CPU, where "
+                     "a padded row costs a real one's compute, 16 on an accelerator)")
   serve.add_argument("--no-warmup", action="store_true", help="capture the batch sizes on first use instead of at start")
   return serve
 
@@ -36,7 +38,7 @@ def build(args):
   template = ChatTemplate(tokenizer.chat_template, bos or "", eos or "")
   metrics = Metrics()
   engine = Engine(model, tokenizer, max_batch=args.max_batch, max_queue=args.max_queue, max_len=args.max_context, num_blocks=args.kv_blocks,
-                  metrics=metrics)
+                  prefill_rows=args.prefill_rows, metrics=metrics)
   if not args.no_warmup: engine.warmup()
   name = args.model_name or os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
   return engine, create_app(engine, template, name, args.api_key, metrics), name

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from teenygrad.helpers import canonicalize
 from teenygrad.llm.sampling import SamplingParams, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
 from teenygrad.serve.paged import PagedStep, StepResult
@@ -86,8 +87,14 @@ class Engine:
     metrics: a teenygrad.serve.metrics.Metrics or None.
   """
   def __init__(self, model, tokenizer: Tokenizer, max_batch: int = 32, max_queue: int = 256, max_len: int = 2048,
-               block_size: int = 16, num_blocks: int | None = None, prefill_chunk: int = 32, prefill_rows: int = 4, metrics=None):
+               block_size: int = 16, num_blocks: int | None = None, prefill_chunk: int = 32, prefill_rows: int | None = None,
+               metrics=None):
     if max_batch < 1: raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if prefill_rows is None:
+      # a CPU pays for every padded row of a prefill batch; an accelerator reads many prompts in about one's time,
+      # which is what lets a burst of newcomers reach their first token together instead of four at a time
+      prefill_rows = 4 if canonicalize(model.device).partition(":")[0] == "CPU" else 16
+    if prefill_rows < 1: raise ValueError(f"prefill_rows must be >= 1, got {prefill_rows}")
     self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
     self.max_batch, self.max_queue, self.prefill_chunk, self.prefill_rows = max_batch, max_queue, prefill_chunk, prefill_rows
     self.max_len = min(max_len, model.config.max_seq_len)

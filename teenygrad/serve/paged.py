@@ -28,6 +28,7 @@ from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.symbolic import BoundVariable
 from teenygrad.llm.custom_ops import embedding_rows
 from teenygrad.llm.model import Transformer, apply_rope, kernel_output, linear, rms_norm
+from teenygrad.serve.paged_attention import cpu_pool_write, paged_attention
 from teenygrad.tensor import Tensor
 
 MASKED = -1e9   # finite: a padding row that sees nothing stays finite (uniform weights over zero values)
@@ -53,6 +54,9 @@ class PoolWrite:
     kernels = _device_kernels(pool.device, pool.dtype)
     if kernels is not None:
       kernels.write(pool, new, slots, self.count, H * D, P)
+      return pool
+    if pool.device.partition(":")[0] == "CPU" and pool.dtype == dtypes.float32:
+      cpu_pool_write(pool, new, slots, self.count, H * D, P)
       return pool
     index = _read(slots, (self.count,))
     rows = _read(new, (self.count, H, D))
@@ -324,6 +328,8 @@ class PagedStep:
     self.values = [Tensor.zeros(*shape, device=model.device).contiguous().realize() for _ in range(c.n_layers)]
     self.blocks = BlockManager(num_blocks, block_size)
     self._jitted: dict[tuple[int, int], object] = {}
+    # decode steps read the pool in one kernel per layer where the device has it (serve/paged_attention.py)
+    self.fused_attention = True
 
   @property
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
@@ -337,7 +343,6 @@ class PagedStep:
     cos = embedding_rows(m.rope_cos, positions).reshape(B, 1, T, c.head_dim // 2)   # each token its own position
     sin = embedding_rows(m.rope_sin, positions).reshape(B, 1, T, c.head_dim // 2)
     visible = Tensor(mask.lazydata.shrink(((0, B), (0, T), (0, length)))).reshape(B, 1, 1, T, length)
-    group = c.n_heads // c.n_kv_heads
     for i in range(c.n_layers):
       x = rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps)
       q, k, v = m.project(i, x, "attn_qkv")
@@ -351,24 +356,34 @@ class PagedStep:
       k = k.transpose(1, 2).reshape(B * T, c.n_kv_heads, c.head_dim)
       keys_pool = pool_write(self.keys[i], k, slots)
       values_pool = pool_write(self.values[i], v.reshape(B * T, c.n_kv_heads, c.head_dim), slots)
-      keys = pool_gather(keys_pool, gather_index, length)                           # (L, B, KVH, D)
-      values = pool_gather(values_pool, gather_index, length)
-      window = ((0, length), (0, B), (0, c.n_kv_heads), (0, c.head_dim))
-      keys = Tensor(keys.lazydata.shrink(window)).permute(1, 2, 0, 3)               # (B, KVH, S, D)
-      values = Tensor(values.lazydata.shrink(window)).permute(1, 2, 0, 3)
-      S = keys.shape[2]
-      qg = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)
-      scores = (qg * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
-      scores = kernel_output(scores + visible)
-      exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
-      probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
-      attn = kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
+      attn = paged_attention(q, keys_pool, values_pool, gather_index, mask, length) if self.fused_attention else None
+      if attn is None: attn = self._attention(q, keys_pool, values_pool, gather_index, visible, length)
       attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
       h = linear(attn, w[f"blk.{i}.attn_output.weight"], residual=h)
       h = m.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps), residual=h)
     last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
     logits = linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
     return logits, logits.argmax(-1).cast(dtypes.int32)                            # (B, vocab), (B,)
+
+  def _attention(self, q: Tensor, keys_pool: Tensor, values_pool: Tensor, gather_index: Tensor, visible: Tensor,
+                 length: BoundVariable) -> Tensor:
+    """Attention through primitives over the gathered caches: (B, KVH, group, T, D) (the reference of paged_attention,
+    and what prefill steps and devices without the kernel run)."""
+    c = self.model.config
+    B, _, T, _ = q.shape
+    group = c.n_heads // c.n_kv_heads
+    keys = pool_gather(keys_pool, gather_index, length)                           # (L, B, KVH, D)
+    values = pool_gather(values_pool, gather_index, length)
+    window = ((0, length), (0, B), (0, c.n_kv_heads), (0, c.head_dim))
+    keys = Tensor(keys.lazydata.shrink(window)).permute(1, 2, 0, 3)               # (B, KVH, S, D)
+    values = Tensor(values.lazydata.shrink(window)).permute(1, 2, 0, 3)
+    S = keys.shape[2]
+    qg = q.reshape(B, c.n_kv_heads, group, T, 1, c.head_dim)
+    scores = (qg * keys.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-1) * (1.0 / math.sqrt(c.head_dim))   # (B, KVH, G, T, S)
+    scores = kernel_output(scores + visible)
+    exp = (scores - kernel_output(scores.amax(-1, keepdim=True))).exp()
+    probs = kernel_output(exp / kernel_output(exp.sum(-1, keepdim=True)))
+    return kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
 
   def run(self, inputs: StepInputs) -> StepResult:
     """Logits and greedy tokens for a step, through the JIT capture of its (B, T)."""

