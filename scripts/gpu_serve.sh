@@ -5,12 +5,13 @@
 #   2. a SmolLM2-135M-Instruct-shaped Q4_1 GGUF with random weights (the real metadata, tokenizer and chat template:
 #      .gpucarry, see scripts/gpu_llm.sh) is written where teenygrad looks for the default model, so the tests and
 #      bench/serve.py find it as they find the real one here
-#   3. test/test_serve_engine.py with DEV=$DEV (the pool kernels; batched paged decoding against the generator)
+#   3. test/test_serve_engine.py with DEV=$DEV (the pool kernels; batched paged decoding against the generator), then
+#      bench/serve_profile.py (PROFILE=0 skips it)
 #   4. bench/serve.py --device $DEV at 1, 8, 32, 64 streams
 #   5. test/test_serve.py, less the tests that check what the real model answers (Paris...): random weights answer
 #      nonsense, but the same nonsense alone and in a batch
-# Each step has a timeout inside one overall deadline (DEADLINE_S, default 470 s); logs land in $OUT (6 files:
-# setup.txt, steps.txt, test_serve_engine.txt, test_serve.txt, bench_serve.txt, serve_<dev>.txt).
+# Each step has a timeout inside one overall deadline (DEADLINE_S, default 470 s); logs land in $OUT (7 files:
+# setup.txt, steps.txt, test_serve_engine.txt, serve_profile.txt, test_serve.txt, bench_serve.txt, serve_<dev>.txt).
 # Here, as a check (no torch for test/conftest.py in a bare venv, so no tests; a short bench):
 #   OUT=/tmp/x SITE=/tmp/x/site DEV=CPU PY=venv312/bin/python TESTS=0 BENCH_ARGS="--concurrency 1 2 --max-tokens 8" bash scripts/gpu_serve.sh
 set -uo pipefail
@@ -65,6 +66,8 @@ step locate setup.txt 30 $PY -c "from teenygrad.llm.load import default_model_pa
 
 # the engine without HTTP: the pool kernels under the JIT, and batched paged decoding against the one-sequence generator
 [ "${TESTS:-1}" = 0 ] || step test_serve_engine test_serve_engine.txt 120 $PY -m pytest -q -p no:cacheprovider test/test_serve_engine.py
+# where a step's time goes (prefill and decode turns, host work per row, every kernel of a decode step at 1 and 32 rows)
+[ "${PROFILE:-1}" = 0 ] || step serve_profile serve_profile.txt 150 $PY bench/serve_profile.py --model "$MODEL" --streams 1 32
 # the benchmark before the HTTP tests: it is the figure the issue asks for, and it checks the answers itself
 step bench_serve bench_serve.txt 200 $PY bench/serve.py --device "$DEV" --no-peer --out "$OUT/serve_${DEV,,}.txt" ${BENCH_ARGS:-}
 [ "${TESTS:-1}" = 0 ] || step test_serve test_serve.txt 180 $PY -m pytest -q -p no:cacheprovider test/test_serve.py \
