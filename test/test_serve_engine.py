@@ -43,7 +43,7 @@ def test_fill_decode_equals_fill_row():
   one_by_one, together = step.empty_inputs(8, 1), step.empty_inputs(8, 1)
   for row, (token, start, table) in enumerate(zip(tokens, starts, tables)): step.fill_row(one_by_one, row, [token], start, table)
   step.fill_decode(together, tokens, starts, tables)
-  for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "length"):
+  for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "lengths", "length"):
     np.testing.assert_array_equal(getattr(together, name), getattr(one_by_one, name), err_msg=name)
 
 
@@ -88,12 +88,10 @@ def test_pool_write_and_gather_replay_with_new_slots_and_lengths():
 
 def test_paged_attention_reads_the_pool_as_the_primitive_path_does():
   """The decode attention kernel (serve/paged_attention.py) on the default device, under the JIT with new lengths each
-  call: every row's softmax over its own positions (a mask hides the rest), grouped-query heads sharing a kv head,
-  null and out-of-pool slots reading zeros, against a float64 numpy reference."""
+  call: every row's softmax over its own positions, grouped-query heads sharing a kv head, null and out-of-pool slots
+  reading zeros, a padding row (length 0) giving zeros, against a float64 numpy reference."""
   from teenygrad import Tensor
   from teenygrad.engine.jit import jit
-  from teenygrad.ir.symbolic import BoundVariable
-  from teenygrad.serve.paged import MASKED
   from teenygrad.serve.paged_attention import ATTENTION_LANGUAGES, paged_attention
   B, H, KVH, D, P, WIDTH = 3, 6, 2, 8, 40, 12
   rng = np.random.default_rng(3)
@@ -101,22 +99,21 @@ def test_paged_attention_reads_the_pool_as_the_primitive_path_does():
   keys[0] = values[0] = 0                                                   # the null block's slot, as the pool keeps it
   tk, tv = Tensor(keys).contiguous().realize(), Tensor(values).contiguous().realize()
   if tk.device.partition(":")[0] not in ATTENTION_LANGUAGES: pytest.skip(f"no paged attention kernel on {tk.device}")
-  step = jit(lambda q, index, mask, length: paged_attention(q, tk, tv, index, mask, length))
-  for call, ends in enumerate([[3, 1, 5], [7, 12, 2], [4, 4, 9], [1, 11, 6]]):
+  step = jit(lambda q, index, lengths: paged_attention(q, tk, tv, index, lengths))
+  for call, ends in enumerate([[3, 1, 5], [7, 12, 0], [4, 4, 9], [1, 11, 6]]):
     q = rng.standard_normal((B, H, 1, D)).astype(np.float32)
     index = rng.integers(1, P, (B, WIDTH)).astype(np.int32)
     index[1, 0] = P + 5 if call % 2 else 0                                 # outside the pool / the null slot: zeros
-    mask = np.full((B, 1, WIDTH), MASKED, np.float32)
-    for b, end in enumerate(ends): mask[b, 0, :end] = 0.0
-    length = max(ends)
-    out = step(Tensor(q), Tensor(index), Tensor(mask), BoundVariable("attended", 1, WIDTH, length)).numpy()
+    out = step(Tensor(q), Tensor(index), Tensor(np.array(ends, np.int32))).numpy()
     for b in range(B):
+      if ends[b] == 0:
+        np.testing.assert_array_equal(out[b], 0); continue
       for h in range(H):
-        slots = index[b, :length]
+        slots = index[b, :ends[b]]
         inside = (slots >= 0) & (slots < P)
         k = np.where(inside[:, None], keys[np.where(inside, slots, 0), h // (H // KVH)], 0).astype(np.float64)
         v = np.where(inside[:, None], values[np.where(inside, slots, 0), h // (H // KVH)], 0).astype(np.float64)
-        scores = k @ q[b, h, 0] / np.sqrt(D) + mask[b, 0, :length]
+        scores = k @ q[b, h, 0] / np.sqrt(D)
         weights = np.exp(scores - scores.max())
         np.testing.assert_allclose(out[b, h, 0], weights / weights.sum() @ v, rtol=1e-4, atol=1e-5, err_msg=f"call {call} row {b} head {h}")
   assert step.captured and all(launch.kind == "kernel" for launch in step.capture.launches)

@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,28 @@ DEFAULT_MAX_TOKENS = 1024   # when the request names none (bounded by the contex
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
+class _EventPump:
+  """Carries the scheduler thread's events to the event loop with one wakeup per batch of events, not one per event:
+  a decode step of 32 rows emits 32 tokens at once, and every `call_soon_threadsafe` is a write to the loop's
+  self-pipe and a separate turn of the loop, taken under the GIL the scheduler thread needs for its next step."""
+  def __init__(self, loop: asyncio.AbstractEventLoop):
+    self.loop = loop
+    self.pending: deque = deque()   # (queue, item); deque appends and pops are atomic
+    self.scheduled = False
+
+  def push(self, queue: asyncio.Queue, item) -> None:   # any thread
+    self.pending.append((queue, item))
+    if not self.scheduled:
+      self.scheduled = True
+      self.loop.call_soon_threadsafe(self._drain)
+
+  def _drain(self) -> None:   # the loop's thread
+    self.scheduled = False    # first: an event pushed from now on schedules another drain, so none is left behind
+    while self.pending:
+      queue, item = self.pending.popleft()
+      queue.put_nowait(item)
+
+
 @dataclass
 class ServerState:
   engine: Engine
@@ -36,6 +59,12 @@ class ServerState:
   api_key: str | None
   metrics: Metrics
   created: int
+  pump: _EventPump | None = None
+
+  def event_pump(self) -> _EventPump:
+    loop = asyncio.get_running_loop()
+    if self.pump is None or self.pump.loop is not loop: self.pump = _EventPump(loop)
+    return self.pump
 
 
 def create_app(engine: Engine, template, model_name: str, api_key: str | None = None, metrics: Metrics | None = None):
@@ -118,7 +147,7 @@ def create_app(engine: Engine, template, model_name: str, api_key: str | None = 
     if req.model != state.model_name: raise APIError(404, f"The model '{req.model}' does not exist (this server has '{state.model_name}')",
                                                      "model", code="model_not_found")
     prompts = _encode_prompts(state, req)
-    run = _Run(state, req, prompts, asyncio.get_running_loop())
+    run = _Run(state, req, prompts, state.event_pump())
     run.submit()
     metrics.prompt_tokens.inc(sum(len(p) for p in prompts))
     if req.stream:
@@ -164,8 +193,8 @@ def _encode_prompts(state: ServerState, req: GenerationRequest) -> list[list[int
 
 class _Run:
   """The sequences of one request and the events they send back."""
-  def __init__(self, state: ServerState, req: GenerationRequest, prompts: list[list[int]], loop: asyncio.AbstractEventLoop):
-    self.state, self.req, self.prompts, self.loop = state, req, prompts, loop
+  def __init__(self, state: ServerState, req: GenerationRequest, prompts: list[list[int]], pump: _EventPump):
+    self.state, self.req, self.prompts, self.pump = state, req, prompts, pump
     self.id = ("chatcmpl-" if req.chat else "cmpl-") + uuid.uuid4().hex
     self.created = int(time.time())
     self.queue: asyncio.Queue = asyncio.Queue()
@@ -179,7 +208,7 @@ class _Run:
         index = p_index * req.n + j
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, frequency_penalty=req.frequency_penalty,
                                 presence_penalty=req.presence_penalty, seed=req.seed, max_tokens=max_tokens, stop=req.stop)
-        emit = (lambda event, index=index: self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, event)))
+        emit = (lambda event, index=index: self.pump.push(self.queue, (index, event)))
         seq = Sequence(prompt, params, emit, top_logprobs=req.top_logprobs if req.logprobs else None, seed_offset=j)
         self.sequences.append(seq)
         if max_tokens == 0: self.queue.put_nowait((index, DoneEvent("length", ""))); seq.finished = True; continue

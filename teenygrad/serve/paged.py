@@ -288,6 +288,7 @@ class StepInputs:
   gather_index: np.ndarray   # (B, L) int32: pool slot of each cache position of each row
   mask: np.ndarray           # (B, T, L) float32: 0 where token t of row b sees cache position j
   select: np.ndarray         # (B, T, 1) float32: 1 at the token whose logits are wanted
+  lengths: np.ndarray        # (B,) int32: cache positions each row holds after the step (0: a padding row)
   length: int                # longest row: the attended length
 
 
@@ -335,7 +336,7 @@ class PagedStep:
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
   def forward(self, tokens: Tensor, positions: Tensor, slots: Tensor, gather_index: Tensor, mask: Tensor, select: Tensor,
-              length: BoundVariable) -> Tensor:
+              lengths: Tensor, length: BoundVariable) -> Tensor:
     """Logits (B, vocab) of the selected token of each row."""
     m, c, w = self.model, self.model.config, self.model.weights
     B, T = tokens.shape
@@ -356,7 +357,7 @@ class PagedStep:
       k = k.transpose(1, 2).reshape(B * T, c.n_kv_heads, c.head_dim)
       keys_pool = pool_write(self.keys[i], k, slots)
       values_pool = pool_write(self.values[i], v.reshape(B * T, c.n_kv_heads, c.head_dim), slots)
-      attn = paged_attention(q, keys_pool, values_pool, gather_index, mask, length) if self.fused_attention else None
+      attn = paged_attention(q, keys_pool, values_pool, gather_index, lengths) if self.fused_attention else None
       if attn is None: attn = self._attention(q, keys_pool, values_pool, gather_index, visible, length)
       attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
       h = linear(attn, w[f"blk.{i}.attn_output.weight"], residual=h)
@@ -395,14 +396,14 @@ class PagedStep:
     def put(a): return Tensor(np.ascontiguousarray(a), device=device)
     length = BoundVariable("attended", 1, self.max_len, max(inputs.length, 1))
     logits, greedy = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index),
-                                          put(inputs.mask), put(inputs.select), length)
+                                          put(inputs.mask), put(inputs.select), put(inputs.lengths), length)
     return StepResult(logits, greedy)
 
   def empty_inputs(self, B: int, T: int) -> StepInputs:
     L = self.max_len
     return StepInputs(tokens=np.zeros((B, T), np.int32), positions=np.zeros((B, T), np.int32), slots=np.full(B * T, -1, np.int32),
                       gather_index=np.full((B, L), NULL_BLOCK * self.block_size, np.int32), mask=np.full((B, T, L), MASKED, np.float32),
-                      select=np.zeros((B, T, 1), np.float32), length=1)
+                      select=np.zeros((B, T, 1), np.float32), lengths=np.zeros(B, np.int32), length=1)
 
   def fill_decode(self, inputs: StepInputs, tokens: list[int], starts: list[int], block_tables: list[list[int]]) -> None:
     """Rows 0..n-1 each run one token (tokens[r] at position starts[r]): what fill_row does row by row, as whole-array
@@ -423,6 +424,7 @@ class PagedStep:
     inputs.gather_index[:n, :width] = np.where(visible, slots, NULL_BLOCK * bs)
     inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
     inputs.select[:n, 0, 0] = 1.0
+    inputs.lengths[:n] = ends
     inputs.length = max(inputs.length, width)
 
   def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
@@ -439,4 +441,5 @@ class PagedStep:
     inputs.gather_index[row, :end] = table[every // bs] * bs + every % bs
     inputs.mask[row, :n, :end] = np.where(every[None, :] <= positions[:, None], 0.0, MASKED)
     inputs.select[row, n - 1, 0] = 1.0
+    inputs.lengths[row] = end
     inputs.length = max(inputs.length, end)

@@ -1,6 +1,6 @@
 """Decode attention straight from the paged KV pool, and the pool write on the CPU: one kernel per layer and step.
 
-    tg_paged_attention(out, q, keys, values, index, mask, attended)
+    tg_paged_attention(out, q, keys, values, index, lengths)
 
 A decode step (one new token per row) through primitives gathers every row's cache out of the pool into a tensor of
 its own (two copies per layer) and then runs five kernels (scores, max, exp-sum, probabilities, weighted sum), with
@@ -8,9 +8,10 @@ the rotary embedding of q recomputed inside the scores kernel for every key. Thi
 where it lies in the pool, through the row's gather index, and keeps an online softmax (a running max, sum and
 weighted values, rescaled when the max grows: Milakov & Gimelshein 2018), so q is read once per (row, head).
 
-  q (B, H, D) float32; keys/values pools (P, KVH, D) float32; index (B, WIDTH) int32 pool slots; mask (B, WIDTH) float32
-  additive (0 where a row sees the position, serve.paged.MASKED where not); attended: how many positions this step
-  reads (the step's symbolic length, a kernel argument, so one JIT capture serves every length).
+  q (B, H, D) float32; keys/values pools (P, KVH, D) float32; index (B, WIDTH) int32 pool slots; lengths (B,) int32:
+  row b sees its cache positions [0, lengths[b]) (a padding row's 0: it writes zeros). The lengths come from a device
+  buffer, not a kernel argument, so a JIT capture serves every step unchanged: a CUDA graph replays with no node
+  updated, and each row reads only its own positions, not the longest row's.
 
 A slot outside the pool reads as zeros, as the primitive path's gather does. Grouped-query heads share their kv head
 (h // (H / KVH)). CPU: C with OpenMP over (row, head); CUDA: one warp per (row, head), lanes over positions, merged
@@ -22,26 +23,28 @@ import math
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.lazy import LazyBuffer
-from teenygrad.ir.symbolic import BoundVariable
 from teenygrad.tensor import Tensor
 
 _CPU_ATTENTION = r"""
 #include <math.h>
 void tg_paged_attention(float* restrict out, const float* restrict q, const float* restrict keys, const float* restrict values,
-                        const int* restrict index, const float* restrict mask, long long attended) {
-  #pragma omp parallel for schedule(static) if (BATCH * HEADS * attended * HEAD_DIM > 262144)
+                        const int* restrict index, const int* restrict lengths) {
+  long long work = 0;
+  for (int b = 0; b < BATCH; b++) work += lengths[b];
+  #pragma omp parallel for schedule(static) if (work * HEADS * HEAD_DIM > 262144)
   for (long long bh = 0; bh < BATCH * HEADS; bh++) {
     const long long b = bh / HEADS, kv = (bh % HEADS) / (HEADS / KV_HEADS);
     const float* query = q + bh * HEAD_DIM;
+    const long long count = lengths[b] < WIDTH ? lengths[b] : WIDTH;
     float acc[HEAD_DIM] = {0}, best = -INFINITY, total = 0.0f;
-    for (long long s = 0; s < attended; s++) {
+    for (long long s = 0; s < count; s++) {
       const long long slot = index[b * WIDTH + s];
       const int inside = slot >= 0 && slot < SLOTS;
       const float* k = keys + (inside ? slot : 0) * KV_HEADS * HEAD_DIM + kv * HEAD_DIM;
       float dot = 0.0f;
       #pragma omp simd reduction(+:dot)
       for (int i = 0; i < HEAD_DIM; i++) dot += query[i] * k[i];
-      const float score = (inside ? dot : 0.0f) * SCALE + mask[b * WIDTH + s];
+      const float score = (inside ? dot : 0.0f) * SCALE;
       const float grown = fmaxf(best, score);
       const float rescale = expf(best - grown), weight = expf(score - grown);   /* exp(-inf) = 0 on the first key */
       total = total * rescale + weight;
@@ -51,22 +54,22 @@ void tg_paged_attention(float* restrict out, const float* restrict q, const floa
       for (int i = 0; i < HEAD_DIM; i++) acc[i] = acc[i] * rescale + w * v[i];
       best = grown;
     }
-    for (int i = 0; i < HEAD_DIM; i++) out[bh * HEAD_DIM + i] = acc[i] / total;
+    for (int i = 0; i < HEAD_DIM; i++) out[bh * HEAD_DIM + i] = total > 0.0f ? acc[i] / total : 0.0f;
   }
 }
 """
 
 _CUDA_ATTENTION = r"""
 extern "C" __global__ void __launch_bounds__(32) tg_paged_attention(float* __restrict__ out, const float* __restrict__ q,
-    const float* __restrict__ keys, const float* __restrict__ values, const int* __restrict__ index, const float* __restrict__ mask,
-    long long attended) {
+    const float* __restrict__ keys, const float* __restrict__ values, const int* __restrict__ index, const int* __restrict__ lengths) {
   const int lane = threadIdx.x;
   const long long bh = blockIdx.x, b = bh / HEADS, kv = (bh % HEADS) / (HEADS / KV_HEADS);
+  const long long count = min(lengths[b], WIDTH);
   float query[HEAD_DIM], acc[HEAD_DIM];
   #pragma unroll
   for (int i = 0; i < HEAD_DIM; i++) { query[i] = q[bh * HEAD_DIM + i]; acc[i] = 0.0f; }
   float best = -INFINITY, total = 0.0f;
-  for (long long s = lane; s < attended; s += 32) {
+  for (long long s = lane; s < count; s += 32) {
     const long long slot = index[b * WIDTH + s];
     const bool inside = slot >= 0 && slot < SLOTS;
     const float4* k4 = (const float4*)(keys + (inside ? slot : 0) * KV_HEADS * HEAD_DIM + kv * HEAD_DIM);
@@ -76,7 +79,7 @@ extern "C" __global__ void __launch_bounds__(32) tg_paged_attention(float* __res
       const float4 k = k4[i];
       dot += query[4 * i] * k.x + query[4 * i + 1] * k.y + query[4 * i + 2] * k.z + query[4 * i + 3] * k.w;
     }
-    const float score = (inside ? dot : 0.0f) * SCALE + mask[b * WIDTH + s];
+    const float score = (inside ? dot : 0.0f) * SCALE;
     const float grown = fmaxf(best, score);
     const float rescale = expf(best - grown), weight = expf(score - grown);
     total = total * rescale + weight;
@@ -95,7 +98,7 @@ extern "C" __global__ void __launch_bounds__(32) tg_paged_attention(float* __res
   /* merge the lanes' softmaxes, each rescaled to the warp's max (a lane without positions weighs nothing) */
   const float top = tg_warp_max(best);
   const float share = best == -INFINITY ? 0.0f : expf(best - top);
-  const float norm = 1.0f / tg_warp_sum(total * share);
+  const float sum = tg_warp_sum(total * share), norm = sum > 0.0f ? 1.0f / sum : 0.0f;   /* a padding row: zeros */
   #pragma unroll
   for (int i = 0; i < HEAD_DIM; i++) {
     const float value = tg_warp_sum(acc[i] * share);
@@ -155,42 +158,38 @@ ATTENTION_LANGUAGES = ("CPU", "CUDA")
 
 
 class PagedAttention:
-  """Custom op: srcs (q (B, H, D), keys pool, values pool, index (B, WIDTH) int32, mask (B, WIDTH)) -> (B, H, D)."""
-  def __init__(self, batch: int, heads: int, kv_heads: int, head_dim: int, width: int, slots: int, length: BoundVariable):
+  """Custom op: srcs (q (B, H, D), keys pool, values pool, index (B, WIDTH) int32, lengths (B,) int32) -> (B, H, D)."""
+  def __init__(self, batch: int, heads: int, kv_heads: int, head_dim: int, width: int, slots: int):
     self.sizes = {"BATCH": batch, "HEADS": heads, "KV_HEADS": kv_heads, "HEAD_DIM": head_dim, "WIDTH": width, "SLOTS": slots,
                   "SCALE": f"{1.0 / math.sqrt(head_dim)!r}f"}
-    self.length = length
 
   def run(self, root: LazyBuffer, buffers: list):
     from teenygrad.device import Buffer
     from teenygrad.engine.realize import ExecItem, launch
     s = self.sizes
     out = Buffer(root.device, s["BATCH"] * s["HEADS"] * s["HEAD_DIM"], dtypes.float32)
-    attended, value = self.length.unbind()
     programs = _programs_of(root.device)
     work = s["BATCH"] * s["HEADS"] * s["WIDTH"] * s["HEAD_DIM"] * 2
     if programs.language == "CUDA":
       from teenygrad.renderer.gpu import LaunchDims
-      kernel = programs.get("tg_paged_attention", _CUDA_ATTENTION, s, [attended.name], work,
-                            LaunchDims(s["BATCH"] * s["HEADS"], 32, (attended,)))
-    else: kernel = programs.get("tg_paged_attention", _CPU_ATTENTION, s, [attended.name], work)
-    launch(ExecItem(kernel, [out, *buffers], (value,), root.device, work))
+      kernel = programs.get("tg_paged_attention", _CUDA_ATTENTION, s, [], work, LaunchDims(s["BATCH"] * s["HEADS"], 32, ()))
+    else: kernel = programs.get("tg_paged_attention", _CPU_ATTENTION, s, [], work)
+    launch(ExecItem(kernel, [out, *buffers], (), root.device, work))
     return out
 
   def backward(self, grad, ctx): raise RuntimeError("paged attention has no gradient (inference only)")
 
 
-def paged_attention(q: Tensor, keys: Tensor, values: Tensor, index: Tensor, mask: Tensor, length: BoundVariable) -> Tensor | None:
-  """softmax(q k / sqrt(D) + mask) v for one query row per (row, head), q (B, H, 1, D), reading keys and values from
-  their pools (P, KVH, D) through index (B, WIDTH): (B, H, 1, D) float32, or None where the device has no kernel (the
-  caller then runs the primitive path)."""
+def paged_attention(q: Tensor, keys: Tensor, values: Tensor, index: Tensor, lengths: Tensor) -> Tensor | None:
+  """softmax(q k / sqrt(D)) v over each row's first lengths[b] cache positions, one query row per (row, head), q
+  (B, H, 1, D), reading keys and values from their pools (P, KVH, D) through index (B, WIDTH): (B, H, 1, D)
+  float32, or None where the device has no kernel (the caller then runs the primitive path)."""
   B, H, T, D = q.shape
   P, KVH, _ = keys.shape
   if (q.device.partition(":")[0] not in ATTENTION_LANGUAGES or T != 1 or H % KVH or D % 4 or keys.dtype != dtypes.float32
       or values.dtype != dtypes.float32): return None
-  width = index.shape[1]
-  op = PagedAttention(B, H, KVH, D, width, P, length)
-  srcs = (_buffer(q.float().reshape(B, H, D)), keys, values, _buffer(index), _buffer(mask.reshape(B, width)))
+  op = PagedAttention(B, H, KVH, D, index.shape[1], P)
+  srcs = (_buffer(q.float().reshape(B, H, D)), keys, values, _buffer(index), _buffer(lengths.cast(dtypes.int32).reshape(B)))
   out = LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, D), dtypes.float32)
   return Tensor(out).reshape(B, H, 1, D)
 
