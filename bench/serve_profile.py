@@ -85,16 +85,24 @@ def main() -> None:
       for name in ("prefill turn", "decode turn", "step run (launch)", "fill decode inputs", "sample + text + emit"):
         print(f"    {name:22s} {totals[name] * 1e3:9.1f} ms  {totals[name] / wall:6.1%} of wall")
   finally: engine.shutdown()
-  # every kernel of one decode step per batch size, timed one by one (each includes its own launch latency)
+  # every kernel of one decode step per batch size and of one prefill step, timed one by one (each includes its own
+  # launch latency)
+  steps = []
   for count in args.streams:
     B = next(b for b in engine.buckets if b >= count)
     inputs = engine.step.empty_inputs(B, 1)
     engine.step.fill_decode(inputs, [1] * B, [40] * B, [[1, 2, 3, 4]] * B)
+    steps.append((f"decode step at batch {B}", inputs))
+  inputs = engine.step.empty_inputs(engine.prefill_rows, engine.prefill_chunk)
+  for row in range(engine.prefill_rows): engine.step.fill_row(inputs, row, [1] * engine.prefill_chunk, 16, [1, 2, 3, 4])
+  steps.append((f"prefill step of {engine.prefill_rows} x {engine.prefill_chunk} tokens", inputs))
+  for title, inputs in steps:
+    engine.step.run(inputs).greedy()
     with timed_launches() as timings: engine.step.run(inputs).greedy()
     per_name: dict[str, list[float]] = defaultdict(list)
     for t in timings: per_name[t.name].append(t.seconds)
     total = sum(t.seconds for t in timings)
-    print(f"decode step at batch {B}: {len(timings)} launches, {total * 1e6:.0f} us timed one by one")
+    print(f"{title}: {len(timings)} launches, {total * 1e6:.0f} us timed one by one")
     for name, times in sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:args.top]:
       print(f"    {name:40s} {len(times):5d} x {np.mean(times) * 1e6:8.2f} us  {sum(times) / total:6.1%}")
 
