@@ -167,6 +167,21 @@ def test_batched_generation_equals_single(tiny):
   assert batch == alone
 
 
+def test_token_ids_outside_the_vocabulary_raise(tiny):
+  """Checked on the host before any step runs: a replayed device graph would read a zero row instead of raising."""
+  from teenygrad.llm.generate import Generator
+  from teenygrad.llm.load import load_model
+  from teenygrad.llm.sampling import SamplingParams
+  path, _ = tiny
+  model, tokenizer = load_model(str(path))
+  tokenizer.stop_ids = set()
+  generator = Generator(model, tokenizer)
+  vocab = model.config.vocab_size
+  for bad in (vocab, -1, 2.5):
+    with pytest.raises(IndexError, match="outside the vocabulary"): generator.generate_ids([[3, bad, 5]], SamplingParams(max_tokens=2))
+  assert len(generator.generate_ids([[3, vocab - 1]], SamplingParams(max_tokens=2))[0].generated) == 2
+
+
 def _available(device: str) -> bool:
   from teenygrad.device import Device
   try: Device[device]

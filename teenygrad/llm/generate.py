@@ -95,6 +95,10 @@ class Generator:
   def generate_ids(self, prompts: list[list[int]], params: SamplingParams, on_token=None) -> list[_Row]:
     """Generate for a batch of token-id prompts. on_token(row_index, text_piece) streams text as it is produced."""
     if not prompts or any(len(p) == 0 for p in prompts): raise ValueError("every prompt needs at least one token")
+    vocab = self.model.config.vocab_size
+    # checked here, on the host: a device replay of the decode step (one CUDA graph) has no way to raise mid-step
+    bad = next((t for p in prompts for t in p if not (isinstance(t, (int, np.integer)) and 0 <= t < vocab)), None)
+    if bad is not None: raise IndexError(f"token id {bad!r} is outside the vocabulary (0..{vocab - 1})")
     rng = np.random.default_rng(params.seed)
     B, longest = len(prompts), max(len(p) for p in prompts)
     cache = self._prepare(B, longest + max(params.max_tokens, 1))
