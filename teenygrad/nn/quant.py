@@ -164,11 +164,16 @@ def _cuda_kernels(device: str, ggml_type: str):
   return cuda_kernels(device, ggml_type)
 
 
+def _vulkan_kernels(device: str, ggml_type: str):
+  from teenygrad.nn.quant_vulkan import vulkan_kernels
+  return vulkan_kernels(device, ggml_type)
+
+
 # backend name -> factory(device, ggml_type) of an object with `linear` and `rows` methods shaped like
 # CPUQuantKernels' (or None for a type it has no kernels for). `max_rows` (if set) bounds the rows of x `linear`
 # takes and `rows = None` means no embedding kernel: the reference runs instead. A backend without an entry runs the
 # reference (x @ dequantize().T); add yours here.
-FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels, "CUDA": _cuda_kernels}
+FUSED_KERNELS: dict[str, Callable[[str, str], object]] = {"CPU": _cpu_kernels, "CUDA": _cuda_kernels, "VULKAN": _vulkan_kernels}
 
 
 def _fused_kernels(device: str, ggml_type: str):

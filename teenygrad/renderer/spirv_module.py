@@ -20,25 +20,25 @@ OP = dict(
   TypePointer=32, TypeFunction=33, ConstantTrue=41, ConstantFalse=42, Constant=43, Function=54, FunctionEnd=56,
   Variable=59, Load=61, Store=62, AccessChain=65, Decorate=71, MemberDecorate=72, CompositeExtract=81,
   ConvertFToU=109, ConvertFToS=110, ConvertSToF=111, ConvertUToF=112, UConvert=113, SConvert=114, FConvert=115,
-  Bitcast=124, SNegate=126, FNegate=127, IAdd=128, FAdd=129, ISub=130, FSub=131, IMul=132, FMul=133, UDiv=134,
+  Bitcast=124, SNegate=126, Dot=148, FNegate=127, IAdd=128, FAdd=129, ISub=130, FSub=131, IMul=132, FMul=133, UDiv=134,
   SDiv=135, FDiv=136, UMod=137, SRem=138, SMod=139, IsNan=156, LogicalEqual=164, LogicalNotEqual=165, LogicalOr=166,
   LogicalAnd=167, LogicalNot=168, Select=169, IEqual=170, INotEqual=171, UGreaterThan=172, SGreaterThan=173,
   ULessThan=176, SLessThan=177, SLessThanEqual=179, FOrdEqual=180, FUnordNotEqual=183, FOrdLessThan=184,
   FOrdGreaterThan=186, ShiftRightLogical=194, ShiftRightArithmetic=195, ShiftLeftLogical=196, BitwiseOr=197,
-  BitwiseXor=198, BitwiseAnd=199, Not=200, ControlBarrier=224, AtomicAnd=240, AtomicOr=241, Phi=245, LoopMerge=246, SelectionMerge=247, Label=248,
+  BitwiseXor=198, BitwiseAnd=199, Not=200, BitFieldSExtract=202, BitFieldUExtract=203, ControlBarrier=224, AtomicAnd=240, AtomicOr=241, Phi=245, LoopMerge=246, SelectionMerge=247, Label=248,
   Branch=249, BranchConditional=250, Return=253, GroupNonUniformIAdd=349, GroupNonUniformFAdd=350,
   GroupNonUniformSMax=356, GroupNonUniformUMax=357, GroupNonUniformFMax=358, GroupNonUniformLogicalOr=363,
 )
 
 CAP = dict(Shader=1, Float64=10, Int64=11, StorageBufferArrayDynamicIndexing=30, GroupNonUniform=61, GroupNonUniformArithmetic=63,
            StorageBuffer16BitAccess=4433, StorageBuffer8BitAccess=4448)
-DECORATION = dict(Block=2, ArrayStride=6, BuiltIn=11, NonWritable=24, Binding=33, DescriptorSet=34, Offset=35)
+DECORATION = dict(Block=2, ArrayStride=6, BuiltIn=11, NonWritable=24, NoContraction=42, Binding=33, DescriptorSet=34, Offset=35)
 BUILTIN = dict(NumWorkgroups=24, WorkgroupId=26, LocalInvocationId=27, GlobalInvocationId=28, LocalInvocationIndex=29,
                SubgroupSize=36, NumSubgroups=38, SubgroupId=40, SubgroupLocalInvocationId=41)
 STORAGE = dict(Input=1, Uniform=2, Workgroup=4, Private=6, Function=7, PushConstant=9, StorageBuffer=12)
 SCOPE = dict(Device=1, Workgroup=2, Subgroup=3)
 SEMANTICS = dict(AcquireRelease=0x8, UniformMemory=0x40, WorkgroupMemory=0x100)
-GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp2=29, Log2=30, Sqrt=31, FClamp=43, Ldexp=53, PackHalf2x16=58, UnpackHalf2x16=62)
+GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp2=29, Log2=30, Sqrt=31, UMin=38, FClamp=43, Ldexp=53, PackHalf2x16=58, UnpackHalf2x16=62)
 EXECUTION_MODEL_GLCOMPUTE, EXECUTION_MODE_LOCAL_SIZE = 5, 17
 
 
