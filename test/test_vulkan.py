@@ -164,8 +164,9 @@ def quantize_q8_0(w: np.ndarray) -> np.ndarray:
   return np.concatenate([scale.view(np.uint8), q.view(np.uint8)], axis=-1)
 
 
-def test_int8_dequantizing_matmul():
-  """x @ W.T with W stored as Q8_0 blocks and dequantized inside the kernel graph (int8 loads, fp16 scales)."""
+def test_int8_dequantizing_matmul(validated):
+  """x @ W.T with W stored as Q8_0 blocks and dequantized inside the kernel graph (int8 loads, fp16 scales), and by
+  the fused Q8_0 matvec."""
   from teenygrad.dtype import dtypes
   rows, k = 48, 256
   w = np.random.randn(rows, k).astype(np.float32)
@@ -187,6 +188,11 @@ def test_int8_dequantizing_matmul():
   except ImportError: return
   quantized = QuantizedTensor.from_gguf_bytes("Q8_0", raw.reshape(-1), (rows, k), device="VULKAN")
   np.testing.assert_allclose(quantized.dequantize().numpy(), reference_w, rtol=0, atol=0)
+  # the fused kernel (nn/quant_vulkan.py): int8 weights widened in registers, one launch
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  with capture_kernels() as launched: fused = quantized.linear(vk_tensor(x)).numpy()
+  np.testing.assert_allclose(fused, x @ reference_w.T, rtol=1e-4, atol=1e-4)
+  if validated.subgroup_arithmetic: assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)][-1] == "qmatvec_q8_0"
 
 
 def test_pipeline_cache_is_saved(validated):
@@ -363,3 +369,128 @@ def test_descriptor_pools_fill_up_and_refill(validated, monkeypatch):
   kept = [(x * i).realize() for i in range(6)]
   for i, t in enumerate(kept): np.testing.assert_array_equal(t.numpy(), np.arange(8) * i)
   assert validated.commands.set_pools
+
+
+# ---- fused quantized kernels (nn/quant_vulkan.py) ----
+
+QUANT_TYPES = ["Q4_0", "Q4_1", "Q8_0"]
+
+
+@pytest.fixture
+def quant_kernels(validated, monkeypatch):
+  """Fresh kernel objects, so every module is built (and validated) inside the test."""
+  if not validated.subgroup_arithmetic: pytest.skip(f"{validated.device_name} has no subgroup arithmetic")
+  from teenygrad.nn import quant_vulkan
+  monkeypatch.setattr(quant_vulkan, "_cache", {})
+  return quant_vulkan
+
+
+def quant_weight(ggml_type: str, n: int, k: int, seed: int):
+  """A random (n, k) weight quantized by gguf-py, as a QuantizedTensor on VULKAN."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.nn.quant import QuantizedTensor
+  rng = np.random.default_rng(seed)
+  w = rng.standard_normal((n, k), dtype=np.float32) * rng.uniform(0.01, 2.0, size=(n, 1)).astype(np.float32)
+  blocks = gguf.quants.quantize(w, gguf.GGMLQuantizationType[ggml_type])
+  return QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k), device="VULKAN")
+
+
+def quant_modules(quant_vulkan) -> list[bytes]:
+  from teenygrad.renderer.spirv import parse_kernel
+  return [parse_kernel(src)[1] for kernels in quant_vulkan._cache.values() for src in kernels.sources.values()]
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES)
+@pytest.mark.parametrize("n, k, m", [(24, 96, 1), (37, 64, 3), (16, 576, 9), (19, 160, 64)], ids=["matvec", "odd", "ragged", "max_rows"])
+def test_quant_linear_matches_reference(quant_kernels, ggml_type, n, k, m):
+  """The fused matvec against the primitive-op reference (x @ dequantize().T), with and without a residual; m over
+  GROUP_ROWS splits x into groups of the grid (the last one ragged for m = 9)."""
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  qt = quant_weight(ggml_type, n, k, seed=n + m)
+  rng = np.random.default_rng(m)
+  x, residual = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((m, n), dtype=np.float32)
+  want = qt.linear_reference(vk_tensor(x)).numpy()
+  scale = np.abs(x) @ np.abs(qt.dequantize().numpy()).T   # float32 reassociation error grows with sum |x||w|
+  with capture_kernels() as launched:
+    got = qt.linear(vk_tensor(x)).numpy()
+    got_residual = qt.linear(vk_tensor(x), residual=vk_tensor(residual)).numpy()
+  assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)].count(f"qmatvec_{ggml_type.lower()}") == 2
+  np.testing.assert_allclose(got, want, rtol=0, atol=float(scale.max()) * 2e-6)
+  np.testing.assert_allclose(got_residual, want + residual, rtol=0, atol=float(scale.max()) * 2e-6 + 1e-6)
+  modules = quant_modules(quant_kernels)
+  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES)
+def test_quant_embedding_rows_are_exact(quant_kernels, ggml_type):
+  """The row gather is bit-identical with the reference dequantize; a bad id raises."""
+  n, k = 29, 96
+  qt = quant_weight(ggml_type, n, k, seed=5)
+  want = qt.dequantize().numpy()
+  ids = np.array([[0, n - 1, 7], [7, 3, 0]])
+  got = qt.embedding(vk_tensor(ids)).numpy()
+  np.testing.assert_array_equal(got.view(np.uint32), want[ids].view(np.uint32))
+  with pytest.raises(IndexError, match="out of range"): qt.embedding(vk_tensor(np.array([n]))).numpy()
+  assert any(key[0] == "rows" for kernels in quant_kernels._cache.values() for key in kernels.sources)
+
+
+@pytest.mark.parametrize("reported", [1, 4, 64, 128])
+def test_quant_kernels_take_any_subgroup_size(quant_kernels, validated, monkeypatch, reported):
+  """The device's reported subgroup size only sets the dispatch size (rows per work-group); lanes, rows and strides
+  come from the built-ins, so a driver picking another size (or a report that is off) still gets every row right."""
+  monkeypatch.setattr(validated, "subgroup_size", reported)
+  n, k = 300, 128
+  qt = quant_weight("Q4_0", n, k, seed=9)
+  x = np.random.default_rng(9).standard_normal((2, k), dtype=np.float32)
+  np.testing.assert_allclose(qt.linear(vk_tensor(x)).numpy(), qt.linear_reference(vk_tensor(x)).numpy(), rtol=1e-4, atol=1e-4)
+  from teenygrad.renderer.spirv import parse_kernel
+  (src,) = [src for kernels in quant_kernels._cache.values() for key, src in kernels.sources.items() if key[0] == "linear"]
+  assert parse_kernel(src)[0]["groups"] == -(-n // max(1, 128 // reported))
+
+
+def test_quant_weights_bound_in_chunks(quant_kernels, validated, monkeypatch):
+  """A weight past maxStorageBufferRange is bound as an array of views; a block straddling two views still reads right
+  (views of 256 bytes here, so a small weight spans several)."""
+  from teenygrad.renderer.spirv import parse_kernel
+  monkeypatch.setattr(quant_kernels, "CHUNK_BYTES", 256)
+  monkeypatch.setattr(validated, "max_storage_range", 256)
+  for ggml_type in QUANT_TYPES:
+    qt = quant_weight(ggml_type, 24, 96, seed=4)
+    x = np.random.default_rng(4).standard_normal((3, 96), dtype=np.float32)
+    np.testing.assert_allclose(qt.linear(vk_tensor(x)).numpy(), qt.linear_reference(vk_tensor(x)).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(qt.embedding(vk_tensor(np.array([23, 1]))).numpy(), qt.dequantize().numpy()[[23, 1]])
+  metas = [parse_kernel(src)[0] for kernels in quant_kernels._cache.values() for src in kernels.sources.values()]
+  assert all(meta["bindings"][2] > 1 and meta["chunk_bytes"] == 256 for meta in metas)   # the weights' binding
+  assert all(uses(module, OP_CAPABILITY, CAP_STORAGE_ARRAY_DYNAMIC) for module in quant_modules(quant_kernels))
+
+
+def test_quant_decode_step_is_one_command_buffer(quant_kernels):
+  """An embedding gather and a matvec with its residual, under the JIT: both launches are recorded, so every replay
+  is the one recorded command buffer, gathering the rows of its new ids."""
+  import teenygrad as tg
+  from teenygrad.device.vulkan_graph import VulkanGraph
+  n, k = 40, 64
+  table, proj = quant_weight("Q8_0", n, k, seed=1), quant_weight("Q4_1", k, k, seed=2)
+  table_w, proj_w = table.dequantize().numpy(), proj.dequantize().numpy()
+
+  @tg.jit
+  def step(ids):
+    h = table.embedding(ids)
+    return proj.linear(h, residual=h)
+  for i in range(6):
+    ids = np.array([i, n - 1 - i])
+    h = table_w[ids]
+    np.testing.assert_allclose(step(vk_tensor(ids)).numpy(), h @ proj_w.T + h, rtol=1e-4, atol=1e-4)
+  assert isinstance(step.capture.graph, VulkanGraph)
+  assert step.capture.graph.recordings == 1 and step.capture.graph_launches == 4
+
+
+def test_quant_without_subgroup_arithmetic_runs_the_reference(validated, monkeypatch):
+  """A device without subgroup arithmetic in compute shaders gets no fused kernels: linear and embedding run the reference."""
+  from teenygrad.nn import quant_vulkan
+  monkeypatch.setattr(validated, "subgroup_arithmetic", False)
+  monkeypatch.setattr(quant_vulkan, "_cache", {})
+  assert quant_vulkan.vulkan_kernels("VULKAN", "Q4_0") is None
+  qt = quant_weight("Q4_0", 8, 64, seed=3)
+  x = np.random.default_rng(3).standard_normal((1, 64), dtype=np.float32)
+  np.testing.assert_allclose(qt.linear(vk_tensor(x)).numpy(), x @ qt.dequantize().numpy().T, rtol=1e-5, atol=1e-5)
