@@ -43,6 +43,8 @@ MAX_ROWS = 64       # rows of x the matvec takes; more go through the reference
 LOCAL_SIZE = 128    # invocations per work-group (the spec guarantees 128): 4 subgroups of 32 on NVIDIA
 TYPE_SIZES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}   # bytes per block of 32 weights
 VULKAN_QUANT_TYPES = tuple(TYPE_SIZES)
+LOOP_UNROLL = 1     # SPIR-V's LoopControl Unroll
+MAX_WEIGHT_BYTES = 1 << 32   # byte offsets into the weights are 32-bit
 
 
 class _Buffer:
@@ -129,8 +131,9 @@ class _Shader:
     self.m.emit("Label", lid)
     self.block = lid
 
-  def loop(self, start: int, bound: int, step: int, body: Callable[[int], None]) -> None:
-    """for (i = start; i < bound; i += step) body(i), unsigned, the counter an OpPhi."""
+  def loop(self, start: int, bound: int, step: int, body: Callable[[int], None], unroll: bool = False) -> None:
+    """for (i = start; i < bound; i += step) body(i), unsigned, the counter an OpPhi; `unroll` asks the driver to
+    unroll it (a hint: the trip count is known to it once it fixes the subgroup size)."""
     m = self.m
     header, body_block, cont, merge, counter, nxt = (m.new_id() for _ in range(6))
     before = self.block
@@ -138,7 +141,7 @@ class _Shader:
     self.label(header)
     m.emit("Phi", self.u32, counter, start, before, nxt, cont)
     running = self.op("ULessThan", self.bool, counter, bound)
-    m.emit("LoopMerge", merge, cont, 0)   # must come right before the branch
+    m.emit("LoopMerge", merge, cont, LOOP_UNROLL if unroll else 0)   # must come right before the branch
     m.emit("BranchConditional", running, body_block, merge)
     self.label(body_block)
     body(counter)
@@ -293,7 +296,7 @@ def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgro
           x_sum = s.op("FAdd", s.f32, *(s.dot(xv, s.vec4_of(*[s.f(1.0)] * 4)) for xv in xs))
           term = s.op("FAdd", s.f32, term, s.op("FMul", s.f32, minimum, x_sum))
         s.m.emit("Store", acc, s.op("FAdd", s.f32, s.op("Load", s.f32, acc), term))
-    s.loop(lane, s.u(nb * 4), size, one_quarter)
+    s.loop(lane, s.u(nb * 4), size, one_quarter, unroll=True)   # so all of a row's loads can be in flight together
 
     is_leader = s.op("IEqual", s.bool, lane, s.u(0))
     for acc, xr in zip(accs, x_rows):
@@ -380,6 +383,10 @@ class VulkanQuantKernels:
 
   def _program(self, key: tuple, name: str, render: Callable[[], str]):
     if key not in self._programs:
+      n, k = key[1], key[2]
+      if n * (k // 32) * TYPE_SIZES[self.ggml_type] >= MAX_WEIGHT_BYTES:
+        raise NotImplementedError(f"Vulkan quantized kernels index weights with 32-bit byte offsets: a {n}x{k} {self.ggml_type} "
+                                  "weight is 4 GiB or more")
       src = render()
       self.sources[key] = src
       self._programs[key] = self.backend.program(name, self.backend.compiler.compile_cached(src))

@@ -25,7 +25,8 @@ OP = dict(
   LogicalAnd=167, LogicalNot=168, Select=169, IEqual=170, INotEqual=171, UGreaterThan=172, SGreaterThan=173,
   ULessThan=176, SLessThan=177, SLessThanEqual=179, FOrdEqual=180, FUnordNotEqual=183, FOrdLessThan=184,
   FOrdGreaterThan=186, ShiftRightLogical=194, ShiftRightArithmetic=195, ShiftLeftLogical=196, BitwiseOr=197,
-  BitwiseXor=198, BitwiseAnd=199, Not=200, BitFieldSExtract=202, BitFieldUExtract=203, ControlBarrier=224, AtomicAnd=240, AtomicOr=241, Phi=245, LoopMerge=246, SelectionMerge=247, Label=248,
+  BitwiseXor=198, BitwiseAnd=199, Not=200, BitFieldSExtract=202, BitFieldUExtract=203,
+  ControlBarrier=224, AtomicAnd=240, AtomicOr=241, Phi=245, LoopMerge=246, SelectionMerge=247, Label=248,
   Branch=249, BranchConditional=250, Return=253, GroupNonUniformIAdd=349, GroupNonUniformFAdd=350,
   GroupNonUniformSMax=356, GroupNonUniformUMax=357, GroupNonUniformFMax=358, GroupNonUniformLogicalOr=363,
 )
