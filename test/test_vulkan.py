@@ -451,8 +451,9 @@ def test_quant_kernels_take_any_subgroup_size(quant_kernels, validated, monkeypa
 def test_quant_weights_bound_in_chunks(quant_kernels, validated, monkeypatch):
   """A weight past maxStorageBufferRange is bound as an array of views; a block straddling two views still reads right
   (views of 256 bytes here, so a small weight spans several)."""
+  from teenygrad.renderer import spirv_shader
   from teenygrad.renderer.spirv import parse_kernel
-  monkeypatch.setattr(quant_kernels, "CHUNK_BYTES", 256)
+  monkeypatch.setattr(spirv_shader, "CHUNK_BYTES", 256)
   monkeypatch.setattr(validated, "max_storage_range", 256)
   for ggml_type in QUANT_TYPES:
     qt = quant_weight(ggml_type, 24, 96, seed=4)

@@ -3,7 +3,7 @@
     qmatvec_<type>_<N>x<K>_m<M>[_r](out, x, w[, residual])  out (M, N) = x (M, K) @ W.T (+ residual), W = N rows of K/32 blocks
     qrows_<type>_<N>x<K>_c<C>(out, ids, w, err)            out (C, K) = W[ids] (int64 ids), dequantized
 
-Each is a SPIR-V module built here with the renderer's module builder (renderer/spirv_module.py), without the loop
+Each is a SPIR-V module written here with renderer/spirv_shader.py's ComputeShader, without the loop
 program: the kernels are a few loops, and their thread mapping is not one the renderer chooses. Every size is compiled
 in (a pipeline per shape, a handful per model), so a dispatch takes no size arguments and a JIT replay records it as
 is (nn/quant.py's `_launch`): a decode step stays one command buffer.
@@ -30,154 +30,23 @@ its rows are bit-identical with it.
 """
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 
 from teenygrad.device import Buffer, Device
-from teenygrad.renderer.spirv import CHUNK_BYTES, MAX_GROUPS, SPIRV_TAG
-from teenygrad.renderer.spirv_module import SCOPE, SpirvModule
+from teenygrad.renderer.spirv_module import SCOPE
+from teenygrad.renderer.spirv_shader import ComputeShader
 
 GROUP_ROWS = 8      # rows of x one subgroup holds accumulators for
 MAX_ROWS = 64       # rows of x the matvec takes; more go through the reference
 LOCAL_SIZE = 128    # invocations per work-group (the spec guarantees 128): 4 subgroups of 32 on NVIDIA
 TYPE_SIZES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}   # bytes per block of 32 weights
 VULKAN_QUANT_TYPES = tuple(TYPE_SIZES)
-LOOP_UNROLL = 1     # SPIR-V's LoopControl Unroll
 MAX_WEIGHT_BYTES = 1 << 32   # byte offsets into the weights are 32-bit
-
-
-class _Buffer:
-  """A storage buffer binding: its variable, element type and, for one bigger than a binding's range, how many
-  CHUNK_BYTES views it is bound as (an array of blocks, picked by the element index's high bits)."""
-  def __init__(self, var: int, element: int, chunks: int, per_chunk: int):
-    self.var, self.element, self.chunks, self.per_chunk = var, element, chunks, per_chunk
-
-
-class _Shader:
-  """A compute shader under construction: typed helpers over SpirvModule for the few instructions these kernels use.
-  Values are result ids; integers are u32 unless named otherwise."""
-  def __init__(self, max_binding_range: int):
-    self.m = m = SpirvModule()
-    m.capability("Shader")
-    self.max_binding_range = max_binding_range
-    self.u32, self.i32, self.f32, self.bool = m.t_int(32, False), m.t_int(32, True), m.t_float(32), m.t_bool()
-    self.vec4 = m.t_vector(self.f32, 4)
-    self.bindings: list[int] = []   # descriptors per binding (the launch metadata)
-    self.entry = m.new_id()
-    self.label(self.entry)
-
-  # ---- values ----
-  def u(self, value: int) -> int: return self.m.const_int(value, 32, False)
-  def i(self, value: int) -> int: return self.m.const_int(value, 32, True)
-  def f(self, value: float) -> int: return self.m.const_float(value, 32)
-  def op(self, name: str, result_type: int, *args: int) -> int: return self.m.emit_value(name, result_type, *args)
-  def add(self, a: int, b: int) -> int: return self.op("IAdd", self.u32, a, b)
-  def mul(self, a: int, b: int) -> int: return self.op("IMul", self.u32, a, b)
-  def shr(self, a: int, bits: int) -> int: return self.op("ShiftRightLogical", self.u32, a, self.u(bits))
-  def bits(self, a: int, offset: int, count: int) -> int: return self.op("BitwiseAnd", self.u32, self.shr(a, offset), self.u((1 << count) - 1))
-  def umin(self, a: int, b: int) -> int: return self.m.glsl(self.u32, "UMin", a, b)
-  def to_float(self, value: int, signed: bool = False) -> int:
-    return self.op("ConvertSToF" if signed else "ConvertUToF", self.f32, value)
-
-  def exact(self, name: str, a: int, b: int) -> int:
-    """A float op the driver may not fuse with its neighbours (the reference rounds each one)."""
-    rid = self.op(name, self.f32, a, b)
-    self.m.decorate(rid, "NoContraction")
-    return rid
-
-  def half(self, word: int) -> int:
-    """The fp16 in the low 16 bits of a word, as float32."""
-    pair = self.m.glsl(self.m.t_vector(self.f32, 2), "UnpackHalf2x16", word)
-    return self.op("CompositeExtract", self.f32, pair, 0)
-
-  def vec4_of(self, *components: int) -> int: return self.op("CompositeConstruct", self.vec4, *components)
-  def dot(self, a: int, b: int) -> int: return self.op("Dot", self.f32, a, b)
-
-  def builtin(self, name: str) -> int:
-    if name in ("WorkgroupId", "NumWorkgroups", "LocalInvocationId"):
-      vec3 = self.m.t_vector(self.u32, 3)
-      return self.op("CompositeExtract", self.u32, self.op("Load", vec3, self.m.builtin(name, vec3)), 0)
-    self.m.capability("GroupNonUniform")
-    return self.op("Load", self.u32, self.m.builtin(name, self.u32))
-
-  # ---- buffers ----
-  def buffer(self, name: str, element: int, stride: int, nbytes: int, writable: bool) -> _Buffer:
-    """The next binding: a runtime array of `element` (stride bytes each) over a buffer of nbytes."""
-    m = self.m
-    chunks = -(-nbytes // CHUNK_BYTES) if nbytes > self.max_binding_range else 1
-    block = m.t_struct([m.t_runtime_array(element, stride)], [0], tag=f"quant{element}")
-    if chunks > 1: m.capability("StorageBufferArrayDynamicIndexing")
-    var = m.global_variable("StorageBuffer", m.t_array(block, chunks) if chunks > 1 else block)
-    m.decorate(var, "DescriptorSet", 0)
-    m.decorate(var, "Binding", len(self.bindings))
-    if not writable: m.decorate(var, "NonWritable")
-    m.name(var, name)
-    self.bindings.append(chunks)
-    return _Buffer(var, element, chunks, CHUNK_BYTES // stride)
-
-  def _pointer(self, buf: _Buffer, index: int) -> int:
-    ptr = self.m.t_pointer("StorageBuffer", buf.element)
-    if buf.chunks == 1: return self.op("AccessChain", ptr, buf.var, self.i(0), index)
-    shift = buf.per_chunk.bit_length() - 1   # CHUNK_BYTES / stride is a power of two
-    chunk, within = self.shr(index, shift), self.op("BitwiseAnd", self.u32, index, self.u(buf.per_chunk - 1))
-    return self.op("AccessChain", ptr, buf.var, chunk, self.i(0), within)
-
-  def load(self, buf: _Buffer, index: int) -> int: return self.op("Load", buf.element, self._pointer(buf, index))
-  def store(self, buf: _Buffer, index: int, value: int) -> None: self.m.emit("Store", self._pointer(buf, index), value)
-
-  # ---- control flow (structured: every loop and branch names its merge block) ----
-  def label(self, lid: int) -> None:
-    self.m.emit("Label", lid)
-    self.block = lid
-
-  def loop(self, start: int, bound: int, step: int, body: Callable[[int], None], unroll: bool = False) -> None:
-    """for (i = start; i < bound; i += step) body(i), unsigned, the counter an OpPhi; `unroll` asks the driver to
-    unroll it (a hint: the trip count is known to it once it fixes the subgroup size)."""
-    m = self.m
-    header, body_block, cont, merge, counter, nxt = (m.new_id() for _ in range(6))
-    before = self.block
-    m.emit("Branch", header)
-    self.label(header)
-    m.emit("Phi", self.u32, counter, start, before, nxt, cont)
-    running = self.op("ULessThan", self.bool, counter, bound)
-    m.emit("LoopMerge", merge, cont, LOOP_UNROLL if unroll else 0)   # must come right before the branch
-    m.emit("BranchConditional", running, body_block, merge)
-    self.label(body_block)
-    body(counter)
-    m.emit("Branch", cont)
-    self.label(cont)
-    m.emit_value("IAdd", self.u32, counter, step, result=nxt)
-    m.emit("Branch", header)
-    self.label(merge)
-
-  def if_then(self, cond: int, body: Callable[[], None]) -> None:
-    then_block, merge = self.m.new_id(), self.m.new_id()
-    self.m.emit("SelectionMerge", merge, 0)
-    self.m.emit("BranchConditional", cond, then_block, merge)
-    self.label(then_block)
-    body()
-    self.m.emit("Branch", merge)
-    self.label(merge)
-
-  def variable(self, initial: int) -> int:
-    """A float32 Function variable (an accumulator; drivers keep it in a register)."""
-    var = self.m.function_variable(self.f32)
-    self.m.emit("Store", var, initial)
-    return var
-
-  def finish(self, name: str, groups: int) -> str:
-    """The module and its launch metadata in the renderer's kernel format (one JSON line, then base64)."""
-    self.m.emit("Return")
-    binary = self.m.finish(name, (LOCAL_SIZE, 1, 1), self.entry)
-    meta = {"name": name, "local_size": [LOCAL_SIZE, 1, 1], "groups": max(1, min(MAX_GROUPS, groups)), "bindings": self.bindings,
-            "chunk_bytes": CHUNK_BYTES, "variables": [], "tag": SPIRV_TAG}
-    return json.dumps(meta) + "\n" + base64.b64encode(binary).decode()
 
 
 class _Words:
   """The weight buffer as 32-bit words: fields of the blocks at byte offsets."""
-  def __init__(self, s: _Shader, nbytes: int):
+  def __init__(self, s: ComputeShader, nbytes: int):
     self.s, self.total = s, -(-nbytes // 4)
     self.buf = s.buffer("w", s.u32, 4, nbytes, writable=False)
 
@@ -215,7 +84,7 @@ class _Words:
 # per type: a lane's quarter `sub` (0..3) of the block at byte `blk`, as [(4 weights as a vec4, the vec4 of the
 # block's x they multiply, 0..7)], the scale, and the min (Q4_1) or None
 
-def _nibble_vectors(s: _Shader, q: int, sub: int, offset: int) -> list[tuple[int, int]]:
+def _nibble_vectors(s: ComputeShader, q: int, sub: int, offset: int) -> list[tuple[int, int]]:
   """Byte i of a block's 16 nibble bytes holds weight i (low nibble) and i + 16 (high); a quarter's four bytes in q are
   weights 4 sub.. (x vec4 `sub`) and 16 + 4 sub.. (x vec4 4 + sub), each minus `offset`."""
   def weights(first_bit: int) -> int:
@@ -225,18 +94,18 @@ def _nibble_vectors(s: _Shader, q: int, sub: int, offset: int) -> list[tuple[int
   return [(weights(0), sub), (weights(4), s.add(sub, s.u(4)))]
 
 
-def _quarter_q4_0(s: _Shader, w: _Words, blk: int, sub: int):
+def _quarter_q4_0(s: ComputeShader, w: _Words, blk: int, sub: int):
   (q,) = w.unaligned(s.add(blk, s.add(s.u(2), s.mul(sub, s.u(4)))), 1)
   return _nibble_vectors(s, q, sub, offset=8), w.half_at(blk), None
 
 
-def _quarter_q4_1(s: _Shader, w: _Words, blk: int, sub: int):
+def _quarter_q4_1(s: ComputeShader, w: _Words, blk: int, sub: int):
   first = s.shr(blk, 2)   # 20-byte blocks: every field is word aligned
   dm, q = w.word(first), w.word(s.add(first, s.add(s.u(1), sub)))
   return _nibble_vectors(s, q, sub, offset=0), s.half(dm), s.half(s.shr(dm, 16))
 
 
-def _quarter_q8_0(s: _Shader, w: _Words, blk: int, sub: int):
+def _quarter_q8_0(s: ComputeShader, w: _Words, blk: int, sub: int):
   """32 int8 weights from byte 2: a quarter is 8 of them (x vec4s 2 sub and 2 sub + 1)."""
   packed = w.unaligned(s.add(blk, s.add(s.u(2), s.mul(sub, s.u(8)))), 2)
   def weights(word: int) -> int:
@@ -261,7 +130,7 @@ def _groups_of(m: int) -> tuple[int, int]:
 
 def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgroup_size: int, max_binding_range: int) -> str:
   """The matvec of one GGML type and shape; `subgroup_size` (the device's report) only sizes the dispatch."""
-  s = _Shader(max_binding_range)
+  s = ComputeShader(max_binding_range, LOCAL_SIZE)
   s.m.capability("GroupNonUniformArithmetic")
   type_size, nb = TYPE_SIZES[ggml_type], k // 32
   groups, per_group = _groups_of(m)
@@ -315,22 +184,22 @@ def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgro
 # ---- embedding rows ----
 # a weight of the block at byte `blk`, element l (0..31), as the reference computes it
 
-def _value_q4_0(s: _Shader, w: _Words, blk: int, l: int) -> int:
+def _value_q4_0(s: ComputeShader, w: _Words, blk: int, l: int) -> int:
   nibble = _nibble(s, w, blk, 2, l)
   return s.exact("FMul", w.half_at(blk), s.to_float(s.op("ISub", s.i32, s.op("Bitcast", s.i32, nibble), s.i(8)), signed=True))
 
 
-def _value_q4_1(s: _Shader, w: _Words, blk: int, l: int) -> int:
+def _value_q4_1(s: ComputeShader, w: _Words, blk: int, l: int) -> int:
   dm = w.aligned(blk)
   return s.exact("FAdd", s.exact("FMul", s.half(dm), s.to_float(_nibble(s, w, blk, 4, l))), s.half(s.shr(dm, 16)))
 
 
-def _value_q8_0(s: _Shader, w: _Words, blk: int, l: int) -> int:
+def _value_q8_0(s: ComputeShader, w: _Words, blk: int, l: int) -> int:
   byte = s.op("Bitcast", s.i32, w.byte_at(s.add(blk, s.add(s.u(2), l))))
   return s.exact("FMul", s.to_float(s.op("BitFieldSExtract", s.i32, byte, s.u(0), s.u(8)), signed=True), w.half_at(blk))
 
 
-def _nibble(s: _Shader, w: _Words, blk: int, first: int, l: int) -> int:
+def _nibble(s: ComputeShader, w: _Words, blk: int, first: int, l: int) -> int:
   """Weight l's nibble: byte l % 16 of the nibbles at `first`, low for l < 16, high past it."""
   byte = w.byte_at(s.add(blk, s.add(s.u(first), s.op("BitwiseAnd", s.u32, l, s.u(15)))))
   return s.op("BitwiseAnd", s.u32, s.op("ShiftRightLogical", s.u32, byte, s.mul(s.shr(l, 4), s.u(4))), s.u(15))
@@ -345,7 +214,7 @@ def rows_name(ggml_type: str, n: int, k: int, count: int) -> str: return f"qrows
 def render_rows(ggml_type: str, n: int, k: int, count: int, max_binding_range: int) -> str:
   """An invocation per output element: out (count, k) = the rows of W (n, k) the int64 ids name; an id outside
   [0, n) gives a zero row and sets err[0]. The ids are read as word pairs (no shaderInt64 needed)."""
-  s = _Shader(max_binding_range)
+  s = ComputeShader(max_binding_range, LOCAL_SIZE)
   type_size, row_bytes = TYPE_SIZES[ggml_type], k // 32 * TYPE_SIZES[ggml_type]
   out = s.buffer("out", s.f32, 4, count * k * 4, writable=True)
   ids = s.buffer("ids", s.u32, 4, count * 8, writable=False)
