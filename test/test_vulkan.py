@@ -495,3 +495,44 @@ def test_quant_without_subgroup_arithmetic_runs_the_reference(validated, monkeyp
   qt = quant_weight("Q4_0", 8, 64, seed=3)
   x = np.random.default_rng(3).standard_normal((1, 64), dtype=np.float32)
   np.testing.assert_allclose(qt.linear(vk_tensor(x)).numpy(), x @ qt.dequantize().numpy().T, rtol=1e-5, atol=1e-5)
+
+
+# ---- decode attention (llm/attention_vulkan.py) ----
+
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
+@pytest.mark.parametrize("start", [3, 44, 79])
+def test_decode_attention_matches_numpy(validated, monkeypatch, masked, start):
+  """One dispatch against numpy's softmax attention: grouped-query heads, two sequences, positions that leave lanes
+  without keys, the last row of the cache, an additive mask."""
+  if not validated.subgroup_arithmetic: pytest.skip(f"{validated.device_name} has no subgroup arithmetic")
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  from teenygrad.llm import attention_vulkan
+  from teenygrad.llm.custom_ops import decode_attention
+  monkeypatch.setattr(attention_vulkan, "_kernels", {})
+  B, H, KVH, L, D = 2, 6, 2, 80, 16
+  rng = np.random.default_rng(start)
+  q = rng.standard_normal((B, H, 1, D), dtype=np.float32)
+  keys, values = rng.standard_normal((B, KVH, L, D), dtype=np.float32), rng.standard_normal((B, KVH, L, D), dtype=np.float32)
+  mask = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32) if masked else None
+  with capture_kernels() as launched:
+    out = decode_attention(vk_tensor(q), vk_tensor(keys), vk_tensor(values), vk_tensor(np.array([start], np.int32)),
+                           vk_tensor(mask) if masked else None).numpy()
+  assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)][-1] == "decode_attention"
+  group = H // KVH
+  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
+  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
+  if masked: scores = scores + mask[:, None, None, :start + 1]
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
+  from teenygrad.renderer.spirv import parse_kernel
+  modules = [parse_kernel(src)[1] for kernels in attention_vulkan._kernels.values() for src in kernels.sources.values()]
+  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+
+
+def test_decode_attention_without_subgroup_arithmetic_runs_the_reference(validated, monkeypatch):
+  from teenygrad.llm import attention_vulkan
+  from teenygrad.llm.custom_ops import decode_attention
+  monkeypatch.setattr(validated, "subgroup_arithmetic", False)
+  monkeypatch.setattr(attention_vulkan, "_kernels", {})
+  q, cache = vk_tensor(np.ones((1, 2, 1, 4), np.float32)), vk_tensor(np.ones((1, 1, 8, 4), np.float32))
+  assert decode_attention(q, cache, cache, vk_tensor(np.array([2], np.int32)), None) is None

@@ -207,8 +207,13 @@ def _cuda_attention(device: str):
   return cuda_decode_attention(device)
 
 
-# backend name -> factory(device) of a decode-attention launcher (llm/attention_cuda.py's shape); others run the reference
-ATTENTION_KERNELS = {"CUDA": _cuda_attention}
+def _vulkan_attention(device: str):
+  from teenygrad.llm.attention_vulkan import vulkan_decode_attention
+  return vulkan_decode_attention(device)
+
+
+# backend name -> factory(device) of a decode-attention launcher (llm/attention_cuda.py's shape) or None; others run the reference
+ATTENTION_KERNELS = {"CUDA": _cuda_attention, "VULKAN": _vulkan_attention}
 
 
 def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key_mask: Tensor | None) -> Tensor | None:
@@ -216,13 +221,14 @@ def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key
   through the backend's kernel: (B, H, 1, D) float32, or None where the backend has none (or the caches aren't
   float32) and the caller runs the reference."""
   factory = ATTENTION_KERNELS.get(q.device.partition(":")[0])
+  kernel = factory(q.device) if factory is not None else None   # None too where the device lacks what the kernel needs
   B, H, T, D = q.shape
-  if factory is None or T != 1 or keys.dtype != dtypes.float32 or values.dtype != dtypes.float32 or D % 4: return None
+  if kernel is None or T != 1 or keys.dtype != dtypes.float32 or values.dtype != dtypes.float32 or D % 4: return None
   KVH, L = keys.shape[1], keys.shape[2]
   if H % KVH: return None
   def base(t: Tensor) -> Tensor:   # a custom op reads a reshape's base buffer as is; anything else gets one of its own
     return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
   srcs = [base(q.float()), keys, values, base(start.cast(dtypes.int32).reshape(1))]
   if key_mask is not None: srcs.append(base(key_mask.float()))
-  op = DecodeAttention(factory(q.device), B, H, KVH, L, D)
+  op = DecodeAttention(kernel, B, H, KVH, L, D)
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))

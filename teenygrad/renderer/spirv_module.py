@@ -21,7 +21,8 @@ OP = dict(
   Variable=59, Load=61, Store=62, AccessChain=65, Decorate=71, MemberDecorate=72, CompositeExtract=81,
   ConvertFToU=109, ConvertFToS=110, ConvertSToF=111, ConvertUToF=112, UConvert=113, SConvert=114, FConvert=115,
   Bitcast=124, SNegate=126, FNegate=127, IAdd=128, FAdd=129, ISub=130, FSub=131, IMul=132, FMul=133, UDiv=134,
-  SDiv=135, FDiv=136, UMod=137, SRem=138, SMod=139, Dot=148, IsNan=156, LogicalEqual=164, LogicalNotEqual=165, LogicalOr=166,
+  SDiv=135, FDiv=136, UMod=137, SRem=138, SMod=139, VectorTimesScalar=142, Dot=148, IsNan=156, LogicalEqual=164,
+  LogicalNotEqual=165, LogicalOr=166,
   LogicalAnd=167, LogicalNot=168, Select=169, IEqual=170, INotEqual=171, UGreaterThan=172, SGreaterThan=173,
   ULessThan=176, SLessThan=177, SLessThanEqual=179, FOrdEqual=180, FUnordNotEqual=183, FOrdLessThan=184,
   FOrdGreaterThan=186, ShiftRightLogical=194, ShiftRightArithmetic=195, ShiftLeftLogical=196, BitwiseOr=197,
@@ -39,7 +40,8 @@ BUILTIN = dict(NumWorkgroups=24, WorkgroupId=26, LocalInvocationId=27, GlobalInv
 STORAGE = dict(Input=1, Uniform=2, Workgroup=4, Private=6, Function=7, PushConstant=9, StorageBuffer=12)
 SCOPE = dict(Device=1, Workgroup=2, Subgroup=3)
 SEMANTICS = dict(AcquireRelease=0x8, UniformMemory=0x40, WorkgroupMemory=0x100)
-GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp2=29, Log2=30, Sqrt=31, UMin=38, FClamp=43, Ldexp=53, PackHalf2x16=58, UnpackHalf2x16=62)
+GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp=27, Exp2=29, Log2=30, Sqrt=31, UMin=38, FMax=40, SMax=42, FClamp=43, Ldexp=53,
+            PackHalf2x16=58, UnpackHalf2x16=62)
 EXECUTION_MODEL_GLCOMPUTE, EXECUTION_MODE_LOCAL_SIZE = 5, 17
 
 

@@ -131,9 +131,9 @@ class ComputeShader:
     self.m.emit("Branch", merge)
     self.label(merge)
 
-  def variable(self, initial: int) -> int:
-    """A float32 Function variable (an accumulator; drivers keep it in a register)."""
-    var = self.m.function_variable(self.f32)
+  def variable(self, initial: int, value_type: int | None = None) -> int:
+    """A Function variable (an accumulator; drivers keep it in a register), float32 unless `value_type` says."""
+    var = self.m.function_variable(self.f32 if value_type is None else value_type)
     self.m.emit("Store", var, initial)
     return var
 
