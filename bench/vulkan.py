@@ -36,6 +36,20 @@ def kernel_time(build) -> float:
   return median_time(replay)
 
 
+def quantized_matvecs(row, rng, copy_bw: float) -> None:
+  """The fused quantized matvec (nn/quant_vulkan.py) against the reference it replaces (dequantize, then a matvec),
+  in GB/s of weight bytes, at SmolLM2's FFN shape and a slice of its Q8_0 LM head. Needs gguf-py to quantize."""
+  try: import gguf
+  except ImportError: return
+  from teenygrad.nn.quant import QuantizedTensor
+  for ggml_type, (n, k) in (("Q4_1", (1536, 576)), ("Q8_0", (4096, 576))):
+    blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+    weight = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k), device="VULKAN")
+    x = tg.Tensor(rng.standard_normal((1, k), dtype=np.float32), device="VULKAN")
+    fused, reference = kernel_time(lambda: weight.linear(x)), kernel_time(lambda: weight.linear_reference(x))
+    row(f"{ggml_type} matvec {n}x{k}", "GB/s", weight.nbytes / fused / 1e9, {"reference": weight.nbytes / reference / 1e9}, copy_bw / 1e9)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--out", default=None)
@@ -77,6 +91,7 @@ def main() -> None:
   tw, tv = tg.Tensor(w, device="VULKAN"), tg.Tensor(v, device="VULKAN")
   seconds = kernel_time(lambda: tv @ tw.T)
   row("matvec 2048x2048", "GB/s", w.nbytes / seconds / 1e9, {"numpy": w.nbytes / median_time(lambda: v @ w.T) / 1e9}, copy_bw / 1e9)
+  quantized_matvecs(row, rng, copy_bw)
   a512 = rng.standard_normal((512, 512), dtype=np.float32)
   ta = tg.Tensor(a512, device="VULKAN")
   seconds = kernel_time(lambda: ta @ ta)
