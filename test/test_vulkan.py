@@ -536,3 +536,27 @@ def test_decode_attention_without_subgroup_arithmetic_runs_the_reference(validat
   monkeypatch.setattr(attention_vulkan, "_kernels", {})
   q, cache = vk_tensor(np.ones((1, 2, 1, 4), np.float32)), vk_tensor(np.ones((1, 1, 8, 4), np.float32))
   assert decode_attention(q, cache, cache, vk_tensor(np.array([2], np.int32)), None) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_float_embedding_rows_are_exact(validated, dtype):
+  """llm/custom_ops.embedding_rows gathers rows of a float table in one dispatch (nn/quant_vulkan.float_rows): exact, an
+  odd row width (half tables' rows then start mid-word), a bad id raises; under the JIT a replay gathers its new ids."""
+  import teenygrad as tg
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  from teenygrad.llm.custom_ops import embedding_rows
+  V, D = 37, 7
+  table = np.random.default_rng(0).standard_normal((V, D), dtype=np.float32)
+  t = vk_tensor(table).cast(getattr(tg.dtypes, dtype)).realize()
+  want = t.float().numpy()
+  ids = np.array([[0, V - 1, 5], [5, 12, 1]], np.int32)
+  with capture_kernels() as launched: got = embedding_rows(t, vk_tensor(ids)).numpy()
+  np.testing.assert_array_equal(got.view(np.uint32), want[ids].view(np.uint32))
+  assert f"rows_{dtype}" in [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)]
+  with pytest.raises(IndexError, match="out of range"): embedding_rows(t, vk_tensor(np.array([V], np.int32))).numpy()
+
+  @tg.jit
+  def embed(ids): return embedding_rows(t, ids) * 2
+  for step in range(4):
+    ids = np.array([step, V - 1 - step], np.int32)
+    np.testing.assert_array_equal(embed(vk_tensor(ids)).numpy(), want[ids] * 2)

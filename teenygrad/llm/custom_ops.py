@@ -4,7 +4,7 @@
   (ASSIGN targets a base), so storing T rows would rewrite the whole cache every step; this copies just the rows.
   The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
-  vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA with a gather kernel).
+  vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA and Vulkan with a gather kernel).
 On the CPU and CUDA the cache write is a kernel of the backend's that reads the position from its buffer and copies
 just the rows; other backends run the reference (a one-row cache write there is a lazy assign, so the kernel that
 writes the row also computes it, but it rewrites the whole cache).
@@ -163,10 +163,15 @@ def _cuda_rows(out, ids, table, count: int, n: int, d: int) -> None:
   float_rows(out, ids, table, count, n, d)
 
 
+def _vulkan_rows(out, ids, table, count: int, n: int, d: int) -> None:
+  from teenygrad.nn.quant_vulkan import float_rows
+  float_rows(out, ids, table, count, n, d)
+
+
 # backend name -> (table dtypes it gathers, gather(out, ids, table, count, V, D)): a kernel of the backend's own that
 # reads only the rows asked for, launched so a JIT records it. Other devices run reference_embedding (a one-hot sum
 # over the whole table per id); the CPU copies the rows on the host.
-ROW_GATHERS = {"CUDA": (("float32", "float16", "bfloat16"), _cuda_rows)}
+ROW_GATHERS = {"CUDA": (("float32", "float16", "bfloat16"), _cuda_rows), "VULKAN": (("float32", "float16", "bfloat16"), _vulkan_rows)}
 
 
 def reference_embedding(table: Tensor, ids: Tensor) -> Tensor:

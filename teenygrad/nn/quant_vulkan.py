@@ -2,6 +2,7 @@
 
     qmatvec_<type>_<N>x<K>_m<M>[_r](out, x, w[, residual])  out (M, N) = x (M, K) @ W.T (+ residual), W = N rows of K/32 blocks
     qrows_<type>_<N>x<K>_c<C>(out, ids, w, err)            out (C, K) = W[ids] (int64 ids), dequantized
+    rows_<dtype>_<N>x<D>_c<C>(out, ids, table)             out (C, D) = table[ids] (int32 ids) as float32 (float16/bfloat16/float32)
 
 Each is a SPIR-V module written here with renderer/spirv_shader.py's ComputeShader, without the loop
 program: the kernels are a few loops, and their thread mapping is not one the renderer chooses. Every size is compiled
@@ -235,6 +236,55 @@ def render_rows(ggml_type: str, n: int, k: int, count: int, max_binding_range: i
   return s.finish(rows_name(ggml_type, n, k, count), -(-count * k // LOCAL_SIZE))
 
 
+# ---- rows of a float table (llm/custom_ops.ROW_GATHERS) ----
+
+FLOAT_ROW_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def float_rows_name(dtype_name: str, n: int, d: int, count: int) -> str: return f"rows_{dtype_name}_{n}x{d}_c{count}"
+
+
+def render_float_rows(dtype_name: str, n: int, d: int, count: int, max_binding_range: int) -> str:
+  """An invocation per output element: out (count, d) float32 = table (n, d)[ids] for int32 ids; an id out of range gives
+  a zero row. float16 and bfloat16 tables are read as words holding two elements each."""
+  s = ComputeShader(max_binding_range, LOCAL_SIZE)
+  itemsize = 4 if dtype_name == "float32" else 2
+  out = s.buffer("out", s.f32, 4, count * d * 4, writable=True)
+  ids = s.buffer("ids", s.u32, 4, count * 4, writable=False)
+  table = s.buffer("table", s.f32 if itemsize == 4 else s.u32, 4, n * d * itemsize, writable=False)
+  first = s.add(s.mul(s.builtin("WorkgroupId"), s.u(LOCAL_SIZE)), s.builtin("LocalInvocationId"))
+
+  def one_element(i: int) -> None:
+    r, j = s.op("UDiv", s.u32, i, s.u(d)), s.op("UMod", s.u32, i, s.u(d))
+    token = s.load(ids, r)
+    valid = s.op("ULessThan", s.bool, token, s.u(n))   # a negative id is a huge unsigned one
+    at = s.add(s.mul(s.op("Select", s.u32, valid, token, s.u(0)), s.u(d)), j)
+    if itemsize == 4: value = s.load(table, at)
+    else:
+      shift = s.mul(s.op("BitwiseAnd", s.u32, at, s.u(1)), s.u(16))
+      bits = s.op("ShiftRightLogical", s.u32, s.load(table, s.shr(at, 1)), shift)
+      if dtype_name == "float16": value = s.half(bits)
+      else: value = s.op("Bitcast", s.f32, s.op("ShiftLeftLogical", s.u32, bits, s.u(16)))   # bfloat16: the high half of a float32
+    s.store(out, i, s.op("Select", s.f32, valid, value, s.f(0.0)))
+  s.loop(first, s.u(count * d), s.mul(s.builtin("NumWorkgroups"), s.u(LOCAL_SIZE)), one_element)
+  return s.finish(float_rows_name(dtype_name, n, d, count), -(-count * d // LOCAL_SIZE))
+
+
+_float_rows: dict[tuple, object] = {}
+
+
+def float_rows(out: Buffer, ids: Buffer, table: Buffer, count: int, n: int, d: int) -> None:
+  """out (count, d) float32 = table (n, d)[ids] for int32 ids on a Vulkan device: one launch, recorded for the JIT (the
+  kernel reads the ids from their buffer, so a replay gathers the new rows)."""
+  from teenygrad.nn.quant import _launch
+  key = (table.device, table.dtype.name, n, d, count)
+  if key not in _float_rows:
+    backend = Device[table.device]
+    src = render_float_rows(table.dtype.name, n, d, count, backend.max_storage_range)
+    _float_rows[key] = backend.program(float_rows_name(table.dtype.name, n, d, count), backend.compiler.compile_cached(src))
+  _launch(f"rows_{table.dtype.name}", _float_rows[key], [out, ids, table], (), count * d, table.device, record=True)
+
+
 # ---- the kernels object nn/quant.py calls ----
 
 class VulkanQuantKernels:
@@ -292,5 +342,5 @@ def vulkan_kernels(device: str, ggml_type: str) -> VulkanQuantKernels | None:
   return _cache[key]
 
 
-__all__ = ["GROUP_ROWS", "MAX_ROWS", "VULKAN_QUANT_TYPES", "VulkanQuantKernels", "matvec_name", "render_matvec", "render_rows",
-           "rows_name", "vulkan_kernels"]
+__all__ = ["FLOAT_ROW_DTYPES", "GROUP_ROWS", "MAX_ROWS", "VULKAN_QUANT_TYPES", "VulkanQuantKernels", "float_rows", "matvec_name",
+           "render_float_rows", "render_matvec", "render_rows", "rows_name", "vulkan_kernels"]
