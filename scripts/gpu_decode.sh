@@ -2,7 +2,9 @@
 # Batch-1 decode on the GPU machine in one command: the CUDA tests that cover decode, a per-kernel profile of one
 # decode step (bench/llm_profile.py) and bench/llm.py, on SmolLM2-shaped GGUFs with random weights (written from the
 # carried recipe, as scripts/gpu_llm.sh does). BASELINE=DIR also profiles the teenygrad checkout in DIR (the code
-# before a change) on the same models. Logs land in $OUT: tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt.
+# before a change) on the same models; the stage "nofusion" profiles this checkout with TEENYGRAD_DECODE_FUSION=none
+# (the path before decode's fused kernels; a list such as "linear,norm" keeps only those parts: set FUSION to try one).
+# Logs land in $OUT: tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt.
 #   STAGES="quick profile baseline tests bench" (the default) picks what runs, in that order; all of it takes longer
 #   than one 300 s call: STAGES="quick profile baseline" and then STAGES="tests bench" fit.
 set -uo pipefail
@@ -19,9 +21,9 @@ for model in q4_1 f16; do
   $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json /tmp/models/smollm2_$model.gguf --qtype $qtype
 done
 status=0
-profile() {   # profile TAG PYTHONPATH
+profile() {   # profile TAG PYTHONPATH [FUSION]
   for model in q4_1 f16; do
-    PYTHONPATH=$2 timeout ${PROFILE_TIMEOUT:-90} $PY bench/llm_profile.py --model /tmp/models/smollm2_$model.gguf --top 30 \
+    PYTHONPATH=$2 TEENYGRAD_DECODE_FUSION=${3:-${FUSION:-all}} timeout ${PROFILE_TIMEOUT:-90} $PY bench/llm_profile.py --model /tmp/models/smollm2_$model.gguf --top 30 \
       > "$OUT/profile_$1_$model.txt" 2>&1 || status=1
     tail -40 "$OUT/profile_$1_$model.txt"
   done
@@ -29,12 +31,13 @@ profile() {   # profile TAG PYTHONPATH
 for stage in $STAGES; do
   case $stage in
     quick)   # the fused kernels' own tests, before anything slow
-      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py -k "quant or graph" 2>&1 | tail -15 > "$OUT/tests_quick.txt" || status=1
+      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py -k "quant or graph or fused" 2>&1 | tail -15 > "$OUT/tests_quick.txt" || status=1
       cat "$OUT/tests_quick.txt" ;;
     profile) profile new "${PYTHONPATH:-}:$PWD" ;;
     baseline) [ -n "${BASELINE:-}" ] && profile base "${PYTHONPATH:-}:$BASELINE" ;;
+    nofusion) profile nofusion "${PYTHONPATH:-}:$PWD" none ;;
     tests)
-      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py test/test_quant.py test/test_llm.py 2>&1 | tail -30 > "$OUT/tests.txt" || status=1
+      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py test/test_quant.py test/test_llm.py test/test_llm_fused.py 2>&1 | tail -30 > "$OUT/tests.txt" || status=1
       cat "$OUT/tests.txt" ;;
     bench)
       for model in q4_1 f16; do

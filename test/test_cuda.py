@@ -280,6 +280,157 @@ def test_embedding_gathers_replay_in_the_graph(cuda):
   assert embed.capture.graph_launches == 3
 
 
+# ---- decode's fused kernels (llm/fused_linear.py, nn/matvec_cuda.py, llm/attention_cuda.py) against the primitive path ----
+
+def _prologue_reference(x: np.ndarray, prologue: str, norm: np.ndarray, eps: float) -> np.ndarray:
+  x = x.astype(np.float64)
+  if prologue == "norm": return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * norm
+  if prologue == "swiglu":
+    gate, up = np.split(x, 2, axis=-1)
+    return gate / (1 + np.exp(-gate)) * up
+  return x
+
+
+def _fused_weight(kind: str, n: int, k: int, seed: int):
+  """(weight on CUDA, its float64 value) for a GGML type or float16/bfloat16."""
+  if kind in ("Q4_0", "Q4_1", "Q8_0"): return _quant_weight(kind, n, k, seed)
+  w = np.random.default_rng(seed).standard_normal((n, k), dtype=np.float32)
+  t = Tensor(w, device="CUDA").cast(getattr(dtypes, kind)).realize()
+  return t, t.float().numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0", "float16", "bfloat16"])
+@pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
+@pytest.mark.parametrize("n,k", [(37, 96), (576, 576), (1000, 1536)])
+def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
+  """fused_linear (one launch: the norm or silu(gate) * up folded in, the residual added) against float64 numpy for
+  1..64 rows of x, ragged shapes, and the primitive path (fusion off) on the same inputs."""
+  from teenygrad.helpers import config
+  from teenygrad.llm.fused_linear import fused_linear
+  from teenygrad.llm.model import linear
+  weight, want = _fused_weight(kind, n, k, seed=n + k)
+  rng = np.random.default_rng(k)
+  norm_np = rng.uniform(0.5, 1.5, k).astype(np.float32)
+  norm = Tensor(norm_np, device="CUDA").realize() if prologue == "norm" else None
+  for rows in (1, 3, 13, 64):
+    x = rng.standard_normal((rows, 2 * k if prologue == "swiglu" else k), dtype=np.float32)
+    residual = rng.standard_normal((rows, n), dtype=np.float32)
+    xt, rt = Tensor(x, device="CUDA"), Tensor(residual, device="CUDA")
+    def run(xt=xt, rt=rt):
+      out = fused_linear(xt, weight, rt, norm, 1e-5, prologue == "swiglu")
+      assert out is not None
+      return out.numpy()
+    got, names = _launched(run)
+    assert len(names) == 1, names
+    xs = _prologue_reference(x, prologue, norm_np, 1e-5)
+    scale = np.abs(xs) @ np.abs(want.T) + 1e-30
+    assert np.max(np.abs(got - residual - xs @ want.T) / scale) < 1e-4, f"rows={rows}"
+  old = config.decode_fusion
+  try:
+    config.decode_fusion = "none"
+    primitive = linear(Tensor(x, device="CUDA"), weight, residual=Tensor(residual, device="CUDA"), norm=norm, eps=1e-5,
+                       swiglu=prologue == "swiglu").numpy()
+  finally: config.decode_fusion = old
+  np.testing.assert_allclose(got, primitive, rtol=2e-3, atol=2e-3 * np.abs(xs).max() * np.sqrt(k))
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
+def test_fused_rope_cache_write_matches_reference(cuda, interleaved):
+  """RoPE + the k/v cache write in one launch against the primitive apply_rope and cache write (fusion off), at
+  several positions, two sequences, grouped-query heads."""
+  from teenygrad.helpers import config
+  from teenygrad.llm.custom_ops import cache_write, rope_cache_write
+  from teenygrad.llm.model import apply_rope
+  B, H, KVH, D, L = 2, 8, 2, 64, 40
+  rng = np.random.default_rng(1)
+  angles = rng.uniform(0, 6, (L, D // 2))
+  cos, sin = (Tensor(f(angles).astype(np.float32), device="CUDA").realize() for f in (np.cos, np.sin))
+  fused_caches = [Tensor(rng.standard_normal((B, KVH, L, D), dtype=np.float32), device="CUDA").realize() for _ in range(2)]
+  ref_caches = [Tensor(c.numpy(), device="CUDA").realize() for c in fused_caches]
+  for pos in (0, 1, 17, L - 1):
+    qkv_np = rng.standard_normal((B, 1, (H + 2 * KVH) * D), dtype=np.float32)
+    start = Tensor(np.array([pos], np.int32), device="CUDA")
+    q, names = _launched(lambda: rope_cache_write(Tensor(qkv_np, device="CUDA"), cos, sin, start, *fused_caches, H, interleaved).numpy())
+    assert names == ["rope_cache_write"], names
+    split = qkv_np.reshape(B, H + 2 * KVH, 1, D)
+    c, s = Tensor(cos.numpy()[pos:pos + 1], device="CUDA"), Tensor(sin.numpy()[pos:pos + 1], device="CUDA")
+    want_q = apply_rope(Tensor(split[:, :H], device="CUDA"), c, s, interleaved).numpy()
+    old = config.decode_fusion
+    try:
+      config.decode_fusion = "none"
+      k = apply_rope(Tensor(split[:, H:H + KVH], device="CUDA"), c, s, interleaved)
+      cache_write(ref_caches[0], k, start).realize()
+      cache_write(ref_caches[1], Tensor(split[:, H + KVH:], device="CUDA"), start).realize()
+    finally: config.decode_fusion = old
+    np.testing.assert_allclose(q, want_q, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fused_caches, ref_caches): np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+  pytest.importorskip("gguf")
+  pytest.importorskip("tokenizers")
+  from test_llm import write_tiny_gguf
+  folder = tmp_path_factory.mktemp("gguf")
+  paths = {}
+  for qtype in ("Q4_1", "Q8_0", "F16"):
+    paths[qtype] = folder / f"tiny_{qtype}.gguf"
+    write_tiny_gguf(paths[qtype], qtype=qtype, dim=128, heads=4, kv_heads=2, hidden=256)
+  return paths
+
+
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0", "F16"])
+def test_fused_decode_matches_the_primitive_path(cuda, tiny_models, qtype):
+  """A whole model's decode on CUDA through the fused kernels against the primitive path (TEENYGRAD_DECODE_FUSION=none)
+  on the same GGUF: prefill, then decode steps at symbolic positions; a step is at most 6 launches per layer + 3."""
+  from teenygrad.engine.realize import capture_kernels
+  from teenygrad.helpers import config
+  from teenygrad.ir.symbolic import BoundVariable
+  from teenygrad.llm.load import load_model
+  from teenygrad.llm.model import KVCache
+  tokens = [3, 17, 5, 22, 9, 31, 4]
+  def logits(setting: str):
+    old = config.decode_fusion
+    try:
+      config.decode_fusion = setting
+      model, _ = load_model(str(tiny_models[qtype]), device="CUDA")
+      cache = KVCache(model.config, 1, 16, device="CUDA")
+      out = [model(np.array([tokens[:4]], dtype=np.int32), cache, 0).numpy()]
+      launches = []
+      for pos in range(4, len(tokens)):
+        with capture_kernels() as items:
+          out.append(model(np.array([[tokens[pos]]], dtype=np.int32), cache, BoundVariable("p", 0, 15, pos)).numpy())
+        launches.append(len(items))
+      return out, launches, model.config.n_layers
+    finally: config.decode_fusion = old
+  fused, launches, layers = logits("all")
+  primitive, before, _ = logits("none")
+  for got, want in zip(fused, primitive): np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+  assert max(launches) <= 6 * layers + 3 < min(before), (launches, before)
+
+
+def test_fused_decode_replays_as_one_graph(cuda, tiny_models):
+  """The generator's jitted decode step through the fused kernels is one CUDA graph, replayed at every position, and
+  generates what the primitive path generates (greedy)."""
+  from teenygrad.helpers import config
+  from teenygrad.llm.generate import Generator
+  from teenygrad.llm.load import load_model
+  from teenygrad.llm.sampling import SamplingParams
+  def generate(setting: str):
+    old = config.decode_fusion
+    try:
+      config.decode_fusion = setting
+      model, tokenizer = load_model(str(tiny_models["Q8_0"]), device="CUDA")
+      tokenizer.stop_ids = set()
+      generator = Generator(model, tokenizer)
+      ids = [r.generated for r in generator.generate_ids([[3, 17, 5, 22, 9]], SamplingParams(max_tokens=8))]
+      return ids, generator._decode.capture
+    finally: config.decode_fusion = old
+  fused, capture = generate("all")
+  assert getattr(capture, "graph", None) is not None and capture.graph_launches >= 4
+  assert fused == generate("none")[0]
+
+
 # last in the file: an experimental kernel that faults would end the process's CUDA context
 @pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
 @pytest.mark.parametrize("layout", ["nn", "linear"])

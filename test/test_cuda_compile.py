@@ -223,7 +223,10 @@ def test_quant_matvec_compiles_for_sm90(ggml_type, k, m):
 # the warp shuffle, so tg_warp_sum records each lane's partial sum instead and the harness adds them up.
 _EMULATION = r"""
 #include <cstring>
+#include <cmath>
 #define __global__
+#define __device__
+#define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __restrict__
 struct float4 { float x, y, z, w; };

@@ -11,6 +11,12 @@ read as float4 rows; a head's query sits in registers. Grouped-query heads share
 
 Sizes are compiled in (one cubin per model shape and cache length, disk-cached); the cache is float32 (B, KVH, L, D)
 and `mask` an optional additive (B, L) float32 (the left padding of batched prompts).
+
+    tg_rope_cache_<B>_<H>_<KVH>_<D>_<L>_<pairs|halves>(q_out, qkv, cos, sin, start, keys, values)
+
+The launch before it: RoPE on q and k and the write of k and v into row `start` of the cache, straight from the fused
+q/k/v projection's output, where the primitive path takes a kernel for each rotation, one to copy v out of the
+projection's rows and one per cache write.
 """
 from __future__ import annotations
 
@@ -78,6 +84,73 @@ extern "C" __global__ void __launch_bounds__(32) {attention_name(d, h, kvh, leng
 """
 
 
+ROPE_THREADS = 256
+
+
+def rope_cache_name(b: int, h: int, kvh: int, d: int, length: int, interleaved: bool) -> str:
+  return f"tg_rope_cache_{b}_{h}_{kvh}_{d}_{length}{'_pairs' if interleaved else '_halves'}"
+
+
+def rope_cache_threads(b: int, h: int, kvh: int, d: int) -> int:
+  """A thread per rotated pair of q and k, and per element of v."""
+  return b * ((h + kvh) * d // 2 + kvh * d)
+
+
+def render_rope_cache(b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> str:
+  """CUDA C of one decode step's RoPE and KV-cache write: from the fused projection's rows qkv (b, (h + 2 kvh) d),
+  q rotated into q_out (b, h, 1, d), k rotated and v copied into row `start` of keys/values (b, kvh, length, d).
+  cos/sin are (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2)."""
+  assert d % 2 == 0
+  half, width = d // 2, (h + 2 * kvh) * d
+  first, second = ("2 * p", "2 * p + 1") if interleaved else ("p", "p + HALF")
+  return CUDA_PREAMBLE + f"""#define HALF {half}
+extern "C" __global__ void __launch_bounds__({ROPE_THREADS}) {rope_cache_name(b, h, kvh, d, length, interleaved)}(float* __restrict__ q_out,
+    const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values) {{
+  const int i = blockIdx.x * {ROPE_THREADS} + threadIdx.x;
+  if (i >= {rope_cache_threads(b, h, kvh, d)}) return;
+  const int seq = i / {rope_cache_threads(1, h, kvh, d)}, j = i % {rope_cache_threads(1, h, kvh, d)}, s = start[0];
+  /* a position outside the cache (or the tables) writes nothing there, and q passes unrotated */
+  const bool stored = s >= 0 && s < {min(length, rope_rows)};
+  const float* row = qkv + (long long)seq * {width};
+  if (j < {(h + kvh) * half}) {{   /* pair p of head `head`: the q heads, then the k heads (contiguous in qkv) */
+    const int head = j / HALF, p = j % HALF;
+    const float c = stored ? cos_table[(long long)s * HALF + p] : 1.0f, sn = stored ? sin_table[(long long)s * HALF + p] : 0.0f;
+    const float x0 = row[head * {d} + {first}], x1 = row[head * {d} + {second}];
+    const float r0 = x0 * c - x1 * sn, r1 = x0 * sn + x1 * c;
+    float* dst;
+    if (head < {h}) dst = q_out + ((long long)seq * {h} + head) * {d};
+    else if (stored) dst = keys + (((long long)seq * {kvh} + head - {h}) * {length} + s) * {d};
+    else return;
+    dst[{first}] = r0;
+    dst[{second}] = r1;
+  }} else if (stored) {{   /* element e of the value heads */
+    const int e = j - {(h + kvh) * half};
+    values[(((long long)seq * {kvh} + e / {d}) * {length} + s) * {d} + e % {d}] = row[{(h + kvh) * d} + e];
+  }}
+}}
+"""
+
+
+class CUDARopeCacheWrite:
+  """Launches the RoPE + cache write for one model shape (recorded: a JIT replay is the launch itself)."""
+  def __init__(self, device: str):
+    self.device = device
+    self._programs: dict[tuple, object] = {}
+
+  def __call__(self, q_out: Buffer, qkv: Buffer, cos: Buffer, sin: Buffer, start: Buffer, keys: Buffer, values: Buffer,
+               b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> None:
+    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+    key = (b, h, kvh, d, length, rope_rows, interleaved)
+    if key not in self._programs:
+      backend = Device[self.device]
+      binary = backend.compiler.compile_cached(render_rope_cache(*key))
+      grid = {"block": (ROPE_THREADS, 1, 1), "grid": (-(-rope_cache_threads(b, h, kvh, d) // ROPE_THREADS), 1, 1)}
+      self._programs[key] = backend.program(rope_cache_name(b, h, kvh, d, length, interleaved), binary, grid)
+    kernel = CompiledKernel("rope_cache_write", self._programs[key], [], [], "", rope_cache_threads(b, h, kvh, d), False)
+    launch(ExecItem(kernel, [q_out, qkv, cos, sin, start, keys, values], (), self.device))
+
+
 class CUDADecodeAttention:
   """Launches the kernel for one model shape (recorded: a JIT replay is the launch itself)."""
   def __init__(self, device: str):
@@ -99,6 +172,7 @@ class CUDADecodeAttention:
 
 
 _kernels: dict[str, CUDADecodeAttention] = {}
+_rope_kernels: dict[str, CUDARopeCacheWrite] = {}
 
 
 def cuda_decode_attention(device: str) -> CUDADecodeAttention:
@@ -106,4 +180,10 @@ def cuda_decode_attention(device: str) -> CUDADecodeAttention:
   return _kernels[device]
 
 
-__all__ = ["CUDADecodeAttention", "attention_name", "cuda_decode_attention", "render_attention"]
+def cuda_rope_cache_write(device: str) -> CUDARopeCacheWrite:
+  if device not in _rope_kernels: _rope_kernels[device] = CUDARopeCacheWrite(device)
+  return _rope_kernels[device]
+
+
+__all__ = ["CUDADecodeAttention", "CUDARopeCacheWrite", "attention_name", "cuda_decode_attention", "cuda_rope_cache_write",
+           "render_attention", "render_rope_cache", "rope_cache_name"]

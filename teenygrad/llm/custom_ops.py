@@ -14,8 +14,19 @@ from __future__ import annotations
 import numpy as np
 
 from teenygrad.dtype import dtypes
+from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.tensor import Tensor
+
+DECODE_FUSIONS = ("linear", "norm", "swiglu", "float", "rope")
+
+
+def fusion_enabled(part: str) -> bool:
+  """Whether decode's fused kernel `part` (one of DECODE_FUSIONS) is on: config.decode_fusion (TEENYGRAD_DECODE_FUSION)
+  is "all" (the default), "none" or a comma-separated list of parts, so a GPU failure can be bisected."""
+  assert part in DECODE_FUSIONS, part
+  setting = config.decode_fusion.strip().lower()
+  return setting == "all" or part in {p.strip() for p in setting.split(",")}
 
 
 def _host(buffer, shape) -> np.ndarray:
@@ -237,3 +248,50 @@ def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key
   if key_mask is not None: srcs.append(base(key_mask.float()))
   op = DecodeAttention(kernel, B, H, KVH, L, D)
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))
+
+
+class RopeCacheWrite:
+  """Custom op: srcs (qkv (B, (H + 2 KVH) D) float32, cos (P, D/2), sin, start (1,) int32, keys (B, KVH, L, D) float32,
+  values) -> q (B, H, 1, D) float32 rotated; k rotated and v are written into row `start` of keys and values, in
+  place (the caller reads the caches themselves after it: its q orders them). Inference only; the reference is the
+  primitive path of llm/model.py's attention (apply_rope and cache_write)."""
+  def __init__(self, kernel, batch: int, heads: int, kv_heads: int, head_dim: int, length: int, rope_rows: int, interleaved: bool):
+    self.kernel, self.shape, self.interleaved = kernel, (batch, heads, kv_heads, head_dim, length, rope_rows), interleaved
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    batch, heads, kv_heads, head_dim, length, rope_rows = self.shape
+    out = Buffer(root.device, batch * heads * head_dim, dtypes.float32)
+    self.kernel(out, *buffers, batch, heads, kv_heads, head_dim, length, rope_rows, self.interleaved)
+    return out
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("the RoPE + KV-cache write has no gradient (inference only)")
+
+
+def _cuda_rope_cache(device: str):
+  from teenygrad.llm.attention_cuda import cuda_rope_cache_write
+  return cuda_rope_cache_write(device)
+
+
+# backend name -> factory(device) of a RoPE + cache-write launcher (llm/attention_cuda.py's shape); others run the reference
+ROPE_CACHE_KERNELS = {"CUDA": _cuda_rope_cache}
+
+
+def rope_cache_write(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: Tensor, values: Tensor, heads: int,
+                     interleaved: bool) -> Tensor | None:
+  """One decode step's RoPE and cache write from the fused q/k/v projection's output qkv (B, 1, (H + 2 KVH) D):
+  q (B, H, 1, D) rotated, with row `start` of keys/values (B, KVH, L, D) written, through the backend's kernel; or
+  None where it has none (or the tensors don't fit it) and the caller runs the reference."""
+  factory = ROPE_CACHE_KERNELS.get(qkv.device.partition(":")[0])
+  if factory is None or not fusion_enabled("rope"): return None
+  B, KVH, L, D = keys.shape
+  if qkv.ndim != 3 or qkv.shape[1] != 1 or qkv.shape[2] != (heads + 2 * KVH) * D or qkv.dtype != dtypes.float32: return None
+  caches = (keys, values)
+  if any(t.dtype != dtypes.float32 or t.lazydata.is_view or t.lazydata.realized is None for t in caches): return None
+  if cos.dtype != dtypes.float32 or sin.dtype != dtypes.float32 or tuple(cos.shape[1:]) != (D // 2,) or D % 2: return None
+  def base(t: Tensor) -> Tensor:   # a custom op reads a reshape's base buffer as is; anything else gets one of its own
+    return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+  srcs = [base(qkv.reshape(B, qkv.shape[2])), base(cos), base(sin), base(start.cast(dtypes.int32).reshape(1)), keys, values]
+  op = RopeCacheWrite(factory(qkv.device), B, heads, KVH, D, L, cos.shape[0], interleaved)
+  return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, heads, 1, D), dtypes.float32))

@@ -18,7 +18,8 @@ import numpy as np
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows
+from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows, rope_cache_write
+from teenygrad.llm.fused_linear import fused_linear
 from teenygrad.nn.quant import QuantizedTensor
 from teenygrad.tensor import Tensor
 
@@ -110,11 +111,21 @@ def kernel_output(x: Tensor) -> Tensor:
   return x
 
 
-def linear(x: Tensor, weight, bias: Tensor | None = None, residual: Tensor | None = None) -> Tensor:
-  """x @ weight.T (+ bias) (+ residual); weight is a float Tensor or a QuantizedTensor.
+def linear(x: Tensor, weight, bias: Tensor | None = None, residual: Tensor | None = None, norm: Tensor | None = None,
+           eps: float = 0.0, swiglu: bool = False) -> Tensor:
+  """prologue(x) @ weight.T (+ bias) (+ residual); weight is a float Tensor or a QuantizedTensor. The prologue is
+  rms_norm(x, norm, eps) when `norm` is given, or silu(gate) * up of x = [gate | up] with `swiglu`.
 
-  A residual is added by the matmul's own kernel (its epilogue; the quantized kernels take it where they can), which
-  saves a kernel per residual connection."""
+  One kernel where the backend folds the prologue and the residual into its matvec (llm/fused_linear.py); otherwise
+  the prologue is a kernel of its own and the residual is added by the matmul's kernel (its epilogue; the quantized
+  kernels take it where they can), which still saves a kernel per residual connection."""
+  if bias is None:
+    fused = fused_linear(x, weight, residual, norm, eps, swiglu)
+    if fused is not None: return kernel_output(fused)
+  if norm is not None: x = rms_norm(x, norm, eps)
+  if swiglu:
+    half = x.shape[-1] // 2
+    x = x[..., :half].silu() * x[..., half:]
   if not isinstance(weight, Tensor) and residual is not None and bias is None:
     return kernel_output(weight.linear(x, residual=residual))
   out = x.linear(weight) if isinstance(weight, Tensor) else weight.linear(x)
@@ -231,16 +242,29 @@ class Transformer:
       w.pop(f"{block}.{p}.weight")
       w.pop(f"{block}.{p}.bias", None)
 
-  def project(self, i: int, x: Tensor, fused: str) -> list[Tensor]:
-    """The projections of FUSED_PROJECTIONS[fused] of x (q, k, v or gate, up), through one matmul where fused."""
+  def project(self, i: int, x: Tensor, fused: str, norm: Tensor | None = None) -> list[Tensor]:
+    """The projections of FUSED_PROJECTIONS[fused] of x (q, k, v or gate, up), through one matmul where fused; x is
+    normalized by the RMSNorm weight `norm` first, if given."""
     c, w = self.config, self.weights
-    parts = FUSED_PROJECTIONS[fused]
-    if f"blk.{i}.{fused}.weight" not in w:
-      return [linear(x, w[f"blk.{i}.{p}.weight"], w.get(f"blk.{i}.{p}.bias")) for p in parts]
-    out = linear(x, w[f"blk.{i}.{fused}.weight"], w.get(f"blk.{i}.{fused}.bias"))
+    out = self.fused_projection(i, x, fused, norm)
+    if out is None:
+      if norm is not None: x = rms_norm(x, norm, c.norm_eps)
+      return [linear(x, w[f"blk.{i}.{p}.weight"], w.get(f"blk.{i}.{p}.bias")) for p in FUSED_PROJECTIONS[fused]]
+    return self.split(out, fused)
+
+  def split(self, out: Tensor, fused: str) -> list[Tensor]:
+    """The outputs of the parts of FUSED_PROJECTIONS[fused] out of their one matmul's (views of it)."""
+    c = self.config
     sizes = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.n_kv_heads * c.head_dim) if fused == "attn_qkv" else (c.hidden_dim,) * 2
     starts = [sum(sizes[:j]) for j in range(len(sizes))]
     return [out[..., a:a + n] for a, n in zip(starts, sizes)]
+
+  def fused_projection(self, i: int, x: Tensor, fused: str, norm: Tensor | None = None) -> Tensor | None:
+    """The one matmul of FUSED_PROJECTIONS[fused] (its outputs side by side, (B, T, sum of sizes)), or None where the
+    parts have weights of their own."""
+    w = self.weights
+    if f"blk.{i}.{fused}.weight" not in w: return None
+    return linear(x, w[f"blk.{i}.{fused}.weight"], w.get(f"blk.{i}.{fused}.bias"), norm=norm, eps=self.config.norm_eps)
 
   def required_weights(self) -> list[str]:
     names = ["token_embd.weight", "output_norm.weight"]
@@ -256,21 +280,30 @@ class Transformer:
     return embedding_rows(table, tokens) if isinstance(table, Tensor) else table.embedding(tokens)
 
   def attention(self, i: int, x: Tensor, cache: KVCache, start, start_tensor: Tensor, length, T: int,
-                key_mask: Tensor | None, residual: Tensor | None = None) -> Tensor:
-    """Self-attention of layer i over x (B, T, dim), plus `residual` if given (added by the output projection)."""
+                key_mask: Tensor | None, residual: Tensor | None = None, norm: Tensor | None = None) -> Tensor:
+    """Self-attention of layer i over x (B, T, dim), RMS-normalized by `norm` first if given, plus `residual` if given
+    (added by the output projection)."""
     c, w = self.config, self.weights
     B = x.shape[0]
-    q, k, v = self.project(i, x, "attn_qkv")                         # (B, T, H * D), (B, T, KVH * D) twice
-    q = q.reshape(B, T, c.n_heads, c.head_dim).transpose(1, 2)       # (B, H, T, D)
-    k = k.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)    # (B, KVH, T, D)
-    v = v.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
-    if c.qk_norm:
-      q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
-      k = rms_norm(k, w[f"blk.{i}.attn_k_norm.weight"], c.norm_eps)
-    cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
-    sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
-    q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
-    full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
+    qkv = self.fused_projection(i, x, "attn_qkv", norm)                      # (B, T, (H + 2 KVH) * D) or None
+    rotated = None
+    if qkv is not None and T == 1 and not c.qk_norm:   # decode: RoPE and the cache write in one launch, where the backend can
+      rotated = rope_cache_write(qkv, self.rope_cos, self.rope_sin, start_tensor, cache.keys[i], cache.values[i], c.n_heads,
+                                 c.rope_interleaved)
+    if rotated is not None:
+      q, full_keys, full_values = rotated, cache.keys[i], cache.values[i]   # (B, H, 1, D); the caches (B, KVH, max_len, D)
+    else:
+      q, k, v = self.project(i, x, "attn_qkv", norm) if qkv is None else self.split(qkv, "attn_qkv")
+      q = q.reshape(B, T, c.n_heads, c.head_dim).transpose(1, 2)       # (B, H, T, D)
+      k = k.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)    # (B, KVH, T, D)
+      v = v.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+      if c.qk_norm:
+        q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
+        k = rms_norm(k, w[f"blk.{i}.attn_k_norm.weight"], c.norm_eps)
+      cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
+      sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
+      q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
+      full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
     fused = decode_attention(q, full_keys, full_values, start_tensor, key_mask) if T == 1 else None
     if fused is not None:   # decode where the backend has an attention kernel: one launch for what follows
       attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                   # (B, H, 1, D) -> (B, 1, H * D)
@@ -302,9 +335,13 @@ class Transformer:
     attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
     return linear(attn, w[f"blk.{i}.attn_output.weight"], residual=residual)
 
-  def feed_forward(self, i: int, x: Tensor, residual: Tensor | None = None) -> Tensor:
-    gate, up = self.project(i, x, "ffn_gate_up")
-    return linear(gate.silu() * up, self.weights[f"blk.{i}.ffn_down.weight"], residual=residual)
+  def feed_forward(self, i: int, x: Tensor, residual: Tensor | None = None, norm: Tensor | None = None) -> Tensor:
+    """SwiGLU feed-forward of layer i over x, RMS-normalized by `norm` first if given, plus `residual` if given."""
+    down = self.weights[f"blk.{i}.ffn_down.weight"]
+    gate_up = self.fused_projection(i, x, "ffn_gate_up", norm)
+    if gate_up is not None: return linear(gate_up, down, residual=residual, swiglu=True)   # reads silu(gate) * up
+    gate, up = self.project(i, x, "ffn_gate_up", norm)
+    return linear(gate.silu() * up, down, residual=residual)
 
   def forward(self, tokens: Tensor, cache: KVCache, start: int | BoundVariable, start_tensor: Tensor | None = None,
               last_only: bool = True, key_mask: Tensor | None = None) -> Tensor:
@@ -326,11 +363,11 @@ class Transformer:
     for i in range(c.n_layers):
       # the residual stream is a buffer of its own (linear's output with the residual added): inlined, every later
       # norm would re-add all the layers before it
-      h = self.attention(i, rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps), cache, start, start_tensor, length, T, key_mask,
-                         residual=h)
-      h = self.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps), residual=h)
+      # each norm is computed by the projection that reads it where the backend folds it in (fused_linear)
+      h = self.attention(i, h, cache, start, start_tensor, length, T, key_mask, residual=h, norm=w[f"blk.{i}.attn_norm.weight"])
+      h = self.feed_forward(i, h, residual=h, norm=w[f"blk.{i}.ffn_norm.weight"])
     if last_only: h = h[:, -1:, :]
-    logits = linear(rms_norm(h, w["output_norm.weight"], c.norm_eps), self.output).float()
+    logits = linear(h, self.output, norm=w["output_norm.weight"], eps=c.norm_eps).float()
     return logits.reshape(B, c.vocab_size) if last_only else logits
 
   __call__ = forward

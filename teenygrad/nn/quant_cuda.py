@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from teenygrad.device import Buffer, Device
 from teenygrad.ir.symbolic import Variable
+from teenygrad.nn.matvec_cuda import kernel_params, no_norm_weight, render_x_reader, row_scale
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.renderer.gpu import LaunchDims
 
@@ -44,7 +45,7 @@ _BLOCKS = {
     const unsigned int q = (unsigned int)h[1 + 2 * sub] | ((unsigned int)h[2 + 2 * sub] << 16);
     #pragma unroll
     for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {
-      const float4 lo = *(const float4*)(xb + m * K_IN + 4 * sub), hi = *(const float4*)(xb + m * K_IN + 16 + 4 * sub);
+      const float4 lo = tg_x4(x, g, m, col + 4 * sub, sq[m]), hi = tg_x4(x, g, m, col + 16 + 4 * sub, sq[m]);
       const float s = (float)((int)(q & 15) - 8) * lo.x + (float)((int)((q >> 8) & 15) - 8) * lo.y
                     + (float)((int)((q >> 16) & 15) - 8) * lo.z + (float)((int)((q >> 24) & 15) - 8) * lo.w
                     + (float)((int)((q >> 4) & 15) - 8) * hi.x + (float)((int)((q >> 12) & 15) - 8) * hi.y
@@ -58,7 +59,7 @@ _BLOCKS = {
     const float d = tg_h2f((unsigned short)(dm & 0xffff)), mn = tg_h2f((unsigned short)(dm >> 16));
     #pragma unroll
     for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {
-      const float4 lo = *(const float4*)(xb + m * K_IN + 4 * sub), hi = *(const float4*)(xb + m * K_IN + 16 + 4 * sub);
+      const float4 lo = tg_x4(x, g, m, col + 4 * sub, sq[m]), hi = tg_x4(x, g, m, col + 16 + 4 * sub, sq[m]);
       const float s = (float)(q & 15) * lo.x + (float)((q >> 8) & 15) * lo.y + (float)((q >> 16) & 15) * lo.z
                     + (float)((q >> 24) & 15) * lo.w + (float)((q >> 4) & 15) * hi.x + (float)((q >> 12) & 15) * hi.y
                     + (float)((q >> 20) & 15) * hi.z + (float)(q >> 28) * hi.w;
@@ -72,7 +73,7 @@ _BLOCKS = {
     const unsigned short q0 = h[1 + 4 * sub], q1 = h[2 + 4 * sub], q2 = h[3 + 4 * sub], q3 = h[4 + 4 * sub];
     #pragma unroll
     for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {
-      const float4 a = *(const float4*)(xb + m * K_IN + 8 * sub), b = *(const float4*)(xb + m * K_IN + 8 * sub + 4);
+      const float4 a = tg_x4(x, g, m, col + 8 * sub, sq[m]), b = tg_x4(x, g, m, col + 8 * sub + 4, sq[m]);
       const float s = (float)(signed char)(q0 & 0xff) * a.x + (float)(signed char)(q0 >> 8) * a.y
                     + (float)(signed char)(q1 & 0xff) * a.z + (float)(signed char)(q1 >> 8) * a.w
                     + (float)(signed char)(q2 & 0xff) * b.x + (float)(signed char)(q2 >> 8) * b.y
@@ -87,42 +88,44 @@ CUDA_QUANT_TYPES = tuple(_BLOCKS)
 def _groups(m: int) -> int: return -(-m // GROUP_ROWS)
 
 
-def matvec_name(ggml_type: str, k: int, m: int, residual: bool = False) -> str:
-  return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}{'_r' if residual else ''}"
+def matvec_name(ggml_type: str, k: int, m: int, residual: bool = False, prologue: str = "") -> str:
+  return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
 
 
-def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False) -> str:
+def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False, prologue: str = "", eps: float = 0.0) -> str:
   """CUDA C of the matvec of one GGML type for x of m rows of k (k a multiple of 32); with `residual`, the kernel
-  takes a fourth buffer (m, n) added to the product (a transformer's residual connection, without a kernel)."""
+  takes a last buffer (m, n) added to the product (a transformer's residual connection, without a kernel). A
+  prologue (nn/matvec_cuda.py: "norm" takes the RMSNorm weight as the fourth buffer, "swiglu" reads x as gate | up)
+  is applied to x as it is read."""
   type_size, body = _BLOCKS[ggml_type]
   threads, nb, per_step = 32 * WARPS, k // 32, 32 // LANES_PER_BLOCK
   steps, groups = -(-nb // per_step), _groups(m)
-  return CUDA_PREAMBLE + f"""#define K_IN {k}
-#define M_ROWS {min(m, GROUP_ROWS)}
-extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual)}(float* __restrict__ out,
-    const float* __restrict__ x, const unsigned char* __restrict__ w,{" const float* __restrict__ residual," if residual else ""} long long n) {{
-  const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
+  return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
+extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual, prologue)}(float* __restrict__ out,
+    const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}, long long n) {{
+{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
   const long long row = (long long)(blockIdx.x / {groups}) * {WARPS} + (threadIdx.x >> 5);
   if (row >= n) return;   /* whole warps leave: the shuffles below see all 32 lanes */
-  x += (long long)m0 * K_IN;
+  x += (long long)m0 * X_STRIDE;
   const unsigned char* wr = w + row * {nb * type_size}LL;
-  float acc[M_ROWS];
+  float acc[M_ROWS], sq[M_ROWS];
   #pragma unroll
-  for (int m = 0; m < M_ROWS; m++) acc[m] = 0.0f;
+  for (int m = 0; m < M_ROWS; m++) acc[m] = sq[m] = 0.0f;
   /* a constant trip count, so the loop unrolls whole and all of the row's loads are issued together */
   #pragma unroll
   for (int step = 0; step < {steps}; step++) {{
     const int b = step * {per_step} + lane / {LANES_PER_BLOCK};
     if (b >= {nb}) break;
     const unsigned char* blk = wr + b * {type_size};
-    const float* xb = x + b * 32;{body}
+    const int col = b * 32;{body}
   }}
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
     const int m_out = m0 + m;
-    const float total = tg_warp_sum(acc[m]);
+    const float scale = {row_scale(prologue, eps)};
+    const float total = tg_warp_sum(acc[m]) * scale;
     if (lane == 0) out[m_out * n + row] = total{" + residual[m_out * n + row]" if residual else ""};
   }}
 }}
@@ -214,22 +217,26 @@ class CUDAQuantKernels:
     self.device, self.ggml_type = device, ggml_type
     self._programs: dict[tuple[int, int, bool], object] = {}
 
-  def _program(self, k: int, m: int, residual: bool):
-    key = (k, m, residual)
+  def _program(self, k: int, m: int, residual: bool, prologue: str = "", eps: float = 0.0):
+    key = (k, m, residual, prologue, eps)
     if key not in self._programs:
       backend = Device[self.device]
       n = Variable("n", 1, 1 << 31)
       launch = LaunchDims((n + WARPS - 1) // WARPS * _groups(m), 32 * WARPS, (n,))
-      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m, residual))
-      self._programs[key] = backend.program(matvec_name(self.ggml_type, k, m, residual), binary, launch)
+      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m, residual, prologue, eps))
+      self._programs[key] = backend.program(matvec_name(self.ggml_type, k, m, residual, prologue), binary, launch)
     return self._programs[key]
 
-  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None) -> None:
-    """out (m, n) = x (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks; m <= MAX_ROWS."""
+  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
+             norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+    """out (m, n) = prologue(x) (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks; m <= MAX_ROWS. The prologue
+    (nn/matvec_cuda.py) is an RMSNorm of x by `norm` (k,), or with `swiglu` x is (m, 2k) and the product reads
+    silu(gate) * up."""
     from teenygrad.nn.quant import _launch
-    buffers = [out, x, w] + ([residual] if residual is not None else [])
-    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m, residual is not None), buffers, (n,), m * n * k, self.device,
-            record=True)
+    prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
+    buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
+    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m, residual is not None, prologue, eps), buffers, (n,), m * n * k,
+            self.device, record=True)
 
   def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
     """out (count, k) = W[ids] for int64 ids; an id outside [0, n) gives a zero row and sets err[0]. Recorded: a JIT

@@ -1,0 +1,102 @@
+"""A projection with its neighbours folded in: one launch where the primitive path takes two or three.
+
+    fused_linear(x, weight, residual=None, norm=None, eps=0.0, swiglu=False)
+
+computes prologue(x) @ weight.T (+ residual) in one kernel, where the prologue is an RMSNorm of x by `norm`
+(rms_norm(x, norm, eps)) or, with `swiglu`, silu(gate) * up of x = [gate | up] (a fused gate/up projection's output).
+At batch 1 a small model's step is bounded by its launches (each a CUDA graph node of ~4 us on an H200), not by its
+bytes, and every warp recomputing a 576-float norm costs less than a launch.
+
+Where the backend has no such kernel (`MATVEC_KERNELS`), for the weight's type or shape, or when a gradient is needed,
+it returns None and the caller runs the primitive ops (llm/model.py's `linear`), which are also what the kernels
+are tested against (test_cuda.py; test_cuda_compile_decode.py runs the kernels' C++ on the CPU).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from teenygrad.dtype import dtypes
+from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.llm.custom_ops import fusion_enabled
+from teenygrad.nn.quant import QuantizedTensor
+from teenygrad.tensor.tensor import Tensor, is_grad_enabled
+
+
+class FusedLinear:
+  """Custom op: srcs (x (M, K) or (M, 2K) float32, the weight's storage[, norm (K,) float32][, residual (M, N)]) ->
+  (M, N) float32. Inference only."""
+  def __init__(self, launch: Callable, m: int, n: int, k: int, eps: float, norm: bool, swiglu: bool, residual: bool):
+    self.launch, self.shape = launch, (m, n, k)
+    self.eps, self.norm, self.swiglu, self.residual = eps, norm, swiglu, residual
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    m, n, k = self.shape
+    out = Buffer(root.device, m * n, dtypes.float32)
+    x, w, *rest = buffers
+    norm = rest.pop(0) if self.norm else None
+    residual = rest.pop(0) if self.residual else None
+    self.launch(out, x, w, m, n, k, residual=residual, norm=norm, eps=self.eps, swiglu=self.swiglu)
+    return out
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("the fused projection has no gradient (inference only): run with gradients enabled for the primitive path")
+
+
+def _cuda_matvec(device: str, weight) -> Callable | None:
+  """CUDA's launcher for a weight: nn/quant_cuda.py's kernels for its quantized types, nn/matvec_cuda.py's for
+  float16/bfloat16 rows of a multiple of 8."""
+  if isinstance(weight, QuantizedTensor):
+    from teenygrad.nn.quant_cuda import cuda_kernels
+    kernels = cuda_kernels(device, weight.ggml_type)
+    return kernels.linear if kernels is not None else None
+  from teenygrad.nn.matvec_cuda import FLOAT_DTYPES, cuda_float_matvec
+  if weight.dtype.name in FLOAT_DTYPES and weight.shape[1] % 8 == 0 and fusion_enabled("float"): return cuda_float_matvec(device)
+  return None
+
+
+# backend name -> factory(device, weight) of a launcher(out, x, w, m, n, k, residual=, norm=, eps=, swiglu=), or None
+# for a weight it has no kernel for
+MATVEC_KERNELS: dict[str, Callable[[str, object], Callable | None]] = {"CUDA": _cuda_matvec}
+
+
+def _storage(weight) -> Tensor:
+  """The realized buffer a kernel reads: a quantized weight's blocks, a float weight itself."""
+  t = weight.raw if isinstance(weight, QuantizedTensor) else weight
+  return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+
+
+def _flat(t: Tensor, rows: int) -> Tensor:
+  """t as (rows, width) on its own buffer (a reshape reads the base's buffer as is)."""
+  t = t.reshape(rows, t.shape[-1])
+  return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+
+
+def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor | None = None, eps: float = 0.0,
+                 swiglu: bool = False) -> Tensor | None:
+  """prologue(x) (..., K) @ weight.T (+ residual (..., N)) -> (..., N) float32 in one launch, or None where the backend
+  can't (the caller runs the primitive ops). weight (N, K) is a float Tensor or a QuantizedTensor; with swiglu x is
+  (..., 2K)."""
+  from teenygrad.nn.matvec_cuda import MAX_ROWS, SWIGLU_FOLD_MAX
+  factory = MATVEC_KERNELS.get(x.device.partition(":")[0])
+  if factory is None or not fusion_enabled("linear"): return None
+  if (norm is not None and not fusion_enabled("norm")) or (swiglu and not fusion_enabled("swiglu")): return None
+  n, k = weight.shape
+  batch = tuple(x.shape[:-1])
+  rows = 1
+  for s in batch: rows *= s
+  if x.shape[-1] != (2 * k if swiglu else k) or not 0 < rows <= MAX_ROWS or x.dtype != dtypes.float32: return None
+  if swiglu and n * k > SWIGLU_FOLD_MAX: return None   # every warp's silu would cost more than the launch it saves
+  if norm is not None and (norm.dtype != dtypes.float32 or tuple(norm.shape) != (k,)): return None
+  if residual is not None and (residual.dtype != dtypes.float32 or tuple(residual.shape) != batch + (n,)): return None
+  inputs = [x, weight if isinstance(weight, Tensor) else weight.raw] + [t for t in (norm, residual) if t is not None]
+  if is_grad_enabled() and any(t.requires_grad for t in inputs): return None
+  launch = factory(x.device, weight)
+  if launch is None: return None
+  srcs = [_flat(x, rows), _storage(weight)] + ([norm] if norm is not None else []) + ([_flat(residual, rows)] if residual is not None else [])
+  op = FusedLinear(launch, rows, n, k, eps, norm is not None, swiglu, residual is not None)
+  out = Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (rows, n), dtypes.float32))
+  return out.reshape(*batch, n)
+
+
+__all__ = ["FusedLinear", "MATVEC_KERNELS", "fused_linear"]

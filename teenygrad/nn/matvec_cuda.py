@@ -1,0 +1,196 @@
+"""CUDA matvecs for decode: float16/bfloat16 weights, and the input prologues every CUDA matvec shares.
+
+    tg_matvec_<dtype>_<K>_<M>_<N>[_norm|_swiglu][_r](out, x, w[, norm][, residual])   out (M, N) = f(x) (M, K) @ W.T
+
+A prologue is what the matvec does to x as it reads it, so the kernel that would have computed it is not launched
+(at batch 1 a launch costs more than recomputing the prologue in every warp):
+- "norm": RMSNorm. out = rsqrt(mean(x^2) + eps) * ((x * norm) @ W.T): each lane sums the squares of the x it reads,
+  and as a warp reads every element of its row of x once, the warp's sum is the row's.
+- "swiglu": x is (M, 2K), gate then up (a fused gate/up projection's output): the product reads silu(gate) * up.
+  It costs two special-function operations per weight row per element, so it pays only for small weights
+  (`SWIGLU_FOLD_MAX`); a large model launches the elementwise kernel instead.
+
+The float matvec: one warp per ROWS_PER_WARP rows of W. A lane reads 16 bytes (8 weights) of each row per step, the warp
+512 contiguous bytes, and the x they meet as two float4s (read through L1, where every warp of the grid finds it),
+so a step's x load serves ROWS_PER_WARP rows. fp32 accumulation, a warp-shuffle sum, no shared memory. K, M and N are
+compiled in (one cubin per shape, disk-cached); up to GROUP_ROWS rows of x per warp, more rows as groups of the grid
+(the groups of one block of W rows side by side, so that they read W from L2).
+"""
+from __future__ import annotations
+
+from teenygrad.device import Buffer, Device
+from teenygrad.renderer.cuda import CUDA_PREAMBLE
+
+WARPS = 4           # warps per thread block
+ROWS_PER_WARP = 2   # rows of W one warp computes: each x load is used this many times
+GROUP_ROWS = 8      # rows of x one warp holds accumulators for
+MAX_ROWS = 64       # rows of x the matvec takes; more (prefill) go through the GEMM
+SWIGLU_FOLD_MAX = 1 << 22   # weights (N * K) up to which silu(gate) * up is recomputed by every warp
+PROLOGUES = ("", "norm", "swiglu")
+FLOAT_DTYPES = ("float16", "bfloat16")
+
+
+def x_stride(prologue: str, k: int) -> int:
+  """Floats between two rows of x: swiglu's x holds gate and up side by side."""
+  return 2 * k if prologue == "swiglu" else k
+
+
+def render_x_reader(prologue: str, k: int) -> str:
+  """C++ of tg_x4(x, g, m, col, sq): row m of x at columns [col, col + 4) as the product reads it. "norm" multiplies by
+  the norm weight g and adds the squares of the raw x to sq; the row's scale is applied after the sum (tg_row_scale)."""
+  head = (f"#define K_IN {k}\n#define X_STRIDE {x_stride(prologue, k)}\n"
+          "__device__ __forceinline__ float4 tg_x4(const float* __restrict__ x, const float* __restrict__ g, int m, int col, float& sq) {\n"
+          "  const float4 v = *(const float4*)(x + m * X_STRIDE + col);\n")
+  if prologue == "":
+    return head + "  return v;\n}\n"
+  if prologue == "norm":
+    return head + """  const float4 s = *(const float4*)(g + col);
+  sq += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  float4 r; r.x = v.x * s.x; r.y = v.y * s.y; r.z = v.z * s.z; r.w = v.w * s.w;
+  return r;
+}
+"""
+  if prologue == "swiglu":
+    return head + """  const float4 u = *(const float4*)(x + m * X_STRIDE + K_IN + col);   /* gate at col, up K_IN further */
+  float4 r;
+  r.x = v.x / (1.0f + expf(-v.x)) * u.x; r.y = v.y / (1.0f + expf(-v.y)) * u.y;
+  r.z = v.z / (1.0f + expf(-v.z)) * u.z; r.w = v.w / (1.0f + expf(-v.w)) * u.w;
+  return r;
+}
+"""
+  raise ValueError(f"unknown matvec prologue {prologue!r} (one of {PROLOGUES})")
+
+
+def row_scale(prologue: str, eps: float) -> str:
+  """C expression of the factor a row's dot products are multiplied by, given its squares summed over one lane (sq)."""
+  if prologue == "norm": return f"rsqrtf(tg_warp_sum(sq[m]) * (1.0f / K_IN) + {float(eps)!r}f)"
+  return "1.0f"
+
+
+def kernel_params(prologue: str, residual: bool) -> str:
+  """The optional parameters after (out, x, w): the norm weight, then the residual."""
+  return (", const float* __restrict__ g" if prologue == "norm" else "") + (", const float* __restrict__ residual" if residual else "")
+
+
+def no_norm_weight(prologue: str) -> str:
+  """A kernel without a norm weight still names g (tg_x4 takes it and ignores it)."""
+  return "" if prologue == "norm" else "  const float* g = nullptr;\n"
+
+
+# ---- float16 / bfloat16 weights ----
+
+_WIDEN_PAIR = {   # (low element, high element) of a 32-bit word holding two weights
+  "float16": ("tg_h2f((unsigned short)(u & 0xffffu))", "tg_h2f((unsigned short)(u >> 16))"),
+  "bfloat16": ("__uint_as_float(u << 16)", "__uint_as_float(u & 0xffff0000u)"),
+}
+
+
+def float_matvec_name(dtype_name: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False) -> str:
+  short = {"float16": "f16", "bfloat16": "bf16"}[dtype_name]
+  return f"tg_matvec_{short}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+
+
+def float_groups(m: int) -> int: return -(-m // GROUP_ROWS)
+
+
+def float_grid(m: int, n: int) -> int:
+  """Thread blocks: one per WARPS * ROWS_PER_WARP rows of W and group of rows of x."""
+  return -(-n // (WARPS * ROWS_PER_WARP)) * float_groups(m)
+
+
+def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
+  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) float16/bfloat16, k a multiple of 8."""
+  assert k % 8 == 0 and dtype_name in _WIDEN_PAIR
+  low, high = _WIDEN_PAIR[dtype_name]
+  steps, groups = -(-k // 256), float_groups(m)
+  # unrolled whole, a row's loads are all in flight at once; a long row keeps 8 steps in flight (registers)
+  unroll = "#pragma unroll" if steps <= 16 else "#pragma unroll 8"
+  ragged = "    if (col >= K_IN) break;   /* K_IN % 8 == 0: a lane's 8 columns are all in or all out */\n" if k % 256 else ""
+  store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
+  return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
+#define N_OUT {n}
+#define ROWS_PER_WARP {ROWS_PER_WARP}
+__device__ __forceinline__ float tg_lo(unsigned int u) {{ return {low}; }}
+__device__ __forceinline__ float tg_hi(unsigned int u) {{ return {high}; }}
+/* 8 weights (16 bytes) against x's columns [col, col + 8) */
+__device__ __forceinline__ float tg_dot8(uint4 w, float4 a, float4 b) {{
+  return tg_lo(w.x) * a.x + tg_hi(w.x) * a.y + tg_lo(w.y) * a.z + tg_hi(w.y) * a.w
+       + tg_lo(w.z) * b.x + tg_hi(w.z) * b.y + tg_lo(w.w) * b.z + tg_hi(w.w) * b.w;
+}}
+extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dtype_name, k, m, n, prologue, residual)}(float* __restrict__ out,
+    const float* __restrict__ x, const unsigned short* __restrict__ w{kernel_params(prologue, residual)}) {{
+{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
+  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
+  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
+  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  x += (long long)m0 * X_STRIDE;
+  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) {{
+    sq[m] = 0.0f;
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
+  }}
+  {unroll}
+  for (int step = 0; step < {steps}; step++) {{
+    const int col = step * 256 + lane * 8;
+{ragged}    uint4 wv[ROWS_PER_WARP];
+    /* a ragged last warp reads its last row again rather than branch; the store below skips the copies */
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) wv[r] = *(const uint4*)(w + (long long)min(row0 + r, N_OUT - 1) * K_IN + col);
+    #pragma unroll
+    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+      const float4 a = tg_x4(x, g, m, col, sq[m]), b = tg_x4(x, g, m, col + 4, sq[m]);
+      #pragma unroll
+      for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] += tg_dot8(wv[r], a, b);
+    }}
+  }}
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+    const int m_out = m0 + m;
+    const float scale = {row_scale(prologue, eps)};
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {{
+      const int row = row0 + r;
+      const float total = tg_warp_sum(acc[m][r]) * scale;
+      if (lane == 0 && row < N_OUT) out[(long long)m_out * N_OUT + row] = {store};
+    }}
+  }}
+}}
+"""
+
+
+class CUDAFloatMatvec:
+  """The float16/bfloat16 matvecs of one CUDA device, compiled per shape; each call is one recorded launch (a JIT
+  replay is the launch itself)."""
+  def __init__(self, device: str):
+    self.device = device
+    self._programs: dict[tuple, object] = {}
+
+  def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
+               norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+    prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
+    key = (w.dtype.name, k, m, n, prologue, residual is not None, eps)
+    if key not in self._programs:
+      backend = Device[self.device]
+      src = render_float_matvec(w.dtype.name, k, m, n, prologue, residual is not None, eps)
+      grid = {"block": (32 * WARPS, 1, 1), "grid": (float_grid(m, n), 1, 1)}
+      name = float_matvec_name(w.dtype.name, k, m, n, prologue, residual is not None)
+      self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid)
+    kernel = CompiledKernel(f"matvec_{w.dtype.name}", self._programs[key], [], [], "", m * n * k, False)
+    buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
+    launch(ExecItem(kernel, buffers, (), self.device))
+
+
+_float_matvecs: dict[str, CUDAFloatMatvec] = {}
+
+
+def cuda_float_matvec(device: str) -> CUDAFloatMatvec:
+  if device not in _float_matvecs: _float_matvecs[device] = CUDAFloatMatvec(device)
+  return _float_matvecs[device]
+
+
+__all__ = ["CUDAFloatMatvec", "FLOAT_DTYPES", "MAX_ROWS", "PROLOGUES", "SWIGLU_FOLD_MAX", "cuda_float_matvec", "float_matvec_name",
+           "render_float_matvec", "render_x_reader", "row_scale"]

@@ -1,0 +1,200 @@
+"""Decode's fused CUDA kernels without a GPU: each compiles with NVRTC for sm_90, and its C++ runs on the CPU, a warp
+as 32 real threads whose shuffles meet at a barrier, against numpy references (the primitive ops' meaning).
+
+Covers nn/matvec_cuda.py (float16/bfloat16 matvecs, the norm and swiglu prologues), the prologues of
+nn/quant_cuda.py's quantized matvec, and llm/attention_cuda.py's RoPE + KV-cache write. test_cuda.py runs the same
+kernels on a GPU against the primitive-op path."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from teenygrad.renderer.cuda import CUDA_PREAMBLE
+
+# a warp is 32 threads run at once; blocks and the warps of a block run one after another (the kernels share nothing
+# between warps: no shared memory, no __syncthreads)
+_WARP_EMULATION = r"""
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __restrict__
+using std::min;
+using std::max;
+struct float4 { float x, y, z, w; };
+struct uint4 { unsigned int x, y, z, w; };
+struct Index { unsigned int x; };
+static thread_local Index threadIdx;
+static Index blockIdx;
+static std::barrier<>* warp_barrier;
+static float exchange[32];
+static float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
+static float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
+static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals included */
+  unsigned int sign = (h >> 15) << 31, exp = (h >> 10) & 31, mant = h & 1023, bits;
+  if (exp == 31) bits = sign | 0x7f800000u | (mant << 13);
+  else if (exp) bits = sign | ((exp + 112) << 23) | (mant << 13);
+  else { float f = (float)mant * (1.0f / 16777216.0f); memcpy(&bits, &f, 4); bits |= sign; }
+  return __uint_as_float(bits);
+}
+template <typename F> static float combine(float v, F f) {
+  exchange[threadIdx.x & 31] = v;
+  warp_barrier->arrive_and_wait();
+  float r = exchange[0];
+  for (int i = 1; i < 32; i++) r = f(r, exchange[i]);
+  warp_barrier->arrive_and_wait();
+  return r;
+}
+static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
+static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
+"""
+
+_C_TYPES = {np.float32: "float*", np.uint8: "unsigned char*", np.uint16: "unsigned short*", np.int32: "int*", np.int64: "long long*"}
+
+
+def _nvrtc_compiles(src: str) -> None:
+  from teenygrad.device import cuda_bindings
+  try: cuda_bindings.libnvrtc()
+  except RuntimeError as e: pytest.skip(f"NVRTC not installed (pip install '.[cuda]'): {e}")
+  from teenygrad.device.cuda import NVRTCCompiler
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
+
+
+def emulate(tmp_path, src: str, name: str, args: list, blocks: int, threads: int) -> None:
+  """Run kernel `name` of CUDA source `src` on the CPU over `blocks` x `threads`; args are numpy arrays (pointers,
+  written in place) or ints (long long)."""
+  if shutil.which("g++") is None: pytest.skip("no g++")
+  assert src.startswith(CUDA_PREAMBLE) and threads % 32 == 0
+  params = [f"{_C_TYPES[a.dtype.type]} a{i}" if isinstance(a, np.ndarray) else f"long long a{i}" for i, a in enumerate(args)]
+  names = ", ".join(f"a{i}" for i in range(len(args)))
+  driver = f"""
+extern "C" void run({", ".join(params)}) {{
+  std::barrier<> warp(32);
+  warp_barrier = &warp;
+  for (blockIdx.x = 0; blockIdx.x < {blocks}; blockIdx.x++)
+    for (unsigned int w = 0; w < {threads // 32}; w++) {{
+      std::vector<std::thread> lanes;
+      for (unsigned int t = 0; t < 32; t++) lanes.emplace_back([=] {{ threadIdx.x = w * 32 + t; {name}({names}); }});
+      for (auto& lane : lanes) lane.join();
+    }}
+}}
+"""
+  (tmp_path / "kernel.cpp").write_text(_WARP_EMULATION + src[len(CUDA_PREAMBLE):] + driver)
+  subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(tmp_path / "kernel.so"), str(tmp_path / "kernel.cpp")],
+                 check=True, capture_output=True)
+  lib = ctypes.CDLL(str(tmp_path / "kernel.so"))
+  lib.run(*[a.ctypes.data_as(ctypes.c_void_p) if isinstance(a, np.ndarray) else ctypes.c_longlong(a) for a in args])
+
+
+def reference_prologue(x: np.ndarray, prologue: str, norm: np.ndarray | None, eps: float) -> np.ndarray:
+  """What the model's primitive path feeds the projection: rms_norm(x) * norm, or silu(gate) * up (float64)."""
+  x = x.astype(np.float64)
+  if prologue == "norm": return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * norm
+  if prologue == "swiglu":
+    gate, up = np.split(x, 2, axis=-1)
+    return gate / (1 + np.exp(-gate)) * up
+  return x
+
+
+def _inputs(rng, m: int, k: int, n: int, prologue: str):
+  width = 2 * k if prologue == "swiglu" else k
+  x = rng.standard_normal((m, width), dtype=np.float32)
+  norm = rng.uniform(0.5, 1.5, k).astype(np.float32)
+  residual = rng.standard_normal((m, n), dtype=np.float32)
+  return x, norm, residual
+
+
+def _check(out, x, norm, residual, weight64, prologue, eps):
+  want = reference_prologue(x, prologue, norm, eps) @ weight64.T
+  scale = np.abs(reference_prologue(x, prologue, norm, eps)) @ np.abs(weight64.T) + 1e-30
+  assert np.max(np.abs(out - residual - want) / scale) < 1e-5
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+@pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
+@pytest.mark.parametrize("k,m,n", [(264, 1, 13), (512, 10, 8)])
+def test_float_matvec_on_the_cpu(dtype_name, prologue, k, m, n, tmp_path):
+  """float16/bfloat16 weights: a K that leaves the last step ragged (264) or not (512), a ragged last warp of W rows
+  (13), two groups of x rows (10), every prologue, a residual."""
+  from teenygrad.nn.matvec_cuda import WARPS, float_grid, float_matvec_name, render_float_matvec
+  rng = np.random.default_rng(k + m + n)
+  eps = 1e-5
+  weight = rng.standard_normal((n, k), dtype=np.float32)
+  if dtype_name == "float16":
+    bits = weight.astype(np.float16).view(np.uint16)
+    weight64 = bits.view(np.float16).astype(np.float64)
+  else:
+    bits = (weight.view(np.uint32) >> 16).astype(np.uint16)   # truncated: any bfloat16 values will do
+    weight64 = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+  x, norm, residual = _inputs(rng, m, k, n, prologue)
+  out = np.full((m, n), np.nan, np.float32)
+  src = render_float_matvec(dtype_name, k, m, n, prologue, residual=True, eps=eps)
+  args = [out, x, bits] + ([norm] if prologue == "norm" else []) + [residual]
+  emulate(tmp_path, src, float_matvec_name(dtype_name, k, m, n, prologue, True), args, float_grid(m, n), 32 * WARPS)
+  _check(out, x, norm, residual, weight64, prologue, eps)
+  _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("prologue", ["norm", "swiglu"])
+def test_quant_matvec_prologues_on_the_cpu(ggml_type, prologue, tmp_path):
+  """The quantized matvec with its input normalized (RMSNorm folded in) or read as silu(gate) * up, against gguf-py's
+  dequantize; 10 rows of x (two groups), 13 rows of W (a ragged last block)."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.nn.quant_cuda import WARPS, _groups, matvec_name, render_matvec
+  rng = np.random.default_rng(7)
+  m, k, n, eps = 10, 320, 13, 1e-6
+  blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  x, norm, residual = _inputs(rng, m, k, n, prologue)
+  out = np.full((m, n), np.nan, np.float32)
+  src = render_matvec(ggml_type, k, m, residual=True, prologue=prologue, eps=eps)
+  args = [out, x, np.ascontiguousarray(blocks)] + ([norm] if prologue == "norm" else []) + [residual, n]
+  emulate(tmp_path, src, matvec_name(ggml_type, k, m, True, prologue), args, -(-n // WARPS) * _groups(m), 32 * WARPS)
+  _check(out, x, norm, residual, weight64, prologue, eps)
+  _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
+def test_rope_cache_write_on_the_cpu(interleaved, tmp_path):
+  """RoPE on q and k plus the k/v cache writes in one kernel, against the model's primitive apply_rope (on the CPU):
+  two sequences, grouped-query heads, positions at both ends of the cache, and one past it (writes nothing, q unrotated)."""
+  from teenygrad import Tensor
+  from teenygrad.llm.attention_cuda import ROPE_THREADS, render_rope_cache, rope_cache_name, rope_cache_threads
+  from teenygrad.llm.model import LlamaConfig, apply_rope, rope_frequencies
+  B, H, KVH, D, L = 2, 6, 2, 16, 12
+  config = LlamaConfig(vocab_size=8, dim=H * D, n_layers=1, n_heads=H, n_kv_heads=KVH, hidden_dim=8, head_dim=D, max_seq_len=L)
+  angles = np.outer(np.arange(L, dtype=np.float64), rope_frequencies(config))
+  cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+  src = render_rope_cache(B, H, KVH, D, L, L, interleaved)
+  rng = np.random.default_rng(3)
+  for start in (0, 5, L - 1, L):
+    qkv = rng.standard_normal((B, (H + 2 * KVH) * D), dtype=np.float32)
+    keys, values = rng.standard_normal((2, B, KVH, L, D), dtype=np.float32)
+    want_keys, want_values = keys.copy(), values.copy()
+    q_out = np.full((B, H, 1, D), np.nan, np.float32)
+    emulate(tmp_path, src, rope_cache_name(B, H, KVH, D, L, interleaved),
+            [q_out, qkv, cos, sin, np.array([start], np.int32), keys, values], -(-rope_cache_threads(B, H, KVH, D) // ROPE_THREADS), ROPE_THREADS)
+    q = qkv[:, :H * D].reshape(B, H, 1, D)
+    k = qkv[:, H * D:(H + KVH) * D].reshape(B, KVH, 1, D)
+    v = qkv[:, (H + KVH) * D:].reshape(B, KVH, 1, D)
+    if start < L:
+      c, s = Tensor(cos[start:start + 1]), Tensor(sin[start:start + 1])
+      want_q = apply_rope(Tensor(q), c, s, interleaved).numpy()
+      want_keys[:, :, start:start + 1] = apply_rope(Tensor(k), c, s, interleaved).numpy()
+      want_values[:, :, start:start + 1] = v
+    else: want_q = q
+    np.testing.assert_allclose(q_out, want_q, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(keys, want_keys, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(values, want_values)
+  _nvrtc_compiles(src)
