@@ -6,6 +6,8 @@ aggregated by kernel name, next to the step's time as the JIT really replays it 
 The per-kernel times come from engine.realize.timed_launches (what DEBUG=2 prints): each launch is waited for and
 timed with device events, so a kernel's time includes its own launch latency but no overlap with its neighbours.
 Their sum is an upper bound on the graph's kernel time; the gap to the replayed step is launch and host overhead.
+GB/s is the bytes of each launch's buffers (for a matvec: its weights, x and out) over its time: a lower bound on the
+rate it reads memory at, to hold against HBM bandwidth (an H200's device copy: 4.27 TB/s).
 """
 from __future__ import annotations
 
@@ -71,16 +73,19 @@ def main() -> None:
   with timed_launches() as timings:
     for step in range(args.steps): generator._step(token, position + step, None)
   per_name: dict[str, list[float]] = defaultdict(list)
-  for t in timings: per_name[t.name].append(t.seconds)
+  bytes_per_name: dict[str, int] = defaultdict(int)
+  for t in timings:
+    per_name[t.name].append(t.seconds)
+    bytes_per_name[t.name] += getattr(t, "nbytes", 0)   # not in DEBUG=2's lines (checkouts before timed_launches)
   total = sum(t.seconds for t in timings)
   print(f"model {os.path.basename(args.model)} on {model.device or os.environ.get('DEV', 'CPU')}: {kernels} launches per decode step; "
         f"replayed step {1e6 / replay_tps:.0f} us ({replay_tps:.1f} tok/s); kernels timed one by one: "
         f"{total / args.steps * 1e6:.0f} us per step ({len(timings) // args.steps} launches)")
-  print(f"{'kernel':40s} {'per step':>8s} {'us/step':>9s} {'us each':>8s} {'share':>7s}")
+  print(f"{'kernel':40s} {'per step':>8s} {'us/step':>9s} {'us each':>8s} {'share':>7s} {'GB/s':>8s}")
   ranked = sorted(per_name.items(), key=lambda kv: -sum(kv[1]))
   for name, times in ranked[:args.top]:
     print(f"{name:40s} {len(times) / args.steps:8.0f} {sum(times) / args.steps * 1e6:9.1f} {np.mean(times) * 1e6:8.2f} "
-          f"{sum(times) / total:7.1%}")
+          f"{sum(times) / total:7.1%} {bytes_per_name[name] / sum(times) / 1e9:8.1f}")
   rest = ranked[args.top:]
   if rest:
     seconds = sum(sum(times) for _, times in rest)

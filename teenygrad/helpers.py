@@ -27,7 +27,7 @@ class Config:
     "TEENYGRAD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teenygrad")))
   # decode's fused kernels (llm/fused_linear.py, llm/custom_ops.py), to bisect a GPU failure: "all", "none" (the path
   # before them), or the parts to keep, comma-separated: linear (fused_linear at all; norm, swiglu and float need it),
-  # norm, swiglu, float (the float16/bfloat16 matvec), rope (RoPE + KV-cache write)
+  # norm, swiglu, float (the float16/bfloat16 matvec), repack (Q4_0/Q4_1/Q8_0 in CUDA's layout), rope (RoPE + KV-cache write)
   decode_fusion: str = field(default_factory=lambda: os.environ.get("TEENYGRAD_DECODE_FUSION", "all"))
   # below this many output elements times work per element, a CPU kernel stays single-threaded
   parallel_threshold: int = 1 << 15

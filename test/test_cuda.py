@@ -301,10 +301,11 @@ def _fused_weight(kind: str, n: int, k: int, seed: int):
 
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0", "float16", "bfloat16"])
 @pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
-@pytest.mark.parametrize("n,k", [(37, 96), (576, 576), (1000, 1536)])
+@pytest.mark.parametrize("n,k", [(37, 96), (576, 576), (1000, 1536), (301, 2048)])
 def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
   """fused_linear (one launch: the norm or silu(gate) * up folded in, the residual added) against float64 numpy for
-  1..64 rows of x, ragged shapes, and the primitive path (fusion off) on the same inputs."""
+  1..64 rows of x, ragged shapes, and the primitive path (fusion off) on the same inputs. Rows of 2048 weights take
+  the repacked quantized layout (nn/quant_cuda_packed.py), the others GGUF's blocks."""
   from teenygrad.helpers import config
   from teenygrad.llm.fused_linear import fused_linear
   from teenygrad.llm.model import linear
@@ -321,7 +322,8 @@ def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
       assert out is not None
       return out.numpy()
     got, names = _launched(run)
-    assert len(names) == 1, names
+    packed = kind.startswith("Q") and k % 1024 == 0
+    assert len(names) == 1 and ("packed" in names[0]) == packed, names
     xs = _prologue_reference(x, prologue, norm_np, 1e-5)
     scale = np.abs(xs) @ np.abs(want.T) + 1e-30
     assert np.max(np.abs(got - residual - xs @ want.T) / scale) < 1e-4, f"rows={rows}"
@@ -376,10 +378,12 @@ def tiny_models(tmp_path_factory):
   for qtype in ("Q4_1", "Q8_0", "F16"):
     paths[qtype] = folder / f"tiny_{qtype}.gguf"
     write_tiny_gguf(paths[qtype], qtype=qtype, dim=128, heads=4, kv_heads=2, hidden=256)
+  paths["Q4_0 packed"] = folder / "tiny_q4_0_1024.gguf"   # every projection's rows a multiple of 1024: the packed layout
+  write_tiny_gguf(paths["Q4_0 packed"], qtype="Q4_0", dim=1024, heads=8, kv_heads=2, hidden=1024)
   return paths
 
 
-@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0", "F16"])
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0", "F16", "Q4_0 packed"])
 def test_fused_decode_matches_the_primitive_path(cuda, tiny_models, qtype):
   """A whole model's decode on CUDA through the fused kernels against the primitive path (TEENYGRAD_DECODE_FUSION=none)
   on the same GGUF: prefill, then decode steps at symbolic positions; a step is at most 6 launches per layer + 3."""

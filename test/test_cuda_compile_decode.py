@@ -198,3 +198,26 @@ def test_rope_cache_write_on_the_cpu(interleaved, tmp_path):
     np.testing.assert_allclose(keys, want_keys, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(values, want_values)
   _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("prologue,m", [("", 1), ("norm", 10), ("swiglu", 3)])
+def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, tmp_path):
+  """Weights repacked for CUDA (nn/quant_cuda_packed.py) and the matvec reading them, against gguf-py's dequantize of
+  the original blocks: two warp steps per row, 13 rows of W (a ragged last warp of 4 rows), every prologue."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.nn.matvec_cuda import WARPS
+  from teenygrad.nn.quant_cuda_packed import packed_grid, packed_name, render_packed_matvec, repack
+  rng = np.random.default_rng(11)
+  k, n, eps = 2048, 13, 1e-5
+  blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  packed = repack(ggml_type, blocks, n, k)
+  assert packed.nbytes == blocks.nbytes
+  x, norm, residual = _inputs(rng, m, k, n, prologue)
+  out = np.full((m, n), np.nan, np.float32)
+  src = render_packed_matvec(ggml_type, k, m, n, prologue, residual=True, eps=eps)
+  args = [out, x, packed] + ([norm] if prologue == "norm" else []) + [residual]
+  emulate(tmp_path, src, packed_name(ggml_type, k, m, n, prologue, True), args, packed_grid(m, n), 32 * WARPS)
+  _check(out, x, norm, residual, weight64, prologue, eps)
+  _nvrtc_compiles(src)

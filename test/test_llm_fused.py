@@ -41,7 +41,7 @@ class NumpyKernels:
       product = reference_prologue(xs, prologue, None if norm is None else _host(norm, k), eps) @ dense(w, n, k).T
       if residual is not None: product = product + _host(residual, m * n).reshape(m, n)
       _host(out)[:m * n] = product.reshape(-1)
-    return launch
+    return launch, weight.raw if isinstance(weight, QuantizedTensor) else weight
 
   def rope_cache(self, device: str):
     def launch(q_out, qkv, cos, sin, start, keys, values, b, h, kvh, d, length, rope_rows, interleaved):

@@ -13,6 +13,7 @@ are tested against (test_cuda.py; test_cuda_compile_decode.py runs the kernels' 
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 from teenygrad.dtype import dtypes
@@ -43,33 +44,48 @@ class FusedLinear:
     raise RuntimeError("the fused projection has no gradient (inference only): run with gradients enabled for the primitive path")
 
 
-def _cuda_matvec(device: str, weight) -> Callable | None:
-  """CUDA's launcher for a weight: nn/quant_cuda.py's kernels for its quantized types, nn/matvec_cuda.py's for
-  float16/bfloat16 rows of a multiple of 8."""
+def _own_buffer(t: Tensor) -> Tensor:
+  """t on a realized buffer of its own (a reshape reads the base's buffer as is)."""
+  return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+
+
+# QuantizedTensor -> its blocks in nn/quant_cuda_packed.py's layout, made on first use (a second copy on the device)
+_packed_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _packed(weight: QuantizedTensor) -> Tensor:
+  if weight not in _packed_weights:
+    from teenygrad.nn.quant_cuda_packed import repack
+    n, k = weight.shape
+    _packed_weights[weight] = Tensor(repack(weight.ggml_type, weight.raw.numpy(), n, k), device=weight.device).realize()
+  return _packed_weights[weight]
+
+
+def _cuda_matvec(device: str, weight) -> tuple[Callable, Tensor] | None:
+  """CUDA's launcher for a weight and the buffer it reads: Q4_0/Q4_1/Q8_0 rows of a multiple of 1024 repacked
+  (nn/quant_cuda_packed.py), other quantized weights in GGUF blocks (nn/quant_cuda.py), float16/bfloat16 rows of a
+  multiple of 8 as they are (nn/matvec_cuda.py)."""
   if isinstance(weight, QuantizedTensor):
     from teenygrad.nn.quant_cuda import cuda_kernels
+    from teenygrad.nn.quant_cuda_packed import cuda_packed_matvec, packable
+    if packable(weight.ggml_type, weight.shape[1]) and fusion_enabled("repack"):
+      return cuda_packed_matvec(device, weight.ggml_type), _packed(weight)
     kernels = cuda_kernels(device, weight.ggml_type)
-    return kernels.linear if kernels is not None else None
+    return (kernels.linear, _own_buffer(weight.raw)) if kernels is not None else None
   from teenygrad.nn.matvec_cuda import FLOAT_DTYPES, cuda_float_matvec
-  if weight.dtype.name in FLOAT_DTYPES and weight.shape[1] % 8 == 0 and fusion_enabled("float"): return cuda_float_matvec(device)
+  if weight.dtype.name in FLOAT_DTYPES and weight.shape[1] % 8 == 0 and fusion_enabled("float"):
+    return cuda_float_matvec(device), _own_buffer(weight)
   return None
 
 
-# backend name -> factory(device, weight) of a launcher(out, x, w, m, n, k, residual=, norm=, eps=, swiglu=), or None
-# for a weight it has no kernel for
-MATVEC_KERNELS: dict[str, Callable[[str, object], Callable | None]] = {"CUDA": _cuda_matvec}
-
-
-def _storage(weight) -> Tensor:
-  """The realized buffer a kernel reads: a quantized weight's blocks, a float weight itself."""
-  t = weight.raw if isinstance(weight, QuantizedTensor) else weight
-  return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+# backend name -> factory(device, weight) of (a launcher(out, x, w, m, n, k, residual=, norm=, eps=, swiglu=), the
+# weight's storage as that launcher reads it), or None for a weight it has no kernel for
+MATVEC_KERNELS: dict[str, Callable[[str, object], tuple[Callable, Tensor] | None]] = {"CUDA": _cuda_matvec}
 
 
 def _flat(t: Tensor, rows: int) -> Tensor:
-  """t as (rows, width) on its own buffer (a reshape reads the base's buffer as is)."""
-  t = t.reshape(rows, t.shape[-1])
-  return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+  """t as (rows, width) on its own buffer."""
+  return _own_buffer(t.reshape(rows, t.shape[-1]))
 
 
 def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor | None = None, eps: float = 0.0,
@@ -91,9 +107,10 @@ def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor
   if residual is not None and (residual.dtype != dtypes.float32 or tuple(residual.shape) != batch + (n,)): return None
   inputs = [x, weight if isinstance(weight, Tensor) else weight.raw] + [t for t in (norm, residual) if t is not None]
   if is_grad_enabled() and any(t.requires_grad for t in inputs): return None
-  launch = factory(x.device, weight)
-  if launch is None: return None
-  srcs = [_flat(x, rows), _storage(weight)] + ([norm] if norm is not None else []) + ([_flat(residual, rows)] if residual is not None else [])
+  kernel = factory(x.device, weight)
+  if kernel is None: return None
+  launch, storage = kernel
+  srcs = [_flat(x, rows), storage] + ([norm] if norm is not None else []) + ([_flat(residual, rows)] if residual is not None else [])
   op = FusedLinear(launch, rows, n, k, eps, norm is not None, swiglu, residual is not None)
   out = Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (rows, n), dtypes.float32))
   return out.reshape(*batch, n)

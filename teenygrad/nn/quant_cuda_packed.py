@@ -1,0 +1,201 @@
+"""Q4_0 / Q4_1 / Q8_0 weights repacked for CUDA's matvec: every load 16 bytes wide and coalesced across the warp.
+
+    tg_qmatvec_packed_<type>_<K>_<M>_<N>[_norm|_swiglu][_r](out, x, w[, norm][, residual])
+
+GGUF's blocks (18 bytes for Q4_0: a scale, then 16 bytes of nibbles) leave the loads of nn/quant_cuda.py's matvec
+2- and 4-byte wide and unaligned, and its warp reads x as float4s 128 bytes apart: an 8B model's Q4_0 projections
+read 0.93 TB/s of the H200's 4.27. Repacked once, on the host, for rows of a multiple of STEP (1024) weights:
+
+- a warp step covers STEP weights of a row; lane l takes weights 128 t + 4 l + i (t < 8, i < 4), so each of its eight
+  x reads is a float4 the warp reads as 512 contiguous bytes;
+- the quants of (row, step) are one array: Q4 32 x 16 bytes, lane l's at 16 l (byte 2 t holds weights i = 0, 1 as low
+  and high nibble, byte 2 t + 1 weights 2, 3); Q8 2 x 32 x 16 bytes (half h holds t = 4 h .. 4 h + 3, 4 bytes each);
+- the fp16 scales of (row, step) are 4 x 8 halves: the 8 lanes of group l / 8 need those of blocks 32 step + 4 t + l / 8
+  for t < 8, one 16-byte load; Q4_1's mins follow the scales in the same layout.
+
+One buffer holds [quants | scales | mins]. A warp computes rows_per_warp(m) rows, so each x load serves them all; the
+prologues (RMSNorm, silu(gate) * up) and the residual are nn/matvec_cuda.py's. The weight is kept in GGUF blocks as
+well (prefill's dequantize, the embedding gather and other backends read those): a second copy in device memory.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from teenygrad.device import Buffer, Device
+from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_x_reader, row_scale
+from teenygrad.renderer.cuda import CUDA_PREAMBLE
+
+STEP = 1024          # weights of a row per warp step: 32 lanes x 32
+# x loads are the kernel's widest reads (8x the Q4 weight bytes): each serves 4 rows of W, or 2 where a warp holds
+# more than 2 rows of x (registers: every pair of rows of W and x has its accumulator)
+def rows_per_warp(m: int) -> int: return 4 if m <= 2 else 2
+
+
+PACKED_TYPES = ("Q4_0", "Q4_1", "Q8_0")
+_BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+
+
+def packable(ggml_type: str, k: int) -> bool: return ggml_type in PACKED_TYPES and k % STEP == 0
+
+
+def _quant_bytes(ggml_type: str, n: int, k: int) -> int: return n * k // (1 if ggml_type == "Q8_0" else 2)
+
+
+def repack(ggml_type: str, blocks: np.ndarray, n: int, k: int) -> np.ndarray:
+  """GGUF blocks (n rows of k weights) -> the packed layout (uint8): quants, then scales, then (Q4_1) mins."""
+  assert packable(ggml_type, k)
+  steps = k // STEP
+  b = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(n, k // 32, _BLOCK_BYTES[ggml_type])
+  halves = b[:, :, :4].copy().view(np.uint16)                     # (n, k/32, 2): d, and m for Q4_1
+  if ggml_type == "Q8_0":
+    q = b[:, :, 2:34].reshape(n, steps, 2, 4, 32, 4)              # weight 1024 j + 128 (4 h + t') + 4 l + i
+    quants = q.transpose(0, 1, 2, 4, 3, 5)                        # (n, steps, half, lane, t', i)
+  else:
+    qs = b[:, :, 2:18] if ggml_type == "Q4_0" else b[:, :, 4:20]
+    q = np.concatenate([qs & 15, qs >> 4], axis=-1).reshape(n, steps, 8, 32, 4)   # byte i: weights i and i + 16
+    q = q.transpose(0, 1, 3, 2, 4)                                # (n, steps, lane, t, i)
+    quants = q[..., 0::2] | (q[..., 1::2] << 4)                   # (n, steps, lane, t, 2 bytes)
+  def by_group(values: np.ndarray) -> np.ndarray:                 # block 32 j + 4 t + g -> (n, steps, g, t)
+    return values.reshape(n, steps, 8, 4).transpose(0, 1, 3, 2)
+  parts = [quants, by_group(halves[:, :, 0])] + ([by_group(halves[:, :, 1])] if ggml_type == "Q4_1" else [])
+  return np.concatenate([np.ascontiguousarray(p).view(np.uint8).reshape(-1) for p in parts])
+
+
+def packed_name(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False) -> str:
+  return f"tg_qmatvec_packed_{ggml_type.lower()}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+
+
+def packed_groups(m: int) -> int: return -(-m // GROUP_ROWS)
+
+
+def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m))) * packed_groups(m)
+
+
+# per type: the loads of one (row, step) and the product of lane's 4 weights of round t (bits of `word`) with x4
+_LOADS = {
+  "Q4": """      q[r][0] = quants[rs * 32 + lane];
+      d[r] = scales[rs * 4 + lane / 8];""",
+  "Q8": """      q[r][0] = quants[rs * 64 + lane];
+      q[r][1] = quants[rs * 64 + 32 + lane];
+      d[r] = scales[rs * 4 + lane / 8];""",
+}
+_TERMS = {
+  "Q4_0": """          const unsigned int bits = tg_word(q[r][0], t / 2) >> (16 * (t & 1));
+          const float s = (float)(bits & 15) * v.x + (float)((bits >> 4) & 15) * v.y + (float)((bits >> 8) & 15) * v.z
+                        + (float)((bits >> 12) & 15) * v.w;
+          acc[m][r] += tg_half(d[r], t) * (s - 8.0f * vs);""",
+  "Q4_1": """          const unsigned int bits = tg_word(q[r][0], t / 2) >> (16 * (t & 1));
+          const float s = (float)(bits & 15) * v.x + (float)((bits >> 4) & 15) * v.y + (float)((bits >> 8) & 15) * v.z
+                        + (float)((bits >> 12) & 15) * v.w;
+          acc[m][r] += tg_half(d[r], t) * s + tg_half(mn[r], t) * vs;""",
+  "Q8_0": """          const unsigned int bits = tg_word(q[r][t / 4], t % 4);
+          const float s = (float)(signed char)(bits & 255) * v.x + (float)(signed char)((bits >> 8) & 255) * v.y
+                        + (float)(signed char)((bits >> 16) & 255) * v.z + (float)(signed char)(bits >> 24) * v.w;
+          acc[m][r] += tg_half(d[r], t) * s;""",
+}
+
+
+def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
+  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout."""
+  assert packable(ggml_type, k)
+  steps, groups = k // STEP, packed_groups(m)
+  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
+  q_bytes, s_bytes = _quant_bytes(ggml_type, n, k), n * k // 16
+  mins = ggml_type == "Q4_1"
+  unroll = "#pragma unroll" if steps <= 4 else "#pragma unroll 4"
+  store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
+  return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
+#define N_OUT {n}
+#define ROWS_PER_WARP {rows_per_warp(m)}
+#define STEPS {steps}
+__device__ __forceinline__ unsigned int tg_word(uint4 v, int i) {{ return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }}
+/* half t of 8 packed in a uint4 */
+__device__ __forceinline__ float tg_half(uint4 v, int t) {{ return tg_h2f((unsigned short)(tg_word(v, t / 2) >> (16 * (t & 1)))); }}
+extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
+    const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
+{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
+  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
+  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
+  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  x += (long long)m0 * X_STRIDE;
+  const uint4* __restrict__ quants = (const uint4*)w;
+  const uint4* __restrict__ scales = (const uint4*)(w + {q_bytes}LL);
+{"  const uint4* __restrict__ min_halves = (const uint4*)(w + " + str(q_bytes + s_bytes) + "LL);" if mins else ""}
+  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) {{
+    sq[m] = 0.0f;
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
+  }}
+  {unroll}
+  for (int step = 0; step < STEPS; step++) {{
+    uint4 q[ROWS_PER_WARP][{2 if wide == "Q8" else 1}], d[ROWS_PER_WARP]{", mn[ROWS_PER_WARP]" if mins else ""};
+    /* a ragged last warp reads its last row again rather than branch; the store below skips the copies */
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {{
+      const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + step;
+{_LOADS[wide]}{chr(10) + "      mn[r] = min_halves[rs * 4 + lane / 8];" if mins else ""}
+    }}
+    #pragma unroll
+    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+      #pragma unroll
+      for (int t = 0; t < 8; t++) {{
+        const float4 v = tg_x4(x, g, m, step * {STEP} + t * 128 + lane * 4, sq[m]);
+        const float vs = (v.x + v.y) + (v.z + v.w);
+        #pragma unroll
+        for (int r = 0; r < ROWS_PER_WARP; r++) {{
+{_TERMS[ggml_type]}
+        }}
+      }}
+    }}
+  }}
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+    const int m_out = m0 + m;
+    const float scale = {row_scale(prologue, eps)};
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {{
+      const int row = row0 + r;
+      const float total = tg_warp_sum(acc[m][r]) * scale;
+      if (lane == 0 && row < N_OUT) out[(long long)m_out * N_OUT + row] = {store};
+    }}
+  }}
+}}
+"""
+
+
+class CUDAPackedMatvec:
+  """The packed matvecs of one GGML type on one CUDA device, compiled per shape; each call one recorded launch."""
+  def __init__(self, device: str, ggml_type: str):
+    self.device, self.ggml_type = device, ggml_type
+    self._programs: dict[tuple, object] = {}
+
+  def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
+               norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+    prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
+    key = (k, m, n, prologue, residual is not None, eps)
+    if key not in self._programs:
+      backend = Device[self.device]
+      src = render_packed_matvec(self.ggml_type, k, m, n, prologue, residual is not None, eps)
+      grid = {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)}
+      name = packed_name(self.ggml_type, k, m, n, prologue, residual is not None)
+      self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid)
+    kernel = CompiledKernel(f"qmatvec_packed_{self.ggml_type.lower()}", self._programs[key], [], [], "", m * n * k, False)
+    buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
+    launch(ExecItem(kernel, buffers, (), self.device))
+
+
+_packed: dict[tuple[str, str], CUDAPackedMatvec] = {}
+
+
+def cuda_packed_matvec(device: str, ggml_type: str) -> CUDAPackedMatvec:
+  key = (device, ggml_type)
+  if key not in _packed: _packed[key] = CUDAPackedMatvec(device, ggml_type)
+  return _packed[key]
+
+
+__all__ = ["CUDAPackedMatvec", "PACKED_TYPES", "STEP", "cuda_packed_matvec", "packable", "packed_grid", "packed_name",
+           "render_packed_matvec", "repack"]
