@@ -280,7 +280,7 @@ def test_embedding_gathers_replay_in_the_graph(cuda):
   assert embed.capture.graph_launches == 3
 
 
-# ---- decode's fused kernels (llm/fused_linear.py, nn/matvec_cuda.py, llm/attention_cuda.py) against the primitive path ----
+# ---- decode's fused kernels (llm/fused_linear.py, nn/matvec_cuda.py, nn/quant_cuda_packed.py, llm/attention_cuda.py) ----
 
 def _prologue_reference(x: np.ndarray, prologue: str, norm: np.ndarray, eps: float) -> np.ndarray:
   x = x.astype(np.float64)
@@ -336,36 +336,43 @@ def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
   np.testing.assert_allclose(got, primitive, rtol=2e-3, atol=2e-3 * np.abs(xs).max() * np.sqrt(k))
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
 @pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
-def test_fused_rope_cache_write_matches_reference(cuda, interleaved):
-  """RoPE + the k/v cache write in one launch against the primitive apply_rope and cache write (fusion off), at
-  several positions, two sequences, grouped-query heads."""
+def test_fused_rope_attention_matches_reference(cuda, interleaved, masked):
+  """RoPE + the k/v cache write + attention in one launch against the primitive path on CUDA (apply_rope, the cache
+  write kernel, the decode attention kernel; fusion off) at several positions (the first row, lanes with one and with
+  several keys, the last row), two sequences, grouped-query heads, an additive mask."""
   from teenygrad.helpers import config
-  from teenygrad.llm.custom_ops import cache_write, rope_cache_write
+  from teenygrad.llm.custom_ops import cache_write, decode_attention, rope_attention
   from teenygrad.llm.model import apply_rope
-  B, H, KVH, D, L = 2, 8, 2, 64, 40
+  B, H, KVH, D, L = 2, 8, 2, 64, 100
   rng = np.random.default_rng(1)
   angles = rng.uniform(0, 6, (L, D // 2))
   cos, sin = (Tensor(f(angles).astype(np.float32), device="CUDA").realize() for f in (np.cos, np.sin))
   fused_caches = [Tensor(rng.standard_normal((B, KVH, L, D), dtype=np.float32), device="CUDA").realize() for _ in range(2)]
   ref_caches = [Tensor(c.numpy(), device="CUDA").realize() for c in fused_caches]
-  for pos in (0, 1, 17, L - 1):
+  for pos in (0, 1, 31, 70, L - 1):
     qkv_np = rng.standard_normal((B, 1, (H + 2 * KVH) * D), dtype=np.float32)
+    mask_np = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32)
+    mask_np[:, pos] = 0.0
+    mask = Tensor(mask_np, device="CUDA") if masked else None
     start = Tensor(np.array([pos], np.int32), device="CUDA")
-    q, names = _launched(lambda: rope_cache_write(Tensor(qkv_np, device="CUDA"), cos, sin, start, *fused_caches, H, interleaved).numpy())
-    assert names == ["rope_cache_write"], names
+    got, names = _launched(lambda: rope_attention(Tensor(qkv_np, device="CUDA"), cos, sin, start, *fused_caches, mask, H,
+                                                  interleaved).numpy())
+    assert names == ["rope_attention"], names
     split = qkv_np.reshape(B, H + 2 * KVH, 1, D)
     c, s = Tensor(cos.numpy()[pos:pos + 1], device="CUDA"), Tensor(sin.numpy()[pos:pos + 1], device="CUDA")
-    want_q = apply_rope(Tensor(split[:, :H], device="CUDA"), c, s, interleaved).numpy()
     old = config.decode_fusion
     try:
       config.decode_fusion = "none"
+      q = apply_rope(Tensor(split[:, :H], device="CUDA"), c, s, interleaved)
       k = apply_rope(Tensor(split[:, H:H + KVH], device="CUDA"), c, s, interleaved)
-      cache_write(ref_caches[0], k, start).realize()
-      cache_write(ref_caches[1], Tensor(split[:, H + KVH:], device="CUDA"), start).realize()
+      keys = cache_write(ref_caches[0], k, start)
+      values = cache_write(ref_caches[1], Tensor(split[:, H + KVH:], device="CUDA"), start)
+      want = decode_attention(q, keys, values, start, mask).numpy()
     finally: config.decode_fusion = old
-    np.testing.assert_allclose(q, want_q, rtol=1e-5, atol=1e-5)
-    for got, want in zip(fused_caches, ref_caches): np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for fused, ref in zip(fused_caches, ref_caches): np.testing.assert_allclose(fused.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +393,7 @@ def tiny_models(tmp_path_factory):
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0", "F16", "Q4_0 packed"])
 def test_fused_decode_matches_the_primitive_path(cuda, tiny_models, qtype):
   """A whole model's decode on CUDA through the fused kernels against the primitive path (TEENYGRAD_DECODE_FUSION=none)
-  on the same GGUF: prefill, then decode steps at symbolic positions; a step is at most 6 launches per layer + 3."""
+  on the same GGUF: prefill, then decode steps at symbolic positions; a step is at most 5 launches per layer + 3."""
   from teenygrad.engine.realize import capture_kernels
   from teenygrad.helpers import config
   from teenygrad.ir.symbolic import BoundVariable
@@ -410,7 +417,7 @@ def test_fused_decode_matches_the_primitive_path(cuda, tiny_models, qtype):
   fused, launches, layers = logits("all")
   primitive, before, _ = logits("none")
   for got, want in zip(fused, primitive): np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
-  assert max(launches) <= 6 * layers + 3 < min(before), (launches, before)
+  assert max(launches) <= 5 * layers + 3 < min(before), (launches, before)
 
 
 def test_fused_decode_replays_as_one_graph(cuda, tiny_models):

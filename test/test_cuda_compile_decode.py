@@ -2,8 +2,8 @@
 as 32 real threads whose shuffles meet at a barrier, against numpy references (the primitive ops' meaning).
 
 Covers nn/matvec_cuda.py (float16/bfloat16 matvecs, the norm and swiglu prologues), the prologues of
-nn/quant_cuda.py's quantized matvec, and llm/attention_cuda.py's RoPE + KV-cache write. test_cuda.py runs the same
-kernels on a GPU against the primitive-op path."""
+nn/quant_cuda.py's quantized matvec, nn/quant_cuda_packed.py's repacked one, and llm/attention_cuda.py's RoPE +
+KV-cache write + attention. test_cuda.py runs the same kernels on a GPU against the primitive-op path."""
 from __future__ import annotations
 
 import ctypes
@@ -165,38 +165,46 @@ def test_quant_matvec_prologues_on_the_cpu(ggml_type, prologue, tmp_path):
   _nvrtc_compiles(src)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
 @pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
-def test_rope_cache_write_on_the_cpu(interleaved, tmp_path):
-  """RoPE on q and k plus the k/v cache writes in one kernel, against the model's primitive apply_rope (on the CPU):
-  two sequences, grouped-query heads, positions at both ends of the cache, and one past it (writes nothing, q unrotated)."""
+def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
+  """RoPE, the k/v cache write and attention in one kernel, against the model's primitive apply_rope (on the CPU) and
+  numpy's softmax attention over the written cache: two sequences, grouped-query heads, positions at both ends of the
+  cache and in the middle (lanes with several keys and lanes with none), and one past it (writes nothing, attends
+  the whole cache unrotated)."""
   from teenygrad import Tensor
-  from teenygrad.llm.attention_cuda import ROPE_THREADS, render_rope_cache, rope_cache_name, rope_cache_threads
+  from teenygrad.llm.attention_cuda import render_rope_attention, rope_attention_name
   from teenygrad.llm.model import LlamaConfig, apply_rope, rope_frequencies
-  B, H, KVH, D, L = 2, 6, 2, 16, 12
+  B, H, KVH, D, L = 2, 6, 2, 16, 80
   config = LlamaConfig(vocab_size=8, dim=H * D, n_layers=1, n_heads=H, n_kv_heads=KVH, hidden_dim=8, head_dim=D, max_seq_len=L)
   angles = np.outer(np.arange(L, dtype=np.float64), rope_frequencies(config))
   cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-  src = render_rope_cache(B, H, KVH, D, L, L, interleaved)
+  src = render_rope_attention(D, H, KVH, L, L, interleaved, masked)
   rng = np.random.default_rng(3)
-  for start in (0, 5, L - 1, L):
+  for start in (0, 1, 44, L - 1, L):
     qkv = rng.standard_normal((B, (H + 2 * KVH) * D), dtype=np.float32)
     keys, values = rng.standard_normal((2, B, KVH, L, D), dtype=np.float32)
+    mask = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32)
+    mask[:, min(start, L - 1)] = 0.0   # every row keeps a key
     want_keys, want_values = keys.copy(), values.copy()
-    q_out = np.full((B, H, 1, D), np.nan, np.float32)
-    emulate(tmp_path, src, rope_cache_name(B, H, KVH, D, L, interleaved),
-            [q_out, qkv, cos, sin, np.array([start], np.int32), keys, values], -(-rope_cache_threads(B, H, KVH, D) // ROPE_THREADS), ROPE_THREADS)
+    out = np.full((B, H, 1, D), np.nan, np.float32)
+    emulate(tmp_path, src, rope_attention_name(D, H, KVH, L, interleaved, masked),
+            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []), B * H, 32)
     q = qkv[:, :H * D].reshape(B, H, 1, D)
-    k = qkv[:, H * D:(H + KVH) * D].reshape(B, KVH, 1, D)
-    v = qkv[:, (H + KVH) * D:].reshape(B, KVH, 1, D)
     if start < L:
       c, s = Tensor(cos[start:start + 1]), Tensor(sin[start:start + 1])
-      want_q = apply_rope(Tensor(q), c, s, interleaved).numpy()
-      want_keys[:, :, start:start + 1] = apply_rope(Tensor(k), c, s, interleaved).numpy()
-      want_values[:, :, start:start + 1] = v
-    else: want_q = q
-    np.testing.assert_allclose(q_out, want_q, rtol=1e-6, atol=1e-6)
+      q = apply_rope(Tensor(q), c, s, interleaved).numpy()
+      want_keys[:, :, start:start + 1] = apply_rope(Tensor(qkv[:, H * D:(H + KVH) * D].reshape(B, KVH, 1, D)), c, s, interleaved).numpy()
+      want_values[:, :, start] = qkv[:, (H + KVH) * D:].reshape(B, KVH, D)
     np.testing.assert_allclose(keys, want_keys, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(values, want_values)
+    count = min(start + 1, L)
+    k64 = np.repeat(want_keys, H // KVH, axis=1)[:, :, :count].astype(np.float64)
+    v64 = np.repeat(want_values, H // KVH, axis=1)[:, :, :count].astype(np.float64)
+    scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
+    if masked: scores = scores + mask[:, None, None, :count]
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
   _nvrtc_compiles(src)
 
 

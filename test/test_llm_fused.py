@@ -1,4 +1,4 @@
-"""The model's fused decode route without a GPU: the kernel registries (MATVEC_KERNELS, ROPE_CACHE_KERNELS,
+"""The model's fused decode route without a GPU: the kernel registries (MATVEC_KERNELS, ROPE_ATTENTION_KERNELS,
 ATTENTION_KERNELS) get CPU entries that do in numpy what the CUDA kernels do, so the route's wiring -- which tensors
 reach each kernel, in which order and layout, the folded norms and silu, the cache rows written -- is checked against
 the primitive path, eagerly and through the JIT. The CUDA kernels themselves are checked in test_cuda_compile_decode.py
@@ -6,9 +6,12 @@ the primitive path, eagerly and through the JIT. The CUDA kernels themselves are
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from teenygrad.dtype import dtypes
 
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
@@ -43,9 +46,9 @@ class NumpyKernels:
       _host(out)[:m * n] = product.reshape(-1)
     return launch, weight.raw if isinstance(weight, QuantizedTensor) else weight
 
-  def rope_cache(self, device: str):
-    def launch(q_out, qkv, cos, sin, start, keys, values, b, h, kvh, d, length, rope_rows, interleaved):
-      self.calls["rope_cache"] += 1
+  def rope_attention(self, device: str):
+    attend = self.attention(device, name="rope_attention")
+    def launch(out, qkv, cos, sin, start, keys, values, mask, b, h, kvh, d, length, rope_rows, interleaved):
       s = int(_host(start)[0])
       assert 0 <= s < min(length, rope_rows)
       rows = _host(qkv, b * (h + 2 * kvh) * d).reshape(b, h + 2 * kvh, d)
@@ -54,14 +57,15 @@ class NumpyKernels:
       rotated = rows[:, :h + kvh].copy()
       x0, x1 = rows[:, :h + kvh, first], rows[:, :h + kvh, second]
       rotated[..., first], rotated[..., second] = x0 * c - x1 * sn, x0 * sn + x1 * c
-      _host(q_out)[:] = rotated[:, :h].reshape(-1)
       _host(keys).reshape(b, kvh, length, d)[:, :, s] = rotated[:, h:]
       _host(values).reshape(b, kvh, length, d)[:, :, s] = rows[:, h + kvh:]
+      q = rotated[:, :h].astype(np.float32)
+      attend(out, SimpleNamespace(raw=q.view(np.uint8).reshape(-1), dtype=dtypes.float32), keys, values, start, mask, b, h, kvh, length, d)
     return launch
 
-  def attention(self, device: str):
+  def attention(self, device: str, name: str = "attention"):
     def launch(out, q, keys, values, start, mask, batch, h, kvh, length, d):
-      self.calls["attention"] += 1
+      self.calls[name] += 1
       count = int(_host(start)[0]) + 1
       qs = _host(q, batch * h * d).reshape(batch, h, d).astype(np.float64)
       k = np.repeat(_host(keys).reshape(batch, kvh, length, d)[:, :, :count], h // kvh, axis=1)
@@ -78,7 +82,7 @@ def numpy_kernels(monkeypatch):
   from teenygrad.llm import custom_ops, fused_linear
   kernels = NumpyKernels()
   monkeypatch.setitem(fused_linear.MATVEC_KERNELS, "CPU", kernels.matvec)
-  monkeypatch.setitem(custom_ops.ROPE_CACHE_KERNELS, "CPU", kernels.rope_cache)
+  monkeypatch.setitem(custom_ops.ROPE_ATTENTION_KERNELS, "CPU", kernels.rope_attention)
   monkeypatch.setitem(custom_ops.ATTENTION_KERNELS, "CPU", kernels.attention)
   return kernels
 
@@ -113,8 +117,8 @@ def _logits(path, tokens, decode_steps: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("weights", ["Q8_0", "F16"])
 def test_fused_decode_route_equals_the_primitive_path(tiny, tiny_f16, numpy_kernels, monkeypatch, weights):
-  """A decode step through the fused route is six launches per layer (q/k/v with the norm, RoPE + cache write,
-  attention, output with the residual, gate/up with the norm, down reading silu(gate) * up) plus the LM head with the
+  """A decode step through the fused route is five launches per layer (q/k/v with the norm; RoPE, the cache write and
+  attention; output with the residual; gate/up with the norm; down reading silu(gate) * up) plus the LM head with the
   final norm, and gives the primitive path's logits (quantized and float16 weights)."""
   from teenygrad.helpers import config
   tokens = [3, 17, 5, 22, 9, 31, 4]
@@ -127,7 +131,7 @@ def test_fused_decode_route_equals_the_primitive_path(tiny, tiny_f16, numpy_kern
   layers, steps = 2, 3
   # the prefill (4 rows) takes the fused matvecs too; RoPE, the cache write and attention are decode's only
   assert calls == {"matvec_norm": (steps + 1) * (2 * layers + 1), "matvec_plain": (steps + 1) * layers,
-                   "matvec_swiglu": (steps + 1) * layers, "rope_cache": steps * layers, "attention": steps * layers}, calls
+                   "matvec_swiglu": (steps + 1) * layers, "rope_attention": steps * layers}, calls
 
 
 @pytest.mark.parametrize("setting", ["linear", "linear,norm", "linear,swiglu", "rope"])
@@ -138,7 +142,8 @@ def test_each_fusion_alone_equals_the_primitive_path(tiny, numpy_kernels, monkey
   tokens = [3, 17, 5, 22, 9]
   fused = _logits(tiny, tokens, decode_steps=2)
   parts = set(setting.split(","))
-  assert ("rope_cache" in numpy_kernels.calls) == ("rope" in parts)
+  assert ("rope_attention" in numpy_kernels.calls) == ("rope" in parts)
+  assert ("attention" in numpy_kernels.calls) == ("rope" not in parts)   # the primitive RoPE, then the attention kernel
   assert ("matvec_norm" in numpy_kernels.calls) == ({"linear", "norm"} <= parts)
   assert ("matvec_swiglu" in numpy_kernels.calls) == ({"linear", "swiglu"} <= parts)
   monkeypatch.setattr(config, "decode_fusion", "none")
@@ -158,6 +163,6 @@ def test_jitted_generation_through_the_fused_route(tiny, numpy_kernels, monkeypa
     generator = Generator(model, tokenizer)
     return [r.generated for r in generator.generate_ids([[3, 17, 5, 22, 9], [8, 4]], SamplingParams(max_tokens=6))]
   fused = generate()
-  assert numpy_kernels.calls["rope_cache"] > 0 and numpy_kernels.calls["attention"] > 0
+  assert numpy_kernels.calls["rope_attention"] > 0
   monkeypatch.setattr(config, "decode_fusion", "none")
   assert fused == generate()

@@ -12,11 +12,12 @@ read as float4 rows; a head's query sits in registers. Grouped-query heads share
 Sizes are compiled in (one cubin per model shape and cache length, disk-cached); the cache is float32 (B, KVH, L, D)
 and `mask` an optional additive (B, L) float32 (the left padding of batched prompts).
 
-    tg_rope_cache_<B>_<H>_<KVH>_<D>_<L>_<pairs|halves>(q_out, qkv, cos, sin, start, keys, values)
+    tg_rope_attention_<D>_<H>_<KVH>_<L>_<pairs|halves>[_mask](out, qkv, cos, sin, start, keys, values[, mask])
 
-The launch before it: RoPE on q and k and the write of k and v into row `start` of the cache, straight from the fused
-q/k/v projection's output, where the primitive path takes a kernel for each rotation, one to copy v out of the
-projection's rows and one per cache write.
+The same attention straight from the fused q/k/v projection's output, for which the primitive path first takes a
+kernel per rotation, one to copy v out of the projection's rows and one per cache write: each warp rotates its query
+and the new key itself, scores the cache's rows [0, start) and then the new row (from qkv, not the cache: another
+warp may not have written it yet), and one warp per kv head writes the new key and value into row `start`.
 """
 from __future__ import annotations
 
@@ -84,71 +85,102 @@ extern "C" __global__ void __launch_bounds__(32) {attention_name(d, h, kvh, leng
 """
 
 
-ROPE_THREADS = 256
+def rope_attention_name(d: int, h: int, kvh: int, length: int, interleaved: bool, mask: bool) -> str:
+  return f"tg_rope_attention_{d}_{h}_{kvh}_{length}{'_pairs' if interleaved else '_halves'}{'_mask' if mask else ''}"
 
 
-def rope_cache_name(b: int, h: int, kvh: int, d: int, length: int, interleaved: bool) -> str:
-  return f"tg_rope_cache_{b}_{h}_{kvh}_{d}_{length}{'_pairs' if interleaved else '_halves'}"
-
-
-def rope_cache_threads(b: int, h: int, kvh: int, d: int) -> int:
-  """A thread per rotated pair of q and k, and per element of v."""
-  return b * ((h + kvh) * d // 2 + kvh * d)
-
-
-def render_rope_cache(b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> str:
-  """CUDA C of one decode step's RoPE and KV-cache write: from the fused projection's rows qkv (b, (h + 2 kvh) d),
-  q rotated into q_out (b, h, 1, d), k rotated and v copied into row `start` of keys/values (b, kvh, length, d).
-  cos/sin are (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2)."""
-  assert d % 2 == 0
-  half, width = d // 2, (h + 2 * kvh) * d
-  first, second = ("2 * p", "2 * p + 1") if interleaved else ("p", "p + HALF")
-  return CUDA_PREAMBLE + f"""#define HALF {half}
-extern "C" __global__ void __launch_bounds__({ROPE_THREADS}) {rope_cache_name(b, h, kvh, d, length, interleaved)}(float* __restrict__ q_out,
+def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
+  """CUDA C of decode attention straight from the fused q/k/v projection's rows qkv (b, (h + 2 kvh) d): RoPE on q and
+  the new k, the new k and v written into row `start` of the cache, attention over rows [0, start]. cos/sin are
+  (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2)."""
+  assert d % 4 == 0 and h % kvh == 0
+  scale = repr(float(1.0 / math.sqrt(d)))   # the reference's scale, rounded to float32 as the reference's constant is
+  mask_param = ", const float* __restrict__ mask" if mask else ""
+  mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
+  pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
+  partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
+  return CUDA_PREAMBLE + f"""#define HEAD_DIM {d}
+#define HALF {d // 2}
+/* element i of a head's row src rotated by its pair's angle (cos_row and sin_row null: not rotated) */
+__device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i, const float* __restrict__ cos_row,
+                                            const float* __restrict__ sin_row) {{
+  const int p = {pair};
+  const float c = cos_row ? cos_row[p] : 1.0f, sn = cos_row ? sin_row[p] : 0.0f, own = src[i], other = src[{partner}];
+  return {first} ? own * c - other * sn : other * sn + own * c;
+}}
+extern "C" __global__ void __launch_bounds__(32) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
     const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values) {{
-  const int i = blockIdx.x * {ROPE_THREADS} + threadIdx.x;
-  if (i >= {rope_cache_threads(b, h, kvh, d)}) return;
-  const int seq = i / {rope_cache_threads(1, h, kvh, d)}, j = i % {rope_cache_threads(1, h, kvh, d)}, s = start[0];
-  /* a position outside the cache (or the tables) writes nothing there, and q passes unrotated */
-  const bool stored = s >= 0 && s < {min(length, rope_rows)};
-  const float* row = qkv + (long long)seq * {width};
-  if (j < {(h + kvh) * half}) {{   /* pair p of head `head`: the q heads, then the k heads (contiguous in qkv) */
-    const int head = j / HALF, p = j % HALF;
-    const float c = stored ? cos_table[(long long)s * HALF + p] : 1.0f, sn = stored ? sin_table[(long long)s * HALF + p] : 0.0f;
-    const float x0 = row[head * {d} + {first}], x1 = row[head * {d} + {second}];
-    const float r0 = x0 * c - x1 * sn, r1 = x0 * sn + x1 * c;
-    float* dst;
-    if (head < {h}) dst = q_out + ((long long)seq * {h} + head) * {d};
-    else if (stored) dst = keys + (((long long)seq * {kvh} + head - {h}) * {length} + s) * {d};
-    else return;
-    dst[{first}] = r0;
-    dst[{second}] = r1;
-  }} else if (stored) {{   /* element e of the value heads */
-    const int e = j - {(h + kvh) * half};
-    values[(((long long)seq * {kvh} + e / {d}) * {length} + s) * {d} + e % {d}] = row[{(h + kvh) * d} + e];
+    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values{mask_param}) {{
+  const int lane = threadIdx.x, bh = blockIdx.x, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
+  const long long rows = ((long long)b * {kvh} + kv) * {length} * HEAD_DIM;
+  const float* k_head = keys + rows;
+  const float* v_head = values + rows;
+  const float* row = qkv + (long long)b * {(h + 2 * kvh) * d};
+  const float* q_new = row + head * HEAD_DIM;
+  const float* k_new = row + ({h} + kv) * HEAD_DIM;
+  const float* v_new = row + ({h + kvh} + kv) * HEAD_DIM;
+  const float* mask_row = {mask_row};
+  const int s0 = start[0];
+  /* the step's own row comes from qkv, and is written to the cache for the steps after; a position outside the
+     cache (or the tables) writes nothing and attends the cache's rows [0, min(start + 1, L)) unrotated */
+  const bool stored = s0 >= 0 && s0 < {min(length, rope_rows)};
+  const float* cos_row = stored ? cos_table + (long long)s0 * HALF : nullptr;
+  const float* sin_row = stored ? sin_table + (long long)s0 * HALF : nullptr;
+  const int cached = stored ? s0 : min(s0 + 1, {length});
+  if (stored && head % {h // kvh} == 0)   /* one warp per kv head writes the new row; no warp here reads it from the cache */
+    for (int i = lane; i < HEAD_DIM; i += 32) {{
+      keys[rows + (long long)s0 * HEAD_DIM + i] = tg_rope_at(k_new, i, cos_row, sin_row);
+      values[rows + (long long)s0 * HEAD_DIM + i] = v_new[i];
+    }}
+  float query[HEAD_DIM], acc[HEAD_DIM];
+  #pragma unroll
+  for (int i = 0; i < HEAD_DIM; i++) {{ query[i] = tg_rope_at(q_new, i, cos_row, sin_row); acc[i] = 0.0f; }}
+  float best = -INFINITY, total = 0.0f;
+  for (int s = lane; s < cached; s += 32) {{
+    const float4* k_row = (const float4*)(k_head + (long long)s * HEAD_DIM);
+    float dot = 0.0f;
+    #pragma unroll
+    for (int i = 0; i < HEAD_DIM / 4; i++) {{
+      const float4 k4 = k_row[i];
+      dot += query[4 * i] * k4.x + query[4 * i + 1] * k4.y + query[4 * i + 2] * k4.z + query[4 * i + 3] * k4.w;
+    }}
+    const float score = dot * {scale}f + (mask_row ? mask_row[s] : 0.0f);
+    const float grown = fmaxf(best, score);
+    const float rescale = expf(best - grown), weight = expf(score - grown);   /* exp(-inf) = 0 on the first key */
+    total = total * rescale + weight;
+    const float4* v_row = (const float4*)(v_head + (long long)s * HEAD_DIM);
+    #pragma unroll
+    for (int i = 0; i < HEAD_DIM / 4; i++) {{
+      const float4 v4 = v_row[i];
+      acc[4 * i] = acc[4 * i] * rescale + weight * v4.x;
+      acc[4 * i + 1] = acc[4 * i + 1] * rescale + weight * v4.y;
+      acc[4 * i + 2] = acc[4 * i + 2] * rescale + weight * v4.z;
+      acc[4 * i + 3] = acc[4 * i + 3] * rescale + weight * v4.w;
+    }}
+    best = grown;
+  }}
+  /* merge the lanes' softmaxes: each is rescaled to the warp's max (a lane without keys weighs nothing) */
+  float top = tg_warp_max(best);
+  float share = best == -INFINITY ? 0.0f : expf(best - top);
+  float new_weight = 0.0f;
+  if (stored) {{   /* the new row, scored by the whole warp, joins as one more key */
+    float dot = 0.0f;
+    #pragma unroll
+    for (int i = 0; i < HEAD_DIM; i++)   /* constant indices keep query in registers */
+      if ((i & 31) == lane) dot += query[i] * tg_rope_at(k_new, i, cos_row, sin_row);
+    const float score = tg_warp_sum(dot) * {scale}f + (mask_row ? mask_row[s0] : 0.0f);
+    const float grown = fmaxf(top, score);
+    share = top == -INFINITY ? 0.0f : share * expf(top - grown);
+    new_weight = expf(score - grown);
+  }}
+  const float norm = 1.0f / (tg_warp_sum(total * share) + new_weight);
+  #pragma unroll
+  for (int i = 0; i < HEAD_DIM; i++) {{
+    const float value = tg_warp_sum(acc[i] * share);
+    if ((i & 31) == lane) out[(long long)bh * HEAD_DIM + i] = (value + new_weight * (stored ? v_new[i] : 0.0f)) * norm;
   }}
 }}
 """
-
-
-class CUDARopeCacheWrite:
-  """Launches the RoPE + cache write for one model shape (recorded: a JIT replay is the launch itself)."""
-  def __init__(self, device: str):
-    self.device = device
-    self._programs: dict[tuple, object] = {}
-
-  def __call__(self, q_out: Buffer, qkv: Buffer, cos: Buffer, sin: Buffer, start: Buffer, keys: Buffer, values: Buffer,
-               b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> None:
-    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
-    key = (b, h, kvh, d, length, rope_rows, interleaved)
-    if key not in self._programs:
-      backend = Device[self.device]
-      binary = backend.compiler.compile_cached(render_rope_cache(*key))
-      grid = {"block": (ROPE_THREADS, 1, 1), "grid": (-(-rope_cache_threads(b, h, kvh, d) // ROPE_THREADS), 1, 1)}
-      self._programs[key] = backend.program(rope_cache_name(b, h, kvh, d, length, interleaved), binary, grid)
-    kernel = CompiledKernel("rope_cache_write", self._programs[key], [], [], "", rope_cache_threads(b, h, kvh, d), False)
-    launch(ExecItem(kernel, [q_out, qkv, cos, sin, start, keys, values], (), self.device))
 
 
 class CUDADecodeAttention:
@@ -171,8 +203,29 @@ class CUDADecodeAttention:
     launch(ExecItem(kernel, buffers, (), self.device))
 
 
+
+class CUDARopeAttention:
+  """Launches the RoPE + cache write + attention kernel for one model shape (recorded: a JIT replay is the launch)."""
+  def __init__(self, device: str):
+    self.device = device
+    self._programs: dict[tuple, object] = {}
+
+  def __call__(self, out: Buffer, qkv: Buffer, cos: Buffer, sin: Buffer, start: Buffer, keys: Buffer, values: Buffer,
+               mask: Buffer | None, b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> None:
+    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+    key = (d, h, kvh, length, rope_rows, interleaved, mask is not None, b)
+    if key not in self._programs:
+      backend = Device[self.device]
+      binary = backend.compiler.compile_cached(render_rope_attention(d, h, kvh, length, rope_rows, interleaved, mask is not None))
+      grid = {"block": (32, 1, 1), "grid": (b * h, 1, 1)}
+      self._programs[key] = backend.program(rope_attention_name(d, h, kvh, length, interleaved, mask is not None), binary, grid)
+    kernel = CompiledKernel("rope_attention", self._programs[key], [], [], "", b * h * length * d * 2, False)
+    buffers = [out, qkv, cos, sin, start, keys, values] + ([mask] if mask is not None else [])
+    launch(ExecItem(kernel, buffers, (), self.device))
+
+
 _kernels: dict[str, CUDADecodeAttention] = {}
-_rope_kernels: dict[str, CUDARopeCacheWrite] = {}
+_rope_kernels: dict[str, CUDARopeAttention] = {}
 
 
 def cuda_decode_attention(device: str) -> CUDADecodeAttention:
@@ -180,10 +233,10 @@ def cuda_decode_attention(device: str) -> CUDADecodeAttention:
   return _kernels[device]
 
 
-def cuda_rope_cache_write(device: str) -> CUDARopeCacheWrite:
-  if device not in _rope_kernels: _rope_kernels[device] = CUDARopeCacheWrite(device)
+def cuda_rope_attention(device: str) -> CUDARopeAttention:
+  if device not in _rope_kernels: _rope_kernels[device] = CUDARopeAttention(device)
   return _rope_kernels[device]
 
 
-__all__ = ["CUDADecodeAttention", "CUDARopeCacheWrite", "attention_name", "cuda_decode_attention", "cuda_rope_cache_write",
-           "render_attention", "render_rope_cache", "rope_cache_name"]
+__all__ = ["CUDADecodeAttention", "CUDARopeAttention", "attention_name", "cuda_decode_attention", "cuda_rope_attention",
+           "render_attention", "render_rope_attention", "rope_attention_name"]

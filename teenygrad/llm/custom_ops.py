@@ -250,11 +250,11 @@ def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))
 
 
-class RopeCacheWrite:
+class RopeAttention:
   """Custom op: srcs (qkv (B, (H + 2 KVH) D) float32, cos (P, D/2), sin, start (1,) int32, keys (B, KVH, L, D) float32,
-  values) -> q (B, H, 1, D) float32 rotated; k rotated and v are written into row `start` of keys and values, in
-  place (the caller reads the caches themselves after it: its q orders them). Inference only; the reference is the
-  primitive path of llm/model.py's attention (apply_rope and cache_write)."""
+  values[, mask (B, L)]) -> (B, H, 1, D) float32: RoPE on q and the new k, the new k and v written into row `start`
+  of keys and values (in place), attention over rows [0, start]. Inference only; the reference is the primitive path
+  of llm/model.py's attention (apply_rope, cache_write, softmax attention)."""
   def __init__(self, kernel, batch: int, heads: int, kv_heads: int, head_dim: int, length: int, rope_rows: int, interleaved: bool):
     self.kernel, self.shape, self.interleaved = kernel, (batch, heads, kv_heads, head_dim, length, rope_rows), interleaved
 
@@ -262,36 +262,39 @@ class RopeCacheWrite:
     from teenygrad.device import Buffer
     batch, heads, kv_heads, head_dim, length, rope_rows = self.shape
     out = Buffer(root.device, batch * heads * head_dim, dtypes.float32)
-    self.kernel(out, *buffers, batch, heads, kv_heads, head_dim, length, rope_rows, self.interleaved)
+    mask = buffers[6] if len(buffers) > 6 else None
+    self.kernel(out, *buffers[:6], mask, batch, heads, kv_heads, head_dim, length, rope_rows, self.interleaved)
     return out
 
   def backward(self, grad, ctx):
-    raise RuntimeError("the RoPE + KV-cache write has no gradient (inference only)")
+    raise RuntimeError("decode attention has no gradient (inference only)")
 
 
-def _cuda_rope_cache(device: str):
-  from teenygrad.llm.attention_cuda import cuda_rope_cache_write
-  return cuda_rope_cache_write(device)
+def _cuda_rope_attention(device: str):
+  from teenygrad.llm.attention_cuda import cuda_rope_attention
+  return cuda_rope_attention(device)
 
 
-# backend name -> factory(device) of a RoPE + cache-write launcher (llm/attention_cuda.py's shape); others run the reference
-ROPE_CACHE_KERNELS = {"CUDA": _cuda_rope_cache}
+# backend name -> factory(device) of a RoPE + cache write + attention launcher (llm/attention_cuda.py's shape); others
+# run the reference
+ROPE_ATTENTION_KERNELS = {"CUDA": _cuda_rope_attention}
 
 
-def rope_cache_write(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: Tensor, values: Tensor, heads: int,
-                     interleaved: bool) -> Tensor | None:
-  """One decode step's RoPE and cache write from the fused q/k/v projection's output qkv (B, 1, (H + 2 KVH) D):
-  q (B, H, 1, D) rotated, with row `start` of keys/values (B, KVH, L, D) written, through the backend's kernel; or
-  None where it has none (or the tensors don't fit it) and the caller runs the reference."""
-  factory = ROPE_CACHE_KERNELS.get(qkv.device.partition(":")[0])
+def rope_attention(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor | None,
+                   heads: int, interleaved: bool) -> Tensor | None:
+  """One decode step's attention from the fused q/k/v projection's output qkv (B, 1, (H + 2 KVH) D), RoPE and the
+  write of the new row `start` of keys/values (B, KVH, L, D) included, through the backend's kernel: (B, H, 1, D)
+  float32; or None where it has none (or the tensors don't fit it) and the caller runs the reference."""
+  factory = ROPE_ATTENTION_KERNELS.get(qkv.device.partition(":")[0])
   if factory is None or not fusion_enabled("rope"): return None
   B, KVH, L, D = keys.shape
   if qkv.ndim != 3 or qkv.shape[1] != 1 or qkv.shape[2] != (heads + 2 * KVH) * D or qkv.dtype != dtypes.float32: return None
-  caches = (keys, values)
-  if any(t.dtype != dtypes.float32 or t.lazydata.is_view or t.lazydata.realized is None for t in caches): return None
-  if cos.dtype != dtypes.float32 or sin.dtype != dtypes.float32 or tuple(cos.shape[1:]) != (D // 2,) or D % 2: return None
+  if heads % KVH or D % 4: return None
+  if any(t.dtype != dtypes.float32 or t.lazydata.is_view or t.lazydata.realized is None for t in (keys, values)): return None
+  if cos.dtype != dtypes.float32 or sin.dtype != dtypes.float32 or tuple(cos.shape[1:]) != (D // 2,): return None
   def base(t: Tensor) -> Tensor:   # a custom op reads a reshape's base buffer as is; anything else gets one of its own
     return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
   srcs = [base(qkv.reshape(B, qkv.shape[2])), base(cos), base(sin), base(start.cast(dtypes.int32).reshape(1)), keys, values]
-  op = RopeCacheWrite(factory(qkv.device), B, heads, KVH, D, L, cos.shape[0], interleaved)
+  if key_mask is not None: srcs.append(base(key_mask.float()))
+  op = RopeAttention(factory(qkv.device), B, heads, KVH, D, L, cos.shape[0], interleaved)
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, heads, 1, D), dtypes.float32))

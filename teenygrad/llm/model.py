@@ -18,7 +18,7 @@ import numpy as np
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows, rope_cache_write
+from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows, rope_attention
 from teenygrad.llm.fused_linear import fused_linear
 from teenygrad.nn.quant import QuantizedTensor
 from teenygrad.tensor import Tensor
@@ -286,24 +286,23 @@ class Transformer:
     c, w = self.config, self.weights
     B = x.shape[0]
     qkv = self.fused_projection(i, x, "attn_qkv", norm)                      # (B, T, (H + 2 KVH) * D) or None
-    rotated = None
-    if qkv is not None and T == 1 and not c.qk_norm:   # decode: RoPE and the cache write in one launch, where the backend can
-      rotated = rope_cache_write(qkv, self.rope_cos, self.rope_sin, start_tensor, cache.keys[i], cache.values[i], c.n_heads,
-                                 c.rope_interleaved)
-    if rotated is not None:
-      q, full_keys, full_values = rotated, cache.keys[i], cache.values[i]   # (B, H, 1, D); the caches (B, KVH, max_len, D)
-    else:
-      q, k, v = self.project(i, x, "attn_qkv", norm) if qkv is None else self.split(qkv, "attn_qkv")
-      q = q.reshape(B, T, c.n_heads, c.head_dim).transpose(1, 2)       # (B, H, T, D)
-      k = k.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)    # (B, KVH, T, D)
-      v = v.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
-      if c.qk_norm:
-        q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
-        k = rms_norm(k, w[f"blk.{i}.attn_k_norm.weight"], c.norm_eps)
-      cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
-      sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
-      q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
-      full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
+    if qkv is not None and T == 1 and not c.qk_norm:   # decode: RoPE, the cache write and attention in one launch, where the backend can
+      fused = rope_attention(qkv, self.rope_cos, self.rope_sin, start_tensor, cache.keys[i], cache.values[i], key_mask, c.n_heads,
+                             c.rope_interleaved)
+      if fused is not None:
+        attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                  # (B, H, 1, D) -> (B, 1, H * D)
+        return linear(attn, w[f"blk.{i}.attn_output.weight"], residual=residual)
+    q, k, v = self.project(i, x, "attn_qkv", norm) if qkv is None else self.split(qkv, "attn_qkv")
+    q = q.reshape(B, T, c.n_heads, c.head_dim).transpose(1, 2)       # (B, H, T, D)
+    k = k.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)    # (B, KVH, T, D)
+    v = v.reshape(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
+    if c.qk_norm:
+      q = rms_norm(q, w[f"blk.{i}.attn_q_norm.weight"], c.norm_eps)
+      k = rms_norm(k, w[f"blk.{i}.attn_k_norm.weight"], c.norm_eps)
+    cos = Tensor(self.rope_cos.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
+    sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
+    q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
+    full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
     fused = decode_attention(q, full_keys, full_values, start_tensor, key_mask) if T == 1 else None
     if fused is not None:   # decode where the backend has an attention kernel: one launch for what follows
       attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                   # (B, H, 1, D) -> (B, 1, H * D)
