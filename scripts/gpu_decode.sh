@@ -6,7 +6,9 @@
 # (the path before decode's fused kernels; a list such as "linear,norm" keeps only those parts: set FUSION to try one).
 # The stage "llama8b" writes Llama-3-8B-bodied GGUFs (synth_gguf.py --body llama8b; Q4_0 and F16, or LLAMA8B_TYPES)
 # and runs bench/llm.py and a short profile on each: the bandwidth-bound case (ceilings in bench/results/llm_gpu_h200.txt).
-# Logs land in $OUT: tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt, llm8b.txt, profile8b_<model>.txt.
+# The stage "matvec" runs bench/matvec_cuda.py (the 8B shapes' matvecs alone, GB/s against HBM; MATVEC_ARGS="--sweep"
+# tries other rows per warp and load batches).
+# Logs land in $OUT: matvec.txt, tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt, llm8b.txt, profile8b_<model>.txt.
 #   STAGES="quick profile baseline tests bench" (the default) picks what runs, in that order; all of it takes longer
 #   than one 300 s call: STAGES="quick profile baseline" and then STAGES="tests bench" fit.
 set -uo pipefail
@@ -41,6 +43,8 @@ for stage in $STAGES; do
     tests)
       timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py test/test_quant.py test/test_llm.py test/test_llm_fused.py 2>&1 | tail -30 > "$OUT/tests.txt" || status=1
       cat "$OUT/tests.txt" ;;
+    matvec)
+      timeout ${MATVEC_TIMEOUT:-300} $PY bench/matvec_cuda.py ${MATVEC_ARGS:-} 2>&1 | tee "$OUT/matvec.txt" || status=1 ;;
     llama8b)
       for model in ${LLAMA8B_TYPES:-q4_0 f16}; do
         qtype=$([ $model = q4_0 ] && echo Q4_0 || echo F16)

@@ -122,10 +122,11 @@ def _check(out, x, norm, residual, weight64, prologue, eps):
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
-@pytest.mark.parametrize("k,m,n", [(264, 1, 13), (512, 10, 8)])
+@pytest.mark.parametrize("k,m,n", [(264, 1, 13), (512, 10, 8), (2312, 2, 5)])
 def test_float_matvec_on_the_cpu(dtype_name, prologue, k, m, n, tmp_path):
-  """float16/bfloat16 weights: a K that leaves the last step ragged (264) or not (512), a ragged last warp of W rows
-  (13), two groups of x rows (10), every prologue, a residual."""
+  """float16/bfloat16 weights: a K that leaves the last step ragged (264), or not (512), or leaves the last batch of
+  loads short and its last step ragged (2312: 10 steps of 256), a ragged last warp of W rows (13, 5), two groups of x
+  rows (10), every prologue, a residual."""
   from teenygrad.nn.matvec_cuda import WARPS, float_grid, float_matvec_name, render_float_matvec
   rng = np.random.default_rng(k + m + n)
   eps = 1e-5

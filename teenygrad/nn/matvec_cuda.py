@@ -23,6 +23,7 @@ from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 WARPS = 4           # warps per thread block
 ROWS_PER_WARP = 2   # rows of W one warp computes: each x load is used this many times
+LOADS_AHEAD = 8     # steps of weight loads a lane issues before using them (8 x 2 x 16 bytes in flight)
 GROUP_ROWS = 8      # rows of x one warp holds accumulators for
 MAX_ROWS = 64       # rows of x the matvec takes; more (prefill) go through the GEMM
 SWIGLU_FOLD_MAX = 1 << 22   # weights (N * K) up to which silu(gate) * up is recomputed by every warp
@@ -103,9 +104,10 @@ def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str =
   assert k % 8 == 0 and dtype_name in _WIDEN_PAIR
   low, high = _WIDEN_PAIR[dtype_name]
   steps, groups = -(-k // 256), float_groups(m)
-  # unrolled whole, a row's loads are all in flight at once; a long row keeps 8 steps in flight (registers)
-  unroll = "#pragma unroll" if steps <= 16 else "#pragma unroll 8"
-  ragged = "    if (col >= K_IN) break;   /* K_IN % 8 == 0: a lane's 8 columns are all in or all out */\n" if k % 256 else ""
+  # the loads of LOADS_AHEAD steps are issued before their products, so that many are in flight per lane
+  ahead = min(steps, LOADS_AHEAD)
+  ragged = k % 256 != 0 or steps % ahead != 0
+  load_col = "min((first + u) * 256 + lane * 8, K_IN - 8)" if ragged else "(first + u) * 256 + lane * 8"
   store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
@@ -132,18 +134,25 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dt
     #pragma unroll
     for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
   }}
-  {unroll}
-  for (int step = 0; step < {steps}; step++) {{
-    const int col = step * 256 + lane * 8;
-{ragged}    uint4 wv[ROWS_PER_WARP];
-    /* a ragged last warp reads its last row again rather than branch; the store below skips the copies */
+  #pragma unroll 1
+  for (int first = 0; first < {steps}; first += {ahead}) {{
+    uint4 wv[{ahead}][ROWS_PER_WARP];
+    /* a ragged last warp reads its last row again rather than branch, a ragged last step the row's last 8
+       columns (the products below skip both) */
     #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++) wv[r] = *(const uint4*)(w + (long long)min(row0 + r, N_OUT - 1) * K_IN + col);
-    #pragma unroll
-    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
-      const float4 a = tg_x4(x, g, m, col, sq[m]), b = tg_x4(x, g, m, col + 4, sq[m]);
+    for (int u = 0; u < {ahead}; u++)
       #pragma unroll
-      for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] += tg_dot8(wv[r], a, b);
+      for (int r = 0; r < ROWS_PER_WARP; r++)
+        wv[u][r] = *(const uint4*)(w + (long long)min(row0 + r, N_OUT - 1) * K_IN + {load_col});
+    #pragma unroll
+    for (int u = 0; u < {ahead}; u++) {{
+      const int col = (first + u) * 256 + lane * 8;
+{"      if (col >= K_IN) break;   /* K_IN % 8 == 0: a lane's 8 columns are all in or all out */" + chr(10) if ragged else ""}      #pragma unroll
+      for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+        const float4 a = tg_x4(x, g, m, col, sq[m]), b = tg_x4(x, g, m, col + 4, sq[m]);
+        #pragma unroll
+        for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] += tg_dot8(wv[u][r], a, b);
+      }}
     }}
   }}
   #pragma unroll
