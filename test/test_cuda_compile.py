@@ -302,7 +302,7 @@ def test_quant_rows_on_the_cpu(ggml_type, tmp_path):
   src = render_rows(ggml_type, k)
   emulation = _EMULATION + "static float __fmul_rn(float a, float b) { return a * b; }\nstatic float __fadd_rn(float a, float b) { return a + b; }\n"
   driver = f"""
-extern "C" void run(float* out, const long long* ids, const unsigned char* w, int* err, long long count, long long n) {{
+extern "C" void run(float* out, const int* ids, const unsigned char* w, int* err, long long count, long long n) {{
   for (blockIdx.x = 0; blockIdx.x < (count * {k} + {ROWS_THREADS - 1}) / {ROWS_THREADS}; blockIdx.x++)
     for (threadIdx.x = 0; threadIdx.x < {ROWS_THREADS}; threadIdx.x++) {rows_name(ggml_type, k)}(out, ids, w, err, count, n);
 }}
@@ -315,7 +315,7 @@ extern "C" void run(float* out, const long long* ids, const unsigned char* w, in
   lib = ctypes.CDLL(str(tmp_path / "rows.so"))
   blocks = gguf.quants.quantize(np.random.default_rng(5).standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
   want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type])
-  ids = np.array([3, 0, n - 1, n, -1, 7], dtype=np.int64)
+  ids = np.array([3, 0, n - 1, n, -1, 7], dtype=np.int32)
   out, err = np.full((len(ids), k), np.nan, np.float32), np.zeros(1, np.int32)
   pointer = lambda a: a.ctypes.data_as(ctypes.c_void_p)   # noqa: E731
   lib.run(pointer(out), pointer(ids), pointer(np.ascontiguousarray(blocks)), pointer(err), ctypes.c_longlong(len(ids)), ctypes.c_longlong(n))

@@ -199,7 +199,8 @@ class QuantLinearKernel:
 
 
 class QuantRowsKernel:
-  """The custom op of `QuantizedTensor.embedding`: srcs (ids (n,) int64 contiguous, raw)."""
+  """The custom op of `QuantizedTensor.embedding`: srcs (ids (n,) contiguous, of the kernels' `ids_dtype`, int64 by
+  default; raw)."""
   def __init__(self, weight: QuantizedTensor, kernels):
     self.weight, self.kernels = weight, kernels
 
@@ -324,7 +325,7 @@ class QuantizedTensor:
     if count == 0: return Tensor.zeros(*shape, k, device=self.device)
     kernels = _fused_kernels(self.device, self.ggml_type)
     if kernels is None or kernels.rows is None: return self._embedding_reference(ids)
-    flat = ids.cast(dtypes.int64).reshape(count).contiguous()
+    flat = ids.cast(getattr(kernels, "ids_dtype", dtypes.int64)).reshape(count).contiguous()   # CUDA's take int32: no cast kernel
     kernel = QuantRowsKernel(self, kernels)
     out = Tensor(LazyBuffer.custom(kernel, (flat.lazydata, self.raw.lazydata), (count, k), dtypes.float32))
     return out.reshape(*shape, k)

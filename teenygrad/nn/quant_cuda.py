@@ -1,7 +1,7 @@
 """CUDA kernels for decode's weights: the quantized matvec, dequantizing in registers, and embedding row gathers.
 
     tg_qmatvec_<type>_<K>_<M>(out, x, w, N)        out (M, N) = x (M, K) @ W.T, W = N rows of K/32 blocks
-    tg_qrows_<type>_<K>(out, ids, w, err, count, N) out (count, K) = W[ids] (int64 ids), dequantized
+    tg_qrows_<type>_<K>(out, ids, w, err, count, N) out (count, K) = W[ids] (int32 ids), dequantized
     tg_rows_<dtype>_<D>(out, ids, table, count, V)  out (count, D) = table[ids] (int32 ids) as float32
 
 A gather reads only its rows, where the primitive reference (a one-hot sum over the vocabulary) reads the whole
@@ -25,6 +25,7 @@ llama.cpp does; the result differs from the reference's rounding by float32 reas
 from __future__ import annotations
 
 from teenygrad.device import Buffer, Device
+from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import Variable
 from teenygrad.nn.matvec_cuda import kernel_params, no_norm_weight, render_x_reader, row_scale
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
@@ -151,7 +152,7 @@ def render_rows(ggml_type: str, k: int) -> str:
   """CUDA C gathering dequantized rows of k weights of one GGML type."""
   type_size, value = _ROW_VALUES[ggml_type]
   return CUDA_PREAMBLE + f"""extern "C" __global__ void __launch_bounds__({ROWS_THREADS}) {rows_name(ggml_type, k)}(float* __restrict__ out,
-    const long long* __restrict__ ids, const unsigned char* __restrict__ w, int* __restrict__ err, long long count, long long n) {{
+    const int* __restrict__ ids, const unsigned char* __restrict__ w, int* __restrict__ err, long long count, long long n) {{
   const long long i = (long long)blockIdx.x * {ROWS_THREADS} + threadIdx.x;
   if (i >= count * {k}) return;
   const long long id = ids[i / {k}];
@@ -212,6 +213,7 @@ class CUDAQuantKernels:
   for up to MAX_ROWS rows of x (a residual added in the kernel), `rows` for embeddings."""
   max_rows = MAX_ROWS
   fuses_residual = True
+  ids_dtype = dtypes.int32   # the tokens' own type: the embedding needs no cast kernel
 
   def __init__(self, device: str, ggml_type: str):
     self.device, self.ggml_type = device, ggml_type
@@ -239,7 +241,7 @@ class CUDAQuantKernels:
             self.device, record=True)
 
   def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
-    """out (count, k) = W[ids] for int64 ids; an id outside [0, n) gives a zero row and sets err[0]. Recorded: a JIT
+    """out (count, k) = W[ids] for int32 ids; an id outside [0, n) gives a zero row and sets err[0]. Recorded: a JIT
     replay (one CUDA graph) gathers the rows of its new ids, and only run() outside replays reads err."""
     from teenygrad.nn.quant import _launch
     key = ("rows", k)
