@@ -72,19 +72,24 @@ def measure(kind: str, n: int, k: int, rng) -> tuple[float, float]:
 
 
 def configurations(sweep: bool):
-  """(label, setter) pairs; each setter sets the kernels' tuning constants and forgets compiled programs."""
+  """(label, setter, kinds it applies to or None for all); each setter sets the kernels' tuning constants and the
+  fusion parts, and forgets compiled programs."""
+  from teenygrad.helpers import config
   from teenygrad.nn import matvec_cuda, quant_cuda_packed
-  defaults = (matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD, quant_cuda_packed.rows_per_warp)
-  def setter(rows: int, ahead: int, packed_rows):
+  defaults = (matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD, quant_cuda_packed.rows_per_warp, config.decode_fusion)
+  def setter(rows: int, ahead: int, packed_rows, fusion: str):
     def apply():
       matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD, quant_cuda_packed.rows_per_warp = rows, ahead, packed_rows
+      config.decode_fusion = fusion
       matvec_cuda._float_matvecs.clear()
       quant_cuda_packed._packed.clear()
     return apply
-  yield "default", setter(*defaults)
+  yield "default", setter(*defaults), None
+  # the quantized weights in their GGUF blocks (nn/quant_cuda.py's matvec): what the packed layout is measured against
+  yield "GGUF blocks", setter(*defaults[:3], "linear,norm,swiglu,float,rope"), ("Q4_0", "Q4_1", "Q8_0")
   if sweep:
     for rows, ahead, packed in [(1, 8, 1), (2, 4, 2), (4, 8, 4), (2, 16, 2)]:
-      yield f"rows {rows}/{packed} ahead {ahead}", setter(rows, ahead, lambda m, r=packed: r)
+      yield f"rows {rows}/{packed} ahead {ahead}", setter(rows, ahead, lambda m, r=packed: r, defaults[3]), None
   setter(*defaults)()
 
 
@@ -95,9 +100,10 @@ def main() -> None:
   args = parser.parse_args()
   rng = np.random.default_rng(0)
   print(f"{'kind':9s} {'matrix':14s} {'config':22s} {'us':>8s} {'GB/s':>8s} {'of HBM':>7s}")
-  for label, apply in configurations(args.sweep):
+  for label, apply, kinds in configurations(args.sweep):
     apply()
     for kind in args.kinds.split(","):
+      if kinds is not None and kind not in kinds: continue
       for name, n, k in SHAPES:
         us, gbps = measure(kind, n, k, rng)
         print(f"{kind:9s} {f'{name} {n}x{k}':14s} {label:22s} {us:8.1f} {gbps:8.0f} {gbps / HBM_GBPS:7.1%}", flush=True)
