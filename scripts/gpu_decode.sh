@@ -35,7 +35,7 @@ profile() {   # profile TAG PYTHONPATH [FUSION]
 for stage in $STAGES; do
   case $stage in
     quick)   # the fused kernels' own tests, before anything slow
-      timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -x test/test_cuda.py -k "quant or graph or fused" 2>&1 | tail -15 > "$OUT/tests_quick.txt" || status=1
+      timeout ${TEST_TIMEOUT:-300} $PY -m pytest -q -x test/test_cuda.py -k "quant or graph or fused" 2>&1 | tail -15 > "$OUT/tests_quick.txt" || status=1
       cat "$OUT/tests_quick.txt" ;;
     profile) profile new "${PYTHONPATH:-}:$PWD" ;;
     baseline) [ -n "${BASELINE:-}" ] && profile base "${PYTHONPATH:-}:$BASELINE" ;;

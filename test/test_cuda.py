@@ -301,7 +301,7 @@ def _fused_weight(kind: str, n: int, k: int, seed: int):
 
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0", "float16", "bfloat16"])
 @pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
-@pytest.mark.parametrize("n,k", [(37, 96), (576, 576), (1000, 1536), (301, 2048)])
+@pytest.mark.parametrize("n,k", [(37, 96), (1000, 1536), (301, 2048)])
 def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
   """fused_linear (one launch: the norm or silu(gate) * up folded in, the residual added) against float64 numpy for
   1..64 rows of x, ragged shapes, and the primitive path (fusion off) on the same inputs. Rows of 2048 weights take
@@ -313,7 +313,7 @@ def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
   rng = np.random.default_rng(k)
   norm_np = rng.uniform(0.5, 1.5, k).astype(np.float32)
   norm = Tensor(norm_np, device="CUDA").realize() if prologue == "norm" else None
-  for rows in (1, 3, 13, 64):
+  for rows in (1, 13, 64):   # one warp's group of x rows, a ragged second group, the most the kernels take
     x = rng.standard_normal((rows, 2 * k if prologue == "swiglu" else k), dtype=np.float32)
     residual = rng.standard_normal((rows, n), dtype=np.float32)
     xt, rt = Tensor(x, device="CUDA"), Tensor(residual, device="CUDA")
