@@ -1,13 +1,18 @@
-"""Two custom ops the model needs and the lazy core does not express cheaply, each with a primitive-op reference.
+"""Custom ops the model needs and the lazy core does not express cheaply, each with a primitive-op reference.
 
 - `cache_write`: store new keys/values at a position of a preallocated KV cache. The core writes whole buffers
   (ASSIGN targets a base), so storing T rows would rewrite the whole cache every step; this copies just the rows.
   The position comes from a 1-element int32 tensor, so a JIT replay writes where the new call says.
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
   vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA and Vulkan with a gather kernel).
+- `decode_attention`: one query row per head against the cache, in one launch where the backend has a kernel.
+- `rope_attention`: the same straight from the fused q/k/v projection's output, RoPE and the cache write of the new
+  row included (decode's whole attention in one launch).
 On the CPU and CUDA the cache write is a kernel of the backend's that reads the position from its buffer and copies
 just the rows; other backends run the reference (a one-row cache write there is a lazy assign, so the kernel that
-writes the row also computes it, but it rewrites the whole cache).
+writes the row also computes it, but it rewrites the whole cache). The two attention ops return None where the
+backend has no kernel, and the model runs the primitive path. `fusion_enabled` reads which of decode's fused kernels
+are on (TEENYGRAD_DECODE_FUSION), here and in llm/fused_linear.py.
 """
 from __future__ import annotations
 
