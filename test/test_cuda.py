@@ -435,7 +435,7 @@ def test_fused_decode_replays_as_one_graph(cuda, tiny_models):
       tokenizer.stop_ids = set()
       generator = Generator(model, tokenizer)
       ids = [r.generated for r in generator.generate_ids([[3, 17, 5, 22, 9]], SamplingParams(max_tokens=8))]
-      return ids, generator._decode.capture
+      return ids, generator._decode_greedy.capture   # greedy: the step's argmax is taken on the device
     finally: config.decode_fusion = old
   fused, capture = generate("all")
   assert getattr(capture, "graph", None) is not None and capture.graph_launches >= 4

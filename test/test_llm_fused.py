@@ -166,3 +166,19 @@ def test_jitted_generation_through_the_fused_route(tiny, numpy_kernels, monkeypa
   assert numpy_kernels.calls["rope_attention"] > 0
   monkeypatch.setattr(config, "decode_fusion", "none")
   assert fused == generate()
+
+
+def test_greedy_takes_the_argmax_on_the_device(tiny):
+  """Plain greedy decoding reads each step's argmax from the device (a jitted step of its own) and generates what
+  host sampling of the logits generates (a negligible penalty sends it down the host path)."""
+  from teenygrad.llm.generate import Generator
+  from teenygrad.llm.load import load_model
+  from teenygrad.llm.sampling import SamplingParams
+  model, tokenizer = load_model(str(tiny))
+  tokenizer.stop_ids = set()
+  generator = Generator(model, tokenizer)
+  prompts = [[3, 17, 5, 22, 9], [8, 4]]
+  device = [r.generated for r in generator.generate_ids(prompts, SamplingParams(max_tokens=7))]
+  assert generator._decode_greedy.capture is not None and generator._decode.capture is None
+  host = [r.generated for r in generator.generate_ids(prompts, SamplingParams(max_tokens=7, frequency_penalty=1e-12))]
+  assert device == host and generator._decode.capture is not None

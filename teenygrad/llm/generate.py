@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
 from teenygrad.llm.model import KVCache, Transformer
-from teenygrad.llm.sampling import SamplingParams, sample
+from teenygrad.llm.sampling import SamplingParams, plain_greedy, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
 from teenygrad.tensor import Tensor
 
@@ -65,7 +66,7 @@ class Generator:
     self.model, self.tokenizer = model, tokenizer
     self.max_context = min(max_context or model.config.max_seq_len, model.config.max_seq_len)
     self.cache: KVCache | None = None
-    self._decode = None
+    self._decode = self._decode_greedy = None
     self.stats = GenerationStats()
 
   # ---- the cache and the jitted step ----
@@ -81,14 +82,20 @@ class Generator:
       @jit
       def decode(tokens: Tensor, start_tensor: Tensor, key_mask: Tensor | None, start: BoundVariable) -> Tensor:
         return model(tokens, cache, start, start_tensor, key_mask=key_mask)
-      self._decode = decode
+      @jit
+      def decode_greedy(tokens: Tensor, start_tensor: Tensor, key_mask: Tensor | None, start: BoundVariable) -> Tensor:
+        return model(tokens, cache, start, start_tensor, key_mask=key_mask).argmax(-1).cast(dtypes.int32)
+      self._decode, self._decode_greedy = decode, decode_greedy
     return self.cache
 
-  def _step(self, tokens: np.ndarray, position: int, key_mask: Tensor | None) -> np.ndarray:
+  def _step(self, tokens: np.ndarray, position: int, key_mask: Tensor | None, greedy: bool = False) -> np.ndarray:
+    """One decode step: the logits (B, vocab), or with `greedy` each row's argmax (B,) int32 taken on the device (B
+    ints over the bus instead of B x vocab floats, and no host argmax: at batch 1 on a GPU that is a step's tail)."""
     device = self.model.device
     start = BoundVariable("start_pos", 0, self.cache.max_len - 1, position)
-    out = self._decode(Tensor(tokens.astype(np.int32), device=device), Tensor(np.array([position], dtype=np.int32), device=device),
-                       key_mask, start)
+    decode = self._decode_greedy if greedy else self._decode
+    out = decode(Tensor(tokens.astype(np.int32), device=device), Tensor(np.array([position], dtype=np.int32), device=device),
+                 key_mask, start)
     return out.numpy()
 
   # ---- generation ----
@@ -117,16 +124,19 @@ class Generator:
     logits = self.model(Tensor(tokens, device=self.model.device), cache, 0, key_mask=key_mask).numpy()
     self.stats.prefill_seconds = time.perf_counter() - t0
     position = longest
+    greedy = plain_greedy(params)
+    choices = None   # each row's token of the last decode step, taken on the device (greedy)
     t0 = time.perf_counter()
     for step in range(params.max_tokens):
       next_tokens = np.zeros((B, 1), dtype=np.int32)
       for b, row in enumerate(rows):
         if row.done: next_tokens[b, 0] = pad_id; continue
-        token = sample(logits[b], params, row.prompt + row.generated, rng)
+        token = int(choices[b]) if choices is not None else sample(logits[b], params, row.prompt + row.generated, rng)
         next_tokens[b, 0] = token
         self._accept(b, row, token, stop_ids, params, on_token)
       if all(row.done for row in rows) or step == params.max_tokens - 1: break
-      logits = self._step(next_tokens, position, key_mask)
+      if greedy: choices = self._step(next_tokens, position, key_mask, greedy=True).reshape(B)
+      else: logits = self._step(next_tokens, position, key_mask)
       position += 1
     self.stats.decode_seconds = time.perf_counter() - t0
     for b, row in enumerate(rows):

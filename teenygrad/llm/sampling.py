@@ -47,6 +47,11 @@ def apply_penalties(logits: np.ndarray, history: list[int], params: SamplingPara
   return logits
 
 
+def plain_greedy(params: SamplingParams) -> bool:
+  """Greedy with nothing that changes the logits first: the token is the logits' argmax, which the device can take."""
+  return params.temperature == 0 and params.repetition_penalty == 1.0 and params.frequency_penalty == 0 and params.presence_penalty == 0
+
+
 def sample(logits: np.ndarray, params: SamplingParams, history: list[int], rng: np.random.Generator) -> int:
   """One token id from logits (vocab,)."""
   logits = apply_penalties(np.asarray(logits), history, params)
