@@ -6,7 +6,8 @@ A row per (weight kind, shape, kernel configuration): microseconds per launch in
 bytes (plus x and out), as a share of the H200's device copy (4.27 TB/s, bench/results/llm_gpu_h200.txt). Each
 launch reads another copy of the weight (enough copies for 256 MB), so the weights come from HBM and not from the
 50 MB L2. Kernel times come from CUDA events around a graph of back-to-back launches. `--sweep` also tries other
-rows per warp and load batches (module constants of nn/matvec_cuda.py and nn/quant_cuda_packed.py): the numbers to
+rows per warp and load batches (module constants of nn/matvec_cuda.py and nn/quant_cuda_packed.py; "rows 2/4 ahead
+8/2" is float rows per warp / packed rows per warp, float steps / packed steps of loads in flight): the numbers to
 pick them by.
 """
 from __future__ import annotations
@@ -76,20 +77,23 @@ def configurations(sweep: bool):
   fusion parts, and forgets compiled programs."""
   from teenygrad.helpers import config
   from teenygrad.nn import matvec_cuda, quant_cuda_packed
-  defaults = (matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD, quant_cuda_packed.rows_per_warp, config.decode_fusion)
-  def setter(rows: int, ahead: int, packed_rows, fusion: str):
+  defaults = (matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD, quant_cuda_packed.rows_per_warp, quant_cuda_packed.LOADS_AHEAD,
+              config.decode_fusion)
+  def setter(rows: int, ahead: int, packed_rows, packed_ahead: int, fusion: str):
     def apply():
-      matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD, quant_cuda_packed.rows_per_warp = rows, ahead, packed_rows
+      matvec_cuda.ROWS_PER_WARP, matvec_cuda.LOADS_AHEAD = rows, ahead
+      quant_cuda_packed.rows_per_warp, quant_cuda_packed.LOADS_AHEAD = packed_rows, packed_ahead
       config.decode_fusion = fusion
       matvec_cuda._float_matvecs.clear()
       quant_cuda_packed._packed.clear()
     return apply
   yield "default", setter(*defaults), None
   # the quantized weights in their GGUF blocks (nn/quant_cuda.py's matvec): what the packed layout is measured against
-  yield "GGUF blocks", setter(*defaults[:3], "linear,norm,swiglu,float,rope"), ("Q4_0", "Q4_1", "Q8_0")
+  yield "GGUF blocks", setter(*defaults[:4], "linear,norm,swiglu,float,rope"), ("Q4_0", "Q4_1", "Q8_0")
   if sweep:
-    for rows, ahead, packed in [(1, 8, 1), (2, 4, 2), (4, 8, 4), (2, 16, 2)]:
-      yield f"rows {rows}/{packed} ahead {ahead}", setter(rows, ahead, lambda m, r=packed: r, defaults[3]), None
+    for rows, ahead, packed, packed_ahead in [(1, 8, 1, 1), (2, 4, 2, 2), (4, 8, 4, 1), (2, 16, 2, 4)]:
+      yield (f"rows {rows}/{packed} ahead {ahead}/{packed_ahead}", setter(rows, ahead, lambda m, r=packed: r, packed_ahead, defaults[4]),
+             None)
   setter(*defaults)()
 
 

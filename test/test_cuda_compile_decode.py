@@ -210,15 +210,16 @@ def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
-@pytest.mark.parametrize("prologue,m", [("", 1), ("norm", 10), ("swiglu", 3)])
-def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, tmp_path):
+@pytest.mark.parametrize("prologue,m,k", [("", 1, 2048), ("norm", 10, 2048), ("swiglu", 3, 3072)])
+def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, k, tmp_path):
   """Weights repacked for CUDA (nn/quant_cuda_packed.py) and the matvec reading them, against gguf-py's dequantize of
-  the original blocks: two warp steps per row, 13 rows of W (a ragged last warp of 4 rows), every prologue."""
+  the original blocks: two or three warp steps per row (three leave the last batch of loads short), 13 rows of W (a
+  ragged last warp), 1, 3 and 10 rows of x (4 and 2 rows of W per warp, two groups), every prologue."""
   gguf = pytest.importorskip("gguf")
   from teenygrad.nn.matvec_cuda import WARPS
   from teenygrad.nn.quant_cuda_packed import packed_grid, packed_name, render_packed_matvec, repack
   rng = np.random.default_rng(11)
-  k, n, eps = 2048, 13, 1e-5
+  n, eps = 13, 1e-5
   blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
   weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
   packed = repack(ggml_type, blocks, n, k)

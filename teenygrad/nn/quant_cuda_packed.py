@@ -26,6 +26,7 @@ from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_w
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 STEP = 1024          # weights of a row per warp step: 32 lanes x 32
+LOADS_AHEAD = 2      # steps of weight loads a lane issues before using them (2 x 4 rows x 32 bytes for Q4)
 # x loads are the kernel's widest reads (8x the Q4 weight bytes): each serves 4 rows of W, or 2 where a warp holds
 # more than 2 rows of x (registers: every pair of rows of W and x has its accumulator)
 def rows_per_warp(m: int) -> int: return 4 if m <= 2 else 2
@@ -73,25 +74,25 @@ def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m)
 
 # per type: the loads of one (row, step) and the product of lane's 4 weights of round t (bits of `word`) with x4
 _LOADS = {
-  "Q4": """      q[r][0] = quants[rs * 32 + lane];
-      d[r] = scales[rs * 4 + lane / 8];""",
-  "Q8": """      q[r][0] = quants[rs * 64 + lane];
-      q[r][1] = quants[rs * 64 + 32 + lane];
-      d[r] = scales[rs * 4 + lane / 8];""",
+  "Q4": """        q[u][r][0] = quants[rs * 32 + lane];
+        d[u][r] = scales[rs * 4 + lane / 8];""",
+  "Q8": """        q[u][r][0] = quants[rs * 64 + lane];
+        q[u][r][1] = quants[rs * 64 + 32 + lane];
+        d[u][r] = scales[rs * 4 + lane / 8];""",
 }
 _TERMS = {
-  "Q4_0": """          const unsigned int bits = tg_word(q[r][0], t / 2) >> (16 * (t & 1));
+  "Q4_0": """          const unsigned int bits = tg_word(q[u][r][0], t / 2) >> (16 * (t & 1));
           const float s = (float)(bits & 15) * v.x + (float)((bits >> 4) & 15) * v.y + (float)((bits >> 8) & 15) * v.z
                         + (float)((bits >> 12) & 15) * v.w;
-          acc[m][r] += tg_half(d[r], t) * (s - 8.0f * vs);""",
-  "Q4_1": """          const unsigned int bits = tg_word(q[r][0], t / 2) >> (16 * (t & 1));
+          acc[m][r] += tg_half(d[u][r], t) * (s - 8.0f * vs);""",
+  "Q4_1": """          const unsigned int bits = tg_word(q[u][r][0], t / 2) >> (16 * (t & 1));
           const float s = (float)(bits & 15) * v.x + (float)((bits >> 4) & 15) * v.y + (float)((bits >> 8) & 15) * v.z
                         + (float)((bits >> 12) & 15) * v.w;
-          acc[m][r] += tg_half(d[r], t) * s + tg_half(mn[r], t) * vs;""",
-  "Q8_0": """          const unsigned int bits = tg_word(q[r][t / 4], t % 4);
+          acc[m][r] += tg_half(d[u][r], t) * s + tg_half(mn[u][r], t) * vs;""",
+  "Q8_0": """          const unsigned int bits = tg_word(q[u][r][t / 4], t % 4);
           const float s = (float)(signed char)(bits & 255) * v.x + (float)(signed char)((bits >> 8) & 255) * v.y
                         + (float)(signed char)((bits >> 16) & 255) * v.z + (float)(signed char)(bits >> 24) * v.w;
-          acc[m][r] += tg_half(d[r], t) * s;""",
+          acc[m][r] += tg_half(d[u][r], t) * s;""",
 }
 
 
@@ -102,7 +103,8 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
   wide = "Q8" if ggml_type == "Q8_0" else "Q4"
   q_bytes, s_bytes = _quant_bytes(ggml_type, n, k), n * k // 16
   mins = ggml_type == "Q4_1"
-  unroll = "#pragma unroll" if steps <= 4 else "#pragma unroll 4"
+  ahead = min(steps, LOADS_AHEAD)
+  slot = f"[{ahead}][ROWS_PER_WARP]"
   store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
@@ -129,24 +131,31 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_typ
     #pragma unroll
     for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
   }}
-  {unroll}
-  for (int step = 0; step < STEPS; step++) {{
-    uint4 q[ROWS_PER_WARP][{2 if wide == "Q8" else 1}], d[ROWS_PER_WARP]{", mn[ROWS_PER_WARP]" if mins else ""};
-    /* a ragged last warp reads its last row again rather than branch; the store below skips the copies */
+  #pragma unroll 1
+  for (int first = 0; first < STEPS; first += {ahead}) {{
+    uint4 q{slot}[{2 if wide == "Q8" else 1}], d{slot}{", mn" + slot if mins else ""};
+    /* the loads of {ahead} steps before their products; a ragged last warp reads its last row again and a short last
+       batch the last step again rather than branch (the products and the store below skip both) */
     #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++) {{
-      const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + step;
-{_LOADS[wide]}{chr(10) + "      mn[r] = min_halves[rs * 4 + lane / 8];" if mins else ""}
-    }}
-    #pragma unroll
-    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+    for (int u = 0; u < {ahead}; u++)
       #pragma unroll
-      for (int t = 0; t < 8; t++) {{
-        const float4 v = tg_x4(x, g, m, step * {STEP} + t * 128 + lane * 4, sq[m]);
-        const float vs = (v.x + v.y) + (v.z + v.w);
+      for (int r = 0; r < ROWS_PER_WARP; r++) {{
+        const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min(first + u, STEPS - 1);
+{_LOADS[wide]}{chr(10) + "        mn[u][r] = min_halves[rs * 4 + lane / 8];" if mins else ""}
+      }}
+    #pragma unroll
+    for (int u = 0; u < {ahead}; u++) {{
+      const int step = first + u;
+{"      if (step >= STEPS) break;" + chr(10) if steps % ahead else ""}      #pragma unroll
+      for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
         #pragma unroll
-        for (int r = 0; r < ROWS_PER_WARP; r++) {{
+        for (int t = 0; t < 8; t++) {{
+          const float4 v = tg_x4(x, g, m, step * {STEP} + t * 128 + lane * 4, sq[m]);
+          const float vs = (v.x + v.y) + (v.z + v.w);
+          #pragma unroll
+          for (int r = 0; r < ROWS_PER_WARP; r++) {{
 {_TERMS[ggml_type]}
+          }}
         }}
       }}
     }}
