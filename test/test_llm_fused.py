@@ -106,8 +106,8 @@ def _logits(path, tokens, decode_steps: int) -> list[np.ndarray]:
   from teenygrad.ir.symbolic import BoundVariable
   from teenygrad.llm.load import load_model
   from teenygrad.llm.model import KVCache
-  model, _ = load_model(str(path))
-  cache = KVCache(model.config, 1, 16)
+  model, _ = load_model(str(path), device="CPU")   # the numpy kernels are the CPU's, whatever DEV says
+  cache = KVCache(model.config, 1, 16, device="CPU")
   split = len(tokens) - decode_steps
   out = [model(np.array([tokens[:split]], dtype=np.int32), cache, 0).numpy()]
   for pos in range(split, len(tokens)):
@@ -158,7 +158,7 @@ def test_jitted_generation_through_the_fused_route(tiny, numpy_kernels, monkeypa
   from teenygrad.llm.load import load_model
   from teenygrad.llm.sampling import SamplingParams
   def generate():
-    model, tokenizer = load_model(str(tiny))
+    model, tokenizer = load_model(str(tiny), device="CPU")
     tokenizer.stop_ids = set()
     generator = Generator(model, tokenizer)
     return [r.generated for r in generator.generate_ids([[3, 17, 5, 22, 9], [8, 4]], SamplingParams(max_tokens=6))]
@@ -174,7 +174,7 @@ def test_greedy_takes_the_argmax_on_the_device(tiny):
   from teenygrad.llm.generate import Generator
   from teenygrad.llm.load import load_model
   from teenygrad.llm.sampling import SamplingParams
-  model, tokenizer = load_model(str(tiny))
+  model, tokenizer = load_model(str(tiny), device="CPU")
   tokenizer.stop_ids = set()
   generator = Generator(model, tokenizer)
   prompts = [[3, 17, 5, 22, 9], [8, 4]]
