@@ -231,3 +231,17 @@ def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, k, tmp_path):
   emulate(tmp_path, src, packed_name(ggml_type, k, m, n, prologue, True), args, packed_grid(m, n), 32 * WARPS)
   _check(out, x, norm, residual, weight64, prologue, eps)
   _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+def test_repack_in_tensor_ops_equals_numpy(ggml_type):
+  """The device repack (Tensor ops, what the model runs) gives numpy's repack byte for byte, and its kernels compile
+  for CUDA."""
+  from teenygrad import Tensor
+  from teenygrad.nn.quant_cuda_packed import _BLOCK_BYTES, repack, repack_tensor
+  n, k = 5, 2048
+  blocks = np.random.default_rng(2).integers(0, 256, size=(n, k // 32 * _BLOCK_BYTES[ggml_type]), dtype=np.uint8)
+  packed = repack_tensor(ggml_type, Tensor(blocks), n, k)
+  np.testing.assert_array_equal(packed.numpy(), repack(ggml_type, blocks, n, k))
+  from test_cuda_compile import render_cuda   # and its kernels, as CUDA renders them, compile
+  for name, src, _ in render_cuda(repack_tensor(ggml_type, Tensor(blocks), n, k).contiguous()): _nvrtc_compiles(src)

@@ -55,9 +55,9 @@ _packed_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _packed(weight: QuantizedTensor) -> Tensor:
   if weight not in _packed_weights:
-    from teenygrad.nn.quant_cuda_packed import repack
+    from teenygrad.nn.quant_cuda_packed import repack_tensor
     n, k = weight.shape
-    _packed_weights[weight] = Tensor(repack(weight.ggml_type, weight.raw.numpy(), n, k), device=weight.device).realize()
+    _packed_weights[weight] = repack_tensor(weight.ggml_type, weight.raw, n, k).contiguous().realize()
   return _packed_weights[weight]
 
 
