@@ -92,7 +92,7 @@ def configurations(sweep: bool):
   yield "GGUF blocks", setter(*defaults[:4], "linear,norm,swiglu,float,rope"), ("Q4_0", "Q4_1", "Q8_0")
   if sweep:
     for rows, ahead, packed, packed_ahead in [(1, 8, 1, 1), (2, 4, 2, 2), (4, 8, 4, 1), (2, 16, 2, 4)]:
-      yield (f"rows {rows}/{packed} ahead {ahead}/{packed_ahead}", setter(rows, ahead, lambda m, r=packed: r, packed_ahead, defaults[4]),
+      yield (f"rows {rows}/{packed} ahead {ahead}/{packed_ahead}", setter(rows, ahead, lambda m, n, r=packed: r, packed_ahead, defaults[4]),
              None)
   setter(*defaults)()
 

@@ -16,7 +16,7 @@ import pytest
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 # a warp is 32 threads run at once; blocks and the warps of a block run one after another (the kernels share nothing
-# between warps: no shared memory, no __syncthreads)
+# between warps: shared memory only within a one-warp block, __syncwarp but no __syncthreads)
 _WARP_EMULATION = r"""
 #include <algorithm>
 #include <barrier>
@@ -29,6 +29,7 @@ _WARP_EMULATION = r"""
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __restrict__
+#define __shared__ static   /* blocks run one after another: one array serves each block's threads */
 using std::min;
 using std::max;
 struct float4 { float x, y, z, w; };
@@ -56,6 +57,7 @@ template <typename F> static float combine(float v, F f) {
   return r;
 }
 static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
+static void __syncwarp() { warp_barrier->arrive_and_wait(); }
 static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
 """
 
@@ -210,14 +212,16 @@ def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
-@pytest.mark.parametrize("prologue,m,k", [("", 1, 2048), ("norm", 10, 2048), ("swiglu", 3, 3072)])
-def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, k, tmp_path):
+@pytest.mark.parametrize("prologue,m,k,rows", [("", 1, 2048, 4), ("norm", 10, 2048, 2), ("swiglu", 3, 3072, 1)])
+def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, tmp_path, monkeypatch):
   """Weights repacked for CUDA (nn/quant_cuda_packed.py) and the matvec reading them, against gguf-py's dequantize of
   the original blocks: two or three warp steps per row (three leave the last batch of loads short), 13 rows of W (a
-  ragged last warp), 1, 3 and 10 rows of x (4 and 2 rows of W per warp, two groups), every prologue."""
+  ragged last warp) at 4, 2 and 1 rows per warp, 1, 3 and 10 rows of x (two groups), every prologue."""
   gguf = pytest.importorskip("gguf")
+  from teenygrad.nn import quant_cuda_packed
   from teenygrad.nn.matvec_cuda import WARPS
   from teenygrad.nn.quant_cuda_packed import packed_grid, packed_name, render_packed_matvec, repack
+  monkeypatch.setattr(quant_cuda_packed, "rows_per_warp", lambda m, n: rows)   # the real choice needs thousands of rows
   rng = np.random.default_rng(11)
   n, eps = 13, 1e-5
   blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])

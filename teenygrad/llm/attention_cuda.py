@@ -174,10 +174,18 @@ extern "C" __global__ void __launch_bounds__(32) {rope_attention_name(d, h, kvh,
     new_weight = expf(score - grown);
   }}
   const float norm = 1.0f / (tg_warp_sum(total * share) + new_weight);
+  /* the lanes' weighted values summed through shared memory: a warp sum per element (HEAD_DIM of them, five
+     dependent shuffles each) took about as long as the rest of the kernel (H200, 2026-12-02); the padding column
+     puts a lane's row in banks of its own */
+  __shared__ float partial[32][HEAD_DIM + 1];
   #pragma unroll
-  for (int i = 0; i < HEAD_DIM; i++) {{
-    const float value = tg_warp_sum(acc[i] * share);
-    if ((i & 31) == lane) out[(long long)bh * HEAD_DIM + i] = (value + new_weight * (stored ? v_new[i] : 0.0f)) * norm;
+  for (int i = 0; i < HEAD_DIM; i++) partial[lane][i] = acc[i] * share;
+  __syncwarp();
+  for (int i = lane; i < HEAD_DIM; i += 32) {{
+    float value = 0.0f;
+    #pragma unroll
+    for (int l = 0; l < 32; l++) value += partial[l][i];
+    out[(long long)bh * HEAD_DIM + i] = (value + new_weight * (stored ? v_new[i] : 0.0f)) * norm;
   }}
 }}
 """

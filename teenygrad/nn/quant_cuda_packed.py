@@ -14,7 +14,7 @@ read 0.93 TB/s of the H200's 4.27. Repacked once, on the device, for rows of a m
   for t < 8, one 16-byte load; Q4_1's mins follow the scales in the same layout.
 
 One buffer holds [quants | scales | mins], permuted on the device (repack_tensor; repack is its numpy reference). A
-warp computes rows_per_warp(m) rows, so each x load serves them all; the prologues (RMSNorm, silu(gate) * up) and the
+warp computes rows_per_warp(m, n) rows, so each x load serves them all; the prologues (RMSNorm, silu(gate) * up) and the
 residual are nn/matvec_cuda.py's. The weight is kept in GGUF blocks as well (prefill's dequantize, the embedding
 gather and other backends read those): a second copy in device memory.
 """
@@ -29,9 +29,15 @@ from teenygrad.tensor import Tensor
 
 STEP = 1024          # weights of a row per warp step: 32 lanes x 32
 LOADS_AHEAD = 2      # steps of weight loads a lane issues before using them (2 x 4 rows x 32 bytes for Q4)
-# x loads are the kernel's widest reads (8x the Q4 weight bytes): each serves 4 rows of W, or 2 where a warp holds
-# more than 2 rows of x (registers: every pair of rows of W and x has its accumulator)
-def rows_per_warp(m: int) -> int: return 4 if m <= 2 else 2
+WARPS_PER_SM = 32    # what an H200 needs resident to keep enough loads in flight (132 SMs)
+
+
+def rows_per_warp(m: int, n: int) -> int:
+  """Rows of W per warp: each x load (the kernel's widest reads, 8x the Q4 weight bytes) serves them all, but fewer
+  warps keep fewer loads in flight. Measured on an H200 with 4 rows (bench/results/llm_gpu_h200.txt, 2026-12-02): a
+  4096-row Q4_0 weight (1024 warps) read at 23% of HBM, a 28672-row one at 48%; so as many as leave ~32 warps per
+  SM, 4 at most, 2 where a warp holds more than 2 rows of x (registers)."""
+  return max(1, min(4 if m <= 2 else 2, n // (WARPS_PER_SM * 132)))
 
 
 PACKED_TYPES = ("Q4_0", "Q4_1", "Q8_0")
@@ -92,7 +98,7 @@ def packed_name(ggml_type: str, k: int, m: int, n: int, prologue: str = "", resi
 def packed_groups(m: int) -> int: return -(-m // GROUP_ROWS)
 
 
-def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m))) * packed_groups(m)
+def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m, n))) * packed_groups(m)
 
 
 # per type: the loads of one (row, step) and the product of lane's 4 weights of round t (bits of `word`) with x4
@@ -131,7 +137,7 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
   store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
-#define ROWS_PER_WARP {rows_per_warp(m)}
+#define ROWS_PER_WARP {rows_per_warp(m, n)}
 #define STEPS {steps}
 __device__ __forceinline__ unsigned int tg_word(uint4 v, int i) {{ return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }}
 /* half t of 8 packed in a uint4 */
