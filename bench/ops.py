@@ -92,11 +92,13 @@ def main() -> None:
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     ta, tb = tg.Tensor(a), tg.Tensor(b)
     flops = 2 * n ** 3
-    ours = flops / median_time(lambda: (ta @ tb).realize(), 5 if n < 4096 else 3) / 1e9
-    peers = {"numpy": flops / median_time(lambda: a @ b, 5 if n < 4096 else 3) / 1e9}
+    # small products take a few ms: more samples, so the median is not one noisy neighbour's time slice
+    repeats = 21 if n <= 512 else 9 if n < 4096 else 3
+    ours = flops / median_time(lambda: (ta @ tb).realize(), repeats) / 1e9
+    peers = {"numpy": flops / median_time(lambda: a @ b, repeats) / 1e9}
     if torch is not None:
       xa, xb = torch.from_numpy(a), torch.from_numpy(b)
-      peers["torch"] = flops / median_time(lambda: xa @ xb, 5 if n < 4096 else 3) / 1e9
+      peers["torch"] = flops / median_time(lambda: xa @ xb, repeats) / 1e9
     lines.append(row(f"gemm fp32 {n}", "GFLOP/s", ours, peers, peak))
   n = 1 << 24
   x, y, z = (rng.standard_normal(n, dtype=np.float32) for _ in range(3))
@@ -127,13 +129,13 @@ def main() -> None:
     tx.conv2d(tw, padding=1).relu().sum().backward()   # relu: the forward values are needed, as in training
     tw.grad.realize(); tx.grad.realize()
   flops = 3 * 2 * 64 * 64 * 32 * 9 * 28 * 28
-  ours = flops / median_time(ours_conv, 3) / 1e9
+  ours = flops / median_time(ours_conv, 7) / 1e9
   peers = {}
   if torch is not None:
     def torch_conv():
       px, pw = torch.from_numpy(xs).requires_grad_(), torch.from_numpy(ws).requires_grad_()
       torch.nn.functional.conv2d(px, pw, padding=1).relu().sum().backward()
-    peers["torch"] = flops / median_time(torch_conv, 3) / 1e9
+    peers["torch"] = flops / median_time(torch_conv, 7) / 1e9
   lines.append(row("conv2d 3x3 fwd+bwd", "GFLOP/s", ours, peers, peak))
   start = time.perf_counter()
   import subprocess
