@@ -23,20 +23,12 @@ os.environ.setdefault("DEV", "CUDA")
 import torch  # noqa: E402
 
 from teenygrad import Tensor, dtypes  # noqa: E402
+from timing import graph_seconds  # noqa: E402
 from teenygrad.device import Device  # noqa: E402
 from teenygrad.engine.realize import capture_kernels  # noqa: E402
 
 
-def time_items(backend, items, reps: int, trials: int = 5) -> float:
-  """Seconds per run of the captured launches: a graph of `reps` copies, timed with events."""
-  graph = backend.graph(items * reps)
-  graph(); backend.synchronize()
-  times = []
-  for _ in range(trials):
-    start, end = backend.new_event(), backend.new_event()
-    backend.record(start); graph(); backend.record(end)
-    times.append(backend.elapsed(start, end) / reps)
-  return statistics.median(times)
+time_items = graph_seconds   # seconds per run of the captured launches, as one device graph
 
 
 def time_torch(fn, reps: int, trials: int = 5) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -24,6 +23,7 @@ os.environ.setdefault("DEV", "CUDA")
 
 from teenygrad import Tensor, dtypes  # noqa: E402
 from teenygrad.device import Device  # noqa: E402
+from timing import graph_seconds  # noqa: E402
 from teenygrad.engine.realize import capture_kernels  # noqa: E402
 
 HBM_GBPS = 4270.0
@@ -47,15 +47,7 @@ def make_weight(kind: str, n: int, k: int, rng):
 
 def time_launches(items, reps: int = 4, trials: int = 5) -> float:
   """Seconds per launch of the captured launches, replayed as one graph `reps` times over, timed with events."""
-  backend = Device["CUDA"]
-  graph = backend.graph(items * reps)
-  graph(); backend.synchronize()
-  times = []
-  for _ in range(trials):
-    start, end = backend.new_event(), backend.new_event()
-    backend.record(start); graph(); backend.record(end)
-    times.append(backend.elapsed(start, end) / (reps * len(items)))
-  return statistics.median(times)
+  return graph_seconds(Device["CUDA"], items, reps, trials) / len(items)
 
 
 def measure(kind: str, n: int, k: int, rng) -> tuple[float, float]:

@@ -26,3 +26,16 @@ def report(lines: list[str], results_name: str) -> None:
   results = os.path.join(os.path.dirname(__file__), "results")
   os.makedirs(results, exist_ok=True)
   with open(os.path.join(results, results_name), "w") as f: f.write(text + "\n")
+
+
+def graph_seconds(backend, items, reps: int, trials: int = 5) -> float:
+  """Seconds per run of the captured launches `items` on a backend with device graphs (CUDA): one graph of `reps`
+  copies, timed with the device's events; the median of `trials`."""
+  graph = backend.graph(items * reps)
+  graph(); backend.synchronize()
+  times = []
+  for _ in range(trials):
+    start, end = backend.new_event(), backend.new_event()
+    backend.record(start); graph(); backend.record(end)
+    times.append(backend.elapsed(start, end) / reps)
+  return statistics.median(times)

@@ -319,3 +319,15 @@ def run_case(op_case: Case, dtype: Any) -> None:
   """Run one table row; `known_divergence` only marks the param (see params), it is not an option of the check."""
   options = {k: v for k, v in op_case.options.items() if k != "known_divergence"}
   helper_test_op(op_case.inputs, op_case.fn, dtype=dtype, **options)
+
+
+# ---- decode's fused projections (test_cuda.py, test_cuda_compile_decode.py) ----
+
+def reference_prologue(x: np.ndarray, prologue: str, norm: np.ndarray | None, eps: float) -> np.ndarray:
+  """What the model's primitive path feeds the projection: rms_norm(x) * norm, or silu(gate) * up (float64)."""
+  x = x.astype(np.float64)
+  if prologue == "norm": return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * norm
+  if prologue == "swiglu":
+    gate, up = np.split(x, 2, axis=-1)
+    return gate / (1 + np.exp(-gate)) * up
+  return x

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import reference_prologue
+
 from teenygrad import Tensor, dtypes
 
 
@@ -282,15 +284,6 @@ def test_embedding_gathers_replay_in_the_graph(cuda):
 
 # ---- decode's fused kernels (llm/fused_linear.py, nn/matvec_cuda.py, nn/quant_cuda_packed.py, llm/attention_cuda.py) ----
 
-def _prologue_reference(x: np.ndarray, prologue: str, norm: np.ndarray, eps: float) -> np.ndarray:
-  x = x.astype(np.float64)
-  if prologue == "norm": return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * norm
-  if prologue == "swiglu":
-    gate, up = np.split(x, 2, axis=-1)
-    return gate / (1 + np.exp(-gate)) * up
-  return x
-
-
 def _fused_weight(kind: str, n: int, k: int, seed: int):
   """(weight on CUDA, its float64 value) for a GGML type or float16/bfloat16."""
   if kind in ("Q4_0", "Q4_1", "Q8_0"): return _quant_weight(kind, n, k, seed)
@@ -327,7 +320,7 @@ def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
     got, names = _launched(run)
     packed = kind.startswith("Q") and k % 1024 == 0
     assert len(names) == 1 and ("packed" in names[0]) == packed, names
-    xs = _prologue_reference(x, prologue, norm_np, 1e-5)
+    xs = reference_prologue(x, prologue, norm_np, 1e-5)
     scale = np.abs(xs) @ np.abs(want.T) + 1e-30
     assert np.max(np.abs(got - residual - xs @ want.T) / scale) < 1e-4, f"rows={rows}"
   old = config.decode_fusion

@@ -336,6 +336,8 @@ _WARP_EMULATION = r"""
 #include <thread>
 #include <vector>
 #define __global__
+#define __device__
+#define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __restrict__
 using std::min;

@@ -13,6 +13,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from helpers import reference_prologue
+
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 # a warp is 32 threads run at once; blocks and the warps of a block run one after another (the kernels share nothing
@@ -98,16 +100,6 @@ extern "C" void run({", ".join(params)}) {{
   lib.run(*[a.ctypes.data_as(ctypes.c_void_p) if isinstance(a, np.ndarray) else ctypes.c_longlong(a) for a in args])
 
 
-def reference_prologue(x: np.ndarray, prologue: str, norm: np.ndarray | None, eps: float) -> np.ndarray:
-  """What the model's primitive path feeds the projection: rms_norm(x) * norm, or silu(gate) * up (float64)."""
-  x = x.astype(np.float64)
-  if prologue == "norm": return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * norm
-  if prologue == "swiglu":
-    gate, up = np.split(x, 2, axis=-1)
-    return gate / (1 + np.exp(-gate)) * up
-  return x
-
-
 def _inputs(rng, m: int, k: int, n: int, prologue: str):
   width = 2 * k if prologue == "swiglu" else k
   x = rng.standard_normal((m, width), dtype=np.float32)
@@ -122,6 +114,19 @@ def _check(out, x, norm, residual, weight64, prologue, eps):
   assert np.max(np.abs(out - residual - want) / scale) < 1e-5
 
 
+def _emulate_matvec(tmp_path, src: str, name: str, grid: int, weight: np.ndarray, weight64: np.ndarray, inputs: tuple,
+                    prologue: str, eps: float) -> None:
+  """Run a matvec kernel's C++ on the CPU (a warp of threads per block) on `inputs` = (x, norm, residual), check it
+  against the float64 reference, and compile it with NVRTC."""
+  x, norm, residual = inputs
+  out = np.full((x.shape[0], residual.shape[-1]), np.nan, np.float32)
+  args = [out, x, weight] + ([norm] if prologue == "norm" else []) + [residual]
+  from teenygrad.nn.matvec_cuda import WARPS
+  emulate(tmp_path, src, name, args, grid, 32 * WARPS)
+  _check(out, x, norm, residual, weight64, prologue, eps)
+  _nvrtc_compiles(src)
+
+
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
 @pytest.mark.parametrize("k,m,n", [(264, 1, 13), (512, 10, 8), (2312, 2, 5)])
@@ -129,7 +134,7 @@ def test_float_matvec_on_the_cpu(dtype_name, prologue, k, m, n, tmp_path):
   """float16/bfloat16 weights: a K that leaves the last step ragged (264), or not (512), or leaves the last batch of
   loads short and its last step ragged (2312: 10 steps of 256), a ragged last warp of W rows (13, 5), two groups of x
   rows (10), every prologue, a residual."""
-  from teenygrad.nn.matvec_cuda import WARPS, float_grid, float_matvec_name, render_float_matvec
+  from teenygrad.nn.matvec_cuda import float_grid, float_matvec_name, render_float_matvec
   rng = np.random.default_rng(k + m + n)
   eps = 1e-5
   weight = rng.standard_normal((n, k), dtype=np.float32)
@@ -139,13 +144,9 @@ def test_float_matvec_on_the_cpu(dtype_name, prologue, k, m, n, tmp_path):
   else:
     bits = (weight.view(np.uint32) >> 16).astype(np.uint16)   # truncated: any bfloat16 values will do
     weight64 = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-  x, norm, residual = _inputs(rng, m, k, n, prologue)
-  out = np.full((m, n), np.nan, np.float32)
   src = render_float_matvec(dtype_name, k, m, n, prologue, residual=True, eps=eps)
-  args = [out, x, bits] + ([norm] if prologue == "norm" else []) + [residual]
-  emulate(tmp_path, src, float_matvec_name(dtype_name, k, m, n, prologue, True), args, float_grid(m, n), 32 * WARPS)
-  _check(out, x, norm, residual, weight64, prologue, eps)
-  _nvrtc_compiles(src)
+  _emulate_matvec(tmp_path, src, float_matvec_name(dtype_name, k, m, n, prologue, True), float_grid(m, n), bits, weight64,
+                  _inputs(rng, m, k, n, prologue), prologue, eps)
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
@@ -219,7 +220,6 @@ def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, tmp_path, mon
   ragged last warp) at 4, 2 and 1 rows per warp, 1, 3 and 10 rows of x (two groups), every prologue."""
   gguf = pytest.importorskip("gguf")
   from teenygrad.nn import quant_cuda_packed
-  from teenygrad.nn.matvec_cuda import WARPS
   from teenygrad.nn.quant_cuda_packed import packed_grid, packed_name, render_packed_matvec, repack
   monkeypatch.setattr(quant_cuda_packed, "rows_per_warp", lambda m, n: rows)   # the real choice needs thousands of rows
   rng = np.random.default_rng(11)
@@ -228,13 +228,9 @@ def test_packed_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, tmp_path, mon
   weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
   packed = repack(ggml_type, blocks, n, k)
   assert packed.nbytes == blocks.nbytes
-  x, norm, residual = _inputs(rng, m, k, n, prologue)
-  out = np.full((m, n), np.nan, np.float32)
   src = render_packed_matvec(ggml_type, k, m, n, prologue, residual=True, eps=eps)
-  args = [out, x, packed] + ([norm] if prologue == "norm" else []) + [residual]
-  emulate(tmp_path, src, packed_name(ggml_type, k, m, n, prologue, True), args, packed_grid(m, n), 32 * WARPS)
-  _check(out, x, norm, residual, weight64, prologue, eps)
-  _nvrtc_compiles(src)
+  _emulate_matvec(tmp_path, src, packed_name(ggml_type, k, m, n, prologue, True), packed_grid(m, n), packed, weight64,
+                  _inputs(rng, m, k, n, prologue), prologue, eps)
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])

@@ -27,6 +27,38 @@ from teenygrad.device import Buffer, Device
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 
+# One key of an online softmax (Milakov & Gimelshein 2018), shared by every CUDA attention kernel: a lane's running
+# max `best`, sum `total` and weighted values `acc` take the key's score and its value row. `value_weight` is 0 for
+# a key that must count in the sum but add no value (serve's slot outside the pool, read as zeros).
+SOFTMAX_STEP_CUDA = r"""
+template <int D> __device__ __forceinline__ float tg_dot_row4(const float* query, const float4* row) {
+  float dot = 0.0f;
+  #pragma unroll
+  for (int i = 0; i < D / 4; i++) {
+    const float4 k = row[i];
+    dot += query[4 * i] * k.x + query[4 * i + 1] * k.y + query[4 * i + 2] * k.z + query[4 * i + 3] * k.w;
+  }
+  return dot;
+}
+template <int D> __device__ __forceinline__ void tg_softmax_step(float score, const float4* value, float value_weight,
+                                                                 float* acc, float& best, float& total) {
+  const float grown = fmaxf(best, score);
+  const float rescale = expf(best - grown), weight = expf(score - grown);   /* exp(-inf) = 0 on the first key */
+  total = total * rescale + weight;
+  const float w = weight * value_weight;
+  #pragma unroll
+  for (int i = 0; i < D / 4; i++) {
+    const float4 v = value[i];
+    acc[4 * i] = acc[4 * i] * rescale + w * v.x;
+    acc[4 * i + 1] = acc[4 * i + 1] * rescale + w * v.y;
+    acc[4 * i + 2] = acc[4 * i + 2] * rescale + w * v.z;
+    acc[4 * i + 3] = acc[4 * i + 3] * rescale + w * v.w;
+  }
+  best = grown;
+}
+"""
+
+
 def attention_name(d: int, h: int, kvh: int, length: int, mask: bool) -> str:
   return f"tg_decode_attention_{d}_{h}_{kvh}_{length}{'_mask' if mask else ''}"
 
@@ -37,7 +69,7 @@ def render_attention(d: int, h: int, kvh: int, length: int, mask: bool) -> str:
   scale = repr(float(1.0 / math.sqrt(d)))   # the reference's scale, rounded to float32 as the reference's constant is
   mask_param = ", const float* __restrict__ mask" if mask else ""
   mask_add = f" + mask[(long long)b * {length} + s]" if mask else ""
-  return CUDA_PREAMBLE + f"""#define HEAD_DIM {d}
+  return CUDA_PREAMBLE + SOFTMAX_STEP_CUDA + f"""#define HEAD_DIM {d}
 extern "C" __global__ void __launch_bounds__(32) {attention_name(d, h, kvh, length, mask)}(float* __restrict__ out,
     const float* __restrict__ q, const float* __restrict__ keys, const float* __restrict__ values, const int* __restrict__ start{mask_param}) {{
   const int lane = threadIdx.x, bh = blockIdx.x, b = bh / {h}, head = bh % {h};
@@ -50,27 +82,9 @@ extern "C" __global__ void __launch_bounds__(32) {attention_name(d, h, kvh, leng
   for (int i = 0; i < HEAD_DIM; i++) {{ query[i] = q[(long long)bh * HEAD_DIM + i]; acc[i] = 0.0f; }}
   float best = -INFINITY, total = 0.0f;
   for (int s = lane; s < count; s += 32) {{
-    const float4* k_row = (const float4*)(k_head + (long long)s * HEAD_DIM);
-    float dot = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 4; i++) {{
-      const float4 k4 = k_row[i];
-      dot += query[4 * i] * k4.x + query[4 * i + 1] * k4.y + query[4 * i + 2] * k4.z + query[4 * i + 3] * k4.w;
-    }}
-    const float score = dot * {scale}f{mask_add};
-    const float grown = fmaxf(best, score);
-    const float rescale = expf(best - grown), weight = expf(score - grown);   /* exp(-inf) = 0 on the first key */
-    total = total * rescale + weight;
-    const float4* v_row = (const float4*)(v_head + (long long)s * HEAD_DIM);
-    #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 4; i++) {{
-      const float4 v4 = v_row[i];
-      acc[4 * i] = acc[4 * i] * rescale + weight * v4.x;
-      acc[4 * i + 1] = acc[4 * i + 1] * rescale + weight * v4.y;
-      acc[4 * i + 2] = acc[4 * i + 2] * rescale + weight * v4.z;
-      acc[4 * i + 3] = acc[4 * i + 3] * rescale + weight * v4.w;
-    }}
-    best = grown;
+    const float* k_row = k_head + (long long)s * HEAD_DIM;
+    const float score = tg_dot_row4<HEAD_DIM>(query, (const float4*)k_row) * {scale}f{mask_add};
+    tg_softmax_step<HEAD_DIM>(score, (const float4*)(v_head + (long long)s * HEAD_DIM), 1.0f, acc, best, total);
   }}
   /* merge the lanes' softmaxes: each is rescaled to the warp's max (a lane without keys weighs nothing) */
   const float top = tg_warp_max(best);
@@ -99,7 +113,7 @@ def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int,
   mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
   pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
   partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
-  return CUDA_PREAMBLE + f"""#define HEAD_DIM {d}
+  return CUDA_PREAMBLE + SOFTMAX_STEP_CUDA + f"""#define HEAD_DIM {d}
 #define HALF {d // 2}
 /* element i of a head's row src rotated by its pair's angle (cos_row and sin_row null: not rotated) */
 __device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i, const float* __restrict__ cos_row,
@@ -137,27 +151,9 @@ extern "C" __global__ void __launch_bounds__(32) {rope_attention_name(d, h, kvh,
   for (int i = 0; i < HEAD_DIM; i++) {{ query[i] = tg_rope_at(q_new, i, cos_row, sin_row); acc[i] = 0.0f; }}
   float best = -INFINITY, total = 0.0f;
   for (int s = lane; s < cached; s += 32) {{
-    const float4* k_row = (const float4*)(k_head + (long long)s * HEAD_DIM);
-    float dot = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 4; i++) {{
-      const float4 k4 = k_row[i];
-      dot += query[4 * i] * k4.x + query[4 * i + 1] * k4.y + query[4 * i + 2] * k4.z + query[4 * i + 3] * k4.w;
-    }}
-    const float score = dot * {scale}f + (mask_row ? mask_row[s] : 0.0f);
-    const float grown = fmaxf(best, score);
-    const float rescale = expf(best - grown), weight = expf(score - grown);   /* exp(-inf) = 0 on the first key */
-    total = total * rescale + weight;
-    const float4* v_row = (const float4*)(v_head + (long long)s * HEAD_DIM);
-    #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 4; i++) {{
-      const float4 v4 = v_row[i];
-      acc[4 * i] = acc[4 * i] * rescale + weight * v4.x;
-      acc[4 * i + 1] = acc[4 * i + 1] * rescale + weight * v4.y;
-      acc[4 * i + 2] = acc[4 * i + 2] * rescale + weight * v4.z;
-      acc[4 * i + 3] = acc[4 * i + 3] * rescale + weight * v4.w;
-    }}
-    best = grown;
+    const float* k_row = k_head + (long long)s * HEAD_DIM;
+    const float score = tg_dot_row4<HEAD_DIM>(query, (const float4*)k_row) * {scale}f + (mask_row ? mask_row[s] : 0.0f);
+    tg_softmax_step<HEAD_DIM>(score, (const float4*)(v_head + (long long)s * HEAD_DIM), 1.0f, acc, best, total);
   }}
   /* merge the lanes' softmaxes: each is rescaled to the warp's max (a lane without keys weighs nothing) */
   float top = tg_warp_max(best);

@@ -68,6 +68,24 @@ def row_scale(prologue: str, eps: float) -> str:
   return "1.0f"
 
 
+def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
+  """The matvecs' last step: each x row's ROWS_PER_WARP sums reduced over the warp, scaled (the norm's factor) and
+  stored by lane 0, with the residual added where there is one."""
+  store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
+  return f"""  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+    const int m_out = m0 + m;
+    const float scale = {row_scale(prologue, eps)};
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {{
+      const int row = row0 + r;
+      const float total = tg_warp_sum(acc[m][r]) * scale;
+      if (lane == 0 && row < N_OUT) out[(long long)m_out * N_OUT + row] = {store};
+    }}
+  }}
+"""
+
+
 def kernel_params(prologue: str, residual: bool) -> str:
   """The optional parameters after (out, x, w): the norm weight, then the residual."""
   return (", const float* __restrict__ g" if prologue == "norm" else "") + (", const float* __restrict__ residual" if residual else "")
@@ -108,7 +126,6 @@ def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str =
   ahead = min(steps, LOADS_AHEAD)
   ragged = k % 256 != 0 or steps % ahead != 0
   load_col = "min((first + u) * 256 + lane * 8, K_IN - 8)" if ragged else "(first + u) * 256 + lane * 8"
-  store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {ROWS_PER_WARP}
@@ -155,18 +172,7 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dt
       }}
     }}
   }}
-  #pragma unroll
-  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
-    const int m_out = m0 + m;
-    const float scale = {row_scale(prologue, eps)};
-    #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++) {{
-      const int row = row0 + r;
-      const float total = tg_warp_sum(acc[m][r]) * scale;
-      if (lane == 0 && row < N_OUT) out[(long long)m_out * N_OUT + row] = {store};
-    }}
-  }}
-}}
+{render_rows_out(prologue, residual, eps)}}}
 """
 
 

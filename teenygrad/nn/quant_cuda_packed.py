@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from teenygrad.device import Buffer, Device
-from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_x_reader, row_scale
+from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_rows_out, render_x_reader
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.tensor import Tensor
 
@@ -134,7 +134,6 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
   mins = ggml_type == "Q4_1"
   ahead = min(steps, LOADS_AHEAD)
   slot = f"[{ahead}][ROWS_PER_WARP]"
-  store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {rows_per_warp(m, n)}
@@ -189,18 +188,7 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_typ
       }}
     }}
   }}
-  #pragma unroll
-  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
-    const int m_out = m0 + m;
-    const float scale = {row_scale(prologue, eps)};
-    #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++) {{
-      const int row = row0 + r;
-      const float total = tg_warp_sum(acc[m][r]) * scale;
-      if (lane == 0 && row < N_OUT) out[(long long)m_out * N_OUT + row] = {store};
-    }}
-  }}
-}}
+{render_rows_out(prologue, residual, eps)}}}
 """
 
 

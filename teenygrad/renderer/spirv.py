@@ -26,7 +26,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.ir.ops import Ops
 from teenygrad.ir.symbolic import And, FloorDiv, LessThan, Mod, Mul, Not, Sum, Variable, vmax
 from teenygrad.renderer.spirv_math import F64Math
-from teenygrad.renderer.spirv_module import SCOPE, SEMANTICS, SpirvModule
+from teenygrad.renderer.spirv_module import SCOPE, SEMANTICS, SpirvModule, StructuredBlocks
 
 # the kind a value of each dtype is computed in
 KIND = {dtypes.bool: "bool", dtypes.int8: "i32", dtypes.int16: "i32", dtypes.int32: "i32", dtypes.uint8: "u32",
@@ -87,7 +87,7 @@ def parse_kernel(src: str) -> tuple[dict, bytes]:
   return json.loads(header), base64.b64decode(body)
 
 
-class KernelEmitter:
+class KernelEmitter(StructuredBlocks):
   """Emits one LoopProgram; `values` maps defined names to (id, kind) or, for accumulators, ("var", id, kind)."""
   def __init__(self, program: LoopProgram, renderer: SpirvRenderer):
     self.p, self.r = program, renderer
@@ -525,19 +525,6 @@ class KernelEmitter:
     self.m.emit("Store", var, self.combine(op, current, self.convert(value, kind), dtype))
 
   # ---- control flow ----
-  def label(self, lid: int) -> None:
-    self.m.emit("Label", lid)
-    self.block = lid
-
-  def if_then(self, cond: int, body) -> None:
-    then_block, merge = self.m.new_id(), self.m.new_id()
-    self.m.emit("SelectionMerge", merge, 0)
-    self.m.emit("BranchConditional", cond, then_block, merge)
-    self.label(then_block)
-    body()
-    self.m.emit("Branch", merge)
-    self.label(merge)
-
   def loop(self, name: str, start: int, bound: int, step: int, body) -> None:
     """for (name = start; name < bound; name += step) body(), as a structured loop with an OpPhi counter."""
     k = self.index_kind

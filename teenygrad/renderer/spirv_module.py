@@ -207,3 +207,23 @@ class SpirvModule:
       for inst in self.sections[section]: words += inst
     for inst in function: words += inst
     return struct.pack(f"<{len(words)}I", *words)
+
+
+class StructuredBlocks:
+  """Labels and if-then selections, for an emitter that writes into `self.m` (a SpirvModule) and keeps the block it
+  is in as `self.block` (the renderer and the hand-written shaders both are)."""
+  m: SpirvModule
+  block: int
+
+  def label(self, lid: int) -> None:
+    self.m.emit("Label", lid)
+    self.block = lid
+
+  def if_then(self, cond: int, body) -> None:
+    then_block, merge = self.m.new_id(), self.m.new_id()
+    self.m.emit("SelectionMerge", merge, 0)
+    self.m.emit("BranchConditional", cond, then_block, merge)
+    self.label(then_block)
+    body()
+    self.m.emit("Branch", merge)
+    self.label(merge)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 
 from teenygrad.renderer.spirv import CHUNK_BYTES, MAX_GROUPS, SPIRV_TAG
-from teenygrad.renderer.spirv_module import SpirvModule
+from teenygrad.renderer.spirv_module import SpirvModule, StructuredBlocks
 
 LOOP_UNROLL = 1     # SPIR-V's LoopControl Unroll
 
@@ -25,7 +25,7 @@ class StorageBuffer:
     self.var, self.element, self.chunks, self.per_chunk = var, element, chunks, per_chunk
 
 
-class ComputeShader:
+class ComputeShader(StructuredBlocks):
   """A compute shader under construction, of `local_size` invocations per work-group; buffers past
   `max_binding_range` bytes are bound in CHUNK_BYTES views."""
   def __init__(self, max_binding_range: int, local_size: int):
@@ -98,10 +98,6 @@ class ComputeShader:
   def store(self, buf: StorageBuffer, index: int, value: int) -> None: self.m.emit("Store", self._pointer(buf, index), value)
 
   # ---- control flow (structured: every loop and branch names its merge block) ----
-  def label(self, lid: int) -> None:
-    self.m.emit("Label", lid)
-    self.block = lid
-
   def loop(self, start: int, bound: int, step: int, body: Callable[[int], None], unroll: bool = False) -> None:
     """for (i = start; i < bound; i += step) body(i), unsigned, the counter an OpPhi; `unroll` asks the driver to
     unroll it (a hint: the trip count is known to it once it fixes the subgroup size)."""
@@ -120,15 +116,6 @@ class ComputeShader:
     self.label(cont)
     m.emit_value("IAdd", self.u32, counter, step, result=nxt)
     m.emit("Branch", header)
-    self.label(merge)
-
-  def if_then(self, cond: int, body: Callable[[], None]) -> None:
-    then_block, merge = self.m.new_id(), self.m.new_id()
-    self.m.emit("SelectionMerge", merge, 0)
-    self.m.emit("BranchConditional", cond, then_block, merge)
-    self.label(then_block)
-    body()
-    self.m.emit("Branch", merge)
     self.label(merge)
 
   def variable(self, initial: int, value_type: int | None = None) -> int:

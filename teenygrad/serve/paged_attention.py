@@ -72,28 +72,9 @@ extern "C" __global__ void __launch_bounds__(32) tg_paged_attention(float* __res
   for (long long s = lane; s < count; s += 32) {
     const long long slot = index[b * WIDTH + s];
     const bool inside = slot >= 0 && slot < SLOTS;
-    const float4* k4 = (const float4*)(keys + (inside ? slot : 0) * KV_HEADS * HEAD_DIM + kv * HEAD_DIM);
-    float dot = 0.0f;
-    #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 4; i++) {
-      const float4 k = k4[i];
-      dot += query[4 * i] * k.x + query[4 * i + 1] * k.y + query[4 * i + 2] * k.z + query[4 * i + 3] * k.w;
-    }
-    const float score = (inside ? dot : 0.0f) * SCALE;
-    const float grown = fmaxf(best, score);
-    const float rescale = expf(best - grown), weight = expf(score - grown);
-    total = total * rescale + weight;
-    const float4* v4 = (const float4*)(values + (inside ? slot : 0) * KV_HEADS * HEAD_DIM + kv * HEAD_DIM);
-    const float w = inside ? weight : 0.0f;
-    #pragma unroll
-    for (int i = 0; i < HEAD_DIM / 4; i++) {
-      const float4 v = v4[i];
-      acc[4 * i] = acc[4 * i] * rescale + w * v.x;
-      acc[4 * i + 1] = acc[4 * i + 1] * rescale + w * v.y;
-      acc[4 * i + 2] = acc[4 * i + 2] * rescale + w * v.z;
-      acc[4 * i + 3] = acc[4 * i + 3] * rescale + w * v.w;
-    }
-    best = grown;
+    const long long row = (inside ? slot : 0) * KV_HEADS * HEAD_DIM + kv * HEAD_DIM;
+    const float score = (inside ? tg_dot_row4<HEAD_DIM>(query, (const float4*)(keys + row)) : 0.0f) * SCALE;
+    tg_softmax_step<HEAD_DIM>(score, (const float4*)(values + row), inside ? 1.0f : 0.0f, acc, best, total);
   }
   /* merge the lanes' softmaxes, each rescaled to the warp's max (a lane without positions weighs nothing) */
   const float top = tg_warp_max(best);
@@ -122,8 +103,9 @@ void tg_pool_write(float* restrict pool, const float* restrict rows, const int* 
 def _source(language: str, body: str, sizes: dict) -> str:
   defines = "".join(f"#define {name} {value}\n" for name, value in sizes.items())
   if language == "CUDA":
+    from teenygrad.llm.attention_cuda import SOFTMAX_STEP_CUDA
     from teenygrad.renderer.cuda import CUDA_PREAMBLE
-    return CUDA_PREAMBLE + defines + body
+    return CUDA_PREAMBLE + SOFTMAX_STEP_CUDA + defines + body
   return defines + body
 
 
