@@ -26,14 +26,16 @@ BM = BN = 128
 WARPS_M, WARPS_N = 2, 4   # each warp 64 x 32: 4 m16 rows of fragments by 4 n8 columns
 THREADS = 32 * WARPS_M * WARPS_N
 # name -> k slice, ring depth, blocks per SM (the register budget: 2 blocks cap a thread at 128 registers)
+# (measured on an H200 before the per-slice partial sums, bench/results/gpu_h200.txt: BK 32 at 1 block 0.98-1.00x
+# cuBLAS, BK 16 at 2 blocks 0.93-1.00x, at 1 block 0.90-0.91x; the partial sums need 64 more registers, so 1 block)
 TF32_CONFIGS = {
-  "tf32x3": {"BK": 16, "STAGES": 4, "BLOCKS_PER_SM": 2},
-  "tf32x3-1block": {"BK": 16, "STAGES": 4, "BLOCKS_PER_SM": 1},
-  "tf32x3-k32": {"BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
+  "tf32x3": {"BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
+  "tf32x3-k16": {"BK": 16, "STAGES": 4, "BLOCKS_PER_SM": 1},
+  "tf32x3-k64": {"BK": 64, "STAGES": 2, "BLOCKS_PER_SM": 1},
 }
 # the default, or another TF32_CONFIGS name, or "simt" / "simt-1block" for the exact fused multiply-add kernel (at 2 or
-# 1 blocks per SM: at 2, ptxas spills 40-48 bytes of either kernel)
-FP32_DEFAULT = "tf32x3-1block"
+# 1 blocks per SM: at 2 ptxas spills 48 bytes, at 1 it runs at 0.47x cuBLAS against 0.64x)
+FP32_DEFAULT = "tf32x3"
 FP32_CONFIGS = ("simt", "simt-1block", *TF32_CONFIGS)
 
 TF32_PREAMBLE = r"""
@@ -155,6 +157,16 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]
       tg_cp_commit();
     }}
     const int st = kt % {STAGES};
+    /* the slice's products sum into part, which joins acc through fp32 adds (rounded to nearest): the tensor cores
+       sum their products and the accumulator with truncation, so summing all of K in acc drifts by K / 8 units in the
+       last place (2.9e-5 relative at K = 4096 on an H200), a slice's part by BK / 8 */
+    float part[4][4][4];
+    #pragma unroll
+    for (int mi = 0; mi < 4; mi++)
+      #pragma unroll
+      for (int ni = 0; ni < 4; ni++)
+        #pragma unroll
+        for (int q = 0; q < 4; q++) part[mi][ni][q] = 0.0f;
     #pragma unroll
     for (int kk = 0; kk < {BK}; kk += 8) {{
       unsigned a_big[4][4], a_small[4][4], b_big[4][2], b_small[4][2];
@@ -170,16 +182,22 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]
       #pragma unroll
       for (int mi = 0; mi < 4; mi++)
         #pragma unroll
-        for (int ni = 0; ni < 4; ni++) tg_mma_tf32(acc[mi][ni], a_small[mi], b_big[ni]);
+        for (int ni = 0; ni < 4; ni++) tg_mma_tf32(part[mi][ni], a_small[mi], b_big[ni]);
       #pragma unroll
       for (int mi = 0; mi < 4; mi++)
         #pragma unroll
-        for (int ni = 0; ni < 4; ni++) tg_mma_tf32(acc[mi][ni], a_big[mi], b_small[ni]);
+        for (int ni = 0; ni < 4; ni++) tg_mma_tf32(part[mi][ni], a_big[mi], b_small[ni]);
       #pragma unroll
       for (int mi = 0; mi < 4; mi++)
         #pragma unroll
-        for (int ni = 0; ni < 4; ni++) tg_mma_tf32(acc[mi][ni], a_big[mi], b_big[ni]);
+        for (int ni = 0; ni < 4; ni++) tg_mma_tf32(part[mi][ni], a_big[mi], b_big[ni]);
     }}
+    #pragma unroll
+    for (int mi = 0; mi < 4; mi++)
+      #pragma unroll
+      for (int ni = 0; ni < 4; ni++)
+        #pragma unroll
+        for (int q = 0; q < 4; q++) acc[mi][ni][q] += part[mi][ni][q];
   }}
   tg_cp_wait<0>();
   #pragma unroll
