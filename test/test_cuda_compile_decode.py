@@ -17,13 +17,14 @@ from helpers import reference_prologue
 
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
-# a warp is 32 threads run at once; blocks and the warps of a block run one after another (the kernels share nothing
-# between warps: shared memory only within a one-warp block, __syncwarp but no __syncthreads)
+# a block's threads run at once (a warp's shuffles meet at its own barrier, __syncthreads at the block's); blocks run
+# one after another, so one static array serves as each block's shared memory
 _WARP_EMULATION = r"""
 #include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 #define __global__
@@ -31,16 +32,19 @@ _WARP_EMULATION = r"""
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __restrict__
+#define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static   /* blocks run one after another: one array serves each block's threads */
 using std::min;
 using std::max;
 struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
 struct uint4 { unsigned int x, y, z, w; };
 struct Index { unsigned int x; };
 static thread_local Index threadIdx;
 static Index blockIdx;
-static std::barrier<>* warp_barrier;
-static float exchange[32];
+static std::barrier<>* warp_barriers[32];   /* one per warp of the block */
+static std::barrier<>* block_barrier;
+static float exchange[32][32];
 static float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
 static float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
 static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals included */
@@ -51,15 +55,18 @@ static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals incl
   return __uint_as_float(bits);
 }
 template <typename F> static float combine(float v, F f) {
-  exchange[threadIdx.x & 31] = v;
-  warp_barrier->arrive_and_wait();
-  float r = exchange[0];
-  for (int i = 1; i < 32; i++) r = f(r, exchange[i]);
-  warp_barrier->arrive_and_wait();
+  float* lanes = exchange[threadIdx.x >> 5];
+  std::barrier<>& warp = *warp_barriers[threadIdx.x >> 5];
+  lanes[threadIdx.x & 31] = v;
+  warp.arrive_and_wait();
+  float r = lanes[0];
+  for (int i = 1; i < 32; i++) r = f(r, lanes[i]);
+  warp.arrive_and_wait();
   return r;
 }
 static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
-static void __syncwarp() { warp_barrier->arrive_and_wait(); }
+static void __syncwarp() { warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
+static void __syncthreads() { block_barrier->arrive_and_wait(); }
 static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
 """
 
@@ -83,14 +90,15 @@ def emulate(tmp_path, src: str, name: str, args: list, blocks: int, threads: int
   names = ", ".join(f"a{i}" for i in range(len(args)))
   driver = f"""
 extern "C" void run({", ".join(params)}) {{
-  std::barrier<> warp(32);
-  warp_barrier = &warp;
-  for (blockIdx.x = 0; blockIdx.x < {blocks}; blockIdx.x++)
-    for (unsigned int w = 0; w < {threads // 32}; w++) {{
-      std::vector<std::thread> lanes;
-      for (unsigned int t = 0; t < 32; t++) lanes.emplace_back([=] {{ threadIdx.x = w * 32 + t; {name}({names}); }});
-      for (auto& lane : lanes) lane.join();
-    }}
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  for (int w = 0; w < {threads // 32}; w++) {{ warps.push_back(std::make_unique<std::barrier<>>(32)); warp_barriers[w] = warps.back().get(); }}
+  std::barrier<> block({threads});
+  block_barrier = &block;
+  for (blockIdx.x = 0; blockIdx.x < {blocks}; blockIdx.x++) {{
+    std::vector<std::thread> threads;
+    for (unsigned int t = 0; t < {threads}; t++) threads.emplace_back([=] {{ threadIdx.x = t; {name}({names}); }});
+    for (auto& thread : threads) thread.join();
+  }}
 }}
 """
   (tmp_path / "kernel.cpp").write_text(_WARP_EMULATION + src[len(CUDA_PREAMBLE):] + driver)
@@ -169,17 +177,17 @@ def test_quant_matvec_prologues_on_the_cpu(ggml_type, prologue, tmp_path):
   _nvrtc_compiles(src)
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
-@pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
-def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
+@pytest.mark.parametrize("interleaved,masked,D", [(i, m, d) for d in (16, 64) for i in (True, False) for m in (False, True)]
+                         + [(False, True, 128)])   # 16: a lane per key; 64 and 128: a block of warps per head
+def test_rope_attention_on_the_cpu(interleaved, masked, D, tmp_path):
   """RoPE, the k/v cache write and attention in one kernel, against the model's primitive apply_rope (on the CPU) and
   numpy's softmax attention over the written cache: two sequences, grouped-query heads, positions at both ends of the
   cache and in the middle (lanes with several keys and lanes with none), and one past it (writes nothing, attends
   the whole cache unrotated)."""
   from teenygrad import Tensor
-  from teenygrad.llm.attention_cuda import render_rope_attention, rope_attention_name
+  from teenygrad.llm.attention_cuda import render_rope_attention, rope_attention_name, rope_attention_threads
   from teenygrad.llm.model import LlamaConfig, apply_rope, rope_frequencies
-  B, H, KVH, D, L = 2, 6, 2, 16, 80
+  B, H, KVH, L = 2, 6, 2, 80
   config = LlamaConfig(vocab_size=8, dim=H * D, n_layers=1, n_heads=H, n_kv_heads=KVH, hidden_dim=8, head_dim=D, max_seq_len=L)
   angles = np.outer(np.arange(L, dtype=np.float64), rope_frequencies(config))
   cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
@@ -193,7 +201,8 @@ def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
     want_keys, want_values = keys.copy(), values.copy()
     out = np.full((B, H, 1, D), np.nan, np.float32)
     emulate(tmp_path, src, rope_attention_name(D, H, KVH, L, interleaved, masked),
-            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []), B * H, 32)
+            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []), B * H,
+            rope_attention_threads(D))
     q = qkv[:, :H * D].reshape(B, H, 1, D)
     if start < L:
       c, s = Tensor(cos[start:start + 1]), Tensor(sin[start:start + 1])
