@@ -26,12 +26,12 @@ BM = BN = 128
 WARPS_M, WARPS_N = 2, 4   # each warp 64 x 32: 4 m16 rows of fragments by 4 n8 columns
 THREADS = 32 * WARPS_M * WARPS_N
 # name -> k slice, ring depth, blocks per SM (the register budget: 2 blocks cap a thread at 128 registers)
-# (measured on an H200 before the per-slice partial sums, bench/results/gpu_h200.txt: BK 32 at 1 block 0.98-1.00x
-# cuBLAS, BK 16 at 2 blocks 0.93-1.00x, at 1 block 0.90-0.91x; the partial sums need 64 more registers, so 1 block)
+# (the partial sums need 64 more registers than the accumulators alone, so one block per SM; on an H200, 4096 and
+# 8192, bench/results/gpu_h200.txt: BK 64 1.00-1.02x cuBLAS, BK 32 0.96-0.98x, BK 16 0.88-0.90x)
 TF32_CONFIGS = {
-  "tf32x3": {"BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
+  "tf32x3": {"BK": 64, "STAGES": 2, "BLOCKS_PER_SM": 1},
+  "tf32x3-k32": {"BK": 32, "STAGES": 3, "BLOCKS_PER_SM": 1},
   "tf32x3-k16": {"BK": 16, "STAGES": 4, "BLOCKS_PER_SM": 1},
-  "tf32x3-k64": {"BK": 64, "STAGES": 2, "BLOCKS_PER_SM": 1},
 }
 # the default, or another TF32_CONFIGS name, or "simt" / "simt-1block" for the exact fused multiply-add kernel (at 2 or
 # 1 blocks per SM: at 2 ptxas spills 48 bytes, at 1 it runs at 0.47x cuBLAS against 0.64x)
