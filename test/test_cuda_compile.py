@@ -442,3 +442,18 @@ def test_fp32_gemm_without_a_contiguous_axis_stays_simt():
   a = realized((64, 77))   # K = 77: no 16-byte row
   (_, src, _), = render_cuda((a @ realized((77, 96))).contiguous())
   assert "fp32 SIMT" in src and "tf32" not in src
+
+
+def test_kernels_open_with_the_grid_dependency_wait_on_sm90():
+  """Every kernel the sm_90 compiler builds waits for the grid before it first (so a graph may chain kernels by
+  programmatic dependent launch); an sm_80 build has no such instruction."""
+  bindings = _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler, with_grid_dependency
+  src = ('extern "C" __global__ void __launch_bounds__(32) first(float* a) { a[threadIdx.x] += 1.0f; }\n'
+         'extern "C" __global__ void second(float* a, long long n) { if (threadIdx.x < n) a[threadIdx.x] *= 2.0f; }\n')
+  marked = with_grid_dependency(src)
+  assert marked.count("griddepcontrol.wait") == 2 and marked.index("griddepcontrol.wait") < marked.index("a[threadIdx.x] += 1.0f")
+  ptx = bindings.nvrtc_compile(marked, "k", ["--gpu-architecture=compute_90", "-std=c++17"], output="PTX").decode()
+  assert ptx.count("griddepcontrol.wait") == 2 and ptx.count("griddepcontrol.launch_dependents") == 2
+  assert NVRTCCompiler("sm_90").grid_dependency and not NVRTCCompiler("sm_80").grid_dependency
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
