@@ -250,6 +250,39 @@ def test_more_inputs_than_one_shader_can_bind(validated):
   assert len(modules) > 1 and max(bindings) <= validated.max_storage_buffers
 
 
+def _count_waits(monkeypatch, device) -> list:
+  """Submits the host waits for (synchronize with work queued), counted in the list returned."""
+  commands, waits = device.commands, []
+  real = commands.synchronize
+  def counted():
+    if commands.queued or commands.current is not None: waits.append(1)
+    real()
+  monkeypatch.setattr(commands, "synchronize", counted)
+  return waits
+
+
+@pytest.mark.parametrize("mode", ["direct", "staging"])
+def test_small_uploads_are_recorded_in_order(validated, monkeypatch, mode):
+  """A small copyin (a decode step's token and position) is recorded with the queued work, not waited for, and still
+  lands between the kernel queued before it (which reads the old contents) and the one after; a read-back is one wait."""
+  from teenygrad.device import Buffer
+  from teenygrad.dtype import dtypes
+  if mode == "staging": monkeypatch.setattr(validated, "direct_access", False)
+  old, new = np.arange(6, dtype=np.float32), np.arange(6, dtype=np.float32) * 10 + 1
+  x = vk_tensor(old).realize()
+  buffer: Buffer = x.lazydata.base.realized
+  waits = _count_waits(monkeypatch, validated)
+  before = (x * 2).realize()            # queued, reading the old contents
+  buffer.copyin(new)                    # recorded after it
+  after = (x * 3).realize()
+  odd = Buffer("VULKAN", 3, dtypes.uint8).copyin(np.array([7, 8, 9], dtype=np.uint8))   # padded to whole words
+  assert waits == []
+  np.testing.assert_array_equal(after.numpy(), new * 3)
+  assert len(waits) == 1
+  np.testing.assert_array_equal(before.numpy(), old * 2)
+  np.testing.assert_array_equal(odd.numpy(), [7, 8, 9])
+
+
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int16", "float16", "bfloat16"])
 def test_narrow_types_packed_in_words(validated, monkeypatch, dtype):
   """Devices without 8/16-bit storage buffers: narrow types live in 32-bit words (atomic lane stores)."""
