@@ -5,7 +5,8 @@
 Without --model it writes a SmolLM2-shaped skeleton (30 layers, 4/2 heads of 16, tiny widths, Q4_1) so the kernels
 are nearly free and the step is its fixed costs. Each step is cut into: building the two input tensors (token and
 position), the jitted call (argument checks, the replay handed to the device), the device running it (a
-synchronize), and reading the token back. "waits" counts the host-device round trips (submits waited for) per step outside that synchronize,
+synchronize), and reading the token back; the host's share is also given as the Python thread's CPU time (its wall
+time on a loaded machine includes waiting for a core). "waits" counts the host-device round trips (submits waited for) per step outside that synchronize,
 on Vulkan only (--staging takes a discrete GPU's copy path on lavapipe too): each costs a fence wait plus a submit, tens of microseconds on a GPU driver. Medians over the steps.
 """
 from __future__ import annotations
@@ -62,26 +63,29 @@ def main() -> None:
   decode = generator._decode_greedy
   token = np.array([[5]], dtype=np.int32)
   pieces: list[list[float]] = [[], [], [], []]
+  host_cpu: list[float] = []
   for step in range(args.steps + 3):
     position = len(prompt) + step
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     inputs = (Tensor(token, device=model.device), Tensor(np.array([position], dtype=np.int32), device=model.device))
     t1 = time.perf_counter()
     out = decode(*inputs, None, BoundVariable("start_pos", 0, generator.cache.max_len - 1, position))
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.thread_time()
     measuring_device = True
     device.synchronize()
     measuring_device = False
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.thread_time()
     out.numpy()
-    t4 = time.perf_counter()
+    t4, c4 = time.perf_counter(), time.thread_time()
     if step == 2: waits[0] = 0
     if step >= 3:
       for piece, seconds in zip(pieces, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)): piece.append(seconds)
+      host_cpu.append(c2 - c0 + c4 - c3)   # the Python thread's own CPU time: steadier than wall time on a shared machine
   us = [statistics.median(p) * 1e6 for p in pieces]
   print(f"{os.path.basename(path)} on {device.name}: {decode.kernel_count} launches per step; per step (median us): "
         f"inputs {us[0]:.0f}, jit call {us[1]:.0f}, device {us[2]:.0f}, read-back {us[3]:.0f}; host (all but device) "
-        f"{us[0] + us[1] + us[3]:.0f} us" + (f"; {waits[0] / args.steps:.1f} waits per step" if commands is not None else ""))
+        f"{us[0] + us[1] + us[3]:.0f} us wall, {statistics.median(host_cpu) * 1e6:.0f} us CPU"
+        + (f"; {waits[0] / args.steps:.1f} waits per step" if commands is not None else ""))
 
 
 if __name__ == "__main__":
