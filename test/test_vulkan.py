@@ -455,6 +455,34 @@ def test_quant_linear_matches_reference(quant_kernels, ggml_type, n, k, m):
 
 
 @pytest.mark.parametrize("ggml_type", QUANT_TYPES)
+@pytest.mark.parametrize("prologue", ["norm", "swiglu"])
+@pytest.mark.parametrize("m", [1, 9])
+def test_fused_linear_prologues_match_the_primitive_path(quant_kernels, ggml_type, prologue, m):
+  """llm/fused_linear.py on Vulkan: the RMSNorm or silu(gate) * up folded into the quantized matvec (with and without
+  the residual) is one launch and matches the model's primitive path (rms_norm / silu * up, then the reference matmul)."""
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  from teenygrad.llm.fused_linear import fused_linear
+  from teenygrad.llm.model import rms_norm
+  n, k, eps = 40, 96, 1e-5
+  qt = quant_weight(ggml_type, n, k, seed=m)
+  rng = np.random.default_rng(m)
+  x = rng.standard_normal((m, 2 * k if prologue == "swiglu" else k), dtype=np.float32) * 3
+  norm, residual = rng.standard_normal(k, dtype=np.float32), rng.standard_normal((m, n), dtype=np.float32)
+  tx, tnorm = vk_tensor(x), vk_tensor(norm)
+  if prologue == "norm": fed = rms_norm(tx, tnorm, eps)
+  else: fed = tx[:, :k].silu() * tx[:, k:]
+  want = qt.linear_reference(fed).numpy()
+  scale = np.abs(fed.numpy()) @ np.abs(qt.dequantize().numpy()).T
+  options = {"norm": tnorm, "eps": eps} if prologue == "norm" else {"swiglu": True}
+  with capture_kernels() as launched:
+    got = fused_linear(tx, qt, **options).numpy()
+    got_residual = fused_linear(tx, qt, residual=vk_tensor(residual), **options).numpy()
+  assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)] == [f"qmatvec_{ggml_type.lower()}"] * 2
+  np.testing.assert_allclose(got, want, rtol=0, atol=float(scale.max()) * 1e-5)
+  np.testing.assert_allclose(got_residual, want + residual, rtol=0, atol=float(scale.max()) * 1e-5 + 1e-6)
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES)
 def test_quant_embedding_rows_are_exact(quant_kernels, ggml_type):
   """The row gather is bit-identical with the reference dequantize; a bad id raises."""
   n, k = 29, 96
