@@ -590,6 +590,48 @@ def test_decode_attention_matches_numpy(validated, monkeypatch, masked, start):
   assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
 
 
+@pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
+@pytest.mark.parametrize("start", [0, 44, 79])
+def test_rope_attention_matches_the_primitive_path(validated, monkeypatch, interleaved, masked, start):
+  """RoPE + the cache write + attention in one dispatch, straight from a fused q/k/v row, against the model's primitive
+  path (apply_rope, then numpy's softmax attention over the cache with the new row written): the output and both caches."""
+  if not validated.subgroup_arithmetic: pytest.skip(f"{validated.device_name} has no subgroup arithmetic")
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  from teenygrad.llm import attention_vulkan
+  from teenygrad.llm.custom_ops import rope_attention
+  from teenygrad.llm.model import apply_rope
+  monkeypatch.setattr(attention_vulkan, "_rope_kernels", {})
+  B, H, KVH, L, D, P = 2, 6, 2, 80, 16, 96
+  rng = np.random.default_rng(start)
+  qkv = rng.standard_normal((B, 1, (H + 2 * KVH) * D), dtype=np.float32)
+  angles = np.outer(np.arange(P), 1.0 / 10000 ** (np.arange(D // 2) * 2 / D))
+  cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+  keys, values = rng.standard_normal((B, KVH, L, D), dtype=np.float32), rng.standard_normal((B, KVH, L, D), dtype=np.float32)
+  mask = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32) if masked else None
+  tkeys, tvalues = vk_tensor(keys).contiguous().realize(), vk_tensor(values).contiguous().realize()
+  with capture_kernels() as launched:
+    out = rope_attention(vk_tensor(qkv), vk_tensor(cos), vk_tensor(sin), vk_tensor(np.array([start], np.int32)), tkeys, tvalues,
+                         vk_tensor(mask) if masked else None, H, interleaved).numpy()
+  assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)][-1] == "rope_attention"
+  heads = qkv.reshape(B, H + 2 * KVH, 1, D)
+  row_cos, row_sin = vk_tensor(cos[start:start + 1]), vk_tensor(sin[start:start + 1])
+  q = apply_rope(vk_tensor(heads[:, :H]), row_cos, row_sin, interleaved).numpy()
+  keys[:, :, start] = apply_rope(vk_tensor(heads[:, H:H + KVH]), row_cos, row_sin, interleaved).numpy()[:, :, 0]
+  values[:, :, start] = heads[:, H + KVH:, 0]
+  np.testing.assert_allclose(tkeys.numpy(), keys, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(tvalues.numpy(), values)
+  group = H // KVH
+  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
+  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
+  if masked: scores = scores + mask[:, None, None, :start + 1]
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
+  from teenygrad.renderer.spirv import parse_kernel
+  modules = [parse_kernel(src)[1] for kernels in attention_vulkan._rope_kernels.values() for src in kernels.sources.values()]
+  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+
+
 def test_decode_attention_without_subgroup_arithmetic_runs_the_reference(validated, monkeypatch):
   from teenygrad.llm import attention_vulkan
   from teenygrad.llm.custom_ops import decode_attention
