@@ -6,8 +6,9 @@ Without --model it writes a SmolLM2-shaped skeleton (30 layers, 4/2 heads of 16,
 are nearly free and the step is its fixed costs. Each step is cut into: building the two input tensors (token and
 position), the jitted call (argument checks, the replay handed to the device), the device running it (a
 synchronize), and reading the token back; the host's share is also given as the Python thread's CPU time (its wall
-time on a loaded machine includes waiting for a core). "waits" counts the host-device round trips (submits waited for) per step outside that synchronize,
-on Vulkan only (--staging takes a discrete GPU's copy path on lavapipe too): each costs a fence wait plus a submit, tens of microseconds on a GPU driver. Medians over the steps.
+time on a loaded machine includes waiting for a core). "waits" counts the host-device round trips (submits waited
+for) per step outside that synchronize, on Vulkan only (--staging takes a discrete GPU's copy path on lavapipe too):
+each costs a submit and a fence wait, tens of microseconds on a GPU driver. Medians over the steps.
 """
 from __future__ import annotations
 

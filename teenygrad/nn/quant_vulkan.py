@@ -1,6 +1,7 @@
 """Vulkan kernels for decode's quantized weights: a matvec that dequantizes in registers, and embedding row gathers.
 
-    qmatvec_<type>_<N>x<K>_m<M>[_r](out, x, w[, residual])  out (M, N) = x (M, K) @ W.T (+ residual), W = N rows of K/32 blocks
+    qmatvec_<type>_<N>x<K>_m<M>[_r][_norm|_swiglu](out, x, w[, norm][, residual])
+                                                         out (M, N) = prologue(x) (M, K) @ W.T (+ residual), W = N rows of K/32 blocks
     qrows_<type>_<N>x<K>_c<C>(out, ids, w, err)            out (C, K) = W[ids] (int64 ids), dequantized
     rows_<dtype>_<N>x<D>_c<C>(out, ids, table)             out (C, D) = table[ids] (int32 ids) as float32 (float16/bfloat16/float32)
 
