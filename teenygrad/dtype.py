@@ -62,9 +62,11 @@ class dtypes:
 
   @staticmethod
   def from_numpy(npdtype: np.dtype) -> DType:
-    for dt in dtypes.all():
-      if dt.np_name == np.dtype(npdtype).name and dt is not dtypes.bfloat16: return dt
-    raise TypeError(f"can't convert numpy dtype {npdtype} to a teenygrad dtype")
+    # a dict lookup: numpy's dtype.name is slow enough to show in a decode step, which builds two tensors
+    found = _FROM_NUMPY.get(npdtype)
+    if found is None: found = _FROM_NUMPY.get(np.dtype(npdtype))
+    if found is None: raise TypeError(f"can't convert numpy dtype {npdtype} to a teenygrad dtype")
+    return found
 
   @staticmethod
   def from_py(value) -> DType:
@@ -110,3 +112,6 @@ def to_dtype(value) -> DType:
   if value is float: return dtypes.default_float
   try: return dtypes.from_numpy(np.dtype(value))
   except TypeError: raise TypeError(f"can't interpret {value!r} as a dtype") from None
+
+
+_FROM_NUMPY = {np.dtype(dt.np_name): dt for dt in dtypes.all() if dt is not dtypes.bfloat16}

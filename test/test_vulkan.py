@@ -250,6 +250,39 @@ def test_more_inputs_than_one_shader_can_bind(validated):
   assert len(modules) > 1 and max(bindings) <= validated.max_storage_buffers
 
 
+def _count_waits(monkeypatch, device) -> list:
+  """Submits the host waits for (synchronize with work queued), counted in the list returned."""
+  commands, waits = device.commands, []
+  real = commands.synchronize
+  def counted():
+    if commands.queued or commands.current is not None: waits.append(1)
+    real()
+  monkeypatch.setattr(commands, "synchronize", counted)
+  return waits
+
+
+@pytest.mark.parametrize("mode", ["direct", "staging"])
+def test_small_uploads_are_recorded_in_order(validated, monkeypatch, mode):
+  """A small copyin (a decode step's token and position) is recorded with the queued work, not waited for, and still
+  lands between the kernel queued before it (which reads the old contents) and the one after; a read-back is one wait."""
+  from teenygrad.device import Buffer
+  from teenygrad.dtype import dtypes
+  if mode == "staging": monkeypatch.setattr(validated, "direct_access", False)
+  old, new = np.arange(6, dtype=np.float32), np.arange(6, dtype=np.float32) * 10 + 1
+  x = vk_tensor(old).realize()
+  buffer: Buffer = x.lazydata.base.realized
+  waits = _count_waits(monkeypatch, validated)
+  before = (x * 2).realize()            # queued, reading the old contents
+  buffer.copyin(new)                    # recorded after it
+  after = (x * 3).realize()
+  odd = Buffer("VULKAN", 3, dtypes.uint8).copyin(np.array([7, 8, 9], dtype=np.uint8))   # padded to whole words
+  assert waits == []
+  np.testing.assert_array_equal(after.numpy(), new * 3)
+  assert len(waits) == 1
+  np.testing.assert_array_equal(before.numpy(), old * 2)
+  np.testing.assert_array_equal(odd.numpy(), [7, 8, 9])
+
+
 @pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int16", "float16", "bfloat16"])
 def test_narrow_types_packed_in_words(validated, monkeypatch, dtype):
   """Devices without 8/16-bit storage buffers: narrow types live in 32-bit words (atomic lane stores)."""
@@ -422,6 +455,34 @@ def test_quant_linear_matches_reference(quant_kernels, ggml_type, n, k, m):
 
 
 @pytest.mark.parametrize("ggml_type", QUANT_TYPES)
+@pytest.mark.parametrize("prologue", ["norm", "swiglu"])
+@pytest.mark.parametrize("m", [1, 9])
+def test_fused_linear_prologues_match_the_primitive_path(quant_kernels, ggml_type, prologue, m):
+  """llm/fused_linear.py on Vulkan: the RMSNorm or silu(gate) * up folded into the quantized matvec (with and without
+  the residual) is one launch and matches the model's primitive path (rms_norm / silu * up, then the reference matmul)."""
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  from teenygrad.llm.fused_linear import fused_linear
+  from teenygrad.llm.model import rms_norm
+  n, k, eps = 40, 96, 1e-5
+  qt = quant_weight(ggml_type, n, k, seed=m)
+  rng = np.random.default_rng(m)
+  x = rng.standard_normal((m, 2 * k if prologue == "swiglu" else k), dtype=np.float32) * 3
+  norm, residual = rng.standard_normal(k, dtype=np.float32), rng.standard_normal((m, n), dtype=np.float32)
+  tx, tnorm = vk_tensor(x), vk_tensor(norm)
+  if prologue == "norm": fed = rms_norm(tx, tnorm, eps)
+  else: fed = tx[:, :k].silu() * tx[:, k:]
+  want = qt.linear_reference(fed).numpy()
+  scale = np.abs(fed.numpy()) @ np.abs(qt.dequantize().numpy()).T
+  options = {"norm": tnorm, "eps": eps} if prologue == "norm" else {"swiglu": True}
+  with capture_kernels() as launched:
+    got = fused_linear(tx, qt, **options).numpy()
+    got_residual = fused_linear(tx, qt, residual=vk_tensor(residual), **options).numpy()
+  assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)] == [f"qmatvec_{ggml_type.lower()}"] * 2
+  np.testing.assert_allclose(got, want, rtol=0, atol=float(scale.max()) * 1e-5)
+  np.testing.assert_allclose(got_residual, want + residual, rtol=0, atol=float(scale.max()) * 1e-5 + 1e-6)
+
+
+@pytest.mark.parametrize("ggml_type", QUANT_TYPES)
 def test_quant_embedding_rows_are_exact(quant_kernels, ggml_type):
   """The row gather is bit-identical with the reference dequantize; a bad id raises."""
   n, k = 29, 96
@@ -526,6 +587,48 @@ def test_decode_attention_matches_numpy(validated, monkeypatch, masked, start):
   np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
   from teenygrad.renderer.spirv import parse_kernel
   modules = [parse_kernel(src)[1] for kernels in attention_vulkan._kernels.values() for src in kernels.sources.values()]
+  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
+@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
+@pytest.mark.parametrize("start", [0, 44, 79])
+def test_rope_attention_matches_the_primitive_path(validated, monkeypatch, interleaved, masked, start):
+  """RoPE + the cache write + attention in one dispatch, straight from a fused q/k/v row, against the model's primitive
+  path (apply_rope, then numpy's softmax attention over the cache with the new row written): the output and both caches."""
+  if not validated.subgroup_arithmetic: pytest.skip(f"{validated.device_name} has no subgroup arithmetic")
+  from teenygrad.engine.realize import ExecItem, capture_kernels
+  from teenygrad.llm import attention_vulkan
+  from teenygrad.llm.custom_ops import rope_attention
+  from teenygrad.llm.model import apply_rope
+  monkeypatch.setattr(attention_vulkan, "_rope_kernels", {})
+  B, H, KVH, L, D, P = 2, 6, 2, 80, 16, 96
+  rng = np.random.default_rng(start)
+  qkv = rng.standard_normal((B, 1, (H + 2 * KVH) * D), dtype=np.float32)
+  angles = np.outer(np.arange(P), 1.0 / 10000 ** (np.arange(D // 2) * 2 / D))
+  cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+  keys, values = rng.standard_normal((B, KVH, L, D), dtype=np.float32), rng.standard_normal((B, KVH, L, D), dtype=np.float32)
+  mask = np.where(rng.random((B, L)) < 0.3, -1e9, 0.0).astype(np.float32) if masked else None
+  tkeys, tvalues = vk_tensor(keys).contiguous().realize(), vk_tensor(values).contiguous().realize()
+  with capture_kernels() as launched:
+    out = rope_attention(vk_tensor(qkv), vk_tensor(cos), vk_tensor(sin), vk_tensor(np.array([start], np.int32)), tkeys, tvalues,
+                         vk_tensor(mask) if masked else None, H, interleaved).numpy()
+  assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)][-1] == "rope_attention"
+  heads = qkv.reshape(B, H + 2 * KVH, 1, D)
+  row_cos, row_sin = vk_tensor(cos[start:start + 1]), vk_tensor(sin[start:start + 1])
+  q = apply_rope(vk_tensor(heads[:, :H]), row_cos, row_sin, interleaved).numpy()
+  keys[:, :, start] = apply_rope(vk_tensor(heads[:, H:H + KVH]), row_cos, row_sin, interleaved).numpy()[:, :, 0]
+  values[:, :, start] = heads[:, H + KVH:, 0]
+  np.testing.assert_allclose(tkeys.numpy(), keys, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(tvalues.numpy(), values)
+  group = H // KVH
+  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
+  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
+  if masked: scores = scores + mask[:, None, None, :start + 1]
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
+  from teenygrad.renderer.spirv import parse_kernel
+  modules = [parse_kernel(src)[1] for kernels in attention_vulkan._rope_kernels.values() for src in kernels.sources.values()]
   assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
 
 

@@ -20,6 +20,7 @@ BUILTIN_BACKENDS = {"CPU": "teenygrad.device.cpu", "CUDA": "teenygrad.device.cud
 
 class Allocator:
   """Raw device memory. Subclasses implement _alloc/_free/copyin/copyout."""
+  copyout_waits = False   # copyout waits for the device's queued work itself (else Buffer.numpy synchronizes first)
   def alloc(self, nbytes: int): return self._alloc(max(nbytes, 1))
   def _alloc(self, nbytes: int): raise NotImplementedError
   def free(self, raw, nbytes: int) -> None: pass
@@ -81,8 +82,9 @@ class Buffer:
 
   def numpy(self) -> np.ndarray:
     out = np.empty(self.size, dtype=self.dtype.np)
-    Device[self.device].synchronize()
-    Device[self.device].allocator.copyout(memoryview(out.view(np.uint8)), self.raw)
+    allocator = Device[self.device].allocator
+    if not allocator.copyout_waits: Device[self.device].synchronize()
+    allocator.copyout(memoryview(out.view(np.uint8)), self.raw)
     return out
 
   def __del__(self):

@@ -68,11 +68,16 @@ def _address(view: memoryview) -> int:
   return np.frombuffer(view, dtype=np.uint8).ctypes.data
 
 
+UPDATE_BYTES = 65536   # vkCmdUpdateBuffer's limit: uploads up to this size are recorded, not waited for
+
+
 class VulkanAllocator(Allocator):
   """Device buffers. Freed ones are kept by size for reuse (up to CACHE_BYTES in all): vkAllocateMemory is slow on
   GPU drivers, and a decode step frees and allocates the same sizes every call. Reuse needs no wait: every use of
   a buffer is ordered on the one queue (barriers between dispatches; host copies synchronize first). Host copies
-  go through one staging buffer kept for copies up to STAGING_BYTES."""
+  go through one staging buffer kept for copies up to STAGING_BYTES; small uploads are recorded with the other work,
+  and `copyout` waits for the work queued before it itself (`copyout_waits`: Buffer.numpy need not synchronize first)."""
+  copyout_waits = True
   CACHE_BYTES = 1 << 30
   STAGING_BYTES = 16 << 20
 
@@ -122,6 +127,11 @@ class VulkanAllocator(Allocator):
 
   def copyin(self, raw: VulkanBuffer, src: memoryview) -> None:
     with self.dev.lock:
+      if len(src) <= UPDATE_BYTES:
+        # small (a decode step's token and position): the bytes go into the command stream, ordered after the
+        # work queued before: no submit, no wait, no staging copy
+        self.dev.commands.update(raw, bytes(src) + bytes(-len(src) % 4))
+        return
       self.dev.synchronize()   # a pending kernel may still read the old contents
       if raw.mapped is not None:
         ctypes.memmove(raw.mapped, _address(src), len(src)); return
@@ -132,11 +142,11 @@ class VulkanAllocator(Allocator):
 
   def copyout(self, dest: memoryview, raw: VulkanBuffer) -> None:
     with self.dev.lock:
-      self.dev.synchronize()
       if raw.mapped is not None:
+        self.dev.synchronize()
         ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), raw.mapped, len(dest)); return
       staging, temporary = self._staging(len(dest))
-      self.dev.copy_buffer(raw, staging, len(dest))
+      self.dev.copy_buffer(raw, staging, len(dest))   # queued after the work that writes raw: one submit waited for
       ctypes.memmove((ctypes.c_char * len(dest)).from_buffer(dest), staging.mapped, len(dest))
       if temporary: self.dev.destroy(staging)
 

@@ -183,6 +183,15 @@ class Commands:
     region = vk.BufferCopy(0, 0, nbytes)
     self.cmd_copy_buffer(cb, src.buffer, dst.buffer, 1, ctypes.byref(region))
 
+  def update(self, dst, data: bytes) -> None:
+    """Write data (a multiple of 4 bytes, at most 64 KiB) to the start of dst, ordered after everything recorded before
+    it: the bytes travel inside the command buffer (vkCmdUpdateBuffer), so the host neither waits nor stages."""
+    cb = self.open()
+    self.barrier(cb)
+    self.cmd_update_buffer(cb, dst.buffer, ctypes.c_uint64(0), ctypes.c_uint64(len(data)), data)
+    self.recorded += 1   # many uploads with no read-back (loading small tensors) still go out in batches
+    if self.recorded >= BATCH_DISPATCHES: self.synchronize()
+
   def enqueue_graph(self, graph) -> None:
     """Queue a recorded graph after the eager work so far; a graph already queued is submitted first (its size
     arguments are about to be rewritten, and a command buffer may be pending only once)."""

@@ -314,9 +314,11 @@ class _Capture:
     self.graph_table, self.graph, self.graph_launches = own, None, 0
     # named variables take each call's values; a launch with positional constants (a custom kernel's own) keeps them,
     # as does one without variables (its values, computed once, are ())
-    self.launch_variables = [(launch.item.kernel.variables or None) if len(launch.item.kernel.variables) == len(launch.item.var_values) else None
-                             for launch in self.launches]
-    self.fixed_values = [tuple(launch.item.var_values) for launch in self.launches]
+    launch_variables = [(launch.item.kernel.variables or None) if len(launch.item.kernel.variables) == len(launch.item.var_values) else None
+                        for launch in self.launches]
+    # each call rebuilds only the values of the launches with variables (a sixth of a decode step's), in place
+    self.variable_launches = [(i, names) for i, names in enumerate(launch_variables) if names is not None]
+    self.var_values = [tuple(launch.item.var_values) for launch in self.launches]
     self.assigned_inputs = {launch.slots[0] for launch in self.launches if launch.item.assign and launch.slots[0] in self.input_slots}
     return backend
 
@@ -326,8 +328,8 @@ class _Capture:
     own = self.graph_table
     for s in self.input_slots:
       if s is not None and not backend.transfer(own[s], table[s]): return False
-    var_values = [fixed if names is None else tuple([values[name] for name in names])
-                  for names, fixed in zip(self.launch_variables, self.fixed_values)]
+    var_values = self.var_values
+    for i, names in self.variable_launches: var_values[i] = tuple([values[name] for name in names])
     if self.graph is None:
       self.graph = backend.graph([ExecItem(launch.item.kernel, [own[s] for s in launch.slots], vals, launch.item.device)
                                   for launch, vals in zip(self.launches, var_values)])

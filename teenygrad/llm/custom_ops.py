@@ -280,9 +280,14 @@ def _cuda_rope_attention(device: str):
   return cuda_rope_attention(device)
 
 
-# backend name -> factory(device) of a RoPE + cache write + attention launcher (llm/attention_cuda.py's shape); others
-# run the reference
-ROPE_ATTENTION_KERNELS = {"CUDA": _cuda_rope_attention}
+def _vulkan_rope_attention(device: str):
+  from teenygrad.llm.attention_vulkan import vulkan_rope_attention
+  return vulkan_rope_attention(device)
+
+
+# backend name -> factory(device) of a RoPE + cache write + attention launcher (llm/attention_cuda.py's shape), or None
+# where the device lacks what it needs; others run the reference
+ROPE_ATTENTION_KERNELS = {"CUDA": _cuda_rope_attention, "VULKAN": _vulkan_rope_attention}
 
 
 def rope_attention(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor | None,
@@ -301,5 +306,7 @@ def rope_attention(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: T
     return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
   srcs = [base(qkv.reshape(B, qkv.shape[2])), base(cos), base(sin), base(start.cast(dtypes.int32).reshape(1)), keys, values]
   if key_mask is not None: srcs.append(base(key_mask.float()))
-  op = RopeAttention(factory(qkv.device), B, heads, KVH, D, L, cos.shape[0], interleaved)
+  kernel = factory(qkv.device)
+  if kernel is None: return None
+  op = RopeAttention(kernel, B, heads, KVH, D, L, cos.shape[0], interleaved)
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, heads, 1, D), dtypes.float32))

@@ -78,9 +78,18 @@ def _cuda_matvec(device: str, weight) -> tuple[Callable, Tensor] | None:
   return None
 
 
+def _vulkan_matvec(device: str, weight) -> tuple[Callable, Tensor] | None:
+  """Vulkan's launcher: Q4_0/Q4_1/Q8_0 weights in GGUF blocks (nn/quant_vulkan.py), where the device has subgroup
+  arithmetic; float weights have no Vulkan matvec yet (their primitive path runs)."""
+  if not isinstance(weight, QuantizedTensor): return None
+  from teenygrad.nn.quant_vulkan import vulkan_kernels
+  kernels = vulkan_kernels(device, weight.ggml_type)
+  return (kernels.linear, _own_buffer(weight.raw)) if kernels is not None else None
+
+
 # backend name -> factory(device, weight) of (a launcher(out, x, w, m, n, k, residual=, norm=, eps=, swiglu=), the
 # weight's storage as that launcher reads it), or None for a weight it has no kernel for
-MATVEC_KERNELS: dict[str, Callable[[str, object], tuple[Callable, Tensor] | None]] = {"CUDA": _cuda_matvec}
+MATVEC_KERNELS: dict[str, Callable[[str, object], tuple[Callable, Tensor] | None]] = {"CUDA": _cuda_matvec, "VULKAN": _vulkan_matvec}
 
 
 def _flat(t: Tensor, rows: int) -> Tensor:

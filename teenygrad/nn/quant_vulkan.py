@@ -1,6 +1,7 @@
 """Vulkan kernels for decode's quantized weights: a matvec that dequantizes in registers, and embedding row gathers.
 
-    qmatvec_<type>_<N>x<K>_m<M>[_r](out, x, w[, residual])  out (M, N) = x (M, K) @ W.T (+ residual), W = N rows of K/32 blocks
+    qmatvec_<type>_<N>x<K>_m<M>[_r][_norm|_swiglu](out, x, w[, norm][, residual])
+                                                         out (M, N) = prologue(x) (M, K) @ W.T (+ residual), W = N rows of K/32 blocks
     qrows_<type>_<N>x<K>_c<C>(out, ids, w, err)            out (C, K) = W[ids] (int64 ids), dequantized
     rows_<dtype>_<N>x<D>_c<C>(out, ids, table)             out (C, D) = table[ids] (int32 ids) as float32 (float16/bfloat16/float32)
 
@@ -119,8 +120,11 @@ def _quarter_q8_0(s: ComputeShader, w: _Words, blk: int, sub: int):
 _QUARTERS = {"Q4_0": _quarter_q4_0, "Q4_1": _quarter_q4_1, "Q8_0": _quarter_q8_0}
 
 
-def matvec_name(ggml_type: str, n: int, k: int, m: int, residual: bool) -> str:
-  return f"qmatvec_{ggml_type.lower()}_{n}x{k}_m{m}{'_r' if residual else ''}"
+PROLOGUES = ("", "norm", "swiglu")   # what the matvec does to x first (llm/fused_linear.py): nothing, an RMSNorm, silu(gate) * up
+
+
+def matvec_name(ggml_type: str, n: int, k: int, m: int, residual: bool, prologue: str = "") -> str:
+  return f"qmatvec_{ggml_type.lower()}_{n}x{k}_m{m}{'_r' if residual else ''}{'_' + prologue if prologue else ''}"
 
 
 def _groups_of(m: int) -> tuple[int, int]:
@@ -129,15 +133,22 @@ def _groups_of(m: int) -> tuple[int, int]:
   return -(-m // GROUP_ROWS), GROUP_ROWS
 
 
-def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgroup_size: int, max_binding_range: int) -> str:
-  """The matvec of one GGML type and shape; `subgroup_size` (the device's report) only sizes the dispatch."""
+def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgroup_size: int, max_binding_range: int,
+                  prologue: str = "", eps: float = 0.0) -> str:
+  """The matvec of one GGML type and shape; `subgroup_size` (the device's report) only sizes the dispatch. The
+  prologue (PROLOGUES) is applied to x as it is read: "norm" multiplies row r by rsqrt(mean(x_r^2) + eps) and the
+  norm weight (every subgroup sums its rows' squares itself: cheaper than a launch at decode's widths), "swiglu"
+  reads x (m, 2k) = [gate | up] as silu(gate) * up."""
+  assert prologue in PROLOGUES, prologue
   s = ComputeShader(max_binding_range, LOCAL_SIZE)
   s.m.capability("GroupNonUniformArithmetic")
   type_size, nb = TYPE_SIZES[ggml_type], k // 32
   groups, per_group = _groups_of(m)
+  x_quads = (2 * k if prologue == "swiglu" else k) // 4   # vec4s per row of x
   out = s.buffer("out", s.f32, 4, m * n * 4, writable=True)
-  x = s.buffer("x", s.vec4, 16, m * k * 4, writable=False)
+  x = s.buffer("x", s.vec4, 16, m * x_quads * 16, writable=False)
   w = _Words(s, n * nb * type_size)
+  norm = s.buffer("norm", s.vec4, 16, k * 4, writable=False) if prologue == "norm" else None
   res = s.buffer("residual", s.f32, 4, m * n * 4, writable=False) if residual else None
   lane, size = s.builtin("SubgroupLocalInvocationId"), s.builtin("SubgroupSize")
   subgroup, subgroups = s.builtin("SubgroupId"), s.builtin("NumSubgroups")
@@ -152,13 +163,26 @@ def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgro
     x_read = [s.umin(r, s.u(m - 1)) if ragged else r for r in x_rows]
     accs = [s.variable(s.f(0.0)) for _ in x_rows]
     row_start = s.mul(row, s.u(nb * type_size))
+    rms_scales = [_rms_scale(s, x, xr, k, eps, lane, size) for xr in x_read] if norm is not None else [None] * len(x_read)
+
+    def load_x(xr: int, rms_scale: int | None, at: int) -> int:
+      """vec4 `at` (0..k/4) of x row xr, the prologue applied."""
+      first = s.mul(xr, s.u(x_quads))
+      if prologue == "swiglu":
+        gate, up = s.load(x, s.add(first, at)), s.load(x, s.add(first, s.add(at, s.u(k // 4))))
+        ones = s.vec4_of(*[s.f(1.0)] * 4)
+        sigmoid = s.op("FDiv", s.vec4, ones, s.op("FAdd", s.vec4, ones, s.m.glsl(s.vec4, "Exp", s.op("FNegate", s.vec4, gate))))
+        return s.op("FMul", s.vec4, s.op("FMul", s.vec4, gate, sigmoid), up)
+      value = s.load(x, s.add(first, at))
+      if rms_scale is None: return value
+      return s.op("FMul", s.vec4, s.op("VectorTimesScalar", s.vec4, value, rms_scale), s.load(norm, at))
 
     def one_quarter(quarter: int) -> None:
       block, sub = s.shr(quarter, 2), s.op("BitwiseAnd", s.u32, quarter, s.u(3))
       pairs, scale, minimum = _QUARTERS[ggml_type](s, w, s.add(row_start, s.mul(block, s.u(type_size))), sub)
-      for acc, xr in zip(accs, x_read):
-        x_block = s.add(s.mul(xr, s.u(k // 4)), s.mul(block, s.u(8)))   # in vec4s
-        xs = [s.load(x, s.add(x_block, at)) for _, at in pairs]
+      for acc, xr, rms_scale in zip(accs, x_read, rms_scales):
+        x_block = s.mul(block, s.u(8))   # in vec4s of the row
+        xs = [load_x(xr, rms_scale, s.add(x_block, at)) for _, at in pairs]
         total = s.dot(pairs[0][0], xs[0])
         for (weights, _), xv in zip(pairs[1:], xs[1:]): total = s.op("FAdd", s.f32, total, s.dot(weights, xv))
         term = s.op("FMul", s.f32, scale, total)
@@ -179,7 +203,19 @@ def render_matvec(ggml_type: str, n: int, k: int, m: int, residual: bool, subgro
       s.if_then(store_here, store)
   s.loop(first_item, s.u(n * groups), item_step, one_item)
   per_workgroup = max(1, LOCAL_SIZE // max(subgroup_size, 1))
-  return s.finish(matvec_name(ggml_type, n, k, m, residual), -(-n * groups // per_workgroup))
+  return s.finish(matvec_name(ggml_type, n, k, m, residual, prologue), -(-n * groups // per_workgroup))
+
+
+def _rms_scale(s: ComputeShader, x, xr: int, k: int, eps: float, lane: int, size: int) -> int:
+  """rsqrt(mean(x_r^2) + eps) of x row xr (k floats as vec4s), summed by the lanes of the subgroup and met in a subgroup
+  sum: every lane gets it."""
+  squares = s.variable(s.f(0.0))
+  def add(at: int) -> None:
+    value = s.load(x, s.add(s.mul(xr, s.u(k // 4)), at))
+    s.m.emit("Store", squares, s.op("FAdd", s.f32, s.op("Load", s.f32, squares), s.dot(value, value)))
+  s.loop(lane, s.u(k // 4), size, add)
+  total = s.op("GroupNonUniformFAdd", s.f32, s.u(SCOPE["Subgroup"]), 0, s.op("Load", s.f32, squares))
+  return s.m.glsl(s.f32, "InverseSqrt", s.op("FAdd", s.f32, s.op("FMul", s.f32, total, s.f(1.0 / k)), s.f(eps)))
 
 
 # ---- embedding rows ----
@@ -311,14 +347,19 @@ class VulkanQuantKernels:
       self._programs[key] = self.backend.program(name, self.backend.compiler.compile_cached(src))
     return self._programs[key]
 
-  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None) -> None:
-    """out (m, n) = x (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks; m <= MAX_ROWS."""
+  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
+             norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+    """out (m, n) = prologue(x) (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks; m <= MAX_ROWS. The prologue is
+    rms_norm(x, norm, eps) with `norm` (k,), silu(gate) * up of x (m, 2k) with `swiglu` (llm/fused_linear.py's launcher)."""
     from teenygrad.nn.quant import _launch
     has_residual = residual is not None
+    prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
+    eps = eps if norm is not None else 0.0
     dev = self.backend
-    program = self._program(("linear", n, k, m, has_residual), matvec_name(self.ggml_type, n, k, m, has_residual),
-                            lambda: render_matvec(self.ggml_type, n, k, m, has_residual, dev.subgroup_size, dev.max_storage_range))
-    buffers = [out, x, w] + ([residual] if has_residual else [])
+    program = self._program(("linear", n, k, m, has_residual, prologue, eps), matvec_name(self.ggml_type, n, k, m, has_residual, prologue),
+                            lambda: render_matvec(self.ggml_type, n, k, m, has_residual, dev.subgroup_size, dev.max_storage_range,
+                                                  prologue, eps))
+    buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if has_residual else [])
     _launch(f"qmatvec_{self.ggml_type.lower()}", program, buffers, (), m * n * k, self.device, record=True)
 
   def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
@@ -342,5 +383,5 @@ def vulkan_kernels(device: str, ggml_type: str) -> VulkanQuantKernels | None:
   return _cache[key]
 
 
-__all__ = ["FLOAT_ROW_DTYPES", "GROUP_ROWS", "MAX_ROWS", "VULKAN_QUANT_TYPES", "VulkanQuantKernels", "float_rows", "matvec_name",
+__all__ = ["FLOAT_ROW_DTYPES", "GROUP_ROWS", "MAX_ROWS", "PROLOGUES", "VULKAN_QUANT_TYPES", "VulkanQuantKernels", "float_rows", "matvec_name",
            "render_float_rows", "render_matvec", "render_rows", "rows_name", "vulkan_kernels"]

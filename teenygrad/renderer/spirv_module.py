@@ -40,7 +40,7 @@ BUILTIN = dict(NumWorkgroups=24, WorkgroupId=26, LocalInvocationId=27, GlobalInv
 STORAGE = dict(Input=1, Uniform=2, Workgroup=4, Private=6, Function=7, PushConstant=9, StorageBuffer=12)
 SCOPE = dict(Device=1, Workgroup=2, Subgroup=3)
 SEMANTICS = dict(AcquireRelease=0x8, UniformMemory=0x40, WorkgroupMemory=0x100)
-GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp=27, Exp2=29, Log2=30, Sqrt=31, UMin=38, FMax=40, SMax=42, FClamp=43, Ldexp=53,
+GLSL = dict(FAbs=4, Floor=8, Sin=13, Exp=27, Exp2=29, Log2=30, Sqrt=31, InverseSqrt=32, UMin=38, FMax=40, SMax=42, FClamp=43, Ldexp=53,
             PackHalf2x16=58, UnpackHalf2x16=62)
 EXECUTION_MODEL_GLCOMPUTE, EXECUTION_MODE_LOCAL_SIZE = 5, 17
 
