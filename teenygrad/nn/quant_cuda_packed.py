@@ -101,6 +101,11 @@ def packed_groups(m: int) -> int: return -(-m // GROUP_ROWS)
 def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m, n))) * packed_groups(m)
 
 
+# word i of a uint4, and half t of the 8 it holds
+UINT4_PARTS = """__device__ __forceinline__ unsigned int tg_word(uint4 v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+__device__ __forceinline__ float tg_half(uint4 v, int t) { return tg_h2f((unsigned short)(tg_word(v, t / 2) >> (16 * (t & 1)))); }
+"""
+
 # per type: the loads of one (row, step) and the product of lane's 4 weights of round t (bits of `word`) with x4
 _LOADS = {
   "Q4": """        q[u][r][0] = quants[rs * 32 + lane];
@@ -125,43 +130,22 @@ _TERMS = {
 }
 
 
-def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
-  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout."""
-  assert packable(ggml_type, k)
-  steps, groups = k // STEP, packed_groups(m)
-  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
+def render_weight_pointers(ggml_type: str, n: int, k: int) -> str:
+  """C++ naming the parts of the packed buffer w: quants, scales and (Q4_1) min_halves, as uint4s."""
   q_bytes, s_bytes = _quant_bytes(ggml_type, n, k), n * k // 16
-  mins = ggml_type == "Q4_1"
-  ahead = min(steps, LOADS_AHEAD)
-  slot = f"[{ahead}][ROWS_PER_WARP]"
-  return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
-#define N_OUT {n}
-#define ROWS_PER_WARP {rows_per_warp(m, n)}
-#define STEPS {steps}
-__device__ __forceinline__ unsigned int tg_word(uint4 v, int i) {{ return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }}
-/* half t of 8 packed in a uint4 */
-__device__ __forceinline__ float tg_half(uint4 v, int t) {{ return tg_h2f((unsigned short)(tg_word(v, t / 2) >> (16 * (t & 1)))); }}
-extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
-    const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
-  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
-  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
-  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
-  x += (long long)m0 * X_STRIDE;
-  const uint4* __restrict__ quants = (const uint4*)w;
+  mins = f"  const uint4* __restrict__ min_halves = (const uint4*)(w + {q_bytes + s_bytes}LL);\n" if ggml_type == "Q4_1" else ""
+  return f"""  const uint4* __restrict__ quants = (const uint4*)w;
   const uint4* __restrict__ scales = (const uint4*)(w + {q_bytes}LL);
-{"  const uint4* __restrict__ min_halves = (const uint4*)(w + " + str(q_bytes + s_bytes) + "LL);" if mins else ""}
-  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
-  #pragma unroll
-  for (int m = 0; m < M_ROWS; m++) {{
-    sq[m] = 0.0f;
-    #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
-  }}
-  #pragma unroll 1
-  for (int first = 0; first < STEPS; first += {ahead}) {{
-    uint4 q{slot}[{2 if wide == "Q8" else 1}], d{slot}{", mn" + slot if mins else ""};
+{mins}"""
+
+
+def render_weight_loads(ggml_type: str, ahead: int) -> str:
+  """C++ of one batch of weight loads: the quants q[u][r], scales d[u][r] (and mins mn[u][r]) of steps first + u
+  (u < ahead) of rows row0 + r (r < ROWS_PER_WARP), each a 16-byte load."""
+  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
+  slot = f"[{ahead}][ROWS_PER_WARP]"
+  mins = ggml_type == "Q4_1"
+  return f"""    uint4 q{slot}[{2 if wide == "Q8" else 1}], d{slot}{", mn" + slot if mins else ""};
     /* the loads of {ahead} steps before their products; a ragged last warp reads its last row again and a short last
        batch the last step again rather than branch (the products and the store below skip both) */
     #pragma unroll
@@ -171,7 +155,36 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_typ
         const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min(first + u, STEPS - 1);
 {_LOADS[wide]}{chr(10) + "        mn[u][r] = min_halves[rs * 4 + lane / 8];" if mins else ""}
       }}
+"""
+
+
+def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
+  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout."""
+  assert packable(ggml_type, k)
+  steps, groups = k // STEP, packed_groups(m)
+  ahead = min(steps, LOADS_AHEAD)
+  return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
+#define N_OUT {n}
+#define ROWS_PER_WARP {rows_per_warp(m, n)}
+#define STEPS {steps}
+{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
+    const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
+{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
+  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
+  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
+  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  x += (long long)m0 * X_STRIDE;
+{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) {{
+    sq[m] = 0.0f;
     #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
+  }}
+  #pragma unroll 1
+  for (int first = 0; first < STEPS; first += {ahead}) {{
+{render_weight_loads(ggml_type, ahead)}    #pragma unroll
     for (int u = 0; u < {ahead}; u++) {{
       const int step = first + u;
 {"      if (step >= STEPS) break;" + chr(10) if steps % ahead else ""}      #pragma unroll
