@@ -205,10 +205,24 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
 """
 
 
+def _render_for(ggml_type: str, k: int, m: int, n: int, prologue: str, residual: bool, eps: float, int8_x: bool) -> tuple[str, str, dict]:
+  """(name, CUDA C, launch dims) of the matvec a shape runs: with int8_x, x rounded to int8 and dp4a where the weight
+  is large enough to be bandwidth-bound (nn/quant_cuda_dp4a.py), float x otherwise. Every row count of x gets the
+  same kind, so a row's result does not depend on its batch."""
+  from teenygrad.nn import quant_cuda_dp4a as dp4a   # it renders with this module's pieces: imported on use
+  if int8_x and dp4a.uses_dp4a(n, k):
+    src = dp4a.render_dp4a_matvec(ggml_type, k, m, n, prologue, residual, eps)
+    return (dp4a.dp4a_name(ggml_type, k, m, n, prologue, residual), src,
+            {"block": (32 * dp4a.WARPS, 1, 1), "grid": (dp4a.dp4a_grid(m, n, k), 1, 1)})
+  src = render_packed_matvec(ggml_type, k, m, n, prologue, residual, eps)
+  return packed_name(ggml_type, k, m, n, prologue, residual), src, {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)}
+
+
 class CUDAPackedMatvec:
-  """The packed matvecs of one GGML type on one CUDA device, compiled per shape; each call one recorded launch."""
-  def __init__(self, device: str, ggml_type: str):
-    self.device, self.ggml_type = device, ggml_type
+  """The packed matvecs of one GGML type on one CUDA device, compiled per shape; each call one recorded launch.
+  int8_x: the large shapes round x to int8 (nn/quant_cuda_dp4a.py)."""
+  def __init__(self, device: str, ggml_type: str, int8_x: bool = True):
+    self.device, self.ggml_type, self.int8_x = device, ggml_type, int8_x
     self._programs: dict[tuple, object] = {}
 
   def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
@@ -218,21 +232,19 @@ class CUDAPackedMatvec:
     key = (k, m, n, prologue, residual is not None, eps)
     if key not in self._programs:
       backend = Device[self.device]
-      src = render_packed_matvec(self.ggml_type, k, m, n, prologue, residual is not None, eps)
-      grid = {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)}
-      name = packed_name(self.ggml_type, k, m, n, prologue, residual is not None)
+      name, src, grid = _render_for(self.ggml_type, k, m, n, prologue, residual is not None, eps, self.int8_x)
       self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid)
     kernel = CompiledKernel(f"qmatvec_packed_{self.ggml_type.lower()}", self._programs[key], [], [], "", m * n * k, False)
     buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
     launch(ExecItem(kernel, buffers, (), self.device))
 
 
-_packed: dict[tuple[str, str], CUDAPackedMatvec] = {}
+_packed: dict[tuple[str, str, bool], CUDAPackedMatvec] = {}
 
 
-def cuda_packed_matvec(device: str, ggml_type: str) -> CUDAPackedMatvec:
-  key = (device, ggml_type)
-  if key not in _packed: _packed[key] = CUDAPackedMatvec(device, ggml_type)
+def cuda_packed_matvec(device: str, ggml_type: str, int8_x: bool = True) -> CUDAPackedMatvec:
+  key = (device, ggml_type, int8_x)
+  if key not in _packed: _packed[key] = CUDAPackedMatvec(device, ggml_type, int8_x)
   return _packed[key]
 
 
