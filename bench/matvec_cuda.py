@@ -72,7 +72,8 @@ def time_per_weight(run, weights, launches: int) -> float:
   for w in weights: run(w).realize()
   with capture_kernels() as items:
     for w in weights: run(w).realize()
-  assert len(items) == launches * len(weights), [getattr(i, "kernel", i) for i in items]
+  if len(items) != launches * len(weights):
+    raise RuntimeError(f"{len(items)} launches for {len(weights)} weights: {sorted({i.kernel.name for i in items})}")
   return time_launches(items) * launches
 
 
@@ -148,13 +149,15 @@ def main() -> None:
     apply()
     for kind in args.kinds.split(","):
       if kinds is not None and kind not in kinds: continue
-      for name, n, k in SHAPES:
-        row(kind, f"{name} {n}x{k}", label, *measure(kind, n, k, rng, cache))
+      cases = [(f"{name} {n}x{k}", label, lambda n=n, k=k: measure(kind, n, k, rng, cache)) for name, n, k in SHAPES]
       if label in ("default", "float x") and kind in QUANT_KINDS:
         name, n, k = SHAPES[-1]
-        for folded in (True, False):
-          row(kind, f"{name}+swiglu {n}x{k}", f"{label}, {'folded' if folded else '2 launches'}",
-              *measure_swiglu(kind, n, k, rng, cache, folded))
+        cases += [(f"{name}+swiglu {n}x{k}", f"{label}, {'folded' if folded else '2 launches'}",
+                   lambda folded=folded: measure_swiglu(kind, n, k, rng, cache, folded)) for folded in (True, False)]
+      for matrix, case_label, run in cases:
+        try: row(kind, matrix, case_label, *run())
+        except Exception as e:   # one failing configuration must not cost the rest of a GPU session's sweep
+          print(f"{kind:9s} {matrix:18s} {case_label:22s} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
 
 
 if __name__ == "__main__":

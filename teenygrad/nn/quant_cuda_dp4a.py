@@ -24,7 +24,8 @@ weights up (`uses_dp4a`): a small matvec is bound by its launch, and there the f
 from __future__ import annotations
 
 from teenygrad.nn.matvec_cuda import GROUP_ROWS, kernel_params, no_norm_weight, render_rows_out, render_x_reader
-from teenygrad.nn.quant_cuda_packed import STEP, UINT4_PARTS, packable, render_weight_loads, render_weight_pointers
+from teenygrad.nn.quant_cuda_packed import (STEP, UINT4_PARTS, declare_weight_arrays, packable, render_weight_loads,
+                                            render_weight_pointers, with_suffix)
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 DP4A_MIN_WEIGHTS = 1 << 22   # N * K from which the int8-x kernel is used (an 8B model's projections; not SmolLM2's)
@@ -107,6 +108,29 @@ def _render_quantize_x(prologue: str) -> str:
 """
 
 
+def _render_products(ggml_type: str, ahead: int, suffix: str, first: str, ragged: bool) -> str:
+  """C++ of the products of one batch of loads (arrays named with `suffix`, steps first + u) with the quantized x."""
+  return f"""    #pragma unroll
+    for (int u = 0; u < {ahead}; u++) {{
+      const int step = {first} + u;
+{"      if (step >= STEPS) break;" + chr(10) if ragged else ""}      #pragma unroll
+      for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+        #pragma unroll
+        for (int t = 0; t < 8; t++) {{
+          /* the lane's columns step * {STEP} + 128 t + 4 lane + i, of block 32 step + 4 t + lane / 8 */
+          const int xv = xq[m][step * 256 + t * 32 + lane];
+          const float dx = xd[m][step * 32 + t * 4 + lane / 8];
+{_X_TERMS[ggml_type]}
+          #pragma unroll
+          for (int r = 0; r < ROWS_PER_WARP; r++) {{
+{with_suffix(_TERMS[ggml_type], suffix)}
+          }}
+        }}
+      }}
+    }}
+"""
+
+
 def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
   """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout, x rounded to int8
   per 32 columns."""
@@ -114,6 +138,7 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
     raise ValueError(f"no int8-x matvec for {ggml_type} rows of {k} weights (rows of a multiple of {STEP}, at most "
                      f"{SHARED_BYTES * 32 // 36} weights)")
   steps, groups, ahead = k // STEP, dp4a_groups(m, k), min(k // STEP, LOADS_AHEAD)
+  ragged = steps % (2 * ahead) != 0
   sq_init = "lane < WARPS ? sq_part[m][lane] : 0.0f" if prologue == "norm" else "0.0f"
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {dp4a_group_rows(m, k)}
 #define N_OUT {n}
@@ -128,8 +153,12 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
   const int row0 = ((int)(blockIdx.x / {groups}) * WARPS + warp) * ROWS_PER_WARP;
   x += (long long)m0 * X_STRIDE;
+{render_weight_pointers(ggml_type, n, k)}  /* two sets of weight registers, a batch of {ahead} steps each: one loading while the other's products
+     run; the first batch is in flight while the block quantizes x */
+{declare_weight_arrays(ggml_type, ahead)}{declare_weight_arrays(ggml_type, ahead, "_b")}\
+{render_weight_loads(ggml_type, ahead, first="0", declare=False)}
 {_render_quantize_x(prologue)}  if (row0 >= N_OUT) return;   /* whole warps leave, after the block's last barrier */
-{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];   /* sq: lane w < WARPS holds warp w's squares */
+  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];   /* sq: lane w < WARPS holds warp w's squares */
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = {sq_init};
@@ -137,25 +166,11 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
     for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
   }}
   #pragma unroll 1
-  for (int first = 0; first < STEPS; first += {ahead}) {{
-{render_weight_loads(ggml_type, ahead)}    #pragma unroll
-    for (int u = 0; u < {ahead}; u++) {{
-      const int step = first + u;
-{"      if (step >= STEPS) break;" + chr(10) if steps % ahead else ""}      #pragma unroll
-      for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
-        #pragma unroll
-        for (int t = 0; t < 8; t++) {{
-          /* the lane's columns step * {STEP} + 128 t + 4 lane + i, of block 32 step + 4 t + lane / 8 */
-          const int xv = xq[m][step * 256 + t * 32 + lane];
-          const float dx = xd[m][step * 32 + t * 4 + lane / 8];
-{_X_TERMS[ggml_type]}
-          #pragma unroll
-          for (int r = 0; r < ROWS_PER_WARP; r++) {{
-{_TERMS[ggml_type]}
-          }}
-        }}
-      }}
-    }}
+  for (int first = 0; first < STEPS; first += {2 * ahead}) {{
+{render_weight_loads(ggml_type, ahead, "_b", f"first + {ahead}", declare=False)}\
+{_render_products(ggml_type, ahead, "", "first", ragged)}\
+{render_weight_loads(ggml_type, ahead, "", f"first + {2 * ahead}", declare=False)}\
+{_render_products(ggml_type, ahead, "_b", f"first + {ahead}", ragged)}\
   }}
 {render_rows_out(prologue, residual, eps)}}}
 """

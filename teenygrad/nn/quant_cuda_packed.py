@@ -139,21 +139,33 @@ def render_weight_pointers(ggml_type: str, n: int, k: int) -> str:
 {mins}"""
 
 
-def render_weight_loads(ggml_type: str, ahead: int) -> str:
-  """C++ of one batch of weight loads: the quants q[u][r], scales d[u][r] (and mins mn[u][r]) of steps first + u
-  (u < ahead) of rows row0 + r (r < ROWS_PER_WARP), each a 16-byte load."""
-  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
+def with_suffix(code: str, suffix: str) -> str:
+  """C++ reading the weight arrays q, d, mn renamed q<suffix>, d<suffix>, mn<suffix> (a second set of registers)."""
+  return code.replace("q[u]", f"q{suffix}[u]").replace("d[u]", f"d{suffix}[u]").replace("mn[u]", f"mn{suffix}[u]")
+
+
+def declare_weight_arrays(ggml_type: str, ahead: int, suffix: str = "") -> str:
   slot = f"[{ahead}][ROWS_PER_WARP]"
+  return f"""    uint4 q{suffix}{slot}[{2 if ggml_type == "Q8_0" else 1}], d{suffix}{slot}{f", mn{suffix}" + slot if ggml_type == "Q4_1" else ""};
+"""
+
+
+def render_weight_loads(ggml_type: str, ahead: int, suffix: str = "", first: str = "first", declare: bool = True) -> str:
+  """C++ of one batch of weight loads: the quants q[u][r], scales d[u][r] (and mins mn[u][r]) of steps first + u
+  (u < ahead) of rows row0 + r (r < ROWS_PER_WARP), each a 16-byte load; `suffix` names another set of arrays,
+  declared here unless `declare` is off."""
+  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
   mins = ggml_type == "Q4_1"
-  return f"""    uint4 q{slot}[{2 if wide == "Q8" else 1}], d{slot}{", mn" + slot if mins else ""};
-    /* the loads of {ahead} steps before their products; a ragged last warp reads its last row again and a short last
+  loads = with_suffix(_LOADS[wide] + ("\n        mn[u][r] = min_halves[rs * 4 + lane / 8];" if mins else ""), suffix)
+  declaration = declare_weight_arrays(ggml_type, ahead, suffix) if declare else ""
+  return declaration + f"""    /* the loads of {ahead} steps before their products; a ragged last warp reads its last row again and a short last
        batch the last step again rather than branch (the products and the store below skip both) */
     #pragma unroll
     for (int u = 0; u < {ahead}; u++)
       #pragma unroll
       for (int r = 0; r < ROWS_PER_WARP; r++) {{
-        const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min(first + u, STEPS - 1);
-{_LOADS[wide]}{chr(10) + "        mn[u][r] = min_halves[rs * 4 + lane / 8];" if mins else ""}
+        const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min({first} + u, STEPS - 1);
+{loads}
       }}
 """
 
