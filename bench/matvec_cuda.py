@@ -143,8 +143,10 @@ def main() -> None:
   args = parser.parse_args()
   rng, cache = np.random.default_rng(0), {}
   print(f"{'kind':9s} {'matrix':18s} {'config':22s} {'us':>8s} {'GB/s':>8s} {'of HBM':>7s}")
+  best: dict[tuple[str, str], tuple[float, str]] = {}
   def row(kind: str, matrix: str, label: str, us: float, gbps: float) -> None:
     print(f"{kind:9s} {matrix:18s} {label:22s} {us:8.1f} {gbps:8.0f} {gbps / HBM_GBPS:7.1%}", flush=True)
+    best[kind, matrix] = max(best.get((kind, matrix), (0.0, "")), (gbps, label))
   for label, apply, kinds in configurations(args.sweep):
     apply()
     for kind in args.kinds.split(","):
@@ -158,6 +160,8 @@ def main() -> None:
         try: row(kind, matrix, case_label, *run())
         except Exception as e:   # one failing configuration must not cost the rest of a GPU session's sweep
           print(f"{kind:9s} {matrix:18s} {case_label:22s} failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+  print("\nfastest per kind and matrix:")
+  for (kind, matrix), (gbps, label) in best.items(): print(f"{kind:9s} {matrix:18s} {label:22s} {gbps:8.0f} {gbps / HBM_GBPS:7.1%}")
 
 
 if __name__ == "__main__":

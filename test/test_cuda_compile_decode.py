@@ -287,19 +287,22 @@ def _libm_silu_product(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
-@pytest.mark.parametrize("prologue,m,k,rows,warps", [("", 1, 2048, 4, 4), ("norm", 10, 2048, 2, 2), ("swiglu", 3, 3072, 1, 4)])
-def test_dp4a_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, warps, tmp_path, monkeypatch):
+@pytest.mark.parametrize("prologue,m,k,rows,warps,ahead,chunk", [("", 1, 2048, 4, 4, 2, 4), ("norm", 10, 3072, 2, 2, 1, 2),
+                                                                   ("swiglu", 3, 4096, 1, 4, 1, 2)])
+def test_dp4a_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, warps, ahead, chunk, tmp_path, monkeypatch):
   """The int8-x matvec (nn/quant_cuda_dp4a.py) on the packed layout against numpy's model of x's rounding
   (test/helpers.quantize_q8_1) times gguf-py's dequantize of the weight, in float64: 1, 3 and 10 rows of x (two
-  groups), 13 rows of W (a ragged last warp) at 4, 2 and 1 rows per warp, 4 and 2 warps per block, two or three warp
-  steps per row (three leave the last batch of loads short), every prologue, a block of x all zeros; and the last row
-  of x computed alone gives the same bits as in its batch."""
+  groups), 13 rows of W (a ragged last warp) at 4, 2 and 1 rows per warp, 4 and 2 warps per block, rows of 2, 3 and
+  4 steps in one chunk of x or two (the last one short), load batches of 1 and 2 steps (the last one short), every
+  prologue, a block of x all zeros; and the last row of x computed alone gives the same bits as in its batch."""
   gguf = pytest.importorskip("gguf")
   from teenygrad.nn import quant_cuda_dp4a
   from teenygrad.nn.quant_cuda_dp4a import dp4a_grid, dp4a_name, render_dp4a_matvec
   from teenygrad.nn.quant_cuda_packed import repack
   monkeypatch.setattr(quant_cuda_dp4a, "ROWS_PER_WARP", rows)
   monkeypatch.setattr(quant_cuda_dp4a, "WARPS", warps)
+  monkeypatch.setattr(quant_cuda_dp4a, "LOADS_AHEAD", ahead)
+  monkeypatch.setattr(quant_cuda_dp4a, "CHUNK_STEPS", chunk)
   rng = np.random.default_rng(5)
   n, eps = 13, 1e-5
   blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])

@@ -7,12 +7,14 @@ L1) and widens every nibble to float: on an H200 an 8B model's projections read 
 and ALU rather than HBM. As llama.cpp's mmvq does, this one first rounds x to int8 per 32 columns (Q8_1: scale
 d = amax / 127, values rint(x * 127 / amax)), so a lane's 4 weights of a block meet one 32-bit word of x in one __dp4a:
 
-- each thread block quantizes the rows of x it needs into shared memory (a warp per 128 columns at a time, 8 lanes
-  per 32-column block; the prologue, RMSNorm or silu(gate) * up, applied as it reads x), so no launch is added and
-  the norm's squares are summed on the way (per warp, then over the block's warps in a fixed order);
-- then each warp runs the packed layout's steps unchanged (16-byte weight loads, LOADS_AHEAD steps in flight,
-  ROWS_PER_WARP rows per warp, so each word of x read from shared memory serves that many rows): per round t, lane l
-  holds weights 128 t + 4 l + i (i < 4) of block 4 t + l / 8, whose x is int word 32 t + l of the step;
+- each thread block quantizes the rows of x it needs into shared memory, CHUNK_STEPS x 1024 columns at a time (a
+  warp per 128 columns, 8 lanes per 32-column block; the prologue, RMSNorm or silu(gate) * up, applied as it reads
+  x), so no launch is added, 8 rows of x fit whatever K, and the norm's squares are summed on the way (per lane
+  across the chunks, then per warp, then over the block's warps in a fixed order);
+- then each warp runs the packed layout's steps (16-byte weight loads, ROWS_PER_WARP rows per warp, so each word of
+  x read from shared memory serves that many rows), in two sets of registers of LOADS_AHEAD steps each: one set's
+  loads are in flight while the other's products run, and the first while the block quantizes x. Per round t, lane
+  l holds weights 128 t + 4 l + i (i < 4) of block 4 t + l / 8, whose x is int word 32 t + l of the step;
 - Q4's nibbles become bytes with one __byte_perm; Q4_0's zero point (-8) is a dp4a of x alone, once per x word,
   folded into the integer sum; Q4_1's min multiplies d * (the 4 values' sum).
 
@@ -32,21 +34,27 @@ DP4A_MIN_WEIGHTS = 1 << 22   # N * K from which the int8-x kernel is used (an 8B
 WARPS = 8                    # warps per thread block: they share the block's quantized x (its cost per weight row)
 ROWS_PER_WARP = 2            # weight rows a warp computes: each word of x read from shared memory serves them all
 LOADS_AHEAD = 2              # steps of weight loads a lane issues before using them
+CHUNK_STEPS = 4              # steps of x (4096 columns) quantized into shared memory at a time
 SHARED_BYTES = 47 * 1024     # for quantized x, of the 48 KiB of static shared memory a block may declare
 
 
-def x_row_bytes(k: int) -> int:
-  """Shared memory one quantized row of x takes: k int8 values and a float scale per 32."""
-  return k + 4 * (k // 32)
+def x_row_bytes(columns: int) -> int:
+  """Shared memory one quantized row of x takes: its int8 values and a float scale per 32."""
+  return columns + 4 * (columns // 32)
 
 
-def uses_dp4a(n: int, k: int) -> bool:
-  return n * k >= DP4A_MIN_WEIGHTS and x_row_bytes(k) <= SHARED_BYTES
+def uses_dp4a(n: int, k: int) -> bool: return n * k >= DP4A_MIN_WEIGHTS
+
+
+def chunk_steps(k: int) -> int:
+  """Steps of x in shared memory at a time: CHUNK_STEPS, a multiple of the two load batches, at most the row."""
+  pair = 2 * min(k // STEP, LOADS_AHEAD)
+  return min(-(-CHUNK_STEPS // pair) * pair, -(-(k // STEP) // pair) * pair)
 
 
 def dp4a_group_rows(m: int, k: int) -> int:
-  """Rows of x per thread block: up to GROUP_ROWS, as many as fit in shared memory (2 at K = 14336)."""
-  return max(1, min(m, GROUP_ROWS, SHARED_BYTES // x_row_bytes(k)))
+  """Rows of x per thread block: up to GROUP_ROWS, as many as a chunk of each fits in shared memory."""
+  return max(1, min(m, GROUP_ROWS, SHARED_BYTES // x_row_bytes(chunk_steps(k) * STEP)))
 
 
 def dp4a_groups(m: int, k: int) -> int: return -(-m // dp4a_group_rows(m, k))
@@ -92,19 +100,19 @@ _TERMS = {
 }
 
 
-def _render_quantize_x(prologue: str) -> str:
-  """C++ of the block's first phase: its rows of x quantized into xq and xd (and the norm's squares into sq_part)."""
-  norm = prologue == "norm"
-  return f"""  __shared__ int xq[M_ROWS][K_IN / 4];      /* 4 int8 values a word, in column order */
-  __shared__ float xd[M_ROWS][K_IN / 32];   /* a scale per 32 columns */
-{"  __shared__ float sq_part[M_ROWS][WARPS];   /* each warp's sum of the squares of x */" + chr(10) if norm else ""}  #pragma unroll 1
-  for (int m = 0; m < rows_here; m++) {{
-    float sq_lane = 0.0f;
-    #pragma unroll 4
-    for (int c = warp; c < K_IN / 128; c += WARPS)
-      tg_quantize(tg_x4(x, g, m, c * 128 + lane * 4, sq_lane), &xq[m][c * 32 + lane], &xd[m][c * 4 + lane / 8], lane);
-{"    sq_part[m][warp] = tg_warp_sum(sq_lane);" + chr(10) if norm else ""}  }}
-  __syncthreads();
+def _render_quantize_x(prologue: str, last_chunk: bool) -> str:
+  """C++ quantizing the chunk of x's rows that starts at step `chunk` into xq and xd; on the last chunk the norm's
+  squares, summed across the chunks, go to sq_part (published by the barrier after it)."""
+  sums = "      sq_part[m][warp] = tg_warp_sum(sq_lane[m]);\n" if prologue == "norm" else ""
+  if sums and not last_chunk: sums = "      if (chunk + CHUNK >= STEPS) " + sums.lstrip()
+  return f"""    #pragma unroll
+    for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+      #pragma unroll 4
+      for (int c = chunk * 8 + warp; c < min(chunk + CHUNK, STEPS) * 8; c += WARPS)   /* 128 columns a warp */
+        tg_quantize(tg_x4(x, g, m, c * 128 + lane * 4, sq_lane[m]), &xq[m][(c - chunk * 8) * 32 + lane],
+                    &xd[m][(c - chunk * 8) * 4 + lane / 8], lane);
+{sums}    }}
+    __syncthreads();
 """
 
 
@@ -118,8 +126,8 @@ def _render_products(ggml_type: str, ahead: int, suffix: str, first: str, ragged
         #pragma unroll
         for (int t = 0; t < 8; t++) {{
           /* the lane's columns step * {STEP} + 128 t + 4 lane + i, of block 32 step + 4 t + lane / 8 */
-          const int xv = xq[m][step * 256 + t * 32 + lane];
-          const float dx = xd[m][step * 32 + t * 4 + lane / 8];
+          const int xv = xq[m][(step - chunk) * 256 + t * 32 + lane];
+          const float dx = xd[m][(step - chunk) * 32 + t * 4 + lane / 8];
 {_X_TERMS[ggml_type]}
           #pragma unroll
           for (int r = 0; r < ROWS_PER_WARP; r++) {{
@@ -131,47 +139,67 @@ def _render_products(ggml_type: str, ahead: int, suffix: str, first: str, ragged
 """
 
 
+# the loop over chunks of x, or its one pass
+_ONE_CHUNK = """  const int chunk = 0;
+  {
+"""
+_CHUNKS = """  #pragma unroll 1
+  for (int chunk = 0; chunk < STEPS; chunk += CHUNK) {
+    if (chunk > 0) __syncthreads();   /* every warp is done with the last chunk */
+"""
+
+
 def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
   """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout, x rounded to int8
   per 32 columns."""
-  if not packable(ggml_type, k) or x_row_bytes(k) > SHARED_BYTES:
-    raise ValueError(f"no int8-x matvec for {ggml_type} rows of {k} weights (rows of a multiple of {STEP}, at most "
-                     f"{SHARED_BYTES * 32 // 36} weights)")
-  steps, groups, ahead = k // STEP, dp4a_groups(m, k), min(k // STEP, LOADS_AHEAD)
+  if not packable(ggml_type, k): raise ValueError(f"no int8-x matvec for {ggml_type} rows of {k} weights (rows of a multiple of {STEP})")
+  steps, groups, ahead, chunk = k // STEP, dp4a_groups(m, k), min(k // STEP, LOADS_AHEAD), chunk_steps(k)
   ragged = steps % (2 * ahead) != 0
+  one_chunk = chunk >= steps
+  norm_sums = "  float sq_lane[M_ROWS];   /* the lane's squares of x, over the chunks */\n" + \
+              "  __shared__ float sq_part[M_ROWS][WARPS];   /* each warp's */\n" if prologue == "norm" else "  float sq_lane[M_ROWS];\n"
   sq_init = "lane < WARPS ? sq_part[m][lane] : 0.0f" if prologue == "norm" else "0.0f"
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {dp4a_group_rows(m, k)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {ROWS_PER_WARP}
 #define STEPS {steps}
+#define CHUNK {chunk}
 #define WARPS {WARPS}
 {UINT4_PARTS}{_QUANTIZE}extern "C" __global__ void __launch_bounds__({32 * WARPS})
 {dp4a_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out, const float* __restrict__ x,
     const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
 {no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
+  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged); a warp
+     past the last row computes that row again (it takes part in every barrier), the store skips it */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
   const int row0 = ((int)(blockIdx.x / {groups}) * WARPS + warp) * ROWS_PER_WARP;
   x += (long long)m0 * X_STRIDE;
-{render_weight_pointers(ggml_type, n, k)}  /* two sets of weight registers, a batch of {ahead} steps each: one loading while the other's products
-     run; the first batch is in flight while the block quantizes x */
+  __shared__ int xq[M_ROWS][CHUNK * 256];   /* a chunk of x: 4 int8 values a word, in column order */
+  __shared__ float xd[M_ROWS][CHUNK * 32];  /* and a scale per 32 columns */
+{norm_sums}{render_weight_pointers(ggml_type, n, k)}\
+  /* two sets of weight registers, a batch of {ahead} steps each: one loading while the other's products run; the
+     first batch is in flight while the block quantizes x */
 {declare_weight_arrays(ggml_type, ahead)}{declare_weight_arrays(ggml_type, ahead, "_b")}\
-{render_weight_loads(ggml_type, ahead, first="0", declare=False)}
-{_render_quantize_x(prologue)}  if (row0 >= N_OUT) return;   /* whole warps leave, after the block's last barrier */
+{render_weight_loads(ggml_type, ahead, first="0", declare=False)}\
   float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];   /* sq: lane w < WARPS holds warp w's squares */
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
-    sq[m] = {sq_init};
+    sq_lane[m] = 0.0f;
     #pragma unroll
     for (int r = 0; r < ROWS_PER_WARP; r++) acc[m][r] = 0.0f;
   }}
-  #pragma unroll 1
-  for (int first = 0; first < STEPS; first += {2 * ahead}) {{
+{_ONE_CHUNK if one_chunk else _CHUNKS}\
+{_render_quantize_x(prologue, one_chunk)}\
+    #pragma unroll 1
+    for (int first = chunk; first < min(chunk + CHUNK, STEPS); first += {2 * ahead}) {{
 {render_weight_loads(ggml_type, ahead, "_b", f"first + {ahead}", declare=False)}\
 {_render_products(ggml_type, ahead, "", "first", ragged)}\
 {render_weight_loads(ggml_type, ahead, "", f"first + {2 * ahead}", declare=False)}\
 {_render_products(ggml_type, ahead, "_b", f"first + {ahead}", ragged)}\
+    }}
   }}
+  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) sq[m] = {sq_init};
 {render_rows_out(prologue, residual, eps)}}}
 """
 

@@ -15,7 +15,8 @@ read 0.93 TB/s of the H200's 4.27. Repacked once, on the device, for rows of a m
 
 One buffer holds [quants | scales | mins], permuted on the device (repack_tensor; repack is its numpy reference). A
 warp computes rows_per_warp(m, n) rows, so each x load serves them all; the prologues (RMSNorm, silu(gate) * up) and the
-residual are nn/matvec_cuda.py's. The weight is kept in GGUF blocks as well (prefill's dequantize, the embedding
+residual are nn/matvec_cuda.py's. From 4M weights the matvec is nn/quant_cuda_dp4a.py's, on this layout with x
+rounded to int8 (`int8_x`). The weight is kept in GGUF blocks as well (prefill's dequantize, the embedding
 gather and other backends read those): a second copy in device memory.
 """
 from __future__ import annotations
