@@ -329,3 +329,16 @@ def test_dp4a_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, warps, ahead, c
   alone, _ = run(slice(m - 1, m))
   np.testing.assert_array_equal(alone.view(np.uint32), out[m - 1:].view(np.uint32))
   _nvrtc_compiles(src)
+
+
+def test_int8_x_only_for_large_weights():
+  """The packed matvec rounds x to int8 from DP4A_MIN_WEIGHTS weights (an 8B model's projections), not below (a
+  small model's launch-bound ones) nor with the dp4a part of TEENYGRAD_DECODE_FUSION off (int8_x=False); and the
+  profile tells the two apart."""
+  from teenygrad.nn.quant_cuda_dp4a import DP4A_MIN_WEIGHTS
+  from teenygrad.nn.quant_cuda_packed import _render_for
+  for n, k, int8_x, dp4a in [(4096, 4096, True, True), (4096, 14336, True, True), (DP4A_MIN_WEIGHTS // 1024 - 1, 1024, True, False),
+                             (4096, 4096, False, False)]:
+    name, src, launch, label = _render_for("Q4_0", k, 1, n, "", False, 0.0, int8_x)
+    assert ("dp4a" in name) == ("__dp4a" in src) == ("dp4a" in label) == dp4a, (n, k, int8_x)
+    assert launch["grid"][0] * launch["block"][0] // 32 >= n // 4   # every weight row has a warp

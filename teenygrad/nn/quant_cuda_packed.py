@@ -218,17 +218,19 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
 """
 
 
-def _render_for(ggml_type: str, k: int, m: int, n: int, prologue: str, residual: bool, eps: float, int8_x: bool) -> tuple[str, str, dict]:
-  """(name, CUDA C, launch dims) of the matvec a shape runs: with int8_x, x rounded to int8 and dp4a where the weight
-  is large enough to be bandwidth-bound (nn/quant_cuda_dp4a.py), float x otherwise. Every row count of x gets the
-  same kind, so a row's result does not depend on its batch."""
+def _render_for(ggml_type: str, k: int, m: int, n: int, prologue: str, residual: bool, eps: float,
+                int8_x: bool) -> tuple[str, str, dict, str]:
+  """(name, CUDA C, launch dims, the profile's name) of the matvec a shape runs: with int8_x, x rounded to int8 and
+  dp4a where the weight is large enough to be bandwidth-bound (nn/quant_cuda_dp4a.py), float x otherwise. Every row
+  count of x gets the same kind, so a row's result does not depend on its batch."""
   from teenygrad.nn import quant_cuda_dp4a as dp4a   # it renders with this module's pieces: imported on use
   if int8_x and dp4a.uses_dp4a(n, k):
     src = dp4a.render_dp4a_matvec(ggml_type, k, m, n, prologue, residual, eps)
     return (dp4a.dp4a_name(ggml_type, k, m, n, prologue, residual), src,
-            {"block": (32 * dp4a.WARPS, 1, 1), "grid": (dp4a.dp4a_grid(m, n, k), 1, 1)})
+            {"block": (32 * dp4a.WARPS, 1, 1), "grid": (dp4a.dp4a_grid(m, n, k), 1, 1)}, f"qmatvec_packed_dp4a_{ggml_type.lower()}")
   src = render_packed_matvec(ggml_type, k, m, n, prologue, residual, eps)
-  return packed_name(ggml_type, k, m, n, prologue, residual), src, {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)}
+  return (packed_name(ggml_type, k, m, n, prologue, residual), src, {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)},
+          f"qmatvec_packed_{ggml_type.lower()}")
 
 
 class CUDAPackedMatvec:
@@ -236,7 +238,7 @@ class CUDAPackedMatvec:
   int8_x: the large shapes round x to int8 (nn/quant_cuda_dp4a.py)."""
   def __init__(self, device: str, ggml_type: str, int8_x: bool = True):
     self.device, self.ggml_type, self.int8_x = device, ggml_type, int8_x
-    self._programs: dict[tuple, object] = {}
+    self._programs: dict[tuple, tuple[object, str]] = {}   # shape and options -> (program, the profile's name for it)
 
   def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
                norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
@@ -245,9 +247,10 @@ class CUDAPackedMatvec:
     key = (k, m, n, prologue, residual is not None, eps)
     if key not in self._programs:
       backend = Device[self.device]
-      name, src, grid = _render_for(self.ggml_type, k, m, n, prologue, residual is not None, eps, self.int8_x)
-      self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid)
-    kernel = CompiledKernel(f"qmatvec_packed_{self.ggml_type.lower()}", self._programs[key], [], [], "", m * n * k, False)
+      name, src, grid, label = _render_for(self.ggml_type, k, m, n, prologue, residual is not None, eps, self.int8_x)
+      self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid), label
+    program, label = self._programs[key]
+    kernel = CompiledKernel(label, program, [], [], "", m * n * k, False)
     buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
     launch(ExecItem(kernel, buffers, (), self.device))
 
