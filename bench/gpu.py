@@ -218,26 +218,37 @@ def main() -> None:
 
 
 def experiments(backend, sizes, torch_dev, emit) -> None:
-  """Other tensor-core tiles on a @ b, and the wgmma (sm_90a) kernel against mma.sync on the linear layout x @ w.T."""
+  """Other tensor-core tiles on a @ b, the wgmma (sm_90a) kernel against mma.sync on the linear layout x @ w.T, and
+  the fp32 kernels (SIMT at 2 or 1 blocks per SM, 3xTF32 configs) on both layouts."""
   import teenygrad.renderer.cuda_gemm as cuda_gemm
   from teenygrad.engine import realize as engine_realize
+  from teenygrad.renderer import cuda_tf32
 
-  def with_config(config, fn):
-    default, cuda_gemm.TC_DEFAULT = cuda_gemm.TC_DEFAULT, config
+  def with_setting(module, attribute, config, fn):
+    default = getattr(module, attribute)
+    setattr(module, attribute, config)
     engine_realize._kernel_cache.clear()
     try: return capture(fn)
     finally:
-      cuda_gemm.TC_DEFAULT = default
+      setattr(module, attribute, default)
       engine_realize._kernel_cache.clear()
+  def with_tc_config(config, fn): return with_setting(cuda_gemm, "TC_DEFAULT", config, fn)
+  def with_fp32_config(config, fn): return with_setting(cuda_tf32, "FP32_DEFAULT", config, fn)
 
   wgmma = ("wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap")
   cases = [(config, size, "a @ b") for config in [*cuda_gemm.TC_CONFIGS, *wgmma] if config != cuda_gemm.TC_DEFAULT for size in sizes]
   cases += [(config, size, "x @ w.T") for size in sizes for config in ("128x128x32", *wgmma)]
+  cases += [(config, size, layout) for config in cuda_tf32.FP32_CONFIGS for size in sizes for layout in ("a @ b", "x @ w.T")]
   for config, size, layout in cases:
+    fp32 = config in cuda_tf32.FP32_CONFIGS
+    dtype_name = "fp32" if fp32 else "fp16"
     try:
-      a_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
-      b_t = torch.randn(size, size, device=torch_dev, dtype=torch.float16)
-      a, b = Tensor(a_t.float().cpu().numpy()).half().realize(), Tensor(b_t.float().cpu().numpy()).half().realize()
+      torch_dtype = torch.float32 if fp32 else torch.float16
+      a_t = torch.randn(size, size, device=torch_dev, dtype=torch_dtype)
+      b_t = torch.randn(size, size, device=torch_dev, dtype=torch_dtype)
+      a, b = (Tensor(t.float().cpu().numpy()) for t in (a_t, b_t))
+      a, b = (a.realize(), b.realize()) if fp32 else (a.half().realize(), b.half().realize())
+      with_config = with_fp32_config if fp32 else with_tc_config
       if layout == "a @ b": out, items = with_config(config, lambda: a @ b); peer_fn, ref_b = (lambda: a_t @ b_t), b_t.double()
       else: out, items = with_config(config, lambda: a.linear(b)); peer_fn, ref_b = (lambda: a_t @ b_t.T), b_t.double().T
       reps = 3 if size >= 8192 else 10
@@ -245,10 +256,10 @@ def experiments(backend, sizes, torch_dev, emit) -> None:
       ref = (a_t[:256].double() @ ref_b).cpu().numpy()
       err = np.linalg.norm(out[:256].float().numpy() - ref) / np.linalg.norm(ref)
       flops = 2 * size ** 3
-      emit(row(f"  {config} fp16 {size} {layout}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
+      emit(row(f"  {config} {dtype_name} {size} {layout}", "TFLOP/s", flops / ours_s / 1e12, "cuBLAS", flops / peer_s / 1e12,
                f"rel err {err:.1e}  kernels {[ei.kernel.name for ei in items]}"))
     except Exception as e:  # noqa: BLE001 -- an experiment that fails is reported, the run goes on
-      emit(f"  {config} fp16 {size} {layout} failed: {type(e).__name__}: {str(e)[:300]}")
+      emit(f"  {config} {dtype_name} {size} {layout} failed: {type(e).__name__}: {str(e)[:300]}")
 
 
 if __name__ == "__main__":

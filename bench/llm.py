@@ -26,6 +26,25 @@ def measure_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
   return nbytes / best
 
 
+def measure_device_bandwidth(device: str, nbytes: int = 512 << 20, repeats: int = 5) -> float:
+  """Bandwidth in bytes/s of the device the model runs on: numpy's read bandwidth on the CPU, else the best of a few
+  elementwise passes over a buffer larger than the caches (bytes read + written: a copy, which is what a decode
+  step's weights see on a GPU)."""
+  if device.partition(":")[0] == "CPU": return measure_bandwidth()
+  from teenygrad import Tensor
+  from teenygrad.device import Device
+  x = Tensor.ones(nbytes // 4, device=device).realize()
+  backend = Device[device]
+  best, passes = float("inf"), 10   # several passes between synchronizations: one pass is ~0.25 ms on an H200
+  for _ in range(repeats + 1):
+    backend.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(passes): (x + 1).realize()
+    backend.synchronize()
+    best = min(best, (time.perf_counter() - t0) / passes)
+  return 2 * nbytes / best
+
+
 def weight_bytes(model) -> int:
   total = 0
   for w in model.weights.values(): total += w.nbytes if hasattr(w, "ggml_type") else w.numel() * w.element_size()
@@ -77,12 +96,13 @@ def main() -> None:
   os.environ.setdefault("TEENYGRAD_THREADS", str(args.threads))
   from teenygrad.llm.load import default_model_path
   path = args.model or default_model_path()
-  bandwidth = measure_bandwidth()
+  from teenygrad.device import Device
+  bandwidth = measure_device_bandwidth(Device.DEFAULT)
   prefill, decode, nbytes = bench_teenygrad(path, args.prefill, args.decode)
   peer = bench_llama_cpp(path, args.threads, args.prefill, args.decode)
   ceiling = bandwidth / nbytes
-  print(f"model {os.path.basename(path)}: {nbytes / 1e6:.1f} MB of weights read per token; memory bandwidth {bandwidth / 1e9:.1f} GB/s; "
-        f"threads {args.threads}")
+  print(f"model {os.path.basename(path)}: {nbytes / 1e6:.1f} MB of weights read per token; "
+        f"{Device.DEFAULT} memory bandwidth {bandwidth / 1e9:.1f} GB/s; threads {args.threads}")
   print(f"{'':8s} {'teenygrad tok/s':>16s} {'ceiling tok/s':>14s} {'of ceiling':>11s} {'llama.cpp tok/s':>16s} {'ratio':>7s}")
   for name, ours, theirs in (("prefill", prefill, peer[0] if peer else None), ("decode", decode, peer[1] if peer else None)):
     # prefill reads the weights once for all its tokens: its bandwidth ceiling is far above the compute one

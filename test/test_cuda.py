@@ -37,7 +37,8 @@ BOUNDS = {"float32": 1e-5, "float16": 1e-3, "bfloat16": 1e-2}
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("shape,layout", [((512, 768, 1024), "nn"), ((256, 384, 512), "tn"), ((256, 384, 512), "linear"),
-                                          ((100, 77, 130), "nn"), ((3, 64, 96, 80), "batched")])
+                                          ((100, 77, 130), "nn"), ((3, 64, 96, 80), "batched"),
+                                          ((256, 8192, 384), "nn")])   # a long K: where tensor-core sums drift
 def test_matmul_matches_torch(cuda, dtype, shape, layout):
   rng = np.random.default_rng(hash((dtype, shape, layout)) % 2**32)
   def make(*s): return rng.standard_normal(s).astype(np.float32)

@@ -412,3 +412,48 @@ def test_kv_cache_write_compiles_for_sm90():
   bindings = _nvrtc_or_skip()
   from teenygrad.llm.custom_ops import CUDA_CACHE_WRITE_SRC
   assert bindings.nvrtc_compile(CUDA_CACHE_WRITE_SRC, "tg_cache_write", ["--gpu-architecture=sm_90", "-std=c++17"])[:4] == b"\x7fELF"
+
+
+@pytest.mark.parametrize("config", ["tf32x3", "tf32x3-k32", "tf32x3-k16"])
+@pytest.mark.parametrize("case", ["nn", "linear", "transposed_a", "ragged", "batched_bias"])
+def test_fp32_gemm_takes_3xtf32_and_compiles(monkeypatch, config, case):
+  """fp32 matmuls render as 3xTF32 mma.sync for every layout with a contiguous axis (the ragged case zero-fills
+  past the edges and checks its stores), and the SIMT kernel where an operand has none."""
+  _nvrtc_or_skip()
+  from teenygrad.renderer import cuda_tf32
+  monkeypatch.setattr(cuda_tf32, "FP32_DEFAULT", config)
+  _, realized = _inputs(2)
+  product = {"nn": lambda: realized((256, 128)) @ realized((128, 384)),
+             "linear": lambda: realized((256, 128)).linear(realized((384, 128))),
+             "transposed_a": lambda: realized((128, 256)).T @ realized((128, 384)),
+             "ragged": lambda: realized((100, 76)) @ realized((76, 132)),
+             "batched_bias": lambda: realized((3, 64, 96)) @ realized((3, 96, 80)) + realized((80,))}[case]()
+  (name, src, launch), = render_cuda(product.contiguous())
+  assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in src and "cvt.rna.tf32.f32" in src
+  assert ("if (true)" in src) == (case not in ("ragged", "batched_bias"))   # stores checked only past the edges
+  from teenygrad.device.cuda import NVRTCCompiler
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF", name
+  assert launch["shared"] <= 227 * 1024
+
+
+def test_fp32_gemm_without_a_contiguous_axis_stays_simt():
+  _nvrtc_or_skip()
+  _, realized = _inputs(2)
+  a = realized((64, 77))   # K = 77: no 16-byte row
+  (_, src, _), = render_cuda((a @ realized((77, 96))).contiguous())
+  assert "fp32 SIMT" in src and "tf32" not in src
+
+
+def test_kernels_open_with_the_grid_dependency_wait_on_sm90():
+  """Every kernel the sm_90 compiler builds waits for the grid before it first (so a graph may chain kernels by
+  programmatic dependent launch); an sm_80 build has no such instruction."""
+  bindings = _nvrtc_or_skip()
+  from teenygrad.device.cuda import NVRTCCompiler, with_grid_dependency
+  src = ('extern "C" __global__ void __launch_bounds__(32) first(float* a) { a[threadIdx.x] += 1.0f; }\n'
+         'extern "C" __global__ void second(float* a, long long n) { if (threadIdx.x < n) a[threadIdx.x] *= 2.0f; }\n')
+  marked = with_grid_dependency(src)
+  assert marked.count("griddepcontrol.wait") == 2 and marked.index("griddepcontrol.wait") < marked.index("a[threadIdx.x] += 1.0f")
+  ptx = bindings.nvrtc_compile(marked, "k", ["--gpu-architecture=compute_90", "-std=c++17"], output="PTX").decode()
+  assert ptx.count("griddepcontrol.wait") == 2 and ptx.count("griddepcontrol.launch_dependents") == 2
+  assert NVRTCCompiler("sm_90").grid_dependency and not NVRTCCompiler("sm_80").grid_dependency
+  assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"

@@ -18,14 +18,14 @@ from helpers import quantize_q8_1, reference_prologue
 
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
-# a block's threads run at once (each warp's shuffles meet at a barrier of their own, __syncthreads at the block's);
-# blocks run one after another, so one static array serves as each block's shared memory
+# a block's threads run at once (a warp's shuffles meet at its own barrier, __syncthreads at the block's); blocks run
+# one after another, so one static array serves as each block's shared memory
 _WARP_EMULATION = r"""
 #include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <memory>
 #include <thread>
 #include <vector>
 #define __global__
@@ -33,17 +33,19 @@ _WARP_EMULATION = r"""
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __restrict__
+#define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static   /* blocks run one after another: one array serves each block's threads */
 using std::min;
 using std::max;
 struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
 struct uint4 { unsigned int x, y, z, w; };
 struct Index { unsigned int x; };
 static thread_local Index threadIdx;
 static Index blockIdx;
-static std::barrier<>* warp_barriers[32];
+static std::barrier<>* warp_barriers[32];   /* one per warp of the block */
 static std::barrier<>* block_barrier;
-static float exchange[32][32];   /* [warp][lane] */
+static float exchange[32][32];
 static int __float2int_rn(float v) { return (int)std::nearbyint(v); }   /* the default rounding: halves to even */
 static int __dp4a(int a, int b, int c) {
   for (int i = 0; i < 32; i += 8) c += (signed char)(a >> i) * (signed char)(b >> i);
@@ -66,20 +68,22 @@ static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals incl
 }
 template <typename F> static float combine(float v, F f) {
   float* lanes = exchange[threadIdx.x >> 5];
+  std::barrier<>& warp = *warp_barriers[threadIdx.x >> 5];
   lanes[threadIdx.x & 31] = v;
-  warp_barriers[threadIdx.x >> 5]->arrive_and_wait();
+  warp.arrive_and_wait();
   float r = lanes[0];
   for (int i = 1; i < 32; i++) r = f(r, lanes[i]);
-  warp_barriers[threadIdx.x >> 5]->arrive_and_wait();
+  warp.arrive_and_wait();
   return r;
 }
 static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
 static float __shfl_xor_sync(unsigned int, float v, int mask) {
   float* lanes = exchange[threadIdx.x >> 5];
+  std::barrier<>& warp = *warp_barriers[threadIdx.x >> 5];
   lanes[threadIdx.x & 31] = v;
-  warp_barriers[threadIdx.x >> 5]->arrive_and_wait();
+  warp.arrive_and_wait();
   const float r = lanes[(threadIdx.x & 31) ^ mask];
-  warp_barriers[threadIdx.x >> 5]->arrive_and_wait();
+  warp.arrive_and_wait();
   return r;
 }
 static void __syncwarp() { warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
@@ -107,9 +111,8 @@ def emulate(tmp_path, src: str, name: str, args: list, blocks: int, threads: int
   names = ", ".join(f"a{i}" for i in range(len(args)))
   driver = f"""
 extern "C" void run({", ".join(params)}) {{
-  std::deque<std::barrier<>> warps;
-  for (unsigned int w = 0; w < {threads // 32}; w++) warps.emplace_back(32);
-  for (unsigned int w = 0; w < {threads // 32}; w++) warp_barriers[w] = &warps[w];
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  for (int w = 0; w < {threads // 32}; w++) {{ warps.push_back(std::make_unique<std::barrier<>>(32)); warp_barriers[w] = warps.back().get(); }}
   std::barrier<> block({threads});
   block_barrier = &block;
   for (blockIdx.x = 0; blockIdx.x < {blocks}; blockIdx.x++) {{
@@ -199,17 +202,17 @@ def test_quant_matvec_prologues_on_the_cpu(ggml_type, prologue, tmp_path):
   _nvrtc_compiles(src)
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
-@pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
-def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
+@pytest.mark.parametrize("interleaved,masked,D", [(i, m, d) for d in (16, 64) for i in (True, False) for m in (False, True)]
+                         + [(False, True, 128)])   # 16: a lane per key; 64 and 128: a block of warps per head
+def test_rope_attention_on_the_cpu(interleaved, masked, D, tmp_path):
   """RoPE, the k/v cache write and attention in one kernel, against the model's primitive apply_rope (on the CPU) and
   numpy's softmax attention over the written cache: two sequences, grouped-query heads, positions at both ends of the
   cache and in the middle (lanes with several keys and lanes with none), and one past it (writes nothing, attends
   the whole cache unrotated)."""
   from teenygrad import Tensor
-  from teenygrad.llm.attention_cuda import render_rope_attention, rope_attention_name
+  from teenygrad.llm.attention_cuda import render_rope_attention, rope_attention_name, rope_attention_threads
   from teenygrad.llm.model import LlamaConfig, apply_rope, rope_frequencies
-  B, H, KVH, D, L = 2, 6, 2, 16, 80
+  B, H, KVH, L = 2, 6, 2, 80
   config = LlamaConfig(vocab_size=8, dim=H * D, n_layers=1, n_heads=H, n_kv_heads=KVH, hidden_dim=8, head_dim=D, max_seq_len=L)
   angles = np.outer(np.arange(L, dtype=np.float64), rope_frequencies(config))
   cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
@@ -223,7 +226,8 @@ def test_rope_attention_on_the_cpu(interleaved, masked, tmp_path):
     want_keys, want_values = keys.copy(), values.copy()
     out = np.full((B, H, 1, D), np.nan, np.float32)
     emulate(tmp_path, src, rope_attention_name(D, H, KVH, L, interleaved, masked),
-            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []), B * H, 32)
+            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []), B * H,
+            rope_attention_threads(D))
     q = qkv[:, :H * D].reshape(B, H, 1, D)
     if start < L:
       c, s = Tensor(cos[start:start + 1]), Tensor(sin[start:start + 1])

@@ -134,6 +134,22 @@ def test_fused_decode_route_equals_the_primitive_path(tiny, tiny_f16, numpy_kern
                    "matvec_swiglu": (steps + 1) * layers, "rope_attention": steps * layers}, calls
 
 
+def test_a_swiglu_too_big_to_fold_still_reaches_the_matvec(tiny, numpy_kernels, monkeypatch):
+  """Where silu(gate) * up is too big to recompute in every warp (Llama-3-8B's down projection), it runs as its own
+  elementwise kernel and the down projection is still the backend's matvec (with the residual), not the generic
+  reduce: the same logits as the primitive path."""
+  from teenygrad.helpers import config
+  from teenygrad.nn import matvec_cuda
+  monkeypatch.setattr(matvec_cuda, "SWIGLU_FOLD_MAX", 0)
+  tokens = [3, 17, 5, 22, 9]
+  fused = _logits(tiny, tokens, decode_steps=2)
+  layers, steps = 2, 2
+  assert "matvec_swiglu" not in numpy_kernels.calls
+  assert numpy_kernels.calls["matvec_plain"] == 2 * (steps + 1) * layers, numpy_kernels.calls   # output and down
+  monkeypatch.setattr(config, "decode_fusion", "none")
+  for got, want in zip(fused, _logits(tiny, tokens, decode_steps=2)): np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("setting", ["linear", "linear,norm", "linear,swiglu", "rope"])
 def test_each_fusion_alone_equals_the_primitive_path(tiny, numpy_kernels, monkeypatch, setting):
   """TEENYGRAD_DECODE_FUSION keeps only the parts it names (for bisecting a GPU failure), and any subset is right."""

@@ -16,8 +16,10 @@ from teenygrad.device import Allocator, Backend, Buffer, Compiler, GemmKernelSou
 from teenygrad.device.cuda_bindings import (ATTR_COMPUTE_CAPABILITY_MAJOR, ATTR_COMPUTE_CAPABILITY_MINOR, ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                             ATTR_MULTIPROCESSOR_COUNT, CU_EVENT_DEFAULT, CU_EVENT_DISABLE_TIMING, CU_MEMHOSTALLOC_PORTABLE,
                                             CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY, CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED,
-                                            FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, CUDAError, KernelNodeParams,
+                                            FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC,
+                                            GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC, CUDAError, GraphEdgeData, KernelNodeParams,
                                             c_int, c_ptr, c_size, c_u64, check, libcuda, nvrtc_compile, nvrtc_version)
+from teenygrad.helpers import config
 from teenygrad.renderer.cuda import CUDARenderer
 
 
@@ -119,18 +121,41 @@ class CUDAAllocator(Allocator):
     ctypes.memmove(out.ctypes.data + offset, host, size)
 
 
+# the first statements of every kernel compiled for sm_90 and later: wait until the grid before it in the stream has
+# finished and its writes are visible (a no-op when it was launched the ordinary way), then let the grid after it
+# launch. A graph whose edges are programmatic (CUDAGraph) then starts each kernel's blocks while the one before is
+# still running, so a decode step's ~150 small kernels no longer each wait out a launch latency. Waiting first keeps
+# every read and write of a kernel after its predecessor's, as ordinary stream order would.
+GRID_DEPENDENCY = 'asm volatile("griddepcontrol.wait;\\n" ::: "memory"); asm volatile("griddepcontrol.launch_dependents;\\n" ::: "memory");'
+
+
+def with_grid_dependency(src: str) -> str:
+  """src with GRID_DEPENDENCY at the top of each kernel's body (the first brace after each `extern "C" __global__`)."""
+  parts, pos = [], 0
+  while (at := src.find('extern "C" __global__', pos)) >= 0:
+    body = src.index("{", at) + 1
+    parts += [src[pos:body], " ", GRID_DEPENDENCY]
+    pos = body
+  return "".join(parts) + src[pos:]
+
+
+def grid_dependency_supported(arch: str) -> bool: return int(arch.removeprefix("sm_").rstrip("a")) >= 90
+
+
 class NVRTCCompiler(Compiler):
-  """CUDA C to a cubin for one architecture; the disk cache key holds NVRTC's version and the architecture."""
+  """CUDA C to a cubin for one architecture; the disk cache key holds NVRTC's version, the architecture and whether
+  kernels open with the grid-dependency wait."""
   def __init__(self, arch: str):
     self.arch = arch
     self.options = [f"--gpu-architecture={arch}", "-std=c++17", "--restrict", "-lineinfo"]
+    self.grid_dependency = grid_dependency_supported(arch)
     major, minor = nvrtc_version()
-    self.cache_tag = f"nvrtc {major}.{minor}\0{' '.join(self.options)}"
+    self.cache_tag = f"nvrtc {major}.{minor}\0{' '.join(self.options)}" + ("\0griddepcontrol" if self.grid_dependency else "")
 
   def compile(self, src: str) -> bytes:
     # warpgroup MMA exists only on the architecture-specific target (sm_90a), whose cubin runs on that chip alone
     options = [o + "a" if o == "--gpu-architecture=sm_90" and "wgmma." in src else o for o in self.options]
-    return nvrtc_compile(src, "kernel", options)
+    return nvrtc_compile(with_grid_dependency(src) if self.grid_dependency else src, "kernel", options)
 
 
 class CUDAProgram(Program):
@@ -206,12 +231,19 @@ class CUDAGraph:
     self.graph = c_ptr()
     check(cuda.cuGraphCreate(ctypes.byref(self.graph), 0), "cuGraphCreate")
     self.nodes: list[c_ptr] = []
+    # every kernel of an sm_90 device opens with the grid-dependency wait (NVRTCCompiler), so consecutive kernels
+    # may be chained programmatically: the next one's blocks launch while this one runs and wait in the kernel
+    programmatic = device.compiler.grid_dependency and config.grid_dependency and hasattr(cuda, "cuGraphAddDependencies_v2")
+    edge = GraphEdgeData(GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC, 0, GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC)
     for program, raws, vals in zip(self.programs, self.raws, self.values):
       params, _keep = program.node_params(raws, vals)
       node = c_ptr()
-      deps = (c_ptr * 1)(self.nodes[-1]) if self.nodes else None
-      check(cuda.cuGraphAddKernelNode_v2(ctypes.byref(node), self.graph, deps, len(self.nodes[-1:]), ctypes.byref(params)),
+      deps = (c_ptr * 1)(self.nodes[-1]) if self.nodes and not programmatic else None
+      check(cuda.cuGraphAddKernelNode_v2(ctypes.byref(node), self.graph, deps, 0 if deps is None else 1, ctypes.byref(params)),
             f"adding {program.name} to a graph")
+      if programmatic and self.nodes:
+        check(cuda.cuGraphAddDependencies_v2(self.graph, (c_ptr * 1)(self.nodes[-1]), (c_ptr * 1)(node), ctypes.byref(edge), 1),
+              f"chaining {program.name} in a graph")
       self.nodes.append(node)
     self.exec = c_ptr()
     check(cuda.cuGraphInstantiateWithFlags(ctypes.byref(self.exec), self.graph, 0), "cuGraphInstantiate")

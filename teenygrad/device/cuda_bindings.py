@@ -88,6 +88,7 @@ _DRIVER_PROTOTYPES = {
   "cuStreamEndCapture": [c_ptr, POINTER(c_ptr)],
   "cuGraphCreate": [POINTER(c_ptr), c_uint],
   "cuGraphAddKernelNode_v2": [POINTER(c_ptr), c_ptr, POINTER(c_ptr), c_size, c_ptr],
+  "cuGraphAddDependencies_v2": [c_ptr, POINTER(c_ptr), POINTER(c_ptr), c_ptr, c_size],
   "cuGraphExecKernelNodeSetParams_v2": [c_ptr, c_ptr, c_ptr],
   "cuGraphInstantiateWithFlags": [POINTER(c_ptr), c_ptr, ctypes.c_ulonglong],
   "cuGraphLaunch": [c_ptr, c_ptr],
@@ -115,6 +116,15 @@ class KernelNodeParams(ctypes.Structure):
   _fields_ = [("func", c_ptr), ("gridDimX", c_uint), ("gridDimY", c_uint), ("gridDimZ", c_uint),
               ("blockDimX", c_uint), ("blockDimY", c_uint), ("blockDimZ", c_uint), ("sharedMemBytes", c_uint),
               ("kernelParams", POINTER(c_ptr)), ("extra", POINTER(c_ptr)), ("kern", c_ptr), ("ctx", c_ptr)]
+
+
+class GraphEdgeData(ctypes.Structure):
+  """CUgraphEdgeData (cuda.h, CUDA 12.3): how a graph edge orders its two nodes."""
+  _fields_ = [("from_port", ctypes.c_ubyte), ("to_port", ctypes.c_ubyte), ("type", ctypes.c_ubyte), ("reserved", ctypes.c_ubyte * 5)]
+
+
+GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC = 1   # the edge opens once every block of the upstream kernel has triggered or exited
+GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC = 1    # ... and the downstream kernel waits for the upstream's memory itself
 
 
 class CUDAError(RuntimeError):

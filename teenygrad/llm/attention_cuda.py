@@ -17,7 +17,10 @@ and `mask` an optional additive (B, L) float32 (the left padding of batched prom
 The same attention straight from the fused q/k/v projection's output, for which the primitive path first takes a
 kernel per rotation, one to copy v out of the projection's rows and one per cache write: each warp rotates its query
 and the new key itself, scores the cache's rows [0, start) and then the new row (from qkv, not the cache: another
-warp may not have written it yet), and one warp per kv head writes the new key and value into row `start`.
+warp may not have written it yet), and one warp per kv head writes the new key and value into row `start`. Where the head dim is a multiple of 32
+(every Llama), a block of ROPE_WARPS warps takes a head instead (`render_rope_attention_wide`): each warp every
+ROPE_WARPS-th key, each lane D / 32 elements of a row, the warps' softmaxes merged through shared memory; the
+lane-per-key kernel spilled at d = 128 and left most lanes idle at a decode's short lengths.
 """
 from __future__ import annotations
 
@@ -106,7 +109,9 @@ def rope_attention_name(d: int, h: int, kvh: int, length: int, interleaved: bool
 def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
   """CUDA C of decode attention straight from the fused q/k/v projection's rows qkv (b, (h + 2 kvh) d): RoPE on q and
   the new k, the new k and v written into row `start` of the cache, attention over rows [0, start]. cos/sin are
-  (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2)."""
+  (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2). Where d is a
+  multiple of 32 a block of warps works on each head (render_rope_attention_wide); else a warp, a lane per key."""
+  if d % 32 == 0: return render_rope_attention_wide(d, h, kvh, length, rope_rows, interleaved, mask)
   assert d % 4 == 0 and h % kvh == 0
   scale = repr(float(1.0 / math.sqrt(d)))   # the reference's scale, rounded to float32 as the reference's constant is
   mask_param = ", const float* __restrict__ mask" if mask else ""
@@ -187,6 +192,138 @@ extern "C" __global__ void __launch_bounds__(32) {rope_attention_name(d, h, kvh,
 """
 
 
+ROPE_WARPS = 4   # warps per (sequence, head) in the wide kernel: each takes every ROPE_WARPS-th key
+KEYS_AT_ONCE = 4   # keys a warp loads before scoring them, so their rows' latencies overlap
+
+
+def rope_attention_threads(d: int) -> int:
+  """Threads per block of the RoPE + attention kernel for head_dim d."""
+  return 32 * ROPE_WARPS if d % 32 == 0 else 32
+
+
+def render_rope_attention_wide(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
+  """The kernel of render_rope_attention for d a multiple of 32, with the work of a head spread over a block: the
+  block rotates the query and the new key into shared memory, its ROPE_WARPS warps take every ROPE_WARPS-th key (the
+  new row last, from shared memory), each lane D / 32 elements of a row (a warp reads a row in one coalesced load and
+  sums its dot through shuffles), and the warps' softmaxes merge through shared memory. The lane-per-key kernel keeps
+  a whole query and value sum per lane: at d = 128 that spills, and at a decode's short lengths most lanes idle."""
+  assert d % 32 == 0 and h % kvh == 0
+  scale = repr(float(1.0 / math.sqrt(d)))
+  epl = d // 32
+  vec = {1: "float", 2: "float2", 4: "float4"}.get(epl)
+  mask_param = ", const float* __restrict__ mask" if mask else ""
+  mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
+  pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
+  partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
+  fields = ["x", "y", "z", "w"][:epl]
+  def load_row(dst: str, src: str) -> str:
+    """C statements loading a lane's epl elements of row src into dst[]."""
+    if vec is None: return f"for (int e = 0; e < EPL; e++) {dst}[e] = ({src})[lane * EPL + e];"
+    if epl == 1: return f"{dst}[0] = ({src})[lane];"
+    return f"{{ const {vec} t = ((const {vec}*)({src}))[lane]; " + " ".join(f"{dst}[{i}] = t.{f};" for i, f in enumerate(fields)) + " }"
+  return CUDA_PREAMBLE + f"""#define HEAD_DIM {d}
+#define HALF {d // 2}
+#define EPL {epl}
+#define WARPS {ROPE_WARPS}
+#define AT_ONCE {KEYS_AT_ONCE}
+__device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i, const float* __restrict__ cos_row,
+                                            const float* __restrict__ sin_row) {{
+  const int p = {pair};
+  const float c = cos_row ? cos_row[p] : 1.0f, sn = cos_row ? sin_row[p] : 0.0f, own = src[i], other = src[{partner}];
+  return {first} ? own * c - other * sn : other * sn + own * c;
+}}
+extern "C" __global__ void __launch_bounds__({32 * ROPE_WARPS}) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
+    const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
+    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values{mask_param}) {{
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int bh = blockIdx.x, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
+  const long long rows = ((long long)b * {kvh} + kv) * {length} * HEAD_DIM;
+  const float* k_head = keys + rows;
+  const float* v_head = values + rows;
+  const float* row = qkv + (long long)b * {(h + 2 * kvh) * d};
+  const float* q_new = row + head * HEAD_DIM;
+  const float* k_new = row + ({h} + kv) * HEAD_DIM;
+  const float* v_new = row + ({h + kvh} + kv) * HEAD_DIM;
+  const float* mask_row = {mask_row};
+  const int s0 = start[0];
+  /* as the lane-per-key kernel: the step's own row is scored from qkv (rotated here) and written to the cache for
+     the steps after; a position outside the cache (or the tables) writes nothing and attends the cache's rows
+     [0, min(start + 1, L)) unrotated */
+  const bool stored = s0 >= 0 && s0 < {min(length, rope_rows)};
+  const float* cos_row = stored ? cos_table + (long long)s0 * HALF : nullptr;
+  const float* sin_row = stored ? sin_table + (long long)s0 * HALF : nullptr;
+  const int cached = stored ? s0 : min(s0 + 1, {length});
+  const int count = cached + (stored ? 1 : 0);   /* keys: the cache's rows [0, cached), then the new row */
+  __shared__ __align__(16) float q_s[HEAD_DIM], k_s[HEAD_DIM], v_s[HEAD_DIM];
+  __shared__ __align__(16) float part_acc[WARPS][HEAD_DIM];
+  __shared__ float part_best[WARPS], part_total[WARPS];
+  for (int i = tid; i < HEAD_DIM; i += {32 * ROPE_WARPS}) {{
+    q_s[i] = tg_rope_at(q_new, i, cos_row, sin_row);
+    if (stored) {{
+      const float k_rot = tg_rope_at(k_new, i, cos_row, sin_row), v = v_new[i];
+      k_s[i] = k_rot; v_s[i] = v;
+      if (head % {h // kvh} == 0) {{   /* one block per kv head writes the new row; no block reads it from the cache */
+        keys[rows + (long long)s0 * HEAD_DIM + i] = k_rot;
+        values[rows + (long long)s0 * HEAD_DIM + i] = v;
+      }}
+    }}
+  }}
+  __syncthreads();
+  float q[EPL], acc[EPL];
+  #pragma unroll
+  for (int e = 0; e < EPL; e++) {{ q[e] = q_s[lane * EPL + e]; acc[e] = 0.0f; }}
+  float best = -INFINITY, total = 0.0f;
+  for (int first = warp * AT_ONCE; first < count; first += WARPS * AT_ONCE) {{
+    float kr[AT_ONCE][EPL], vr[AT_ONCE][EPL], score[AT_ONCE];
+    #pragma unroll
+    for (int u = 0; u < AT_ONCE; u++) {{   /* a key past the end reads the new row (or row 0) and weighs nothing */
+      const int s = first + u;
+      const float* k_row = s < cached ? k_head + (long long)s * HEAD_DIM : stored ? k_s : k_head;
+      const float* v_row = s < cached ? v_head + (long long)s * HEAD_DIM : stored ? v_s : v_head;
+      {load_row("kr[u]", "k_row")}
+      {load_row("vr[u]", "v_row")}
+    }}
+    #pragma unroll
+    for (int u = 0; u < AT_ONCE; u++) {{
+      float dot = 0.0f;
+      #pragma unroll
+      for (int e = 0; e < EPL; e++) dot += q[e] * kr[u][e];
+      const int s = first + u;
+      const float dot_sum = tg_warp_sum(dot);   /* s is the same for the whole warp: every lane sums */
+      score[u] = s < count ? dot_sum * {scale}f + (mask_row ? mask_row[s] : 0.0f) : -INFINITY;
+    }}
+    #pragma unroll
+    for (int u = 0; u < AT_ONCE; u++) {{   /* the online softmax (Milakov & Gimelshein 2018), key by key */
+      if (score[u] == -INFINITY && best == -INFINITY) continue;
+      const float grown = fmaxf(best, score[u]);
+      const float rescale = expf(best - grown), weight = expf(score[u] - grown);
+      total = total * rescale + weight;
+      #pragma unroll
+      for (int e = 0; e < EPL; e++) acc[e] = acc[e] * rescale + weight * vr[u][e];
+      best = grown;
+    }}
+  }}
+  if (lane == 0) {{ part_best[warp] = best; part_total[warp] = total; }}
+  #pragma unroll
+  for (int e = 0; e < EPL; e++) part_acc[warp][lane * EPL + e] = acc[e];
+  __syncthreads();
+  float top = -INFINITY;
+  #pragma unroll
+  for (int w = 0; w < WARPS; w++) top = fmaxf(top, part_best[w]);
+  for (int i = tid; i < HEAD_DIM; i += {32 * ROPE_WARPS}) {{   /* the warps' softmaxes rescaled to the block's max */
+    float value = 0.0f, sum = 0.0f;
+    #pragma unroll
+    for (int w = 0; w < WARPS; w++) {{
+      const float share = part_best[w] == -INFINITY ? 0.0f : expf(part_best[w] - top);
+      value += part_acc[w][i] * share;
+      sum += part_total[w] * share;
+    }}
+    out[(long long)bh * HEAD_DIM + i] = value / sum;
+  }}
+}}
+"""
+
+
 class CUDADecodeAttention:
   """Launches the kernel for one model shape (recorded: a JIT replay is the launch itself)."""
   def __init__(self, device: str):
@@ -221,7 +358,7 @@ class CUDARopeAttention:
     if key not in self._programs:
       backend = Device[self.device]
       binary = backend.compiler.compile_cached(render_rope_attention(d, h, kvh, length, rope_rows, interleaved, mask is not None))
-      grid = {"block": (32, 1, 1), "grid": (b * h, 1, 1)}
+      grid = {"block": (rope_attention_threads(d), 1, 1), "grid": (b * h, 1, 1)}
       self._programs[key] = backend.program(rope_attention_name(d, h, kvh, length, interleaved, mask is not None), binary, grid)
     kernel = CompiledKernel("rope_attention", self._programs[key], [], [], "", b * h * length * d * 2, False)
     buffers = [out, qkv, cos, sin, start, keys, values] + ([mask] if mask is not None else [])
@@ -242,5 +379,5 @@ def cuda_rope_attention(device: str) -> CUDARopeAttention:
   return _rope_kernels[device]
 
 
-__all__ = ["CUDADecodeAttention", "CUDARopeAttention", "attention_name", "cuda_decode_attention", "cuda_rope_attention",
-           "render_attention", "render_rope_attention", "rope_attention_name"]
+__all__ = ["CUDADecodeAttention", "CUDARopeAttention", "ROPE_WARPS", "attention_name", "cuda_decode_attention", "cuda_rope_attention",
+           "render_attention", "render_rope_attention", "render_rope_attention_wide", "rope_attention_name", "rope_attention_threads"]

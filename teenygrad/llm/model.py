@@ -126,6 +126,10 @@ def linear(x: Tensor, weight, bias: Tensor | None = None, residual: Tensor | Non
   if swiglu:
     half = x.shape[-1] // 2
     x = x[..., :half].silu() * x[..., half:]
+  if bias is None and (norm is not None or swiglu):
+    # the prologue ran as its own kernel (too big to fold, or not foldable here): the matvec may still take the rest
+    fused = fused_linear(x, weight, residual)
+    if fused is not None: return kernel_output(fused)
   if not isinstance(weight, Tensor) and residual is not None and bias is None:
     return kernel_output(weight.linear(x, residual=residual))
   out = x.linear(weight) if isinstance(weight, Tensor) else weight.linear(x)

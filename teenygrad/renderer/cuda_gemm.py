@@ -7,8 +7,10 @@ ldmatrix gathers the mma fragments. Rows are padded by 16 bytes so ldmatrix's ei
 An operand whose k axis (or i/j axis) is contiguous takes the 16-byte path, stored k-major (ldmatrix) or i/j-major
 (ldmatrix.trans); any other strides go through a scalar loader into the k-major layout.
 
-fp32 operands: a SIMT kernel (128 x 128 tile, 8 x 8 outputs per thread, operands staged through shared memory),
-exact fp32 fused multiply-adds: tf32 tensor cores would miss the fp32 error bound (relative 1e-5).
+fp32 operands: on sm_80 and later, tensor cores at fp32 accuracy (3xTF32, renderer/cuda_tf32.py: one tf32 product
+would miss the fp32 error bound, relative 1e-5, by two orders of magnitude); elsewhere, and for operands without a
+contiguous axis, a SIMT kernel (128 x 128 tile, 8 x 8 outputs per thread, operands staged through shared memory) of
+exact fp32 fused multiply-adds.
 
 Sizes and strides are compile-time constants in the rendered source (one kernel per shape, like the CPU GEMM).
 """
@@ -42,6 +44,14 @@ PAD = 8   # halves of padding per shared-memory row (16 bytes)
 GROUP_M = 8   # blocks walk GROUP_M tile rows at a time so neighbouring blocks share A and B in L2
 # below this many multiply-adds the generic loop kernel is as good (and compiles faster)
 MIN_FMAS = 1 << 15
+
+
+def render_tile_order(tiles_m: int, tiles_n: int) -> str:
+  """C lines setting tm, tn (this block's tile) from blockIdx.x in grouped order: GROUP_M tile rows walk their B
+  columns together, so neighbouring blocks share A and B while they are hot in L2."""
+  per_group = GROUP_M * tiles_n
+  return (f"  const int tile = blockIdx.x, first_m = tile / {per_group} * {GROUP_M}, group_rows = min({tiles_m} - first_m, {GROUP_M});\n"
+          f"  const int tm = first_m + (tile % {per_group}) % group_rows, tn = (tile % {per_group}) / group_rows;\n")
 
 TC_PREAMBLE = r"""
 __device__ __forceinline__ unsigned tg_smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
@@ -151,11 +161,7 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]
   const unsigned short* a_ptr = (const unsigned short*){a_name} + {a_offset};
   const unsigned short* b_ptr = (const unsigned short*){b_name} + {b_offset};
   const int bi = blockIdx.z;
-  /* grouped tile order: GROUP_M tile rows share their B columns while they are hot in L2 */
-  const int tile = blockIdx.x, group = tile / ({GROUP_M} * {tiles_n}), first_m = group * {GROUP_M};
-  const int group_rows = min({tiles_m} - first_m, {GROUP_M});
-  const int tm = first_m + (tile % ({GROUP_M} * {tiles_n})) % group_rows, tn = (tile % ({GROUP_M} * {tiles_n})) / group_rows;
-  const int a0 = tm * {BM}, b0 = tn * {BN};
+{render_tile_order(tiles_m, tiles_n)}  const int a0 = tm * {BM}, b0 = tn * {BN};
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wm = warp / {WARPS_N}, wn = warp % {WARPS_N};
   float acc[4][{NI}][4];
   #pragma unroll
@@ -223,7 +229,8 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]
 SB, SK = 128, 8
 
 
-def render_simt_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int, epilogue: str) -> tuple[str, dict]:
+def render_simt_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_offset: int, b_offset: int, epilogue: str,
+                     blocks_per_sm: int = 2) -> tuple[str, dict]:
   M, N, K, batch = spec.M, spec.N, spec.K, spec.batch
   sab, sai, sak = spec.a_strides
   sbb, sbk, sbj = spec.b_strides
@@ -235,15 +242,12 @@ def render_simt_gemm(name: str, params: str, spec, a_name: str, b_name: str, a_o
   b_map = "int r = e % 128, kk = e / 128;" if sbj == 1 and sbk != 1 else "int r = e / 8, kk = e % 8;"
   src = f"""
 /* {batch}x{M}x{N}x{K} fp32 SIMT */
-extern "C" __global__ void __launch_bounds__(256, 2) {name}({params}) {{
+extern "C" __global__ void __launch_bounds__(256, {blocks_per_sm}) {name}({params}) {{
   __shared__ __align__(16) float sA[2][{SK}][{SB}];
   __shared__ __align__(16) float sB[2][{SK}][{SB}];
   const float* a_ptr = {a_name} + {a_offset} + (long long)blockIdx.z * {sab};
   const float* b_ptr = {b_name} + {b_offset} + (long long)blockIdx.z * {sbb};
-  const int tile = blockIdx.x, group = tile / ({GROUP_M} * {tiles_n}), first_m = group * {GROUP_M};
-  const int group_rows = min({tiles_m} - first_m, {GROUP_M});
-  const int tm = first_m + (tile % ({GROUP_M} * {tiles_n})) % group_rows, tn = (tile % ({GROUP_M} * {tiles_n})) / group_rows;
-  const int m0 = tm * {SB}, n0 = tn * {SB};
+{render_tile_order(tiles_m, tiles_n)}  const int m0 = tm * {SB}, n0 = tn * {SB};
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   float acc[8][8];
   #pragma unroll
@@ -327,7 +331,16 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
     src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None
   else:
-    src, launch = render_simt_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue)
+    from teenygrad.renderer import cuda_tf32
+    layouts = cuda_tf32.tf32_layouts(spec, match.a_offset, match.b_offset)
+    arch = getattr(renderer, "arch", "")
+    config = cuda_tf32.FP32_DEFAULT
+    if config in cuda_tf32.TF32_CONFIGS and layouts is not None and arch.startswith("sm_") and int(arch[3:]) >= 80:
+      src, launch = cuda_tf32.render_tf32x3_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset,
+                                                 match.epilogue, layouts, config)
+      if launch["shared"] <= max_shared: return name, match.buffers, CUDA_PREAMBLE + src, launch
+    src, launch = render_simt_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue,
+                                   1 if config == "simt-1block" else 2)
   return name, match.buffers, CUDA_PREAMBLE + src, launch
 
 

@@ -17,6 +17,8 @@ warpgroups are past slice kt-1, whose stage the copies refill), then the copies.
 """
 from __future__ import annotations
 
+from teenygrad.renderer.cuda_gemm import render_tile_order
+
 
 BM, BK, STAGES = 128, 64, 4
 THREADS = 256
@@ -98,10 +100,7 @@ extern "C" __global__ void __launch_bounds__({THREADS}, 1) {name}({params}) {{
   const int bi = blockIdx.z;
   const unsigned short* a_ptr = (const unsigned short*){a_name} + {a_offset} + (long long)bi * {sab};
   const unsigned short* b_ptr = (const unsigned short*){b_name} + {b_offset} + (long long)bi * {sbb};
-  const int tile = blockIdx.x, group = tile / (8 * {tiles_n}), first_m = group * 8;
-  const int group_rows = min({tiles_m} - first_m, 8);
-  const int tm = first_m + (tile % (8 * {tiles_n})) % group_rows, tn = (tile % (8 * {tiles_n})) / group_rows;
-  const int m0 = tm * {BM}, n0 = tn * {BN};
+{render_tile_order(tiles_m, tiles_n)}  const int m0 = tm * {BM}, n0 = tn * {BN};
   const int wg = threadIdx.x >> 7, lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
   float d[{BN // 2}];
   #pragma unroll
