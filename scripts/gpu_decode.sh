@@ -7,7 +7,8 @@
 # The stage "llama8b" writes Llama-3-8B-bodied GGUFs (synth_gguf.py --body llama8b; Q4_0 and F16, or LLAMA8B_TYPES)
 # and runs bench/llm.py and a short profile on each: the bandwidth-bound case (ceilings in bench/results/llm_gpu_h200.txt).
 # The stage "matvec" runs bench/matvec_cuda.py (the 8B shapes' matvecs alone, GB/s against HBM; MATVEC_ARGS="--sweep"
-# tries other rows per warp and load batches).
+# tries other rows per warp and load batches, and the int8-x kernel's warps per block, rows per warp and load batches;
+# "--sweep --kinds Q4_0" fits one call with MATVEC_TIMEOUT=550).
 # Logs land in $OUT: matvec.txt, tests_quick.txt, tests.txt, profile_<tag>_<model>.txt, llm.txt, llm8b.txt, profile8b_<model>.txt.
 #   STAGES="quick profile baseline tests bench" (the default) picks what runs, in that order; all of it takes longer
 #   than one 300 s call: STAGES="quick profile baseline" and then STAGES="tests bench" fit.

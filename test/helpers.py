@@ -331,3 +331,15 @@ def reference_prologue(x: np.ndarray, prologue: str, norm: np.ndarray | None, ep
     gate, up = np.split(x, 2, axis=-1)
     return gate / (1 + np.exp(-gate)) * up
   return x
+
+
+def quantize_q8_1(v: np.ndarray) -> np.ndarray:
+  """x (m, k) float32 as CUDA's int8-x matvec (nn/quant_cuda_dp4a.py) rounds it, dequantized (float64): per 32
+  columns d = amax / 127 and values rint(v * (127 / amax)) (halves to even), in float32 as the kernel computes them."""
+  blocks = v.reshape(v.shape[0], -1, 32)
+  amax = np.abs(blocks).max(-1, keepdims=True)
+  with np.errstate(divide="ignore"):
+    inverse = np.where(amax == 0, np.float32(0), np.float32(127) / amax)
+  q = np.rint(blocks * inverse)
+  assert q.dtype == np.float32 and np.abs(q).max() <= 127
+  return (q.astype(np.float64) * (amax / np.float32(127))).reshape(v.shape)

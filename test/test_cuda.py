@@ -333,6 +333,51 @@ def test_fused_linear_matches_reference(cuda, kind, prologue, n, k):
   np.testing.assert_allclose(got, primitive, rtol=2e-3, atol=2e-3 * np.abs(xs).max() * np.sqrt(k))
 
 
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("prologue", ["", "norm", "swiglu"])
+def test_fused_linear_dp4a_matches_reference(cuda, kind, prologue):
+  """A weight of 4M elements takes the int8-x matvec (nn/quant_cuda_dp4a.py): against numpy's model of x's rounding
+  (Q8_1 per 32 columns) and float64, for 1, 13 and 64 rows of x (shared memory holds 8 rows: several groups), every
+  prologue, a residual; each row gives the same bits alone as in its batch."""
+  from helpers import quantize_q8_1
+  from teenygrad.llm.fused_linear import fused_linear
+  from teenygrad.nn import matvec_cuda
+  from teenygrad.nn.quant_cuda_dp4a import DP4A_MIN_WEIGHTS
+  n, k = 4099, 1024   # a ragged last block of weight rows
+  assert n * k >= DP4A_MIN_WEIGHTS
+  weight, want = _quant_weight(kind, n, k, seed=3)
+  rng = np.random.default_rng(4)
+  norm_np = rng.uniform(0.5, 1.5, k).astype(np.float32)
+  norm = Tensor(norm_np, device="CUDA").realize() if prologue == "norm" else None
+  width = 2 * k if prologue == "swiglu" else k
+  x = rng.standard_normal((64, width), dtype=np.float32)
+  residual = rng.standard_normal((64, n), dtype=np.float32)
+  def run(rows: int):   # -> (out, the kernels launched)
+    xt, rt = Tensor(x[:rows], device="CUDA").realize(), Tensor(residual[:rows], device="CUDA").realize()
+    return _launched(lambda: fused_linear(xt, weight, rt, norm, 1e-5, prologue == "swiglu").numpy())
+  fold_max = matvec_cuda.SWIGLU_FOLD_MAX
+  try:
+    matvec_cuda.SWIGLU_FOLD_MAX = n * k   # fused_linear folds silu(gate) * up up to there
+    run(1)   # the weight is repacked on first use: here, not in the captures below
+    outputs = {}
+    for rows in (1, 13, 64):
+      outputs[rows], names = run(rows)
+      assert len(names) == 1 and "dp4a" in names[0], names
+  finally: matvec_cuda.SWIGLU_FOLD_MAX = fold_max
+  got = outputs[64] - residual
+  read = x * norm_np if prologue == "norm" else x
+  if prologue == "swiglu": read = (reference_prologue(x, prologue, None, 0.0)).astype(np.float32)   # the GPU's expf is not numpy's
+  row_scale = 1.0 / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-5) if prologue == "norm" else 1.0
+  xq = quantize_q8_1(read) * row_scale
+  scale = np.abs(xq) @ np.abs(want.T)
+  # swiglu's silu is computed in float32 on the GPU: a value on a rounding edge may round the other way
+  assert np.max(np.abs(got - xq @ want.T) / scale) < (2e-3 if prologue == "swiglu" else 1e-5)
+  exact = reference_prologue(x, prologue, norm_np, 1e-5)
+  assert np.max(np.abs(got - exact @ want.T) / (np.abs(exact) @ np.abs(want.T))) < 1e-2
+  for rows in (1, 13):
+    np.testing.assert_array_equal(outputs[rows].view(np.uint32), outputs[64][:rows].view(np.uint32))
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
 @pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
 def test_fused_rope_attention_matches_reference(cuda, interleaved, masked):

@@ -7,13 +7,14 @@ KV-cache write + attention. test_cuda.py runs the same kernels on a GPU against 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
-from helpers import reference_prologue
+from helpers import quantize_q8_1, reference_prologue
 
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
@@ -45,6 +46,17 @@ static Index blockIdx;
 static std::barrier<>* warp_barriers[32];   /* one per warp of the block */
 static std::barrier<>* block_barrier;
 static float exchange[32][32];
+static int __float2int_rn(float v) { return (int)std::nearbyint(v); }   /* the default rounding: halves to even */
+static int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 32; i += 8) c += (signed char)(a >> i) * (signed char)(b >> i);
+  return c;
+}
+static unsigned int __byte_perm(unsigned int x, unsigned int y, unsigned int s) {   /* byte i: byte (s >> 4 i) & 7 of y:x */
+  const unsigned long long v = ((unsigned long long)y << 32) | x;
+  unsigned int r = 0;
+  for (int i = 0; i < 4; i++) r |= (unsigned int)((v >> (8 * ((s >> (4 * i)) & 7))) & 255) << (8 * i);
+  return r;
+}
 static float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
 static float __uint_as_float(unsigned int u) { float f; memcpy(&f, &u, 4); return f; }
 static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals included */
@@ -65,6 +77,15 @@ template <typename F> static float combine(float v, F f) {
   return r;
 }
 static float tg_warp_sum(float v) { return combine(v, [](float a, float b) { return a + b; }); }
+static float __shfl_xor_sync(unsigned int, float v, int mask) {
+  float* lanes = exchange[threadIdx.x >> 5];
+  std::barrier<>& warp = *warp_barriers[threadIdx.x >> 5];
+  lanes[threadIdx.x & 31] = v;
+  warp.arrive_and_wait();
+  const float r = lanes[(threadIdx.x & 31) ^ mask];
+  warp.arrive_and_wait();
+  return r;
+}
 static void __syncwarp() { warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
 static void __syncthreads() { block_barrier->arrive_and_wait(); }
 static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
@@ -101,10 +122,14 @@ extern "C" void run({", ".join(params)}) {{
   }}
 }}
 """
-  (tmp_path / "kernel.cpp").write_text(_WARP_EMULATION + src[len(CUDA_PREAMBLE):] + driver)
-  subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(tmp_path / "kernel.so"), str(tmp_path / "kernel.cpp")],
-                 check=True, capture_output=True)
-  lib = ctypes.CDLL(str(tmp_path / "kernel.so"))
+  code = _WARP_EMULATION + src[len(CUDA_PREAMBLE):] + driver
+  # a library per source: the loader keeps a loaded one by path, and rewriting it under a live mapping crashes
+  stem = tmp_path / f"kernel_{hashlib.sha256(code.encode()).hexdigest()[:16]}"
+  if not stem.with_suffix(".so").exists():
+    stem.with_suffix(".cpp").write_text(code)
+    subprocess.run(["g++", "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-o", str(stem.with_suffix(".so")), str(stem.with_suffix(".cpp"))],
+                   check=True, capture_output=True)
+  lib = ctypes.CDLL(str(stem.with_suffix(".so")))
   lib.run(*[a.ctypes.data_as(ctypes.c_void_p) if isinstance(a, np.ndarray) else ctypes.c_longlong(a) for a in args])
 
 
@@ -254,3 +279,70 @@ def test_repack_in_tensor_ops_equals_numpy(ggml_type):
   np.testing.assert_array_equal(packed.numpy(), repack(ggml_type, blocks, n, k))
   from test_cuda_compile import render_cuda   # and its kernels, as CUDA renders them, compile
   for name, src, _ in render_cuda(repack_tensor(ggml_type, Tensor(blocks), n, k).contiguous()): _nvrtc_compiles(src)
+
+
+def _libm_silu_product(x: np.ndarray) -> np.ndarray:
+  """silu(gate) * up in float32 with the C library's expf, as the emulated kernel computes it."""
+  expf = ctypes.CDLL("libm.so.6").expf
+  expf.restype, expf.argtypes = ctypes.c_float, [ctypes.c_float]
+  gate, up = np.split(x, 2, axis=-1)
+  e = np.vectorize(lambda v: expf(-v), otypes=[np.float32])(gate)
+  return gate / (np.float32(1) + e) * up
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("prologue,m,k,rows,warps,ahead,chunk", [("", 1, 2048, 4, 4, 2, 4), ("norm", 10, 3072, 2, 2, 1, 2),
+                                                                   ("swiglu", 3, 4096, 1, 4, 1, 2)])
+def test_dp4a_matvec_on_the_cpu(ggml_type, prologue, m, k, rows, warps, ahead, chunk, tmp_path, monkeypatch):
+  """The int8-x matvec (nn/quant_cuda_dp4a.py) on the packed layout against numpy's model of x's rounding
+  (test/helpers.quantize_q8_1) times gguf-py's dequantize of the weight, in float64: 1, 3 and 10 rows of x (two
+  groups), 13 rows of W (a ragged last warp) at 4, 2 and 1 rows per warp, 4 and 2 warps per block, rows of 2, 3 and
+  4 steps in one chunk of x or two (the last one short), load batches of 1 and 2 steps (the last one short), every
+  prologue, a block of x all zeros; and the last row of x computed alone gives the same bits as in its batch."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.nn import quant_cuda_dp4a
+  from teenygrad.nn.quant_cuda_dp4a import dp4a_grid, dp4a_name, render_dp4a_matvec
+  from teenygrad.nn.quant_cuda_packed import repack
+  monkeypatch.setattr(quant_cuda_dp4a, "ROWS_PER_WARP", rows)
+  monkeypatch.setattr(quant_cuda_dp4a, "WARPS", warps)
+  monkeypatch.setattr(quant_cuda_dp4a, "LOADS_AHEAD", ahead)
+  monkeypatch.setattr(quant_cuda_dp4a, "CHUNK_STEPS", chunk)
+  rng = np.random.default_rng(5)
+  n, eps = 13, 1e-5
+  blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  packed = repack(ggml_type, blocks, n, k)
+  x, norm, residual = _inputs(rng, m, k, n, prologue)
+  x[0, :32] = 0.0   # a block of zeros: scale 0, values 0
+  def run(rows_of_x: slice) -> np.ndarray:
+    xs, rs = np.ascontiguousarray(x[rows_of_x]), np.ascontiguousarray(residual[rows_of_x])
+    out = np.full((xs.shape[0], n), np.nan, np.float32)
+    src = render_dp4a_matvec(ggml_type, k, xs.shape[0], n, prologue, residual=True, eps=eps)
+    args = [out, xs, packed] + ([norm] if prologue == "norm" else []) + [rs]
+    emulate(tmp_path, src, dp4a_name(ggml_type, k, xs.shape[0], n, prologue, True), args, dp4a_grid(xs.shape[0], n, k), 32 * warps)
+    return out, src
+  out, src = run(slice(None))
+  # what the kernel quantizes: x through the prologue's float32 arithmetic, RMSNorm's row scale applied after the sum
+  read = x * norm if prologue == "norm" else _libm_silu_product(x) if prologue == "swiglu" else x
+  row_scale = 1.0 / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) if prologue == "norm" else 1.0
+  xq = quantize_q8_1(read) * row_scale
+  scale = np.abs(xq) @ np.abs(weight64.T) + 1e-30
+  assert np.max(np.abs(out - residual - xq @ weight64.T) / scale) < 1e-5
+  exact = reference_prologue(x, prologue, norm, eps)   # and x's rounding is all that moves it from the float result
+  assert np.max(np.abs(out - residual - exact @ weight64.T) / (np.abs(exact) @ np.abs(weight64.T))) < 1e-2
+  alone, _ = run(slice(m - 1, m))
+  np.testing.assert_array_equal(alone.view(np.uint32), out[m - 1:].view(np.uint32))
+  _nvrtc_compiles(src)
+
+
+def test_int8_x_only_for_large_weights():
+  """The packed matvec rounds x to int8 from DP4A_MIN_WEIGHTS weights (an 8B model's projections), not below (a
+  small model's launch-bound ones) nor with the dp4a part of TEENYGRAD_DECODE_FUSION off (int8_x=False); and the
+  profile tells the two apart."""
+  from teenygrad.nn.quant_cuda_dp4a import DP4A_MIN_WEIGHTS
+  from teenygrad.nn.quant_cuda_packed import _render_for
+  for n, k, int8_x, dp4a in [(4096, 4096, True, True), (4096, 14336, True, True), (DP4A_MIN_WEIGHTS // 1024 - 1, 1024, True, False),
+                             (4096, 4096, False, False)]:
+    name, src, launch, label = _render_for("Q4_0", k, 1, n, "", False, 0.0, int8_x)
+    assert ("dp4a" in name) == ("__dp4a" in src) == ("dp4a" in label) == dp4a, (n, k, int8_x)
+    assert launch["grid"][0] * launch["block"][0] // 32 >= n // 4   # every weight row has a warp

@@ -63,13 +63,13 @@ def _packed(weight: QuantizedTensor) -> Tensor:
 
 def _cuda_matvec(device: str, weight) -> tuple[Callable, Tensor] | None:
   """CUDA's launcher for a weight and the buffer it reads: Q4_0/Q4_1/Q8_0 rows of a multiple of 1024 repacked
-  (nn/quant_cuda_packed.py), other quantized weights in GGUF blocks (nn/quant_cuda.py), float16/bfloat16 rows of a
-  multiple of 8 as they are (nn/matvec_cuda.py)."""
+  (nn/quant_cuda_packed.py; from 4M weights x rounded to int8, nn/quant_cuda_dp4a.py), other quantized weights in
+  GGUF blocks (nn/quant_cuda.py), float16/bfloat16 rows of a multiple of 8 as they are (nn/matvec_cuda.py)."""
   if isinstance(weight, QuantizedTensor):
     from teenygrad.nn.quant_cuda import cuda_kernels
     from teenygrad.nn.quant_cuda_packed import cuda_packed_matvec, packable
     if packable(weight.ggml_type, weight.shape[1]) and fusion_enabled("repack"):
-      return cuda_packed_matvec(device, weight.ggml_type), _packed(weight)
+      return cuda_packed_matvec(device, weight.ggml_type, int8_x=fusion_enabled("dp4a")), _packed(weight)
     kernels = cuda_kernels(device, weight.ggml_type)
     return (kernels.linear, _own_buffer(weight.raw)) if kernels is not None else None
   from teenygrad.nn.matvec_cuda import FLOAT_DTYPES, cuda_float_matvec

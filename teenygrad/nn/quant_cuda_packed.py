@@ -15,7 +15,8 @@ read 0.93 TB/s of the H200's 4.27. Repacked once, on the device, for rows of a m
 
 One buffer holds [quants | scales | mins], permuted on the device (repack_tensor; repack is its numpy reference). A
 warp computes rows_per_warp(m, n) rows, so each x load serves them all; the prologues (RMSNorm, silu(gate) * up) and the
-residual are nn/matvec_cuda.py's. The weight is kept in GGUF blocks as well (prefill's dequantize, the embedding
+residual are nn/matvec_cuda.py's. From 4M weights the matvec is nn/quant_cuda_dp4a.py's, on this layout with x
+rounded to int8 (`int8_x`). The weight is kept in GGUF blocks as well (prefill's dequantize, the embedding
 gather and other backends read those): a second copy in device memory.
 """
 from __future__ import annotations
@@ -101,6 +102,11 @@ def packed_groups(m: int) -> int: return -(-m // GROUP_ROWS)
 def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m, n))) * packed_groups(m)
 
 
+# word i of a uint4, and half t of the 8 it holds
+UINT4_PARTS = """__device__ __forceinline__ unsigned int tg_word(uint4 v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+__device__ __forceinline__ float tg_half(uint4 v, int t) { return tg_h2f((unsigned short)(tg_word(v, t / 2) >> (16 * (t & 1)))); }
+"""
+
 # per type: the loads of one (row, step) and the product of lane's 4 weights of round t (bits of `word`) with x4
 _LOADS = {
   "Q4": """        q[u][r][0] = quants[rs * 32 + lane];
@@ -125,23 +131,56 @@ _TERMS = {
 }
 
 
+def render_weight_pointers(ggml_type: str, n: int, k: int) -> str:
+  """C++ naming the parts of the packed buffer w: quants, scales and (Q4_1) min_halves, as uint4s."""
+  q_bytes, s_bytes = _quant_bytes(ggml_type, n, k), n * k // 16
+  mins = f"  const uint4* __restrict__ min_halves = (const uint4*)(w + {q_bytes + s_bytes}LL);\n" if ggml_type == "Q4_1" else ""
+  return f"""  const uint4* __restrict__ quants = (const uint4*)w;
+  const uint4* __restrict__ scales = (const uint4*)(w + {q_bytes}LL);
+{mins}"""
+
+
+def with_suffix(code: str, suffix: str) -> str:
+  """C++ reading the weight arrays q, d, mn renamed q<suffix>, d<suffix>, mn<suffix> (a second set of registers)."""
+  return code.replace("q[u]", f"q{suffix}[u]").replace("d[u]", f"d{suffix}[u]").replace("mn[u]", f"mn{suffix}[u]")
+
+
+def declare_weight_arrays(ggml_type: str, ahead: int, suffix: str = "") -> str:
+  slot = f"[{ahead}][ROWS_PER_WARP]"
+  return f"""    uint4 q{suffix}{slot}[{2 if ggml_type == "Q8_0" else 1}], d{suffix}{slot}{f", mn{suffix}" + slot if ggml_type == "Q4_1" else ""};
+"""
+
+
+def render_weight_loads(ggml_type: str, ahead: int, suffix: str = "", first: str = "first", declare: bool = True) -> str:
+  """C++ of one batch of weight loads: the quants q[u][r], scales d[u][r] (and mins mn[u][r]) of steps first + u
+  (u < ahead) of rows row0 + r (r < ROWS_PER_WARP), each a 16-byte load; `suffix` names another set of arrays,
+  declared here unless `declare` is off."""
+  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
+  mins = ggml_type == "Q4_1"
+  loads = with_suffix(_LOADS[wide] + ("\n        mn[u][r] = min_halves[rs * 4 + lane / 8];" if mins else ""), suffix)
+  declaration = declare_weight_arrays(ggml_type, ahead, suffix) if declare else ""
+  return declaration + f"""    /* the loads of {ahead} steps before their products; a ragged last warp reads its last row again and a short last
+       batch the last step again rather than branch (the products and the store below skip both) */
+    #pragma unroll
+    for (int u = 0; u < {ahead}; u++)
+      #pragma unroll
+      for (int r = 0; r < ROWS_PER_WARP; r++) {{
+        const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min({first} + u, STEPS - 1);
+{loads}
+      }}
+"""
+
+
 def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
   """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout."""
   assert packable(ggml_type, k)
   steps, groups = k // STEP, packed_groups(m)
-  wide = "Q8" if ggml_type == "Q8_0" else "Q4"
-  q_bytes, s_bytes = _quant_bytes(ggml_type, n, k), n * k // 16
-  mins = ggml_type == "Q4_1"
   ahead = min(steps, LOADS_AHEAD)
-  slot = f"[{ahead}][ROWS_PER_WARP]"
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {rows_per_warp(m, n)}
 #define STEPS {steps}
-__device__ __forceinline__ unsigned int tg_word(uint4 v, int i) {{ return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }}
-/* half t of 8 packed in a uint4 */
-__device__ __forceinline__ float tg_half(uint4 v, int t) {{ return tg_h2f((unsigned short)(tg_word(v, t / 2) >> (16 * (t & 1)))); }}
-extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
+{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
 {no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
@@ -149,10 +188,7 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_typ
   const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
   if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
   x += (long long)m0 * X_STRIDE;
-  const uint4* __restrict__ quants = (const uint4*)w;
-  const uint4* __restrict__ scales = (const uint4*)(w + {q_bytes}LL);
-{"  const uint4* __restrict__ min_halves = (const uint4*)(w + " + str(q_bytes + s_bytes) + "LL);" if mins else ""}
-  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;
@@ -161,17 +197,7 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_typ
   }}
   #pragma unroll 1
   for (int first = 0; first < STEPS; first += {ahead}) {{
-    uint4 q{slot}[{2 if wide == "Q8" else 1}], d{slot}{", mn" + slot if mins else ""};
-    /* the loads of {ahead} steps before their products; a ragged last warp reads its last row again and a short last
-       batch the last step again rather than branch (the products and the store below skip both) */
-    #pragma unroll
-    for (int u = 0; u < {ahead}; u++)
-      #pragma unroll
-      for (int r = 0; r < ROWS_PER_WARP; r++) {{
-        const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min(first + u, STEPS - 1);
-{_LOADS[wide]}{chr(10) + "        mn[u][r] = min_halves[rs * 4 + lane / 8];" if mins else ""}
-      }}
-    #pragma unroll
+{render_weight_loads(ggml_type, ahead)}    #pragma unroll
     for (int u = 0; u < {ahead}; u++) {{
       const int step = first + u;
 {"      if (step >= STEPS) break;" + chr(10) if steps % ahead else ""}      #pragma unroll
@@ -192,11 +218,27 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_typ
 """
 
 
+def _render_for(ggml_type: str, k: int, m: int, n: int, prologue: str, residual: bool, eps: float,
+                int8_x: bool) -> tuple[str, str, dict, str]:
+  """(name, CUDA C, launch dims, the profile's name) of the matvec a shape runs: with int8_x, x rounded to int8 and
+  dp4a where the weight is large enough to be bandwidth-bound (nn/quant_cuda_dp4a.py), float x otherwise. Every row
+  count of x gets the same kind, so a row's result does not depend on its batch."""
+  from teenygrad.nn import quant_cuda_dp4a as dp4a   # it renders with this module's pieces: imported on use
+  if int8_x and dp4a.uses_dp4a(n, k):
+    src = dp4a.render_dp4a_matvec(ggml_type, k, m, n, prologue, residual, eps)
+    return (dp4a.dp4a_name(ggml_type, k, m, n, prologue, residual), src,
+            {"block": (32 * dp4a.WARPS, 1, 1), "grid": (dp4a.dp4a_grid(m, n, k), 1, 1)}, f"qmatvec_packed_dp4a_{ggml_type.lower()}")
+  src = render_packed_matvec(ggml_type, k, m, n, prologue, residual, eps)
+  return (packed_name(ggml_type, k, m, n, prologue, residual), src, {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)},
+          f"qmatvec_packed_{ggml_type.lower()}")
+
+
 class CUDAPackedMatvec:
-  """The packed matvecs of one GGML type on one CUDA device, compiled per shape; each call one recorded launch."""
-  def __init__(self, device: str, ggml_type: str):
-    self.device, self.ggml_type = device, ggml_type
-    self._programs: dict[tuple, object] = {}
+  """The packed matvecs of one GGML type on one CUDA device, compiled per shape; each call one recorded launch.
+  int8_x: the large shapes round x to int8 (nn/quant_cuda_dp4a.py)."""
+  def __init__(self, device: str, ggml_type: str, int8_x: bool = True):
+    self.device, self.ggml_type, self.int8_x = device, ggml_type, int8_x
+    self._programs: dict[tuple, tuple[object, str]] = {}   # shape and options -> (program, the profile's name for it)
 
   def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
                norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
@@ -205,21 +247,20 @@ class CUDAPackedMatvec:
     key = (k, m, n, prologue, residual is not None, eps)
     if key not in self._programs:
       backend = Device[self.device]
-      src = render_packed_matvec(self.ggml_type, k, m, n, prologue, residual is not None, eps)
-      grid = {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)}
-      name = packed_name(self.ggml_type, k, m, n, prologue, residual is not None)
-      self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid)
-    kernel = CompiledKernel(f"qmatvec_packed_{self.ggml_type.lower()}", self._programs[key], [], [], "", m * n * k, False)
+      name, src, grid, label = _render_for(self.ggml_type, k, m, n, prologue, residual is not None, eps, self.int8_x)
+      self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid), label
+    program, label = self._programs[key]
+    kernel = CompiledKernel(label, program, [], [], "", m * n * k, False)
     buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
     launch(ExecItem(kernel, buffers, (), self.device))
 
 
-_packed: dict[tuple[str, str], CUDAPackedMatvec] = {}
+_packed: dict[tuple[str, str, bool], CUDAPackedMatvec] = {}
 
 
-def cuda_packed_matvec(device: str, ggml_type: str) -> CUDAPackedMatvec:
-  key = (device, ggml_type)
-  if key not in _packed: _packed[key] = CUDAPackedMatvec(device, ggml_type)
+def cuda_packed_matvec(device: str, ggml_type: str, int8_x: bool = True) -> CUDAPackedMatvec:
+  key = (device, ggml_type, int8_x)
+  if key not in _packed: _packed[key] = CUDAPackedMatvec(device, ggml_type, int8_x)
   return _packed[key]
 
 
