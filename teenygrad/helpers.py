@@ -29,8 +29,9 @@ class Config:
   # before them), or the parts to keep, comma-separated: linear (fused_linear at all; norm, swiglu and float need it),
   # norm, swiglu, float (the float16/bfloat16 matvec), repack (Q4_0/Q4_1/Q8_0 in CUDA's layout), rope (RoPE + KV-cache write)
   decode_fusion: str = field(default_factory=lambda: os.environ.get("TEENYGRAD_DECODE_FUSION", "all"))
-  # CUDA graphs on sm_90 chain their kernels by programmatic dependent launch (device/cuda.py's CUDAGraph): 0 turns it off
-  grid_dependency: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_PDL", 1)))
+  # 1: CUDA graphs on sm_90 chain their kernels by programmatic dependent launch (device/cuda.py's CUDAGraph). Off by
+  # default: on an H200 it made SmolLM2's replayed decode step slower (975 against 849 us, bench/results/llm_gpu_h200.txt)
+  grid_dependency: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_PDL", 0)))
   # below this many output elements times work per element, a CPU kernel stays single-threaded
   parallel_threshold: int = 1 << 15
 
