@@ -1,9 +1,12 @@
 """Where the serving engine's time goes, without HTTP: N greedy sequences run through teenygrad.serve.engine.Engine
 directly, with the scheduler's turns split into prefill steps, decode steps (the JIT replay and the read-back of
 what sampling needs) and the host work around them (filling the step's inputs, sampling, detokenizing, emitting);
-then every kernel of one decode step at each batch size, timed one by one.
+then every kernel of one decode step at each batch size, timed one by one. With --http, the same streams go through
+the HTTP server instead (uvicorn in this process, bench/serve.py's openai client in another), and what is printed is
+the CPU time per generated token of the event loop's thread (request handling, the event path, SSE writes) and of the
+scheduler thread: on an accelerator the two share one GIL, so the first is taken from the second's steps.
 
-  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12]
+  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12] [--http]
 
 A decode step's host work is what keeps a batched step from costing what one row's does: it is paid once per step
 (filling inputs) or once per row (sampling, text, events).
@@ -19,7 +22,7 @@ from collections import defaultdict
 
 import numpy as np
 
-sys.path.append(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 class _Timer:
@@ -51,13 +54,59 @@ def run_streams(engine, tokenizer, template, count: int, max_tokens: int) -> tup
   return time.perf_counter() - start, engine.steps - steps_before, tokens[0]
 
 
+_CLIENT = """
+import asyncio, sys
+sys.path.insert(0, {bench!r})
+import serve
+prompts = [f"Write one sentence about the number {{i}}." for i in range({count})]
+results, wall = asyncio.run(serve.run_level({base!r}, "model", prompts, {max_tokens}))
+print(sum(r[2] for r in results), wall)
+"""
+
+
+def http_profile(args) -> None:
+  """CPU seconds per token of the server's two threads, for each stream count, through HTTP (see the docstring)."""
+  import subprocess
+  import uvicorn
+  from bench.serve import free_port
+  from teenygrad.serve import cli
+  parser = argparse.ArgumentParser()
+  cli.add_subparser(parser.add_subparsers())
+  serve_args = parser.parse_args(["serve", "--model-name", "model", "--max-batch", str(max(args.streams)), "--max-context", "1024"]
+                                 + (["--model", args.model] if args.model else []))
+  engine, app, _ = cli.build(serve_args)
+  port = free_port()
+  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+  loop_clock = time.pthread_getcpuclockid(threading.main_thread().ident)
+  def client(count: int, max_tokens: int) -> tuple[int, float]:
+    code = _CLIENT.format(bench=os.path.dirname(os.path.abspath(__file__)), count=count, base=f"http://127.0.0.1:{port}/v1", max_tokens=max_tokens)
+    tokens, wall = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    return int(tokens), float(wall)
+  def drive():
+    try:
+      while not server.started: time.sleep(0.1)
+      scheduler_clock = time.pthread_getcpuclockid(engine._thread.ident)
+      client(1, 4)   # a first request: nothing to compile on the measured ones
+      for count in args.streams:
+        loop0, scheduler0, steps0 = time.clock_gettime(loop_clock), time.clock_gettime(scheduler_clock), engine.steps
+        tokens, wall = client(count, args.max_tokens)
+        loop_s, scheduler_s = time.clock_gettime(loop_clock) - loop0, time.clock_gettime(scheduler_clock) - scheduler0
+        print(f"{count:3d} streams over HTTP: {tokens / wall:8.1f} tok/s aggregate, {engine.steps - steps0} decode steps; CPU per token: "
+              f"event loop {loop_s / tokens * 1e6:6.0f} us, scheduler thread {scheduler_s / tokens * 1e6:6.0f} us", flush=True)
+    finally: server.should_exit = True
+  threading.Thread(target=drive, daemon=True).start()
+  server.run()
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--model", default=None)
   parser.add_argument("--streams", type=int, nargs="+", default=[1, 32])
   parser.add_argument("--max-tokens", type=int, default=32)
   parser.add_argument("--top", type=int, default=12)
+  parser.add_argument("--http", action="store_true", help="through the HTTP server: CPU time per token of its two threads")
   args = parser.parse_args()
+  if args.http: return http_profile(args)
   from teenygrad.engine.realize import timed_launches
   from teenygrad.llm.chat import ChatTemplate
   from teenygrad.llm.load import load_model

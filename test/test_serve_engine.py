@@ -169,6 +169,7 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
   try:
     assert run_engine(engine, prompts, 6) == expected
     assert engine.kv_usage == 0                                      # every block went back
+    assert {T for _, T in engine.step._jitted} == {1, 8, 16}         # short prompts and last chunks ran as narrower steps
     # the same prompts again: their full blocks come from the prefix cache, the answers do not change
     hits = engine.step.blocks.prefix_hits
     assert run_engine(engine, prompts, 6) == expected

@@ -11,7 +11,6 @@ import json
 import os
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -23,32 +22,11 @@ from teenygrad.llm.sampling import SamplingParams
 from teenygrad.serve.engine import DoneEvent, Engine, ErrorEvent, QueueFull, Sequence, TokenEvent
 from teenygrad.serve.metrics import Metrics
 from teenygrad.serve.protocol import APIError, GenerationRequest, invalid, parse_request
+from teenygrad.serve.stream import ChunkFormat, EventPump, Mailbox
 
 MAX_BODY = 4 << 20          # bytes: larger bodies are refused before they are read whole
 DEFAULT_MAX_TOKENS = 1024   # when the request names none (bounded by the context left)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-
-
-class _EventPump:
-  """Carries the scheduler thread's events to the event loop with one wakeup per batch of events, not one per event:
-  a decode step of 32 rows emits 32 tokens at once, and every `call_soon_threadsafe` is a write to the loop's
-  self-pipe and a separate turn of the loop, taken under the GIL the scheduler thread needs for its next step."""
-  def __init__(self, loop: asyncio.AbstractEventLoop):
-    self.loop = loop
-    self.pending: deque = deque()   # (queue, item); deque appends and pops are atomic
-    self.scheduled = False
-
-  def push(self, queue: asyncio.Queue, item) -> None:   # any thread
-    self.pending.append((queue, item))
-    if not self.scheduled:
-      self.scheduled = True
-      self.loop.call_soon_threadsafe(self._drain)
-
-  def _drain(self) -> None:   # the loop's thread
-    self.scheduled = False    # first: an event pushed from now on schedules another drain, so none is left behind
-    while self.pending:
-      queue, item = self.pending.popleft()
-      queue.put_nowait(item)
 
 
 @dataclass
@@ -59,11 +37,11 @@ class ServerState:
   api_key: str | None
   metrics: Metrics
   created: int
-  pump: _EventPump | None = None
+  pump: EventPump | None = None
 
-  def event_pump(self) -> _EventPump:
+  def event_pump(self) -> EventPump:
     loop = asyncio.get_running_loop()
-    if self.pump is None or self.pump.loop is not loop: self.pump = _EventPump(loop)
+    if self.pump is None or self.pump.loop is not loop: self.pump = EventPump(loop)
     return self.pump
 
 
@@ -193,11 +171,13 @@ def _encode_prompts(state: ServerState, req: GenerationRequest) -> list[list[int
 
 class _Run:
   """The sequences of one request and the events they send back."""
-  def __init__(self, state: ServerState, req: GenerationRequest, prompts: list[list[int]], pump: _EventPump):
+  def __init__(self, state: ServerState, req: GenerationRequest, prompts: list[list[int]], pump: EventPump):
     self.state, self.req, self.prompts, self.pump = state, req, prompts, pump
     self.id = ("chatcmpl-" if req.chat else "cmpl-") + uuid.uuid4().hex
     self.created = int(time.time())
-    self.queue: asyncio.Queue = asyncio.Queue()
+    self.mailbox = Mailbox()
+    self.format = ChunkFormat(self.id, "chat.completion.chunk" if req.chat else "text_completion", self.created, state.model_name,
+                              req.include_usage)
     self.sequences: list[Sequence] = []
 
   def submit(self) -> None:
@@ -208,10 +188,10 @@ class _Run:
         index = p_index * req.n + j
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, frequency_penalty=req.frequency_penalty,
                                 presence_penalty=req.presence_penalty, seed=req.seed, max_tokens=max_tokens, stop=req.stop)
-        emit = (lambda event, index=index: self.pump.push(self.queue, (index, event)))
+        emit = (lambda event, index=index: self.pump.push(self.mailbox, (index, event)))
         seq = Sequence(prompt, params, emit, top_logprobs=req.top_logprobs if req.logprobs else None, seed_offset=j)
         self.sequences.append(seq)
-        if max_tokens == 0: self.queue.put_nowait((index, DoneEvent("length", ""))); seq.finished = True; continue
+        if max_tokens == 0: self.mailbox.put((index, DoneEvent("length", ""))); seq.finished = True; continue
         try: engine.submit(seq)
         except QueueFull as e:
           self.cancel()
@@ -224,17 +204,21 @@ class _Run:
     for seq in self.sequences:
       if not seq.finished: self.state.engine.cancel(seq)
 
-  async def events(self, request):
-    """(index, event) pairs until every sequence is done; stops early if the client disconnects."""
+  async def batches(self, request):
+    """Lists of (index, event) pairs, each what arrived since the last, until every sequence is done; stops early
+    if the client disconnects (checked each second without an event)."""
     remaining = len(self.sequences)
     while remaining:
-      try: index, event = await asyncio.wait_for(self.queue.get(), timeout=1.0)
-      except TimeoutError:
+      items = await self.mailbox.take(timeout=1.0)
+      if not items:
         if await request.is_disconnected(): return
         continue
-      if isinstance(event, ErrorEvent): raise APIError(500, event.message, type="server_error")
-      if isinstance(event, DoneEvent): remaining -= 1
-      yield index, event
+      for at, (_, event) in enumerate(items):
+        if isinstance(event, ErrorEvent):
+          if at: yield items[:at]
+          raise APIError(500, event.message, type="server_error")
+        if isinstance(event, DoneEvent): remaining -= 1
+      yield items
 
   def _token_text(self, token_id: int) -> str: return self.state.engine.tokenizer.decode([token_id])
 
@@ -252,12 +236,13 @@ class _Run:
     count = len(self.sequences)
     texts, reasons, tokens = [""] * count, [None] * count, [0] * count
     logprobs: list[list[TokenEvent]] = [[] for _ in range(count)]
-    async for index, event in self.events(request):
-      if isinstance(event, TokenEvent):
-        texts[index] += event.text; tokens[index] += 1
-        if self.req.logprobs: logprobs[index].append(event)
-      else:
-        texts[index] += event.text; reasons[index] = event.finish_reason
+    async for batch in self.batches(request):
+      for index, event in batch:
+        texts[index] += event.text
+        if isinstance(event, TokenEvent):
+          tokens[index] += 1
+          if self.req.logprobs: logprobs[index].append(event)
+        else: reasons[index] = event.finish_reason
     choices = []
     for i in range(count):
       if self.req.chat:
@@ -278,36 +263,33 @@ class _Run:
     tops = [{self._token_text(t): lp for t, lp in (e.top_logprobs or [])} for e in events] if self.req.top_logprobs else None
     return {"tokens": tokens, "token_logprobs": [e.logprob for e in events], "top_logprobs": tops, "text_offset": offsets}
 
-  def _chunk(self, choices: list[dict], usage: dict | None = None) -> str:
-    body = {"id": self.id, "object": "chat.completion.chunk" if self.req.chat else "text_completion", "created": self.created,
-            "model": self.state.model_name, "choices": choices}
-    if self.req.include_usage: body["usage"] = usage
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+  def _sse_event(self, index: int, event, offsets: list[int]) -> str:
+    """The SSE event of one engine event ("" for a token with no text yet and nothing else to say)."""
+    form, chat = self.format, self.req.chat
+    if isinstance(event, TokenEvent):
+      if not self.req.logprobs: return form.token(index, event.text) if event.text else ""
+      if chat: return form.chunk([{"index": index, "delta": {"content": event.text}, "logprobs": {"content": [self._chat_logprob(event)]},
+                                   "finish_reason": None}])
+      lp = self._completion_logprobs([event], offsets[index])
+      offsets[index] += len(event.text)
+      return form.chunk([{"index": index, "text": event.text, "logprobs": lp, "finish_reason": None}])
+    if chat:
+      delta = {"content": event.text} if event.text else {}
+      return form.chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": event.finish_reason}])
+    return form.chunk([{"index": index, "text": event.text, "logprobs": None, "finish_reason": event.finish_reason}])
 
   async def sse(self, request):
+    """The stream's events; what arrived together is written together (each event still a chunk of its own)."""
     generated, offsets = 0, [0] * len(self.sequences)
     try:
       if self.req.chat:
-        for i in range(len(self.sequences)):
-          yield self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
-      async for index, event in self.events(request):
-        if isinstance(event, TokenEvent):
-          generated += 1
-          if not event.text and not self.req.logprobs: continue
-          if self.req.chat:
-            lp = {"content": [self._chat_logprob(event)]} if self.req.logprobs else None
-            yield self._chunk([{"index": index, "delta": {"content": event.text}, "logprobs": lp, "finish_reason": None}])
-          else:
-            lp = self._completion_logprobs([event], offsets[index]) if self.req.logprobs else None
-            offsets[index] += len(event.text)
-            yield self._chunk([{"index": index, "text": event.text, "logprobs": lp, "finish_reason": None}])
-        else:
-          if self.req.chat:
-            delta = {"content": event.text} if event.text else {}
-            yield self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": event.finish_reason}])
-          else: yield self._chunk([{"index": index, "text": event.text, "logprobs": None, "finish_reason": event.finish_reason}])
-      if self.req.include_usage: yield self._chunk([], self._usage(generated))
-      yield "data: [DONE]\n\n"
+        yield "".join(self.format.chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+                      for i in range(len(self.sequences)))
+      async for batch in self.batches(request):
+        generated += sum(isinstance(event, TokenEvent) for _, event in batch)
+        text = "".join([self._sse_event(index, event, offsets) for index, event in batch])
+        if text: yield text
+      yield (self.format.chunk([], self._usage(generated)) if self.req.include_usage else "") + "data: [DONE]\n\n"
     except APIError as e:
       yield f"data: {json.dumps(e.body())}\n\n"
     finally:

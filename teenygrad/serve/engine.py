@@ -22,6 +22,9 @@ from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
 from teenygrad.serve.paged import PagedStep, StepResult
 
 
+SHORT_PREFILL = 8   # tokens: the narrower prefill step's width
+
+
 class QueueFull(RuntimeError):
   """More sequences are waiting than --max-queue allows."""
 
@@ -103,6 +106,9 @@ class Engine:
     # decode batches are padded up to a power of two (each a JIT capture of its own): a padded row costs a CPU as much as
     # a real one, so padding stays under 2x (32 streams run as 32, not 64) for a few more captures at warmup
     self.buckets = sorted({min(2 ** i, max_batch) for i in range(max_batch.bit_length() + 1)})
+    # a prefill step costs about its padded tokens' compute (on a CPU 8 tokens ~0.4x of 32), so a short last chunk (the
+    # rest of a prompt after a shared prefix) runs as a narrower step instead of padded to prefill_chunk
+    self.prefill_widths = sorted({min(SHORT_PREFILL, prefill_chunk), prefill_chunk})
     self.waiting: deque[Sequence] = deque()
     self.running: list[Sequence] = []
     self.stop_ids = set(tokenizer.stop_ids)
@@ -147,7 +153,8 @@ class Engine:
 
   def warmup(self) -> None:
     """Capture the prefill step and every decode batch size now, so that the first requests do not wait on it."""
-    for B, T in [(1, self.prefill_chunk), (self.prefill_rows, self.prefill_chunk)] + [(b, 1) for b in self.buckets]:
+    prefills = [(B, T) for B in sorted({1, self.prefill_rows}) for T in self.prefill_widths]
+    for B, T in prefills + [(b, 1) for b in self.buckets]:
       for _ in range(3): self.step.run(self.step.empty_inputs(B, T)).greedy()   # read: the step has finished
 
   @property
@@ -212,8 +219,8 @@ class Engine:
   def _prefill_chunk(self, seqs: list[Sequence]) -> None:
     """One chunk of prompt for each of seqs, as one batch."""
     B = 1 if len(seqs) == 1 else self.prefill_rows
-    inputs = self.step.empty_inputs(B, self.prefill_chunk)
     chunks = [seq.prompt[seq.computed:seq.computed + self.prefill_chunk] for seq in seqs]
+    inputs = self.step.empty_inputs(B, next(T for T in self.prefill_widths if T >= max(len(c) for c in chunks)))
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)): self.step.fill_row(inputs, row, chunk, seq.computed, seq.blocks)
     result = self.step.run(inputs)
     bs = self.step.block_size
