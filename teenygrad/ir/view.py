@@ -8,7 +8,7 @@ and the index then goes through both. Sizes may be symbolic (`sint`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from teenygrad.helpers import prod
 from teenygrad.ir.symbolic import Node, Variable, less_than, logical_and, logical_not, sint, sym_prod, vmax, vmin
@@ -200,7 +200,10 @@ class ShapeTracker:
 
   @staticmethod
   def from_shape(shape: tuple[sint, ...]) -> ShapeTracker:
-    return ShapeTracker((View.create(shape),))
+    shape = tuple(shape)
+    if not _ints(shape): return ShapeTracker((View.create(shape),))
+    # one tracker per integer shape: every fresh tensor's movements then hit the same kept results (_derived)
+    return _contiguous_tracker(shape)
 
   @property
   def shape(self) -> tuple[sint, ...]: return self.views[-1].shape
@@ -290,3 +293,7 @@ class ShapeTracker:
 
 
 def numel(shape) -> sint: return sym_prod(shape) if any(isinstance(s, Node) for s in shape) else prod(shape)
+
+
+@lru_cache(maxsize=4096)
+def _contiguous_tracker(shape: tuple[int, ...]) -> ShapeTracker: return ShapeTracker((View.create(shape),))
