@@ -224,3 +224,34 @@ def test_small_n_is_computed_transposed():
   body = render_gemm_body(GemmSpec(1, 128, 10, 512, (0, 512, 1), (0, 10, 1)), "a", "b",
                           lambda acc, bi, i, j: f"o[{i}*10+{j}] = {acc};", 2)
   assert "computed transposed" in body
+
+
+@pytest.mark.parametrize("isa", ["sse", "scalar"])
+def test_pack_rows_transposes(isa: str):
+  """tg_gemm_pack_rows_f32 (operands contiguous in k, 4x4 SSE transposes, or scalar without SSE) against numpy for
+  every tile's panel widths (MR and NR of both microkernels, so the AVX-512 shapes run on any machine), edge
+  groups of 1-3 rows, k not a multiple of 4, and rows 4 KiB apart; it must write only its n x kc entries."""
+  cases = [(kc, n, ld) for tile in TILES for ld in (tile.mr, tile.nr) for n in sorted({ld, ld - 1, ld - 2, ld - 3, 1})
+           if n > 0 for kc in (1, 3, 4, 7, 64, 384)]
+  stride = 1024 + 3   # rows longer than kc, not aligned; and 1024 (all rows in one L1 set) below
+  calls = "\n".join(f"  tg_gemm_pack_rows_f32(dst + {i * 32 * 384}, src, {kc}, {n}, {ld}, {s});"
+                    for i, ((kc, n, ld), s) in enumerate((case, s) for case in cases for s in (stride, 1024)))
+  source = GEMM_PREAMBLE + f"void pack_all(float* restrict dst, const float* restrict src) {{\n{calls}\n}}\n"
+  flags = ["-mno-sse2", "-mno-avx", "-mno-avx2", "-mno-fma", "-mno-avx512f"] if isa == "scalar" else ["-mno-avx512f", "-mavx2", "-mfma"]
+  with tempfile.TemporaryDirectory() as tmp:
+    src, lib = os.path.join(tmp, "pack.c"), os.path.join(tmp, "pack.so")
+    with open(src, "w") as f: f.write(source)
+    result = subprocess.run(["gcc", *CFLAGS, *flags, src, "-o", lib], capture_output=True, text=True)
+    if isa == "scalar" and result.returncode != 0: pytest.skip(f"no non-SSE build here: {result.stderr[:200]}")
+    assert result.returncode == 0, result.stderr
+    library = ctypes.CDLL(lib)
+  rows = np.random.default_rng(0).standard_normal(32 * stride).astype(np.float32)
+  pairs = [(case, s) for case in cases for s in (stride, 1024)]
+  dst = np.full(len(pairs) * 32 * 384, np.nan, dtype=np.float32)
+  library.pack_all(ctypes.c_void_p(dst.ctypes.data), ctypes.c_void_p(rows.ctypes.data))
+  for i, ((kc, n, ld), s) in enumerate(pairs):
+    got = dst[i * 32 * 384:(i + 1) * 32 * 384]
+    expected = np.full(32 * 384, np.nan, dtype=np.float32)
+    source_rows = np.lib.stride_tricks.as_strided(rows, (n, kc), (4 * s, 4))       # (c, k)
+    expected[:kc * ld].reshape(kc, ld)[:, :n] = source_rows.T
+    np.testing.assert_array_equal(got, expected, err_msg=f"kc={kc} n={n} ld={ld} stride={s}")

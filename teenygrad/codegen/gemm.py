@@ -171,11 +171,44 @@ GEMM_PREAMBLE = f"""#include <stdlib.h>
 #include <sys/mman.h>
 #endif
 {_MICROKERNEL}
-/* dst[k * ld + c] = src[c * stride_c + k] for c < n, k < kc, where each source row is contiguous in k, in runs of 64
-   along k. For rows a multiple of 1 KiB apart (1024 floats, 12544 floats): read k-outer, they map to at most four
-   L1 sets and evict each other on every load (1024^3 on one core: 35 -> 53 GFLOP/s, conv's 16x9x50176 weight
-   gradient 9.8 -> 4.4 ms) */
-#define TG_GEMM_SET_ALIASED(stride) (((stride) & 255) == 0)
+/* dst[k * ld + c] = src[c * stride_c + k] for c < n, k < kc, where each source row is contiguous in k: a transpose.
+   With SSE, four rows at a time as 4x4 register transposes (conv's 64x288x50176 weight gradient packs 14M such
+   elements: one scalar store per element was a quarter of its time); only four rows are live, so rows a multiple
+   of 4 KiB apart (all in one L1 set) do not evict each other. Without SSE, scalar in runs of 64 along k: read
+   k-outer, such rows map to a few L1 sets and evict each other on every load (1024^3 on one core: 35 -> 53
+   GFLOP/s) */
+#if defined(__SSE2__)
+#include <immintrin.h>
+/* the low `lanes` (1..4) floats of v */
+static inline void tg_gemm_store_lanes(float* restrict dst, __m128 v, long lanes) {{
+  if (lanes == 4) {{ _mm_storeu_ps(dst, v); return; }}
+  if (lanes & 2) {{ _mm_storel_pi((__m64*)dst, v); if (lanes == 3) _mm_store_ss(dst + 2, _mm_movehl_ps(v, v)); }}
+  else _mm_store_ss(dst, v);
+}}
+static inline void tg_gemm_pack_rows_f32(float* restrict dst, const float* restrict src, long kc, long n, long ld,
+                                         long stride_c) {{
+  for (long c0 = 0; c0 < n; c0 += 4) {{
+    long rows = n - c0 < 4 ? n - c0 : 4;
+    /* a group of fewer than four rows reads its last row again, and stores only its own lanes */
+    const float* restrict r0 = src + c0 * stride_c;
+    const float* restrict r1 = src + (c0 + (rows > 1 ? 1 : 0)) * stride_c;
+    const float* restrict r2 = src + (c0 + (rows > 2 ? 2 : rows - 1)) * stride_c;
+    const float* restrict r3 = src + (c0 + rows - 1) * stride_c;
+    float* restrict out = dst + c0;
+    long k = 0;
+    for (; k + 4 <= kc; k += 4) {{
+      __m128 x0 = _mm_loadu_ps(r0 + k), x1 = _mm_loadu_ps(r1 + k), x2 = _mm_loadu_ps(r2 + k), x3 = _mm_loadu_ps(r3 + k);
+      _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+      tg_gemm_store_lanes(out + k * ld, x0, rows);
+      tg_gemm_store_lanes(out + (k + 1) * ld, x1, rows);
+      tg_gemm_store_lanes(out + (k + 2) * ld, x2, rows);
+      tg_gemm_store_lanes(out + (k + 3) * ld, x3, rows);
+    }}
+    for (long tail = 0; tail < (kc & 3); tail++)   /* the last kc % 4 values of each row */
+      for (long c = 0; c < rows; c++) out[(k + tail) * ld + c] = src[(c0 + c) * stride_c + k + tail];
+  }}
+}}
+#else
 static inline void tg_gemm_pack_rows_f32(float* restrict dst, const float* restrict src, long kc, long n, long ld,
                                          long stride_c) {{
   for (long k0 = 0; k0 < kc; k0 += 64) {{
@@ -186,6 +219,7 @@ static inline void tg_gemm_pack_rows_f32(float* restrict dst, const float* restr
     }}
   }}
 }}
+#endif
 
 /* b_panel[k][NR] = B[k, j] for k < kc and j < ncols, zero for the padding columns. Rows of B far apart (im2col
    columns: 200 KB) make every row of a panel a cache miss, which the packing waits for one after another: each row
@@ -201,7 +235,7 @@ static inline void tg_gemm_pack_b_f32(float* restrict b_panel, const float* rest
     return;
   }}
   if (ncols < TG_GEMM_NR) memset(b_panel, 0, (size_t)kc * TG_GEMM_NR * sizeof(float));
-  if (stride_k == 1 && TG_GEMM_SET_ALIASED(stride_j)) {{
+  if (stride_k == 1) {{
     tg_gemm_pack_rows_f32(b_panel, b, kc, ncols, TG_GEMM_NR, stride_j);
     return;
   }}
@@ -226,7 +260,7 @@ static inline void tg_gemm_pack_a_f32(float* restrict a_packed, const float* res
     if (rows < TG_GEMM_MR) memset(panel, 0, (size_t)kc * TG_GEMM_MR * sizeof(float));
     if (stride_i == 1 && rows == TG_GEMM_MR) {{
       for (long k = 0; k < kc; k++) memcpy(panel + k * TG_GEMM_MR, src + k * stride_k, TG_GEMM_MR * sizeof(float));
-    }} else if (stride_k == 1 && TG_GEMM_SET_ALIASED(stride_i)) {{
+    }} else if (stride_k == 1) {{
       tg_gemm_pack_rows_f32(panel, src, kc, rows, TG_GEMM_MR, stride_i);
     }} else if (rows == TG_GEMM_MR) {{
       /* k outer, as for B: contiguous writes, MR sequential read streams */

@@ -96,7 +96,7 @@ class LazyBuffer:
     return LazyBuffer(device, ShapeTracker.from_shape(shape), dtype, Ops.LOAD)
 
   def _view(self, st: ShapeTracker) -> LazyBuffer:
-    if st == self.st: return self
+    if st is self.st or st == self.st: return self
     base = self.base
     if st.contiguous and st.shape == base.shape: return base
     view = LazyBuffer(self.device, st.simplify(), self.dtype, base=base)

@@ -8,7 +8,7 @@ and the index then goes through both. Sizes may be symbolic (`sint`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from teenygrad.helpers import prod
 from teenygrad.ir.symbolic import Node, Variable, less_than, logical_and, logical_not, sint, sym_prod, vmax, vmin
@@ -185,6 +185,14 @@ def _reshape_strides(old: list[tuple[sint, sint]], new_shape: tuple[sint, ...]) 
   return tuple(strides) if chunk == len(merged) else None
 
 
+# movements kept per tracker (ShapeTracker._derived)
+DERIVED_CACHE_SIZE = 32
+
+
+def _ints(arg: tuple) -> bool: return all(type(x) is int for x in arg)
+def _int_pairs(arg: tuple) -> bool: return all(type(b) is int and type(e) is int for b, e in arg)
+
+
 @dataclass(frozen=True)
 class ShapeTracker:
   """A stack of views; the last one faces the user."""
@@ -192,7 +200,10 @@ class ShapeTracker:
 
   @staticmethod
   def from_shape(shape: tuple[sint, ...]) -> ShapeTracker:
-    return ShapeTracker((View.create(shape),))
+    shape = tuple(shape)
+    if not _ints(shape): return ShapeTracker((View.create(shape),))
+    # one tracker per integer shape: every fresh tensor's movements then hit the same kept results (_derived)
+    return _contiguous_tracker(shape)
 
   @property
   def shape(self) -> tuple[sint, ...]: return self.views[-1].shape
@@ -232,23 +243,49 @@ class ShapeTracker:
 
   def simplify(self) -> ShapeTracker:
     """Fold the last two views into one when the upper one is a plain reshape of the lower."""
+    return self._derived("simplify", None, self._simplify)
+
+  def _simplify(self) -> ShapeTracker:
     if len(self.views) >= 2 and self.views[-1].contiguous and self.views[-1].size == self.views[-2].size:
       folded = self.views[-2].reshape(self.views[-1].shape)
       if folded is not None: return ShapeTracker(self.views[:-2] + (folded,)).simplify()
     return self
 
+  def _derived(self, op: str, arg, make, cacheable: bool = True) -> ShapeTracker:
+    """make(), kept on this tracker when the argument holds only ints (a symbolic size's bound value would be mixed
+    up): trackers never change, and the same movements are taken
+    again and again (a matmul's reshape, transpose and broadcast of its operands on every call), so the result and
+    the structural key the engine computes on it are built once (512^3 a@b: part of realize's Python per call)."""
+    if not cacheable: return make()
+    cache = self.__dict__.get("_derived_cache")
+    if cache is None: cache = self.__dict__["_derived_cache"] = {}
+    key = (op, arg)
+    found = cache.get(key)
+    if found is None:
+      # a slice that moves every step (a KV cache's position) must not grow the cache without bound
+      if len(cache) >= DERIVED_CACHE_SIZE: cache.clear()
+      found = cache[key] = make()
+    return found
+
   def _replace_last(self, view: View) -> ShapeTracker: return ShapeTracker(self.views[:-1] + (view,))
 
   def reshape(self, shape: tuple[sint, ...]) -> ShapeTracker:
+    shape = tuple(shape)
+    return self._derived("reshape", shape, lambda: self._reshape(shape), _ints(shape))
+
+  def _reshape(self, shape: tuple[sint, ...]) -> ShapeTracker:
     new = self.views[-1].reshape(shape)
     if new is not None: return self._replace_last(new)
     return ShapeTracker(self.views + (View.create(shape),))
 
-  def permute(self, order) -> ShapeTracker: return self._replace_last(self.views[-1].permute(tuple(order)))
-  def expand(self, shape) -> ShapeTracker: return self._replace_last(self.views[-1].expand(tuple(shape)))
-  def shrink(self, arg) -> ShapeTracker: return self._replace_last(self.views[-1].shrink(tuple(arg)))
-  def pad(self, arg) -> ShapeTracker: return self._replace_last(self.views[-1].pad(tuple(arg)))
-  def flip(self, axes) -> ShapeTracker: return self._replace_last(self.views[-1].flip(tuple(axes)))
+  def _moved(self, op: str, arg: tuple, cacheable: bool) -> ShapeTracker:
+    return self._derived(op, arg, lambda: self._replace_last(getattr(self.views[-1], op)(arg)), cacheable)
+
+  def permute(self, order) -> ShapeTracker: return self._moved("permute", order := tuple(order), _ints(order))
+  def expand(self, shape) -> ShapeTracker: return self._moved("expand", shape := tuple(shape), _ints(shape))
+  def shrink(self, arg) -> ShapeTracker: return self._moved("shrink", arg := tuple(arg), _int_pairs(arg))
+  def pad(self, arg) -> ShapeTracker: return self._moved("pad", arg := tuple(arg), _int_pairs(arg))
+  def flip(self, axes) -> ShapeTracker: return self._moved("flip", axes := tuple(axes), _ints(axes))
 
   def bounds(self) -> tuple[int, int]:
     """Flat range of the base buffer that valid elements can touch (first view decides)."""
@@ -256,3 +293,7 @@ class ShapeTracker:
 
 
 def numel(shape) -> sint: return sym_prod(shape) if any(isinstance(s, Node) for s in shape) else prod(shape)
+
+
+@lru_cache(maxsize=4096)
+def _contiguous_tracker(shape: tuple[int, ...]) -> ShapeTracker: return ShapeTracker((View.create(shape),))
