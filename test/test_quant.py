@@ -1,7 +1,8 @@
 """Quantized GGUF weights (teenygrad/nn/quant.py) against gguf-py's numpy quantize/dequantize.
 
 For every type: the Tensor-primitive dequantize is bit-identical with gguf-py's, the fused CPU kernels (matvec,
-few-row, GEMM paths; the SIMD build and the portable scalar C) match numpy's x @ W.T within 4e-5 of sum |x||w|, embedding rows
+few-row, GEMM paths; the native build, the AVX2 one and the portable scalar C) match numpy's x @ W.T within 1e-5 of
+sum |x||w| (an 8-bit matvec: of x rounded as it rounds it), embedding rows
 are exact, and malformed input raises a clear error.
 """
 from __future__ import annotations
@@ -64,23 +65,53 @@ def test_dequantize_special_scales():
   assert qt.dequantize("float16").dtype.name == "float16"
 
 
-def _check_linear(qt: QuantizedTensor, want_w: np.ndarray, rows: int, seed: int = 1, fn=None) -> None:
-  x = np.random.default_rng(seed).standard_normal((rows, qt.shape[1]), dtype=np.float32)
+def cpu_has(*flags: str) -> bool:
+  try:
+    with open("/proc/cpuinfo") as f: listed = next((line.split(":")[1].split() for line in f if line.startswith("flags")), [])
+  except OSError: return False
+  return all(flag in listed for flag in flags)
+
+
+AVX2 = cpu_has("avx2", "fma", "f16c")
+ISAS = ["native", "scalar"] + (["avx2"] if AVX2 else [])
+
+
+def as_matvec_reads(x: np.ndarray, bits: int) -> np.ndarray:
+  """x as a matvec that quantizes it reads it (quant_kernels' tg_quantize_x8 -- ggml's quantize_row_q8_1 -- and
+  tg_quantize_x16): per 32, round(x * top / amax) times amax / top with top = 2^(bits-1) - 1, in float32 ops of the
+  kernel's order (np.rint rounds half to even, as the kernel does). bits 32: x itself."""
+  if bits == 32: return x
+  top = np.float32(2 ** (bits - 1) - 1)
+  blocks = x.astype(np.float32).reshape(-1, 32)
+  amax = np.abs(blocks).max(axis=1, keepdims=True)
+  inverse = np.where(amax != 0, top / np.where(amax != 0, amax, np.float32(1)), np.float32(0)).astype(np.float32)
+  return (np.rint(blocks * inverse) * (amax / top)).reshape(x.shape)
+
+
+def _check_linear(qt: QuantizedTensor, want_w: np.ndarray, rows: int, seed: int = 1, fn=None, x: np.ndarray | None = None) -> None:
+  """The kernel's x @ W.T against float64 numpy, within 1e-5 of sum |x||w| (fp32 accumulation). Where the matvec
+  quantizes x (AVX2: Q4_0/Q4_1 to 8 bits, Q8_0 to 16; rows == 1), numpy gets that same quantized x: a kernel that
+  rounded x any other way (or not at all: ~1e-3 off at 8 bits) fails."""
+  if x is None: x = np.random.default_rng(seed).standard_normal((rows, qt.shape[1]), dtype=np.float32)
   got = (fn or qt.linear)(Tensor(x)).numpy()
-  want = x.astype(np.float64) @ want_w.T.astype(np.float64)
-  scale = np.abs(x).astype(np.float64) @ np.abs(want_w.T).astype(np.float64) + 1e-30
+  kernels = quant._fused_kernels(qt.device, qt.ggml_type)
+  seen = as_matvec_reads(x, getattr(kernels, "matvec_x_bits", 32) if rows == 1 else 32)
+  want = seen.astype(np.float64) @ want_w.T.astype(np.float64)
+  scale = np.abs(seen).astype(np.float64) @ np.abs(want_w.T).astype(np.float64) + 1e-30
   assert got.shape == (rows, qt.shape[0])
-  # 4e-5, not fp32's ~1e-6: the AVX2 matvec rounds x to 16 bits per 32 (each element within 2^-16 of its block's
-  # largest |x|), which a numpy model of that rounding puts at up to ~1.3e-5 of sum |x||w| on these shapes
-  assert np.max(np.abs(got - want) / scale) < 4e-5, f"rows={rows}"
+  assert np.max(np.abs(got - want) / scale) < 1e-5, f"rows={rows}"
+
+
+def _use_isa(monkeypatch, isa: str) -> None:
+  monkeypatch.setitem(quant.FUSED_KERNELS, "CPU", lambda device, t: quant._cpu_kernels(device, t, isa))
 
 
 @pytest.mark.parametrize("ggml_type", TYPES)
-@pytest.mark.parametrize("simd", [True, False], ids=["avx512", "scalar"])
-def test_linear_all_paths(ggml_type, simd, monkeypatch):
+@pytest.mark.parametrize("isa", ISAS)
+def test_linear_all_paths(ggml_type, isa, monkeypatch):
   """One row (matvec), a few rows, and enough rows for the GEMM with edge tiles on both sides (N not a multiple of
-  the panel, M not a multiple of the microkernel), in the SIMD build and the portable scalar build."""
-  monkeypatch.setitem(quant.FUSED_KERNELS, "CPU", lambda device, t: quant._cpu_kernels(device, t, simd))
+  the panel, M not a multiple of the microkernel), in the native build, the AVX2 one and the portable scalar one."""
+  _use_isa(monkeypatch, isa)
   n, k = NC + 37, k_for(ggml_type) * 2
   blocks = make_blocks(ggml_type, n, k, seed=2)
   qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k))
@@ -89,6 +120,35 @@ def test_linear_all_paths(ggml_type, simd, monkeypatch):
     _check_linear(qt, want, rows)
   ids = np.array([[0, n - 1, 5], [7, 7, 0]])
   np.testing.assert_array_equal(qt.embedding(Tensor(ids)).numpy().view(np.uint32), want[ids].view(np.uint32))
+
+
+def awkward_x(k: int, seed: int) -> np.ndarray:
+  """One row of x whose 32s hit the quantizer's edges: an all-zero 32, one where a single huge value sets the
+  scale (the rest round to small integers or 0), one of equal values (every element at +-127), mixed signs."""
+  x = np.random.default_rng(seed).standard_normal((1, k), dtype=np.float32)
+  x[0, :32] = 0
+  if k >= 64: x[0, 32:64] *= 1e-3; x[0, 40] = 50.0
+  if k >= 96: x[0, 64:96] = np.where(np.arange(32) % 3, -2.5, 2.5)
+  return x
+
+
+@pytest.mark.skipif(not AVX2, reason="the CPU has no AVX2")
+@pytest.mark.parametrize("ggml_type, x_bits", [("Q4_0", 8), ("Q4_1", 8), ("Q8_0", 16)])
+@pytest.mark.parametrize("n, k", [(1, 32), (7, 96), (NC + 37, 544), (257, 1568)])
+def test_avx2_integer_matvec(ggml_type, x_bits, n, k, monkeypatch):
+  """The AVX2 matvec's integer dots: x quantized per 32 (as_matvec_reads is its model), blocks as byte or word dot
+  products. Odd block counts (the two-block loop's tail), K not a multiple of 256, a single weight row, x at the
+  quantizer's edges; Q8_0 with -128 weights (the one byte whose negation overflows); more rows of x stay on the
+  float path."""
+  _use_isa(monkeypatch, "avx2")
+  blocks = make_blocks(ggml_type, n, k, seed=n + k)
+  if ggml_type == "Q8_0": blocks.reshape(n, k // 32, 34)[:, ::3, 2:6] = 0x80
+  qt = QuantizedTensor.from_gguf_bytes(ggml_type, blocks, (n, k))
+  assert quant._fused_kernels(qt.device, ggml_type).matvec_x_bits == x_bits
+  want = reference(ggml_type, blocks)
+  _check_linear(qt, want, 1, x=awkward_x(k, seed=k))
+  _check_linear(qt, want, 1, seed=3)
+  for rows in (2, 5): _check_linear(qt, want, rows, x=np.concatenate([awkward_x(k, seed=k + r) for r in range(rows)]))
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_0", "Q5_K"])

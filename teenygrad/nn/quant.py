@@ -11,6 +11,7 @@ buffer of GGML blocks, row by row. Three ways to use it:
 """
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 
 import numpy as np
@@ -21,7 +22,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import Ops
-from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name
+from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name, x_bits_name
 from teenygrad.tensor.tensor import Tensor, is_grad_enabled
 
 # ---- the reference: Tensor primitives on the raw bytes ----
@@ -130,13 +131,16 @@ def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], 
 class CPUQuantKernels:
   """The fused kernels of one GGML type on the CPU: one C library (quant_kernels.py), compiled once and disk-cached
   by the backend's compiler. Each method is a single launch on realized buffers."""
-  def __init__(self, device: str, ggml_type: str, simd: bool = True):
+  def __init__(self, device: str, ggml_type: str, isa: str = "native"):
     backend = Device[device]
     self.device, self.ggml_type = device, ggml_type
-    self.src = render_quant_source(ggml_type, simd)
+    self.src = render_quant_source(ggml_type, isa)
     binary = backend.compiler.compile_cached(self.src)
     self._linear = backend.program(linear_name(ggml_type), binary)
     self._rows = backend.program(rows_name(ggml_type), binary)
+    x_bits = getattr(self._linear.lib, x_bits_name(ggml_type))
+    x_bits.restype = ctypes.c_int
+    self.matvec_x_bits: int = x_bits()   # 8: the matvec rounds x to int8 per 32 (ggml's Q8_1), as llama.cpp does
 
   def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
     """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks."""
@@ -150,12 +154,12 @@ class CPUQuantKernels:
             self.device, record=False)
 
 
-_cpu_cache: dict[tuple[str, str, bool], CPUQuantKernels] = {}
+_cpu_cache: dict[tuple[str, str, str], CPUQuantKernels] = {}
 
 
-def _cpu_kernels(device: str, ggml_type: str, simd: bool = True) -> CPUQuantKernels:
-  key = (device, ggml_type, simd)
-  if key not in _cpu_cache: _cpu_cache[key] = CPUQuantKernels(device, ggml_type, simd)
+def _cpu_kernels(device: str, ggml_type: str, isa: str = "native") -> CPUQuantKernels:
+  key = (device, ggml_type, isa)
+  if key not in _cpu_cache: _cpu_cache[key] = CPUQuantKernels(device, ggml_type, isa)
   return _cpu_cache[key]
 
 
