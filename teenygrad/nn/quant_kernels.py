@@ -48,10 +48,16 @@ KC = 256                   # depth of one packed slice: a multiple of every bloc
 NC = 64                    # W rows per GEMM task at most (2 or 4 panels of NR): their KC slice, dequantized, stays in L1/L2
 MC = 144                   # x rows packed at a time (12 or 24 panels of MR), in L2
 MS = 1020                  # x rows per GEMM task at most (a multiple of MR): bounds the task's C block to MS x NC floats
-# a matvec over fewer weight bytes stays on one thread: a sub-MiB matvec takes ~30 us on one core, and a fork/join costs
-# microseconds on a quiet machine but a scheduler time slice (~10-20 ms, measured) whenever the cores are shared and the
-# worker is not running; SmolLM2's layer matrices (<= 553 KB) stay serial, its 30 MB head and 4096^2 layers split
+# few-row products and row gathers over fewer weight bytes stay on one thread: a fork/join costs microseconds on a
+# quiet machine but a scheduler time slice (~10-20 ms, measured) whenever the cores are shared and the worker is not
+# running
 PARALLEL_MIN_BYTES = 1 << 20
+# the matvec splits from here: a 128 KiB matvec is ~16 us of work on one core (8 GB/s), a fork/join ~1-2 us to a
+# spinning worker, so every SmolLM2 layer matrix (207-1106 KB) splits
+MATVEC_PARALLEL_MIN_BYTES = 128 << 10
+# the matvec's rows go out in this many dynamic chunks per thread: a worker the (shared) cores run late finds the
+# chunks taken by the others instead of holding the join for a static half, and the halves stay within a chunk of even
+MATVEC_CHUNKS_PER_THREAD = 8
 
 # ---- per type: scalar dequantize of one block into y[BS], and the AVX-512 one into v[BS / 16] ----
 # Both compute each weight with the same float operations in the same order, so they give the same bits.
@@ -535,21 +541,20 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (M == 1) {
-    /* rows are handed out in chunks of 256 (dynamic): a thread the scheduler has not run yet (the cores are shared)
-       finds the work done by the others, instead of holding the join until it has done its static half */
-    int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
+    int par = nthreads > 1 && N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES;
+    long chunk = (N + (long)nthreads * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)nthreads * TG_MATVEC_CHUNKS_PER_THREAD);
 #if TG_Q_AVX2 && defined(TG_HAS_DOT8)
     int8_t* xq = (int8_t*)tg_gemm_alloc((size_t)K);
     float* sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
     tg_quantize_x8(x, xq, sx, K);
-    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
+    #pragma omp parallel for schedule(dynamic, chunk) num_threads(nthreads) if(par)
     for (long n = 0; n < N; n++) out[n] = tg_dot_row8(w + n * row_bytes, xq, sx, nb);
     free(xq); free(sx);
 #elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
     int16_t* xq = (int16_t*)tg_gemm_alloc((size_t)K * sizeof(int16_t));
     float* dx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
     tg_quantize_x16(x, xq, dx, K);
-    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
+    #pragma omp parallel for schedule(dynamic, chunk) num_threads(nthreads) if(par)
     for (long n = 0; n < N; n++) out[n] = tg_dot_row16(w + n * row_bytes, xq, dx, nb);
     free(xq); free(dx);
 #else
@@ -559,7 +564,7 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
       for (int l = 0; l < 32; l++) s += x[32 * i + l];
       xs[i] = s;
     }
-    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
+    #pragma omp parallel for schedule(dynamic, chunk) num_threads(nthreads) if(par)
     for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
     free(xs);
 #endif
@@ -658,7 +663,8 @@ def render_quant_source(ggml_type: str, isa: str = "native") -> str:
   t = GGML_TYPES[ggml_type]
   defines = [f"#define TG_BS {t.block_size}", f"#define TG_TS {t.type_size}", f"#define TG_VPB {t.block_size // 16}",
              f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_MS {MS}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
-             f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_LINEAR {linear_name(ggml_type)}",
+             f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_MATVEC_PARALLEL_MIN_BYTES {MATVEC_PARALLEL_MIN_BYTES}L",
+             f"#define TG_MATVEC_CHUNKS_PER_THREAD {MATVEC_CHUNKS_PER_THREAD}", f"#define TG_LINEAR {linear_name(ggml_type)}",
              f"#define TG_ROWS {rows_name(ggml_type)}", f"#define TG_X_BITS {x_bits_name(ggml_type)}"]
   assert all(NC % t.nr == 0 and MC % t.mr == 0 and MS % t.mr == 0 for t in TILES) and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
