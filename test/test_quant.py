@@ -16,7 +16,7 @@ from teenygrad import Tensor  # noqa: E402
 from teenygrad.engine.realize import ExecItem, capture_kernels  # noqa: E402
 from teenygrad.nn import quant  # noqa: E402
 from teenygrad.nn.quant import QuantizedTensor  # noqa: E402
-from teenygrad.nn.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MC, MS, NC, PARALLEL_MIN_BYTES  # noqa: E402
+from teenygrad.nn.quant_kernels import GEMM_MIN_ROWS, GGML_TYPES, MATVEC_PARALLEL_MIN_BYTES, MC, MS, NC, PARALLEL_MIN_BYTES  # noqa: E402
 
 TYPES = list(GGML_TYPES)
 SIMPLE = [t for t in TYPES if not t.endswith("_K")]
@@ -169,6 +169,25 @@ def test_threaded_matvec_and_rows():
   _check_linear(qt, want, 1)
   ids = np.random.default_rng(12).integers(0, n, size=n)
   np.testing.assert_array_equal(qt.embedding(ids).numpy().view(np.uint32), want[ids].view(np.uint32))
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_1", "Q8_0", "Q4_K"])
+def test_pool_matvec_equals_one_thread(ggml_type, monkeypatch):
+  """The matvec's rows split by the CPU pool (device/cpu_pool.py): each row's dot is the same code on any thread, so
+  four threads give one thread's bits, over many back-to-back jobs of varying size (a worker that read a stale job,
+  or a join that returned early, would write wrong or missing rows)."""
+  from teenygrad.helpers import config
+  rng = np.random.default_rng(21)
+  k = 512
+  weights = []
+  for n in (MATVEC_PARALLEL_MIN_BYTES // (k // 32 * GGML_TYPES[ggml_type].type_size) + 1, 3000, 257):
+    weights.append(QuantizedTensor.from_gguf_bytes(ggml_type, make_blocks(ggml_type, n, k, seed=n), (n, k)))
+  xs = [Tensor(rng.standard_normal((1, k), dtype=np.float32)).realize() for _ in range(4)]
+  def run_all() -> list[np.ndarray]: return [qt.linear(x).numpy() for _ in range(10) for qt in weights for x in xs]
+  monkeypatch.setattr(config, "threads", 1)
+  serial = run_all()
+  monkeypatch.setattr(config, "threads", 4)
+  for got, want in zip(run_all(), serial): np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 @pytest.mark.parametrize("ggml_type", ["Q4_1", "Q6_K"])

@@ -132,7 +132,9 @@ class CPUQuantKernels:
   """The fused kernels of one GGML type on the CPU: one C library (quant_kernels.py), compiled once and disk-cached
   by the backend's compiler. Each method is a single launch on realized buffers."""
   def __init__(self, device: str, ggml_type: str, isa: str = "native"):
+    from teenygrad.device.cpu_pool import load_pool
     backend = Device[device]
+    load_pool(backend.compiler)   # the matvec's threads: loaded first, so the library binds to it
     self.device, self.ggml_type = device, ggml_type
     self.src = render_quant_source(ggml_type, isa)
     binary = backend.compiler.compile_cached(self.src)

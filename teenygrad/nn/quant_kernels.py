@@ -536,38 +536,53 @@ static inline void tg_pack_b_quant(float* restrict b_panel, const uint8_t* restr
   }
 }
 
+/* the matvec's rows split over threads by the CPU pool (device/cpu_pool.py): the caller never waits for a thread
+   the shared cores have not run yet; weak, so a library loaded without the pool runs its matvecs on one thread */
+extern void tg_pool_for(void (*body)(void*, long, long), void* ctx, long n, long chunk, int threads) __attribute__((weak));
+
+/* one matvec: x as the block dots read it (quantized to xq with per-32 scales sx, or float x with per-32 sums sx) */
+struct tg_matvec { float* out; const uint8_t* w; const float* x; void* xq; float* sx; long row_bytes, nb; };
+
+static void tg_matvec_rows(void* job_, long begin, long end) {
+  const struct tg_matvec* job = (const struct tg_matvec*)job_;
+  for (long n = begin; n < end; n++) {
+#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
+    job->out[n] = tg_dot_row8(job->w + n * job->row_bytes, (const int8_t*)job->xq, job->sx, job->nb);
+#elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
+    job->out[n] = tg_dot_row16(job->w + n * job->row_bytes, (const int16_t*)job->xq, job->sx, job->nb);
+#else
+    job->out[n] = tg_dot_row(job->w + n * job->row_bytes, job->x, job->sx, job->nb);
+#endif
+  }
+}
+
 void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
                long long K, long long threads) {
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (M == 1) {
-    int par = nthreads > 1 && N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES;
-    long chunk = (N + (long)nthreads * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)nthreads * TG_MATVEC_CHUNKS_PER_THREAD);
+    int threads_used = nthreads > 1 && N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES ? nthreads : 1;
+    long chunk = (N + (long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD);
+    struct tg_matvec job = {out, w, x, 0, 0, row_bytes, nb};
 #if TG_Q_AVX2 && defined(TG_HAS_DOT8)
-    int8_t* xq = (int8_t*)tg_gemm_alloc((size_t)K);
-    float* sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
-    tg_quantize_x8(x, xq, sx, K);
-    #pragma omp parallel for schedule(dynamic, chunk) num_threads(nthreads) if(par)
-    for (long n = 0; n < N; n++) out[n] = tg_dot_row8(w + n * row_bytes, xq, sx, nb);
-    free(xq); free(sx);
+    job.xq = tg_gemm_alloc((size_t)K);
+    job.sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
+    tg_quantize_x8(x, (int8_t*)job.xq, job.sx, K);
 #elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
-    int16_t* xq = (int16_t*)tg_gemm_alloc((size_t)K * sizeof(int16_t));
-    float* dx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
-    tg_quantize_x16(x, xq, dx, K);
-    #pragma omp parallel for schedule(dynamic, chunk) num_threads(nthreads) if(par)
-    for (long n = 0; n < N; n++) out[n] = tg_dot_row16(w + n * row_bytes, xq, dx, nb);
-    free(xq); free(dx);
+    job.xq = tg_gemm_alloc((size_t)K * sizeof(int16_t));
+    job.sx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
+    tg_quantize_x16(x, (int16_t*)job.xq, job.sx, K);
 #else
-    float* xs = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
+    job.sx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
     for (long i = 0; i < K / 32; i++) {
       float s = 0.0f;
       for (int l = 0; l < 32; l++) s += x[32 * i + l];
-      xs[i] = s;
+      job.sx[i] = s;
     }
-    #pragma omp parallel for schedule(dynamic, chunk) num_threads(nthreads) if(par)
-    for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
-    free(xs);
 #endif
+    if (tg_pool_for && threads_used > 1) tg_pool_for(tg_matvec_rows, &job, N, chunk, threads_used);
+    else tg_matvec_rows(&job, 0, N);
+    free(job.xq); free(job.sx);
     return;
   }
   if (M < TG_GEMM_MIN_ROWS) {
