@@ -142,7 +142,8 @@ class CPUQuantKernels:
     self._rows = backend.program(rows_name(ggml_type), binary)
     x_bits = getattr(self._linear.lib, x_bits_name(ggml_type))
     x_bits.restype = ctypes.c_int
-    self.matvec_x_bits: int = x_bits()   # 8: the matvec rounds x to int8 per 32 (ggml's Q8_1), as llama.cpp does
+    # 8: linear rounds x to int8 per 32 (ggml's Q8_1) for every row count, as llama.cpp does; 16: int16; 32: float x
+    self.x_bits: int = x_bits()
 
   def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
     """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks."""

@@ -6,19 +6,25 @@ One shared library per GGML type, compiled by the CPU backend's compiler (disk-c
     tg_qlinear_<type>(out, x, w, M, N, K, threads)      out (M, N) = x (M, K) @ W.T, W = N rows of K/BS blocks
     tg_qrows_<type>(out, ids, w, err, n, N, K, threads) out (n, K) = W[ids]; an id outside [0, N) gives a zero row
                                                         and err[0] = 1
-    tg_qmatvec_x_bits_<type>()                          8 or 16 where the matvec quantizes x (below), else 32
+    tg_qlinear_x_bits_<type>()                          8 or 16 where tg_qlinear quantizes x (below), else 32
 
-How `tg_qlinear` runs, by the number of rows M of x:
-- M == 1 (decode): a matvec that streams W once, OpenMP over output rows, so the only memory traffic is the
-  quantized bytes. With AVX-512 each block is dequantized into zmm registers and multiplied with x right there.
-  With AVX2, Q4_0 / Q4_1 do what llama.cpp does: x is quantized once to int8 per 32 (ggml's Q8_1) and each block's
-  dot product is formed on bytes (vpmaddubsw), so the result is W . x8, within ~1e-3 of W . x; Q8_0 rounds x to
-  int16 per 32 (within ~1e-5) and multiplies words (vpmaddwd).
-- M < GEMM_MIN_ROWS: each W row is dequantized once into an L1 buffer and dotted with every row of x (float x: a
-  short prompt's logits stay within 1e-3 of transformers').
-- otherwise (prefill): a GotoBLAS-style GEMM with the microkernel of codegen/gemm.py, where packing B is
-  dequantizing a KC x 32 slice of W (transposed) into the L1-resident panel, so every weight is dequantized once
-  per task and reused across all MC rows of x in that task.
+How `tg_qlinear` runs:
+- AVX2, Q4_0 / Q4_1 / Q8_0, any number of rows M of x: what llama.cpp does. Each row of x is quantized on its own,
+  to int8 per 32 for Q4_0 / Q4_1 (ggml's Q8_1: the result is W . x8, within ~1e-3 of W . x) and to int16 per 32 for
+  Q8_0 (within ~1e-5), and each block's dot product is formed on bytes (vpmaddubsw) or words (vpmaddwd). Every
+  (row of x, row of W) pair runs the same function, so a row's result is the same bits whatever batch it is in: a
+  decode step of one stream, a server's batch of 64, a prefill chunk. W streams once per 64 rows of x, two rows of x
+  sharing each block's unpacking.
+- Otherwise, by M:
+  - M == 1 (decode): a matvec that streams W once, so the only memory traffic is the quantized bytes. With AVX-512
+    each block is dequantized into zmm registers and multiplied with x right there.
+  - M < GEMM_MIN_ROWS: each W row is dequantized once into an L1 buffer and dotted with every row of x.
+  - otherwise (prefill): a GotoBLAS-style GEMM with the microkernel of codegen/gemm.py, where packing B is
+    dequantizing a KC x 32 slice of W (transposed) into the L1-resident panel, so every weight is dequantized once
+    per task and reused across all MC rows of x in that task.
+  These keep float x (logits within 1e-3 of transformers'), and a row's bits can differ between the three paths
+  by float32 rounding (~1e-6).
+The W rows of the first path and of the matvec split over threads through device/cpu_pool.py; the others use OpenMP.
 
 Block layouts follow ggml (ggml-common.h / gguf-py quants.py); the per-element arithmetic is done in the same
 order as gguf-py's numpy dequantize (fp16 scale widened to fp32, separate multiply and add: the compiler runs
@@ -451,16 +457,45 @@ static inline void tg_quantize_x8(const float* restrict x, int8_t* restrict xq, 
   }
 }
 
+/* one output's sum: even blocks into acc0/accm0, odd ones into acc1/accm1 (no dependency chain from block to block) */
+static inline float tg_dot8_total(__m256 acc0, __m256 acc1, __m128 accm0, __m128 accm1) {
+  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + TG_ACCM_FACTOR * _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0, accm1)));
+}
+
 static inline float tg_dot_row8(const uint8_t* restrict w, const int8_t* restrict xq, const float* restrict sx, long nb) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   __m128 accm0 = _mm_setzero_ps(), accm1 = _mm_setzero_ps();
   long i = 0;
-  for (; i + 1 < nb; i += 2) {   /* two blocks per step into separate accumulators: no dependency chain */
+  for (; i + 1 < nb; i += 2) {
     tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm0);
     tg_dot_block8(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &acc1, &accm1);
   }
   if (i < nb) tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm0);
-  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + TG_ACCM_FACTOR * _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0, accm1)));
+  return tg_dot8_total(acc0, acc1, accm0, accm1);
+}
+
+/* two rows of x (xq, sx and xq + K, sx + K / 16) against one W row: each output gets tg_dot_row8's operations in its
+   order, so its bits, while the block's bytes are loaded and unpacked once for both (the compiler merges the two
+   inlined unpacks of the same bytes) */
+static inline void tg_dot_row8x2(const uint8_t* restrict w, const int8_t* restrict xq, const float* restrict sx, long nb,
+                                 float* restrict out0, float* restrict out1) {
+  const int8_t* xq1 = xq + 32 * nb;
+  const float* sx1 = sx + 2 * nb;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  __m128 am0 = _mm_setzero_ps(), am1 = _mm_setzero_ps(), bm0 = _mm_setzero_ps(), bm1 = _mm_setzero_ps();
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {
+    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &a0, &am0);
+    tg_dot_block8(w + i * TG_TS, xq1 + 32 * i, sx1 + 2 * i, &b0, &bm0);
+    tg_dot_block8(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &a1, &am1);
+    tg_dot_block8(w + (i + 1) * TG_TS, xq1 + 32 * (i + 1), sx1 + 2 * (i + 1), &b1, &bm1);
+  }
+  if (i < nb) {
+    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &a0, &am0);
+    tg_dot_block8(w + i * TG_TS, xq1 + 32 * i, sx1 + 2 * i, &b0, &bm0);
+  }
+  *out0 = tg_dot8_total(a0, a1, am0, am1);
+  *out1 = tg_dot8_total(b0, b1, bm0, bm1);
 }
 #endif
 
@@ -540,38 +575,66 @@ static inline void tg_pack_b_quant(float* restrict b_panel, const uint8_t* restr
    the shared cores have not run yet; weak, so a library loaded without the pool runs its matvecs on one thread */
 extern void tg_pool_for(void (*body)(void*, long, long), void* ctx, long n, long chunk, int threads) __attribute__((weak));
 
-/* one matvec: x as the block dots read it (quantized to xq with per-32 scales sx, or float x with per-32 sums sx) */
-struct tg_matvec { float* out; const uint8_t* w; const float* x; void* xq; float* sx; long row_bytes, nb; };
+/* x as the block dots read it. Where the integer dots quantize x (AVX2, TG_HAS_DOT8 / TG_HAS_DOT16) they do so for
+   every row count: each row of x is quantized on its own and dotted with each W row by the same function, so a row's
+   result is the same bits whatever batch it is in (a server's decode batch gives each stream its solo tokens) */
+#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
+#define TG_X_QUANTIZED 1
+typedef int8_t tg_xq_t;
+#define TG_SX_PER_32 2                       /* dx and dx * the sum of its xq (ggml's Q8_1 d and s) */
+#define tg_quantize_x tg_quantize_x8
+#define tg_dot_xq tg_dot_row8
+#elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
+#define TG_X_QUANTIZED 1
+typedef int16_t tg_xq_t;
+#define TG_SX_PER_32 1                       /* dx */
+#define tg_quantize_x tg_quantize_x16
+#define tg_dot_xq tg_dot_row16
+#else
+#define TG_X_QUANTIZED 0
+#endif
+/* rows of quantized x dotted per pass over a W chunk: 64 rows of K = 1536 bytes stay in L2 with the chunk */
+#define TG_XQ_ROWS 64
+
+/* one product: out (M, N) = x (M, K) @ W.T, x either quantized (xq with sx per 32, every M) or float (M == 1, sx the
+   sums of x per 32 for the float block dots) */
+struct tg_matvec { float* out; const uint8_t* w; const float* x; void* xq; float* sx; long row_bytes, nb, M, N; };
 
 static void tg_matvec_rows(void* job_, long begin, long end) {
   const struct tg_matvec* job = (const struct tg_matvec*)job_;
-  for (long n = begin; n < end; n++) {
-#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
-    job->out[n] = tg_dot_row8(job->w + n * job->row_bytes, (const int8_t*)job->xq, job->sx, job->nb);
-#elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
-    job->out[n] = tg_dot_row16(job->w + n * job->row_bytes, (const int16_t*)job->xq, job->sx, job->nb);
-#else
-    job->out[n] = tg_dot_row(job->w + n * job->row_bytes, job->x, job->sx, job->nb);
+#if TG_X_QUANTIZED
+  long K = job->nb * TG_BS;
+  for (long m0 = 0; m0 < job->M; m0 += TG_XQ_ROWS) {
+    long m1 = job->M - m0 < TG_XQ_ROWS ? job->M : m0 + TG_XQ_ROWS;
+    for (long n = begin; n < end; n++) {
+      const uint8_t* row = job->w + n * job->row_bytes;
+      long m = m0;
+#ifdef TG_HAS_DOT8
+      for (; m + 1 < m1; m += 2)
+        tg_dot_row8x2(row, (const int8_t*)job->xq + m * K, job->sx + m * (K / 16), job->nb, job->out + m * job->N + n,
+                      job->out + (m + 1) * job->N + n);
 #endif
+      for (; m < m1; m++)
+        job->out[m * job->N + n] = tg_dot_xq(row, (const tg_xq_t*)job->xq + m * K, job->sx + m * (K / 32) * TG_SX_PER_32, job->nb);
+    }
   }
+#else
+  for (long n = begin; n < end; n++) job->out[n] = tg_dot_row(job->w + n * job->row_bytes, job->x, job->sx, job->nb);
+#endif
 }
 
 void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
                long long K, long long threads) {
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
-  if (M == 1) {
-    int threads_used = nthreads > 1 && N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES ? nthreads : 1;
+  if (TG_X_QUANTIZED || M == 1) {
+    int threads_used = nthreads > 1 && M * N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES ? nthreads : 1;
     long chunk = (N + (long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD);
-    struct tg_matvec job = {out, w, x, 0, 0, row_bytes, nb};
-#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
-    job.xq = tg_gemm_alloc((size_t)K);
-    job.sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
-    tg_quantize_x8(x, (int8_t*)job.xq, job.sx, K);
-#elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
-    job.xq = tg_gemm_alloc((size_t)K * sizeof(int16_t));
-    job.sx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
-    tg_quantize_x16(x, (int16_t*)job.xq, job.sx, K);
+    struct tg_matvec job = {out, w, x, 0, 0, row_bytes, nb, M, N};
+#if TG_X_QUANTIZED
+    job.xq = tg_gemm_alloc((size_t)(M * K) * sizeof(tg_xq_t));
+    job.sx = (float*)tg_gemm_alloc((size_t)(M * (K / 32) * TG_SX_PER_32) * sizeof(float));
+    for (long m = 0; m < M; m++) tg_quantize_x(x + m * K, (tg_xq_t*)job.xq + m * K, job.sx + m * (K / 32) * TG_SX_PER_32, K);
 #else
     job.sx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
     for (long i = 0; i < K / 32; i++) {
@@ -636,12 +699,11 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   }
 }
 
-/* the precision the matvec (M == 1) reads x at: 8 or 16 where it quantizes x for integer block dots, else 32 */
+/* the precision tg_qlinear reads x at, whatever the row count: 8 or 16 where it quantizes x for integer block dots,
+   else 32 */
 int TG_X_BITS(void) {
-#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
-  return 8;
-#elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
-  return 16;
+#if TG_X_QUANTIZED
+  return (int)(8 * sizeof(tg_xq_t));
 #else
   return 32;
 #endif
@@ -666,7 +728,7 @@ void TG_ROWS(float* restrict out, const long long* restrict ids, const uint8_t* 
 
 def linear_name(ggml_type: str) -> str: return f"tg_qlinear_{ggml_type.lower()}"
 def rows_name(ggml_type: str) -> str: return f"tg_qrows_{ggml_type.lower()}"
-def x_bits_name(ggml_type: str) -> str: return f"tg_qmatvec_x_bits_{ggml_type.lower()}"
+def x_bits_name(ggml_type: str) -> str: return f"tg_qlinear_x_bits_{ggml_type.lower()}"
 
 
 # which code the library runs: the best the compiler's target has, or (tests) the AVX2 or the portable scalar one
