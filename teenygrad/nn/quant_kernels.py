@@ -4,6 +4,7 @@ registers inside the matmul.
 One shared library per GGML type, compiled by the CPU backend's compiler (disk-cached), exporting three functions:
 
     tg_qlinear_<type>(out, x, w, M, N, K, threads)      out (M, N) = x (M, K) @ W.T, W = N rows of K/BS blocks
+    tg_qlinear_residual_<type>(out, x, w, residual, M, N, K, threads)   the same plus residual (M, N)
     tg_qrows_<type>(out, ids, w, err, n, N, K, threads) out (n, K) = W[ids]; an id outside [0, N) gives a zero row
                                                         and err[0] = 1
     tg_qlinear_x_bits_<type>()                          8 or 16 where tg_qlinear quantizes x (below), else 32
@@ -623,8 +624,8 @@ static void tg_matvec_rows(void* job_, long begin, long end) {
 #endif
 }
 
-void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
-               long long K, long long threads) {
+static void tg_linear(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
+                      long long K, long long threads) {
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (TG_X_QUANTIZED || M == 1) {
@@ -699,6 +700,19 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   }
 }
 
+void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
+               long long K, long long threads) {
+  tg_linear(out, x, w, M, N, K, threads);
+}
+
+/* out = x @ W.T + residual: the add the model's residual connection would otherwise launch as a kernel of its own
+   (the same float adds, so the same bits) */
+void TG_LINEAR_RESIDUAL(float* restrict out, const float* restrict x, const uint8_t* restrict w, const float* restrict residual,
+                        long long M, long long N, long long K, long long threads) {
+  tg_linear(out, x, w, M, N, K, threads);
+  for (long i = 0; i < M * N; i++) out[i] = residual[i] + out[i];
+}
+
 /* the precision tg_qlinear reads x at, whatever the row count: 8 or 16 where it quantizes x for integer block dots,
    else 32 */
 int TG_X_BITS(void) {
@@ -727,6 +741,7 @@ void TG_ROWS(float* restrict out, const long long* restrict ids, const uint8_t* 
 
 
 def linear_name(ggml_type: str) -> str: return f"tg_qlinear_{ggml_type.lower()}"
+def linear_residual_name(ggml_type: str) -> str: return f"tg_qlinear_residual_{ggml_type.lower()}"
 def rows_name(ggml_type: str) -> str: return f"tg_qrows_{ggml_type.lower()}"
 def x_bits_name(ggml_type: str) -> str: return f"tg_qlinear_x_bits_{ggml_type.lower()}"
 
@@ -742,6 +757,7 @@ def render_quant_source(ggml_type: str, isa: str = "native") -> str:
              f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_MS {MS}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
              f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_MATVEC_PARALLEL_MIN_BYTES {MATVEC_PARALLEL_MIN_BYTES}L",
              f"#define TG_MATVEC_CHUNKS_PER_THREAD {MATVEC_CHUNKS_PER_THREAD}", f"#define TG_LINEAR {linear_name(ggml_type)}",
+             f"#define TG_LINEAR_RESIDUAL {linear_residual_name(ggml_type)}",
              f"#define TG_ROWS {rows_name(ggml_type)}", f"#define TG_X_BITS {x_bits_name(ggml_type)}"]
   assert all(NC % t.nr == 0 and MC % t.mr == 0 and MS % t.mr == 0 for t in TILES) and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
