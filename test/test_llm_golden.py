@@ -50,18 +50,26 @@ def _agreeing(a: list[int], b: list[int]) -> int:
   return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def _check_greedy(generated: list[list[int]]) -> None:
+# With x rounded to int8 a logit carries ~0.1-0.3 of rounding noise (test_quantized_logits_match_transformers), so
+# two tokens closer than this are a tie the rounding decides; llama.cpp's recorded tokens, fed back, are within 0.18
+# of the best logit at every position of these prompts
+NEAR_TIE = 0.5
+
+
+def _check_greedy(model, generated: list[list[int]]) -> None:
   """Float x: transformers' tokens exactly. x rounded as llama.cpp does: llama.cpp's other arithmetic (an f16 KV
-  cache, its own sum orders) still flips near-ties, so not its tokens exactly, but each prompt's tokens agree with
-  llama.cpp's at least as long as transformers' do (so every token both references agree on is matched), and over
-  the five prompts they follow llama.cpp further than transformers (a matvec that kept x float would not)."""
+  cache, its own sum orders) still decides near-ties differently, so each prompt's tokens follow llama.cpp's until
+  they first differ, and there llama.cpp's token is within NEAR_TIE of the chosen one's logit (fed the same prefix);
+  a broken kernel diverges on tokens whose logits differ by units."""
   if not x_quantized():
     for got, expected in zip(generated, HF["greedy"]): assert got == expected[:len(got)]
     return
   if CPP is None: pytest.skip("recorded without llama.cpp, the reference of x rounded as it rounds it")
-  cpp, hf = CPP["greedy"], HF["greedy"]
-  for got, c, h in zip(generated, cpp, hf): assert _agreeing(got, c) >= _agreeing(h[:len(got)], c), got
-  assert sum(map(_agreeing, generated, cpp)) > sum(map(_agreeing, generated, hf)), generated
+  for ids, got, expected in zip(HF["prompt_ids"], generated, CPP["greedy"]):
+    i = _agreeing(got, expected)
+    if i == len(got): continue
+    logits = _last_logits(model, ids + got[:i])
+    assert logits[got[i]] - logits[expected[i]] < NEAR_TIE, (ids, i, got[i], expected[i])
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +106,12 @@ def _check_logits(logits: np.ndarray, ref: dict, atol: float) -> None:
 
 def test_quantized_logits_match_transformers(quantized):
   """The quantized weights dequantize to exactly what transformers computes with, so with float x logits agree
-  within 1e-3; with x rounded as llama.cpp rounds it, within twice llama.cpp's own distance from transformers."""
+  within 1e-3. With x rounded to int8 as llama.cpp rounds it they carry that rounding's noise: ~0.1-0.3 RMS, at most
+  ~0.75 on these prompts (llama.cpp's own recording: at most 0.62), so 1.0, a third of the logits' spread; a wrong
+  block, scale or row moves them by units."""
   model, _ = quantized
-  if x_quantized() and CPP is None: pytest.skip("recorded without llama.cpp, the yardstick of x rounded as it rounds it")
-  for ids, ref, cpp in list(zip(HF["prompt_ids"], HF["logits"], CPP["logits"] if CPP else HF["logits"]))[:LOGIT_PROMPTS]:
-    atol = 2 * float(np.max(np.abs(np.subtract(cpp["head"], ref["head"])))) if x_quantized() else 1e-3
-    _check_logits(_last_logits(model, ids), ref, atol=atol)
+  for ids, ref in list(zip(HF["prompt_ids"], HF["logits"]))[:LOGIT_PROMPTS]:
+    _check_logits(_last_logits(model, ids), ref, atol=1.0 if x_quantized() else 1e-3)
 
 
 def test_quantized_next_token_matches_llama_cpp(quantized):
@@ -116,7 +124,7 @@ def test_quantized_next_token_matches_llama_cpp(quantized):
     np.testing.assert_allclose(logits[ref["top_ids"][:5]], ref["top_values"][:5], atol=0.5)
 
 
-def test_greedy_matches_transformers(quantized):
+def test_batched_greedy_matches_the_reference(quantized):
   """Five prompts as one batch (left padding hidden by the key mask), 32 greedy tokens each."""
   from teenygrad.llm.generate import Generator
   from teenygrad.llm.sampling import SamplingParams
@@ -124,7 +132,7 @@ def test_greedy_matches_transformers(quantized):
   tokenizer.stop_ids = set()   # the reference ran without stopping
   generator = Generator(model, tokenizer)
   rows = generator.generate_ids(HF["prompt_ids"], SamplingParams(max_tokens=GREEDY_TOKENS))
-  _check_greedy([row.generated for row in rows])
+  _check_greedy(model, [row.generated for row in rows])
 
 
 def test_f32_logits_match_transformers():
@@ -142,4 +150,4 @@ def test_batch1_greedy_matches_the_reference(quantized):
   model, tokenizer = quantized
   tokenizer.stop_ids = set()
   generator = Generator(model, tokenizer)
-  _check_greedy([generator.generate_ids([ids], SamplingParams(max_tokens=GREEDY_TOKENS))[0].generated for ids in HF["prompt_ids"]])
+  _check_greedy(model, [generator.generate_ids([ids], SamplingParams(max_tokens=GREEDY_TOKENS))[0].generated for ids in HF["prompt_ids"]])
