@@ -644,7 +644,13 @@ static void tg_linear(float* restrict out, const float* restrict x, const uint8_
       job.sx[i] = s;
     }
 #endif
-    if (tg_pool_for && threads_used > 1) tg_pool_for(tg_matvec_rows, &job, N, chunk, threads_used);
+    if (threads_used > 1 && M >= TG_GEMM_MIN_ROWS) {
+      /* a prefill's products: OpenMP, like the kernels around them, whose team is still spinning (the pool's worker
+         would be a third spinning thread on two cores) */
+      long chunks = (N + chunk - 1) / chunk;
+      #pragma omp parallel for num_threads(threads_used) schedule(dynamic, 1)
+      for (long c = 0; c < chunks; c++) tg_matvec_rows(&job, c * chunk, (c + 1) * chunk < N ? (c + 1) * chunk : N);
+    } else if (tg_pool_for && threads_used > 1) tg_pool_for(tg_matvec_rows, &job, N, chunk, threads_used);
     else tg_matvec_rows(&job, 0, N);
     free(job.xq); free(job.sx);
     return;
