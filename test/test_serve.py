@@ -78,7 +78,10 @@ def test_models(client):
 
 
 def test_chat_greedy_with_usage(client):
-  r = chat(client, "What is the capital of France?", max_tokens=12)
+  # not "What is the capital of France?": SmolLM2-135M's answer to that wording hangs on near-ties, and with x rounded
+  # to int8 as llama.cpp rounds it (the AVX2 CPU kernels) it answers "L'Etoile, la Marseillaise," as llama.cpp does;
+  # this wording gets Paris with float x and with int8 x
+  r = chat(client, "Name the capital city of France.", max_tokens=12)
   assert "Paris" in r.choices[0].message.content
   assert r.choices[0].finish_reason in ("stop", "length")
   assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 10
