@@ -233,7 +233,8 @@ def test_unknown_model_auth_and_sizes(server, client):
   # too many sequences at once: the queue refuses them, and the server answers the next request
   r = post(server, json.dumps({"model": MODEL, "prompt": ["a b c"] * 5, "n": 16, "max_tokens": 2}), path="/v1/completions")
   assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full"
-  assert "Paris" in chat(client, "Name the capital city of France.", max_tokens=12).choices[0].message.content   # the wording of test_chat_greedy_with_usage
+  # the wording of test_chat_greedy_with_usage
+  assert "Paris" in chat(client, "Name the capital city of France.", max_tokens=12).choices[0].message.content
 
 
 def test_health_metrics_and_page(server, client):

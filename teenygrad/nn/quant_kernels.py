@@ -25,7 +25,8 @@ How `tg_qlinear` runs:
     per task and reused across all MC rows of x in that task.
   These keep float x (logits within 1e-3 of transformers'), and a row's bits can differ between the three paths
   by float32 rounding (~1e-6).
-The W rows of the first path and of the matvec split over threads through device/cpu_pool.py; the others use OpenMP.
+The W rows of a product of fewer than GEMM_MIN_ROWS rows of x (decode) split over threads through
+device/cpu_pool.py; bigger ones (prefill) use OpenMP, like the kernels around them.
 
 Block layouts follow ggml (ggml-common.h / gguf-py quants.py); the per-element arithmetic is done in the same
 order as gguf-py's numpy dequantize (fp16 scale widened to fp32, separate multiply and add: the compiler runs
