@@ -80,7 +80,11 @@ class NumpyKernels:
 @pytest.fixture
 def numpy_kernels(monkeypatch):
   from teenygrad.llm import custom_ops, fused_linear
+  from teenygrad.nn import quant
   kernels = NumpyKernels()
+  # the CUDA kernels modelled here read x as float: so must the primitive path's quantized linears, which the AVX2
+  # build runs on x rounded to int8 (~1e-5 off here); the portable C keeps x float
+  monkeypatch.setitem(quant.FUSED_KERNELS, "CPU", lambda device, t: quant._cpu_kernels(device, t, "scalar"))
   monkeypatch.setitem(fused_linear.MATVEC_KERNELS, "CPU", kernels.matvec)
   monkeypatch.setitem(custom_ops.ROPE_ATTENTION_KERNELS, "CPU", kernels.rope_attention)
   monkeypatch.setitem(custom_ops.ATTENTION_KERNELS, "CPU", kernels.attention)

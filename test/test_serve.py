@@ -78,7 +78,10 @@ def test_models(client):
 
 
 def test_chat_greedy_with_usage(client):
-  r = chat(client, "What is the capital of France?", max_tokens=12)
+  # not "What is the capital of France?": SmolLM2-135M's answer to that wording hangs on near-ties, and with x rounded
+  # to int8 as llama.cpp rounds it (the AVX2 CPU kernels) it answers "L'Etoile, la Marseillaise," as llama.cpp does;
+  # this wording gets Paris with float x and with int8 x
+  r = chat(client, "Name the capital city of France.", max_tokens=12)
   assert "Paris" in r.choices[0].message.content
   assert r.choices[0].finish_reason in ("stop", "length")
   assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 10
@@ -230,7 +233,8 @@ def test_unknown_model_auth_and_sizes(server, client):
   # too many sequences at once: the queue refuses them, and the server answers the next request
   r = post(server, json.dumps({"model": MODEL, "prompt": ["a b c"] * 5, "n": 16, "max_tokens": 2}), path="/v1/completions")
   assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full"
-  assert "Paris" in chat(client, "What is the capital of France?", max_tokens=8).choices[0].message.content
+  # the wording of test_chat_greedy_with_usage
+  assert "Paris" in chat(client, "Name the capital city of France.", max_tokens=12).choices[0].message.content
 
 
 def test_health_metrics_and_page(server, client):

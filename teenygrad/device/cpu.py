@@ -75,8 +75,12 @@ def has_vector_math() -> bool:
 
 
 class ClangCompiler(Compiler):
-  flags = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fwrapv",
-           "-ffp-contract=off", "-Wno-unused-variable")
+  # -fno-trapping-math: no kernel reads the floating-point exception flags, and with them kept GCC will not turn a
+  # select between float values into a blend, so a loop holding one stays scalar (silu's stable sigmoid over 1536
+  # floats: 10.4 -> 2.6 us; the argmax over a 49152-word vocabulary: 162 -> 78 us). Values are unchanged: no
+  # reassociation, contraction or flush to zero comes with it.
+  flags = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math",
+           "-fwrapv", "-ffp-contract=off", "-Wno-unused-variable")
 
   def __init__(self):
     self.cc = find_c_compiler()

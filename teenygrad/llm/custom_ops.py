@@ -233,8 +233,13 @@ def _vulkan_attention(device: str):
   return vulkan_decode_attention(device)
 
 
+def _cpu_attention(device: str):
+  from teenygrad.llm.attention_cpu import cpu_decode_attention
+  return cpu_decode_attention(device)
+
+
 # backend name -> factory(device) of a decode-attention launcher (llm/attention_cuda.py's shape) or None; others run the reference
-ATTENTION_KERNELS = {"CUDA": _cuda_attention, "VULKAN": _vulkan_attention}
+ATTENTION_KERNELS = {"CUDA": _cuda_attention, "VULKAN": _vulkan_attention, "CPU": _cpu_attention}
 
 
 def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key_mask: Tensor | None) -> Tensor | None:

@@ -11,6 +11,7 @@ buffer of GGML blocks, row by row. Three ways to use it:
 """
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 
 import numpy as np
@@ -21,7 +22,7 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import Ops
-from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, render_quant_source, rows_name
+from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, linear_residual_name, render_quant_source, rows_name, x_bits_name
 from teenygrad.tensor.tensor import Tensor, is_grad_enabled
 
 # ---- the reference: Tensor primitives on the raw bytes ----
@@ -130,17 +131,27 @@ def _launch(name: str, program, buffers: list[Buffer], values: tuple[int, ...], 
 class CPUQuantKernels:
   """The fused kernels of one GGML type on the CPU: one C library (quant_kernels.py), compiled once and disk-cached
   by the backend's compiler. Each method is a single launch on realized buffers."""
-  def __init__(self, device: str, ggml_type: str, simd: bool = True):
+  fuses_residual = True
+
+  def __init__(self, device: str, ggml_type: str, isa: str = "native"):
+    from teenygrad.device.cpu_pool import load_pool
     backend = Device[device]
+    load_pool(backend.compiler)   # the matvec's threads: loaded first, so the library binds to it
     self.device, self.ggml_type = device, ggml_type
-    self.src = render_quant_source(ggml_type, simd)
+    self.src = render_quant_source(ggml_type, isa)
     binary = backend.compiler.compile_cached(self.src)
     self._linear = backend.program(linear_name(ggml_type), binary)
+    self._linear_residual = backend.program(linear_residual_name(ggml_type), binary)
     self._rows = backend.program(rows_name(ggml_type), binary)
+    x_bits = getattr(self._linear.lib, x_bits_name(ggml_type))
+    x_bits.restype = ctypes.c_int
+    # 8: linear rounds x to int8 per 32 (ggml's Q8_1) for every row count, as llama.cpp does; 16: int16; 32: float x
+    self.x_bits: int = x_bits()
 
-  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int) -> None:
-    """out (m, n) = x (m, k) @ W.T for W (n, k) in blocks."""
-    _launch(f"qlinear_{self.ggml_type.lower()}", self._linear, [out, x, w], (m, n, k, max(config.threads, 1)), m * n * k, self.device,
+  def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None) -> None:
+    """out (m, n) = x (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks."""
+    program, buffers = (self._linear, [out, x, w]) if residual is None else (self._linear_residual, [out, x, w, residual])
+    _launch(f"qlinear_{self.ggml_type.lower()}", program, buffers, (m, n, k, max(config.threads, 1)), m * n * k, self.device,
             record=True)
 
   def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:
@@ -150,12 +161,12 @@ class CPUQuantKernels:
             self.device, record=False)
 
 
-_cpu_cache: dict[tuple[str, str, bool], CPUQuantKernels] = {}
+_cpu_cache: dict[tuple[str, str, str], CPUQuantKernels] = {}
 
 
-def _cpu_kernels(device: str, ggml_type: str, simd: bool = True) -> CPUQuantKernels:
-  key = (device, ggml_type, simd)
-  if key not in _cpu_cache: _cpu_cache[key] = CPUQuantKernels(device, ggml_type, simd)
+def _cpu_kernels(device: str, ggml_type: str, isa: str = "native") -> CPUQuantKernels:
+  key = (device, ggml_type, isa)
+  if key not in _cpu_cache: _cpu_cache[key] = CPUQuantKernels(device, ggml_type, isa)
   return _cpu_cache[key]
 
 

@@ -1,24 +1,37 @@
 """C kernels for GGUF-quantized weights on the CPU: the weights stay in their GGML blocks and are dequantized in
 registers inside the matmul.
 
-One shared library per GGML type, compiled by the CPU backend's compiler (disk-cached), exporting two functions:
+One shared library per GGML type, compiled by the CPU backend's compiler (disk-cached), exporting three functions:
 
     tg_qlinear_<type>(out, x, w, M, N, K, threads)      out (M, N) = x (M, K) @ W.T, W = N rows of K/BS blocks
+    tg_qlinear_residual_<type>(out, x, w, residual, M, N, K, threads)   the same plus residual (M, N)
     tg_qrows_<type>(out, ids, w, err, n, N, K, threads) out (n, K) = W[ids]; an id outside [0, N) gives a zero row
                                                         and err[0] = 1
+    tg_qlinear_x_bits_<type>()                          8 or 16 where tg_qlinear quantizes x (below), else 32
 
-How `tg_qlinear` runs, by the number of rows M of x:
-- M == 1 (decode): a matvec that streams W once; each block is dequantized into zmm registers and multiplied with
-  x right there, so the only memory traffic is the quantized bytes (bandwidth-bound, OpenMP over output rows).
-- M < GEMM_MIN_ROWS: each W row is dequantized once into an L1 buffer and dotted with every row of x.
-- otherwise (prefill): a GotoBLAS-style GEMM with the microkernel of codegen/gemm.py, where packing B is
-  dequantizing a KC x 32 slice of W (transposed) into the L1-resident panel, so every weight is dequantized once
-  per task and reused across all MC rows of x in that task.
+How `tg_qlinear` runs:
+- AVX2, Q4_0 / Q4_1 / Q8_0, any number of rows M of x: what llama.cpp does. Each row of x is quantized on its own,
+  to int8 per 32 for Q4_0 / Q4_1 (ggml's Q8_1: the result is W . x8, within ~1e-3 of W . x) and to int16 per 32 for
+  Q8_0 (within ~1e-5), and each block's dot product is formed on bytes (vpmaddubsw) or words (vpmaddwd). Every
+  (row of x, row of W) pair runs the same function, so a row's result is the same bits whatever batch it is in: a
+  decode step of one stream, a server's batch of 64, a prefill chunk. W streams once per 64 rows of x, two rows of x
+  sharing each block's unpacking.
+- Otherwise, by M:
+  - M == 1 (decode): a matvec that streams W once, so the only memory traffic is the quantized bytes. With AVX-512
+    each block is dequantized into zmm registers and multiplied with x right there.
+  - M < GEMM_MIN_ROWS: each W row is dequantized once into an L1 buffer and dotted with every row of x.
+  - otherwise (prefill): a GotoBLAS-style GEMM with the microkernel of codegen/gemm.py, where packing B is
+    dequantizing a KC x 32 slice of W (transposed) into the L1-resident panel, so every weight is dequantized once
+    per task and reused across all MC rows of x in that task.
+  These keep float x (logits within 1e-3 of transformers'), and a row's bits can differ between the three paths
+  by float32 rounding (~1e-6).
+The W rows of a product of fewer than GEMM_MIN_ROWS rows of x (decode) split over threads through
+device/cpu_pool.py; bigger ones (prefill) use OpenMP, like the kernels around them.
 
 Block layouts follow ggml (ggml-common.h / gguf-py quants.py); the per-element arithmetic is done in the same
 order as gguf-py's numpy dequantize (fp16 scale widened to fp32, separate multiply and add: the compiler runs
-with -ffp-contract=off), so `tg_qrows` is bit-exact with it. Every type has a scalar path too (no AVX-512, or
-TG_QUANT_SCALAR defined) that gives the same bits.
+with -ffp-contract=off), so `tg_qrows` is bit-exact with it. Every type has a scalar path too (no AVX-512 or AVX2,
+or TG_QUANT_SCALAR defined) that gives the same bits; TG_QUANT_AVX2 picks the AVX2 code on an AVX-512 machine.
 """
 from __future__ import annotations
 
@@ -43,10 +56,16 @@ KC = 256                   # depth of one packed slice: a multiple of every bloc
 NC = 64                    # W rows per GEMM task at most (2 or 4 panels of NR): their KC slice, dequantized, stays in L1/L2
 MC = 144                   # x rows packed at a time (12 or 24 panels of MR), in L2
 MS = 1020                  # x rows per GEMM task at most (a multiple of MR): bounds the task's C block to MS x NC floats
-# a matvec over fewer weight bytes stays on one thread: a sub-MiB matvec takes ~30 us on one core, and a fork/join costs
-# microseconds on a quiet machine but a scheduler time slice (~10-20 ms, measured) whenever the cores are shared and the
-# worker is not running; SmolLM2's layer matrices (<= 553 KB) stay serial, its 30 MB head and 4096^2 layers split
+# few-row products and row gathers over fewer weight bytes stay on one thread: a fork/join costs microseconds on a
+# quiet machine but a scheduler time slice (~10-20 ms, measured) whenever the cores are shared and the worker is not
+# running
 PARALLEL_MIN_BYTES = 1 << 20
+# the matvec splits from here: a 128 KiB matvec is ~16 us of work on one core (8 GB/s), a fork/join ~1-2 us to a
+# spinning worker, so every SmolLM2 layer matrix (207-1106 KB) splits
+MATVEC_PARALLEL_MIN_BYTES = 128 << 10
+# the matvec's rows go out in this many dynamic chunks per thread: a worker the (shared) cores run late finds the
+# chunks taken by the others instead of holding the join for a static half, and the halves stay within a chunk of even
+MATVEC_CHUNKS_PER_THREAD = 8
 
 # ---- per type: scalar dequantize of one block into y[BS], and the AVX-512 one into v[BS / 16] ----
 # Both compute each weight with the same float operations in the same order, so they give the same bits.
@@ -243,53 +262,65 @@ _DOT = {
   }""",
 }
 
-# ---- per type, AVX2 (machines without AVX-512): the block's dot product as 16-bit integer multiply-adds ----
-# The matvec's x is rounded to int16 with one scale per 32 (dx; error <= 2^-16 of the block's largest |x|), so a
-# block costs two widenings and two vpmaddwd where float math needs four widenings and four conversions. The scales
-# go through one vector op: the block's fp16 pair (d, m) widened at once, times the pair (dx, xs) of this 32 of x
-# (xs: its exact float sum), gives d*dx (scales the integer dot) and m*xs (the offset term, summed in lane 1 of
-# accm and added TG_ACCM_FACTOR times at the end). Updates acc (8 floats) and accm.
-def _avx2_dot16(lo: str, hi: str) -> str:
-  """p: the int32 partial dots of two 16-lane int16 halves of a block against the block's 32 int16 x (xq)."""
+# ---- per type, AVX2 (machines without AVX-512): the block's dot product on small integers ----
+# Q4_0 / Q4_1 do what llama.cpp does: the matvec's x is first quantized like ggml's Q8_1 activations, int8 per 32
+# with a scale dx = the 32's max |x| / 127 (tg_quantize_x8). A block's q.x is then one vpmaddubsw (unsigned x signed
+# bytes, pairs summed to int16; no pair exceeds 2 * 128 * 127 < 2^15) and one vpmaddwd (to int32), converted and
+# scaled once per block: ~1.6x the float-free int16 dot's rate. The scales go through one vector op: the block's
+# fp16 pair (d, m) widened at once, times this 32's pair (dx, xs) (xs = dx * the sum of its int8 values, Q8_1's s),
+# gives d dx (scales the integer dot) and m xs (the offset term, summed in lane 1 of accm and added TG_ACCM_FACTOR
+# times at the end). Updates acc (8 floats) and accm.
+
+# signed weights: vpmaddubsw needs its first operand unsigned, so it gets |q| and x takes q's sign (vpsignb)
+def _avx2_signed_dot8(q: str) -> str:
   return f"""
-  __m256i p = _mm256_add_epi32(_mm256_madd_epi16({lo}, _mm256_loadu_si256((const __m256i*)xq)),
-                               _mm256_madd_epi16({hi}, _mm256_loadu_si256((const __m256i*)(xq + 16))));"""
+  __m256i y = _mm256_loadu_si256((const __m256i*)xq);
+  __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8({q}, {q}), _mm256_sign_epi8(y, {q})), _mm256_set1_epi16(1));"""
 
 
-def _avx2_centred_nibbles(offset: int) -> str:
-  """lo, hi: the block's 16 bytes of nibbles at `offset`, minus 8, widened to int16 (low nibbles, then high)."""
+# the block's 16 bytes of nibbles at `offset` as 32 bytes 0..15 in ggml's order (the low nibbles, then the high ones)
+def _avx2_nibbles(offset: int) -> str:
   return f"""
-  __m128i raw = _mm_loadu_si128((const __m128i*)(b + {offset})), low4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-  __m256i lo = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(raw, low4), eight));
-  __m256i hi = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), eight));"""
+  __m128i raw = _mm_loadu_si128((const __m128i*)(b + {offset}));
+  __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));"""
 
 
-# one fp16 scale d times dx: the integer dot's scale (Q4_0, Q8_0 have no offset term)
+# one fp16 scale d times dx: the integer dot's scale (no offset term)
 _AVX2_SCALE_ONLY = """
   __m128 sc = _mm_mul_ss(_mm_cvtph_ps(_mm_cvtsi32_si128((int)b[0] | ((int)b[1] << 8))), _mm_load_ss(sx));
-  (void)accm;
   *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);"""
 
-_DOT_AVX2 = {
-  # q - 8 in the integers (not -8 d xs afterwards, which would cancel against the rounded q.x)
-  "Q4_0": _avx2_centred_nibbles(2) + _avx2_dot16("lo", "hi") + _AVX2_SCALE_ONLY,
-  # d q + m = d (q - 8) + (m + 8 d): centred, the rounding errors of x meet weights half as large
-  "Q4_1": _avx2_centred_nibbles(4) + _avx2_dot16("lo", "hi") + """
+_DOT_AVX2_X8 = {
+  # q - 8 in the integers: the dot stays exact until the block's one conversion to float
+  "Q4_0": _avx2_nibbles(2) + "\n  q = _mm256_sub_epi8(q, _mm256_set1_epi8(8));" + _avx2_signed_dot8("q") + _AVX2_SCALE_ONLY
+          + "\n  (void)accm;",
+  # d q + m: the unsigned nibbles go straight into vpmaddubsw, m meets x through its sum (Q8_1's s = dx * sum xq,
+  # so the result is exactly W . (dx xq), the dot product llama.cpp forms)
+  "Q4_1": _avx2_nibbles(4) + """
+  __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i*)xq)), _mm256_set1_epi16(1));
   __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)tg_u32(b)));                        /* d, m */
-  dm = _mm_fmadd_ps(_mm_moveldup_ps(dm), _mm_setr_ps(0.0f, 8.0f, 0.0f, 0.0f), dm);    /* d, m + 8 d */
-  __m128 sc = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double*)sx)));
+  __m128 sc = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double*)sx)));          /* d dx, m xs */
   *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);
-  *accm = _mm_add_ps(*accm, sc);   /* lane 1: (m + 8 d) xs */""",
+  *accm = _mm_add_ps(*accm, sc);""",
+}
+ACCM_FACTOR_AVX2 = {"Q4_0": "0.0f", "Q4_1": "1.0f"}
+
+# Q8_0 keeps x at 16 bits (int16 per 32, dx = max |x| / 32767; tg_quantize_x16): its byte weights widen to int16 in
+# one instruction each, so the 8-bit dot measured no faster (SmolLM2's 30 MB Q8_0 head is bandwidth-bound at 8.5
+# GB/s on one Zen 3 core either way), and x rounded to 8 bits would double the error of 8-bit weights: the head's
+# logits stay within 1e-3 of transformers'
+_DOT_AVX2_X16 = {
   "Q8_0": """
   __m256i q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 2)));
-  __m256i q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 18)));""" + _avx2_dot16("q0", "q1") + _AVX2_SCALE_ONLY,
+  __m256i q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(b + 18)));
+  __m256i p = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i*)xq)),
+                               _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i*)(xq + 16))));""" + _AVX2_SCALE_ONLY,
 }
-ACCM_FACTOR_AVX2 = {"Q4_0": "0.0f", "Q4_1": "1.0f", "Q8_0": "0.0f"}
 
 _COMMON = r"""
 #include <stdint.h>
 #include <string.h>
-#if defined(__AVX512F__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR)
+#if defined(__AVX512F__) && defined(__F16C__) && !defined(TG_QUANT_SCALAR) && !defined(TG_QUANT_AVX2)
 #include <immintrin.h>
 #define TG_Q_SIMD 1
 #define TG_Q_AVX2 0
@@ -396,40 +427,111 @@ static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict 
 #endif
 }
 
-#if TG_Q_AVX2 && defined(TG_HAS_DOT16)
-/* x (K) to int16 with a scale per 32: xq[l] = round(x[l] / dx), dx = the block's max |x| / 32767; sx[2i] = dx and
-   sx[2i + 1] = the block's float sum */
-static inline void tg_quantize_x16(const float* restrict x, int16_t* restrict xq, float* restrict sx, long K) {
+#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
+static inline int tg_hsum256_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));
+}
+
+/* x (K) as ggml's Q8_1 activations (llama.cpp's quantize_row_q8_1): xq[l] = round(x[l] * 127 / amax) per 32, amax
+   its largest |x|; sx[2i] = dx = amax / 127, sx[2i + 1] = dx * (the sum of its xq) */
+static inline void tg_quantize_x8(const float* restrict x, int8_t* restrict xq, float* restrict sx, long K) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (long i = 0; i < K / 32; i++) {
-    const float* xb = x + 32 * i;
-    __m256 m = _mm256_setzero_ps();
-    float sum = 0.0f;
-    for (int l = 0; l < 32; l++) sum += xb[l];
-    for (int j = 0; j < 4; j++) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + 8 * j)));
-    float amax = tg_hmax256(m);
-    sx[2 * i] = amax / 32767.0f;
-    sx[2 * i + 1] = sum;
-    __m256 inv = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
-    for (int j = 0; j < 4; j += 2) {
-      __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), inv));
-      __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j + 8), inv));
-      /* packs works per 128-bit lane: put the 64-bit quarters back in order */
-      _mm256_storeu_si256((__m256i*)(xq + 32 * i + 8 * j), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, c), 0xD8));
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) {
+      v[j] = _mm256_loadu_ps(x + 32 * i + 8 * j);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
     }
+    float amax = tg_hmax256(m);
+    __m256 inv = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    __m256i q[4];
+    for (int j = 0; j < 4; j++)
+      q[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    /* the packs work per 128-bit lane: the permute puts the 32-bit groups back in order */
+    __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i*)(xq + 32 * i), _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    float dx = amax / 127.0f;
+    sx[2 * i] = dx;
+    sx[2 * i + 1] = dx * (float)tg_hsum256_epi32(sum);
   }
 }
 
-static inline float tg_dot_row16(const uint8_t* restrict w, const int16_t* restrict xq, const float* restrict sx, long nb) {
+/* one output's sum: even blocks into acc0/accm0, odd ones into acc1/accm1 (no dependency chain from block to block) */
+static inline float tg_dot8_total(__m256 acc0, __m256 acc1, __m128 accm0, __m128 accm1) {
+  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + TG_ACCM_FACTOR * _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0, accm1)));
+}
+
+static inline float tg_dot_row8(const uint8_t* restrict w, const int8_t* restrict xq, const float* restrict sx, long nb) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  __m128 accm = _mm_setzero_ps();
+  __m128 accm0 = _mm_setzero_ps(), accm1 = _mm_setzero_ps();
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {
+    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm0);
+    tg_dot_block8(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &acc1, &accm1);
+  }
+  if (i < nb) tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm0);
+  return tg_dot8_total(acc0, acc1, accm0, accm1);
+}
+
+/* two rows of x (xq, sx and xq + K, sx + K / 16) against one W row: each output gets tg_dot_row8's operations in its
+   order, so its bits, while the block's bytes are loaded and unpacked once for both (the compiler merges the two
+   inlined unpacks of the same bytes) */
+static inline void tg_dot_row8x2(const uint8_t* restrict w, const int8_t* restrict xq, const float* restrict sx, long nb,
+                                 float* restrict out0, float* restrict out1) {
+  const int8_t* xq1 = xq + 32 * nb;
+  const float* sx1 = sx + 2 * nb;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
+  __m128 am0 = _mm_setzero_ps(), am1 = _mm_setzero_ps(), bm0 = _mm_setzero_ps(), bm1 = _mm_setzero_ps();
+  long i = 0;
+  for (; i + 1 < nb; i += 2) {
+    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &a0, &am0);
+    tg_dot_block8(w + i * TG_TS, xq1 + 32 * i, sx1 + 2 * i, &b0, &bm0);
+    tg_dot_block8(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &a1, &am1);
+    tg_dot_block8(w + (i + 1) * TG_TS, xq1 + 32 * (i + 1), sx1 + 2 * (i + 1), &b1, &bm1);
+  }
+  if (i < nb) {
+    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &a0, &am0);
+    tg_dot_block8(w + i * TG_TS, xq1 + 32 * i, sx1 + 2 * i, &b0, &bm0);
+  }
+  *out0 = tg_dot8_total(a0, a1, am0, am1);
+  *out1 = tg_dot8_total(b0, b1, bm0, bm1);
+}
+#endif
+
+#if TG_Q_AVX2 && defined(TG_HAS_DOT16)
+/* x (K) to int16 per 32: xq[l] = round(x[l] * 32767 / amax), amax the 32's largest |x|; dx[i] = amax / 32767 */
+static inline void tg_quantize_x16(const float* restrict x, int16_t* restrict xq, float* restrict dx, long K) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (long i = 0; i < K / 32; i++) {
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) {
+      v[j] = _mm256_loadu_ps(x + 32 * i + 8 * j);
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+    }
+    float amax = tg_hmax256(m);
+    __m256 inv = _mm256_set1_ps(amax != 0.0f ? 32767.0f / amax : 0.0f);
+    for (int j = 0; j < 4; j += 2) {
+      __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j + 1], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      /* packs works per 128-bit lane: put the 64-bit quarters back in order */
+      _mm256_storeu_si256((__m256i*)(xq + 32 * i + 8 * j), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, c), 0xD8));
+    }
+    dx[i] = amax / 32767.0f;
+  }
+}
+
+static inline float tg_dot_row16(const uint8_t* restrict w, const int16_t* restrict xq, const float* restrict dx, long nb) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   long i = 0;
   for (; i + 1 < nb; i += 2) {   /* two blocks per step into separate accumulators: no dependency chain */
-    tg_dot_block16(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm);
-    tg_dot_block16(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &acc1, &accm);
+    tg_dot_block16(w + i * TG_TS, xq + 32 * i, dx + i, &acc0);
+    tg_dot_block16(w + (i + 1) * TG_TS, xq + 32 * (i + 1), dx + i + 1, &acc1);
   }
-  if (i < nb) tg_dot_block16(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm);
-  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + TG_ACCM_FACTOR * _mm_cvtss_f32(_mm_movehdup_ps(accm));
+  if (i < nb) tg_dot_block16(w + i * TG_TS, xq + 32 * i, dx + i, &acc0);
+  return tg_hsum256(_mm256_add_ps(acc0, acc1));
 }
 #endif
 
@@ -471,32 +573,87 @@ static inline void tg_pack_b_quant(float* restrict b_panel, const uint8_t* restr
   }
 }
 
-void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
-               long long K, long long threads) {
+/* the matvec's rows split over threads by the CPU pool (device/cpu_pool.py): the caller never waits for a thread
+   the shared cores have not run yet; weak, so a library loaded without the pool runs its matvecs on one thread */
+extern void tg_pool_for(void (*body)(void*, long, long), void* ctx, long n, long chunk, int threads) __attribute__((weak));
+
+/* x as the block dots read it. Where the integer dots quantize x (AVX2, TG_HAS_DOT8 / TG_HAS_DOT16) they do so for
+   every row count: each row of x is quantized on its own and dotted with each W row by the same function, so a row's
+   result is the same bits whatever batch it is in (a server's decode batch gives each stream its solo tokens) */
+#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
+#define TG_X_QUANTIZED 1
+typedef int8_t tg_xq_t;
+#define TG_SX_PER_32 2                       /* dx and dx * the sum of its xq (ggml's Q8_1 d and s) */
+#define tg_quantize_x tg_quantize_x8
+#define tg_dot_xq tg_dot_row8
+#elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
+#define TG_X_QUANTIZED 1
+typedef int16_t tg_xq_t;
+#define TG_SX_PER_32 1                       /* dx */
+#define tg_quantize_x tg_quantize_x16
+#define tg_dot_xq tg_dot_row16
+#else
+#define TG_X_QUANTIZED 0
+#endif
+/* rows of quantized x dotted per pass over a W chunk: 64 rows of K = 1536 bytes stay in L2 with the chunk */
+#define TG_XQ_ROWS 64
+
+/* one product: out (M, N) = x (M, K) @ W.T, x either quantized (xq with sx per 32, every M) or float (M == 1, sx the
+   sums of x per 32 for the float block dots) */
+struct tg_matvec { float* out; const uint8_t* w; const float* x; void* xq; float* sx; long row_bytes, nb, M, N; };
+
+static void tg_matvec_rows(void* job_, long begin, long end) {
+  const struct tg_matvec* job = (const struct tg_matvec*)job_;
+#if TG_X_QUANTIZED
+  long K = job->nb * TG_BS;
+  for (long m0 = 0; m0 < job->M; m0 += TG_XQ_ROWS) {
+    long m1 = job->M - m0 < TG_XQ_ROWS ? job->M : m0 + TG_XQ_ROWS;
+    for (long n = begin; n < end; n++) {
+      const uint8_t* row = job->w + n * job->row_bytes;
+      long m = m0;
+#ifdef TG_HAS_DOT8
+      for (; m + 1 < m1; m += 2)
+        tg_dot_row8x2(row, (const int8_t*)job->xq + m * K, job->sx + m * (K / 16), job->nb, job->out + m * job->N + n,
+                      job->out + (m + 1) * job->N + n);
+#endif
+      for (; m < m1; m++)
+        job->out[m * job->N + n] = tg_dot_xq(row, (const tg_xq_t*)job->xq + m * K, job->sx + m * (K / 32) * TG_SX_PER_32, job->nb);
+    }
+  }
+#else
+  for (long n = begin; n < end; n++) job->out[n] = tg_dot_row(job->w + n * job->row_bytes, job->x, job->sx, job->nb);
+#endif
+}
+
+static void tg_linear(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
+                      long long K, long long threads) {
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
-  if (M == 1) {
-    /* rows are handed out in chunks of 256 (dynamic): a thread the scheduler has not run yet (the cores are shared)
-       finds the work done by the others, instead of holding the join until it has done its static half */
-    int par = nthreads > 1 && N * row_bytes >= TG_PARALLEL_MIN_BYTES;
-#if TG_Q_AVX2 && defined(TG_HAS_DOT16)
-    int16_t* xq = (int16_t*)tg_gemm_alloc((size_t)K * sizeof(int16_t));
-    float* sx = (float*)tg_gemm_alloc((size_t)(K / 16) * sizeof(float));
-    tg_quantize_x16(x, xq, sx, K);
-    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
-    for (long n = 0; n < N; n++) out[n] = tg_dot_row16(w + n * row_bytes, xq, sx, nb);
-    free(xq); free(sx);
+  if (TG_X_QUANTIZED || M == 1) {
+    int threads_used = nthreads > 1 && M * N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES ? nthreads : 1;
+    long chunk = (N + (long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD);
+    struct tg_matvec job = {out, w, x, 0, 0, row_bytes, nb, M, N};
+#if TG_X_QUANTIZED
+    job.xq = tg_gemm_alloc((size_t)(M * K) * sizeof(tg_xq_t));
+    job.sx = (float*)tg_gemm_alloc((size_t)(M * (K / 32) * TG_SX_PER_32) * sizeof(float));
+    for (long m = 0; m < M; m++) tg_quantize_x(x + m * K, (tg_xq_t*)job.xq + m * K, job.sx + m * (K / 32) * TG_SX_PER_32, K);
 #else
-    float* xs = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
+    job.sx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
     for (long i = 0; i < K / 32; i++) {
       float s = 0.0f;
       for (int l = 0; l < 32; l++) s += x[32 * i + l];
-      xs[i] = s;
+      job.sx[i] = s;
     }
-    #pragma omp parallel for schedule(dynamic, 256) num_threads(nthreads) if(par)
-    for (long n = 0; n < N; n++) out[n] = tg_dot_row(w + n * row_bytes, x, xs, nb);
-    free(xs);
 #endif
+    if (threads_used > 1 && M >= TG_GEMM_MIN_ROWS) {
+      /* a prefill's products: OpenMP, like the kernels around them, whose team is still spinning (the pool's worker
+         would be a third spinning thread on two cores) */
+      long chunks = (N + chunk - 1) / chunk;
+      #pragma omp parallel for num_threads(threads_used) schedule(dynamic, 1)
+      for (long c = 0; c < chunks; c++) tg_matvec_rows(&job, c * chunk, (c + 1) * chunk < N ? (c + 1) * chunk : N);
+    } else if (tg_pool_for && threads_used > 1) tg_pool_for(tg_matvec_rows, &job, N, chunk, threads_used);
+    else tg_matvec_rows(&job, 0, N);
+    free(job.xq); free(job.sx);
     return;
   }
   if (M < TG_GEMM_MIN_ROWS) {
@@ -550,6 +707,29 @@ void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* rest
   }
 }
 
+void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
+               long long K, long long threads) {
+  tg_linear(out, x, w, M, N, K, threads);
+}
+
+/* out = x @ W.T + residual: the add the model's residual connection would otherwise launch as a kernel of its own
+   (the same float adds, so the same bits) */
+void TG_LINEAR_RESIDUAL(float* restrict out, const float* restrict x, const uint8_t* restrict w, const float* restrict residual,
+                        long long M, long long N, long long K, long long threads) {
+  tg_linear(out, x, w, M, N, K, threads);
+  for (long i = 0; i < M * N; i++) out[i] = residual[i] + out[i];
+}
+
+/* the precision tg_qlinear reads x at, whatever the row count: 8 or 16 where it quantizes x for integer block dots,
+   else 32 */
+int TG_X_BITS(void) {
+#if TG_X_QUANTIZED
+  return (int)(8 * sizeof(tg_xq_t));
+#else
+  return 32;
+#endif
+}
+
 void TG_ROWS(float* restrict out, const long long* restrict ids, const uint8_t* restrict w, int* restrict err,
              long long n, long long N, long long K, long long threads) {
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
@@ -568,16 +748,24 @@ void TG_ROWS(float* restrict out, const long long* restrict ids, const uint8_t* 
 
 
 def linear_name(ggml_type: str) -> str: return f"tg_qlinear_{ggml_type.lower()}"
+def linear_residual_name(ggml_type: str) -> str: return f"tg_qlinear_residual_{ggml_type.lower()}"
 def rows_name(ggml_type: str) -> str: return f"tg_qrows_{ggml_type.lower()}"
+def x_bits_name(ggml_type: str) -> str: return f"tg_qlinear_x_bits_{ggml_type.lower()}"
 
 
-def render_quant_source(ggml_type: str, simd: bool = True) -> str:
-  """The C source of one type's library. simd=False forces the portable scalar path (tests use it)."""
+# which code the library runs: the best the compiler's target has, or (tests) the AVX2 or the portable scalar one
+ISAS = {"native": [], "avx2": ["#define TG_QUANT_AVX2 1"], "scalar": ["#define TG_QUANT_SCALAR 1"]}
+
+
+def render_quant_source(ggml_type: str, isa: str = "native") -> str:
+  """The C source of one type's library, for one of ISAS."""
   t = GGML_TYPES[ggml_type]
   defines = [f"#define TG_BS {t.block_size}", f"#define TG_TS {t.type_size}", f"#define TG_VPB {t.block_size // 16}",
              f"#define TG_KC {KC}", f"#define TG_NC {NC}", f"#define TG_MC {MC}", f"#define TG_MS {MS}", f"#define TG_GEMM_MIN_ROWS {GEMM_MIN_ROWS}",
-             f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_LINEAR {linear_name(ggml_type)}",
-             f"#define TG_ROWS {rows_name(ggml_type)}"]
+             f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_MATVEC_PARALLEL_MIN_BYTES {MATVEC_PARALLEL_MIN_BYTES}L",
+             f"#define TG_MATVEC_CHUNKS_PER_THREAD {MATVEC_CHUNKS_PER_THREAD}", f"#define TG_LINEAR {linear_name(ggml_type)}",
+             f"#define TG_LINEAR_RESIDUAL {linear_residual_name(ggml_type)}",
+             f"#define TG_ROWS {rows_name(ggml_type)}", f"#define TG_X_BITS {x_bits_name(ggml_type)}"]
   assert all(NC % t.nr == 0 and MC % t.mr == 0 and MS % t.mr == 0 for t in TILES) and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
   vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n"
@@ -585,8 +773,12 @@ def render_quant_source(ggml_type: str, simd: bool = True) -> str:
     vector += ("#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
                f"const float* restrict xs, __m512* acc0, __m512* acc1, float* accm) {{{_DOT[ggml_type]}\n}}\n")
   vector += "#endif\n"
-  if ggml_type in _DOT_AVX2:
-    vector += (f"#if TG_Q_AVX2\n#define TG_HAS_DOT16 1\n#define TG_ACCM_FACTOR {ACCM_FACTOR_AVX2[ggml_type]}\n"
+  if ggml_type in _DOT_AVX2_X8:
+    vector += (f"#if TG_Q_AVX2\n#define TG_HAS_DOT8 1\n#define TG_ACCM_FACTOR {ACCM_FACTOR_AVX2[ggml_type]}\n"
+               "static inline void tg_dot_block8(const uint8_t* restrict b, const int8_t* restrict xq, const float* restrict sx, "
+               f"__m256* acc, __m128* accm) {{{_DOT_AVX2_X8[ggml_type]}\n}}\n#endif\n")
+  if ggml_type in _DOT_AVX2_X16:
+    vector += ("#if TG_Q_AVX2\n#define TG_HAS_DOT16 1\n"
                "static inline void tg_dot_block16(const uint8_t* restrict b, const int16_t* restrict xq, const float* restrict sx, "
-               f"__m256* acc, __m128* accm) {{{_DOT_AVX2[ggml_type]}\n}}\n#endif\n")
-  return "\n".join(([] if simd else ["#define TG_QUANT_SCALAR 1"]) + defines) + "\n" + _COMMON + GEMM_PREAMBLE + scalar + vector + _GENERIC
+               f"__m256* acc) {{{_DOT_AVX2_X16[ggml_type]}\n}}\n#endif\n")
+  return "\n".join(ISAS[isa] + defines) + "\n" + _COMMON + GEMM_PREAMBLE + scalar + vector + _GENERIC
