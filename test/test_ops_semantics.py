@@ -385,3 +385,14 @@ def test_a_buffer_exported_through_dlpack_is_never_reused():
   assert not any(np.shares_memory(raw, exported.numpy()) for raw in cached), "an exported buffer went back to the cache"
   others = [(tg.Tensor(np.ones(n, np.float32), device="CPU") * 5).realize() for _ in range(4)]
   assert float(exported[0]) == 3.0 and float(exported[-1]) == 3.0 and len(others) == 4
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+def test_negative_floats_to_unsigned_wrap_inside_one_kernel(dtype):
+  """float -> unsigned -> float in one fused kernel wraps negative values as torch does (C leaves the conversion
+  undefined, and a vectorized loop once kept the sign through the widening cast)."""
+  import torch
+  x = np.array([-3.7, -20.5, -1.2, 250.2, 30.9, -0.5, -130.0, 7.0] * 40, dtype=np.float32)
+  ours = (tg.Tensor(x).cast(getattr(tg.dtypes, dtype)).cast(tg.dtypes.float32) * 1.0).numpy()
+  want = torch.from_numpy(x).to(getattr(torch, dtype)).to(torch.float32).numpy()
+  np.testing.assert_array_equal(ours, want)

@@ -88,6 +88,10 @@ class CStyleRenderer:
     if dst == dtypes.bool: return f"({value} != 0)"
     if dst == dtypes.float16: return f"(float)(_Float16)({value})"
     if dst == dtypes.bfloat16: return f"bf16_to_f32(f32_to_bf16((float)({value})))"
+    if src.is_float and dst.is_int and not dst.signed and dst.itemsize < 8:
+      # a negative float to an unsigned type is undefined in C (GCC's vectorizer then keeps the sign through a
+      # following widening cast); through a signed 64-bit integer it wraps, as torch does on x86
+      return f"({self.compute_type(dst)})({self.compute_type(dtypes.int64)})({value})"
     return f"({self.compute_type(dst)})({value})"
 
   def render_alu(self, op: Ops, args: list[str], dtype: DType) -> str:
