@@ -283,7 +283,9 @@ class Lowerer:
       lp.reduce_acc = (acc, lb.op, lb.dtype)
       if i > 0: loops[i - 1].items.append((order, lp))
     container.append((order, loops[0]))
-    self.work += prod(vmax(lp.size) for lp in loops)
+    runs, around = 1, parent   # the reduce runs once per iteration of every loop around it
+    while around is not None: runs, around = runs * vmax(around.size), around.parent
+    self.work += runs * prod(vmax(lp.size) for lp in loops)
     return acc, outer_deps
 
   def _recomputed(self, lb: LazyBuffer, deps: frozenset[str], cost: int) -> bool:
