@@ -88,11 +88,15 @@ class CStyleRenderer:
     if dst == dtypes.bool: return f"({value} != 0)"
     if dst == dtypes.float16: return f"(float)(_Float16)({value})"
     if dst == dtypes.bfloat16: return f"bf16_to_f32(f32_to_bf16((float)({value})))"
-    if src.is_float and dst.is_int and not dst.signed and dst.itemsize < 8:
-      # a negative float to an unsigned type is undefined in C (GCC's vectorizer then keeps the sign through a
-      # following widening cast); through a signed 64-bit integer it wraps, as torch does on x86
-      return f"({self.compute_type(dst)})({self.compute_type(dtypes.int64)})({value})"
+    if (wrapped := self.float_to_unsigned(value, src, dst)) is not None: return wrapped
     return f"({self.compute_type(dst)})({value})"
+
+  def float_to_unsigned(self, value: str, src: DType, dst: DType) -> str | None:
+    """A float to uint8/16/32 through a signed 64-bit integer and the storage type, so negative values wrap as torch's
+    do on x86 (the plain cast is undefined: GCC's vectorizer kept the sign through a following widening cast, PoCL
+    saturates to 0); None for other casts."""
+    if not (src.is_float and dst.is_int and not dst.signed and dst.itemsize < 8): return None
+    return f"({self.compute_type(dst)})({self.storage_type(dst)})({self.compute_type(dtypes.int64)})({value})"
 
   def render_alu(self, op: Ops, args: list[str], dtype: DType) -> str:
     a = args[0]

@@ -96,6 +96,7 @@ class CUDARenderer(GPURenderer):
     if dst == dtypes.bool: return f"({value} != 0)"
     if dst == dtypes.float16: return f"tg_h2f(tg_f2h((float)({value})))"
     if dst == dtypes.bfloat16: return f"tg_b2f(tg_f2b((float)({value})))"
+    if (wrapped := self.float_to_unsigned(value, src, dst)) is not None: return wrapped
     return f"({self.compute_type(dst)})({value})"
 
   # ---- planning ----

@@ -92,6 +92,7 @@ class OpenCLRenderer(GPURenderer):
     if dst == dtypes.bool: return f"({value} != 0)"
     if dst == dtypes.float16: return f"round_f16((float)({value}))"
     if dst == dtypes.bfloat16: return f"bf16_to_f32(f32_to_bf16((float)({value})))"
+    if (wrapped := self.float_to_unsigned(value, src, dst)) is not None: return wrapped
     # OpenCL's plain casts from float to int are undefined out of range; convert_<type>_sat would clamp, C truncates
     return f"({self.compute_type(dst)})({value})"
 
