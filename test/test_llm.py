@@ -71,9 +71,29 @@ def _corrupt(src, dst, edit):
 
 def _tensor_info_offset(path) -> int:
   """Byte offset of the first tensor info (name length field)."""
-  f = GGUFFile(path)
-  field = f.reader.tensors[0].field
-  return field.offset
+  return gguf.GGUFReader(path, "r").tensors[0].field.offset
+
+
+def test_gguf_header_is_cached_and_the_cache_follows_the_file(tiny, tmp_path, monkeypatch):
+  """A header parsed once loads from the cache directory the next time (the same metadata and tensor infos, the file
+  itself mapped); a changed file, or a cache entry that doesn't parse, is parsed again."""
+  from teenygrad.helpers import config
+  from teenygrad.state import gguf as tg_gguf
+  monkeypatch.setattr(config, "cache_dir", tmp_path / "cache")
+  path = tmp_path / "copy.gguf"
+  path.write_bytes(open(tiny[0], "rb").read())
+  parsed = GGUFFile(path)
+  assert hasattr(parsed, "reader")
+  cached = GGUFFile(path)
+  assert not hasattr(cached, "reader")   # nothing parsed by the gguf package
+  assert cached.metadata == parsed.metadata and cached.tensor_infos == parsed.tensor_infos
+  for name in parsed.tensor_infos: np.testing.assert_array_equal(cached.raw(name), parsed.raw(name))
+  st = os.stat(path)
+  os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # the file changed: its entry no longer applies
+  assert hasattr(GGUFFile(path), "reader")
+  tg_gguf._header_cache_path(str(path)).write_text('{"metadata": [')   # a torn entry is ignored
+  again = GGUFFile(path)
+  assert hasattr(again, "reader") and again.metadata == parsed.metadata
 
 
 @pytest.mark.parametrize("case", ["magic", "truncated_header", "truncated_data", "huge_kv_count", "huge_dim", "bad_type", "lying_offset",

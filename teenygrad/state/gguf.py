@@ -7,6 +7,8 @@ lengths, tensor dims, types, offsets) is checked before it is trusted: a malform
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -45,19 +47,34 @@ def _check_header(path: str) -> int:
   return size
 
 
+# what a parsed header is cached as (bump when the cached layout changes)
+HEADER_CACHE_VERSION = 1
+
+
 class GGUFFile:
   """A parsed GGUF file: `metadata` (dict), `tensor_infos` (name -> (ggml type name, shape, byte offset, nbytes)).
 
   Shapes are given in numpy/torch order (rows first), the reverse of how GGUF lists them.
+
+  The gguf package parses a header field by field: SmolLM2's 49152 tokens and 48900 merges take it ~5 s on a 2-core
+  VM, every time a model loads. So a header once parsed and checked is kept as JSON in the cache directory, keyed by
+  the file's path, size and modification time (and the gguf package's version); a later load reads that and maps the
+  file itself. A cache entry that doesn't parse or doesn't fit the file is ignored (parsed again and rewritten).
   """
   def __init__(self, path: str | os.PathLike):
-    gguf = _require_gguf()
     self.path = os.fspath(path)
     self.file_size = _check_header(self.path)
+    cached = _read_header_cache(self.path, self.file_size)
+    if cached is not None:
+      self.metadata, self.tensor_infos = cached
+      self.data = np.memmap(self.path, dtype=np.uint8, mode="r")
+      return
+    gguf = _require_gguf()
     try:
       self.reader = gguf.GGUFReader(self.path, "r")
     except (ValueError, KeyError, IndexError, OverflowError, TypeError, UnicodeDecodeError, MemoryError) as e:
       raise ValueError(f"{self.path}: malformed GGUF file ({type(e).__name__}: {e})") from None
+    self.data = self.reader.data
     self.metadata: dict[str, Any] = {}
     for name, field in self.reader.fields.items():
       if name.startswith("GGUF."): continue
@@ -65,6 +82,7 @@ class GGUFFile:
       except Exception as e: raise ValueError(f"{self.path}: malformed metadata value {name!r} ({e})") from None
     self.tensor_infos: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
     for t in self.reader.tensors: self.tensor_infos[t.name] = self._check_tensor(t, gguf)
+    _write_header_cache(self.path, self.metadata, self.tensor_infos)
 
   def _check_tensor(self, t, gguf) -> tuple[str, tuple[int, ...], int, int]:
     dims = [int(d) for d in t.shape]
@@ -85,7 +103,44 @@ class GGUFFile:
   def raw(self, name: str) -> np.ndarray:
     """The tensor's bytes as a read-only uint8 view of the memory map."""
     _, _, start, nbytes = self.tensor_infos[name]
-    return self.reader.data[start:start + nbytes]
+    return self.data[start:start + nbytes]
+
+
+def _header_cache_path(path: str):
+  """Where the parsed header of the file at `path`, as it is now (size, modification time), is cached."""
+  from teenygrad.helpers import config
+  try: import gguf; version = getattr(gguf, "__version__", "")
+  except ImportError: version = ""
+  st = os.stat(path)
+  key = f"{HEADER_CACHE_VERSION}\0{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{version}"
+  return config.cache_dir / "gguf" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _read_header_cache(path: str, file_size: int) -> tuple[dict, dict] | None:
+  """(metadata, tensor_infos) from the cache, or None where there is no usable entry."""
+  try:
+    with open(_header_cache_path(path), encoding="utf-8") as f: entry = json.load(f)
+    metadata, infos = entry["metadata"], {}
+    if not isinstance(metadata, dict): return None
+    for name, (type_name, shape, start, nbytes) in entry["tensors"].items():
+      shape = tuple(int(d) for d in shape)
+      if not (isinstance(type_name, str) and 0 <= start and 0 < nbytes and start + nbytes <= file_size): return None
+      infos[name] = (type_name, shape, int(start), int(nbytes))
+    return metadata, infos
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def _write_header_cache(path: str, metadata: dict, tensor_infos: dict) -> None:
+  """Cache a parsed header (best effort: a read-only cache directory only costs the next load its parse)."""
+  from teenygrad.state.atomic import atomic_write
+  try:
+    cache = _header_cache_path(path)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"metadata": metadata, "tensors": {name: list(info) for name, info in tensor_infos.items()}}
+    with atomic_write(cache) as f: f.write(json.dumps(entry).encode())
+  except (OSError, TypeError, ValueError):
+    pass
 
 
 def tensor_from_memmap(raw: np.ndarray, shape: tuple[int, ...], dtype: DType, device: str | None = None):
