@@ -560,6 +560,24 @@ def test_quant_without_subgroup_arithmetic_runs_the_reference(validated, monkeyp
 
 # ---- decode attention (llm/attention_vulkan.py) ----
 
+def _attention_reference(q: np.ndarray, keys: np.ndarray, values: np.ndarray, start: int, mask: np.ndarray | None) -> np.ndarray:
+  """numpy's softmax attention (float64) of q (B, H, 1, D) over cache rows [0, start] of keys/values (B, KVH, L, D),
+  grouped-query heads sharing their kv head, plus an additive (B, L) mask."""
+  D, group = q.shape[-1], q.shape[1] // keys.shape[1]
+  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
+  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
+  if mask is not None: scores = scores + mask[:, None, None, :start + 1]
+  weights = np.exp(scores - scores.max(-1, keepdims=True))
+  return (weights / weights.sum(-1, keepdims=True)) @ v64
+
+
+def _assert_subgroup_sums(launchers: dict) -> None:
+  """Every module the launchers built sums through subgroup operations."""
+  from teenygrad.renderer.spirv import parse_kernel
+  modules = [parse_kernel(src)[1] for launcher in launchers.values() for src in launcher.sources.values()]
+  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+
+
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "mask"])
 @pytest.mark.parametrize("start", [3, 44, 79])
 def test_decode_attention_matches_numpy(validated, monkeypatch, masked, start):
@@ -579,15 +597,8 @@ def test_decode_attention_matches_numpy(validated, monkeypatch, masked, start):
     out = decode_attention(vk_tensor(q), vk_tensor(keys), vk_tensor(values), vk_tensor(np.array([start], np.int32)),
                            vk_tensor(mask) if masked else None).numpy()
   assert [ei.kernel.name for ei in launched if isinstance(ei, ExecItem)][-1] == "decode_attention"
-  group = H // KVH
-  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
-  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
-  if masked: scores = scores + mask[:, None, None, :start + 1]
-  weights = np.exp(scores - scores.max(-1, keepdims=True))
-  np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
-  from teenygrad.renderer.spirv import parse_kernel
-  modules = [parse_kernel(src)[1] for kernels in attention_vulkan._kernels.values() for src in kernels.sources.values()]
-  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+  np.testing.assert_allclose(out, _attention_reference(q, keys, values, start, mask), rtol=1e-5, atol=1e-5)
+  _assert_subgroup_sums(attention_vulkan._kernels)
 
 
 @pytest.mark.parametrize("interleaved", [True, False], ids=["pairs", "halves"])
@@ -621,15 +632,8 @@ def test_rope_attention_matches_the_primitive_path(validated, monkeypatch, inter
   values[:, :, start] = heads[:, H + KVH:, 0]
   np.testing.assert_allclose(tkeys.numpy(), keys, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(tvalues.numpy(), values)
-  group = H // KVH
-  k64, v64 = np.repeat(keys, group, axis=1)[:, :, :start + 1].astype(np.float64), np.repeat(values, group, axis=1)[:, :, :start + 1]
-  scores = (q.astype(np.float64) @ k64.transpose(0, 1, 3, 2)) / np.sqrt(D)
-  if masked: scores = scores + mask[:, None, None, :start + 1]
-  weights = np.exp(scores - scores.max(-1, keepdims=True))
-  np.testing.assert_allclose(out, (weights / weights.sum(-1, keepdims=True)) @ v64, rtol=1e-5, atol=1e-5)
-  from teenygrad.renderer.spirv import parse_kernel
-  modules = [parse_kernel(src)[1] for kernels in attention_vulkan._rope_kernels.values() for src in kernels.sources.values()]
-  assert modules and all(uses(module, OP_GROUP_FADD) for module in modules)
+  np.testing.assert_allclose(out, _attention_reference(q, keys, values, start, mask), rtol=1e-5, atol=1e-5)
+  _assert_subgroup_sums(attention_vulkan._rope_kernels)
 
 
 def test_decode_attention_without_subgroup_arithmetic_runs_the_reference(validated, monkeypatch):

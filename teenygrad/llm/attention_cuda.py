@@ -106,19 +106,16 @@ def rope_attention_name(d: int, h: int, kvh: int, length: int, interleaved: bool
   return f"tg_rope_attention_{d}_{h}_{kvh}_{length}{'_pairs' if interleaved else '_halves'}{'_mask' if mask else ''}"
 
 
-def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
-  """CUDA C of decode attention straight from the fused q/k/v projection's rows qkv (b, (h + 2 kvh) d): RoPE on q and
-  the new k, the new k and v written into row `start` of the cache, attention over rows [0, start]. cos/sin are
-  (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2). Where d is a
-  multiple of 32 a block of warps works on each head (render_rope_attention_wide); else a warp, a lane per key."""
-  if d % 32 == 0: return render_rope_attention_wide(d, h, kvh, length, rope_rows, interleaved, mask)
-  assert d % 4 == 0 and h % kvh == 0
-  scale = repr(float(1.0 / math.sqrt(d)))   # the reference's scale, rounded to float32 as the reference's constant is
+def _rope_attention_opening(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool,
+                            threads: int) -> str:
+  """What both RoPE + attention kernels open with: HEAD_DIM, HALF, tg_rope_at, the signature, and each block's
+  (sequence, head), its cache rows and qkv rows, and this step's position: whether its row is stored (inside the
+  cache and the tables), the rotation (cos_row and sin_row, null where nothing rotates) and the cache rows before it."""
   mask_param = ", const float* __restrict__ mask" if mask else ""
   mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
   pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
   partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
-  return CUDA_PREAMBLE + SOFTMAX_STEP_CUDA + f"""#define HEAD_DIM {d}
+  return f"""#define HEAD_DIM {d}
 #define HALF {d // 2}
 /* element i of a head's row src rotated by its pair's angle (cos_row and sin_row null: not rotated) */
 __device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i, const float* __restrict__ cos_row,
@@ -127,10 +124,10 @@ __device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i
   const float c = cos_row ? cos_row[p] : 1.0f, sn = cos_row ? sin_row[p] : 0.0f, own = src[i], other = src[{partner}];
   return {first} ? own * c - other * sn : other * sn + own * c;
 }}
-extern "C" __global__ void __launch_bounds__(32) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
+extern "C" __global__ void __launch_bounds__({threads}) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
     const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
     const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values{mask_param}) {{
-  const int lane = threadIdx.x, bh = blockIdx.x, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
+  const int bh = blockIdx.x, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
   const long long rows = ((long long)b * {kvh} + kv) * {length} * HEAD_DIM;
   const float* k_head = keys + rows;
   const float* v_head = values + rows;
@@ -146,6 +143,19 @@ extern "C" __global__ void __launch_bounds__(32) {rope_attention_name(d, h, kvh,
   const float* cos_row = stored ? cos_table + (long long)s0 * HALF : nullptr;
   const float* sin_row = stored ? sin_table + (long long)s0 * HALF : nullptr;
   const int cached = stored ? s0 : min(s0 + 1, {length});
+"""
+
+
+def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
+  """CUDA C of decode attention straight from the fused q/k/v projection's rows qkv (b, (h + 2 kvh) d): RoPE on q and
+  the new k, the new k and v written into row `start` of the cache, attention over rows [0, start]. cos/sin are
+  (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2). Where d is a
+  multiple of 32 a block of warps works on each head (render_rope_attention_wide); else a warp, a lane per key."""
+  if d % 32 == 0: return render_rope_attention_wide(d, h, kvh, length, rope_rows, interleaved, mask)
+  assert d % 4 == 0 and h % kvh == 0
+  scale = repr(float(1.0 / math.sqrt(d)))   # the reference's scale, rounded to float32 as the reference's constant is
+  opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, 32)
+  return CUDA_PREAMBLE + SOFTMAX_STEP_CUDA + opening + f"""  const int lane = threadIdx.x;
   if (stored && head % {h // kvh} == 0)   /* one warp per kv head writes the new row; no warp here reads it from the cache */
     for (int i = lane; i < HEAD_DIM; i += 32) {{
       keys[rows + (long long)s0 * HEAD_DIM + i] = tg_rope_at(k_new, i, cos_row, sin_row);
@@ -211,48 +221,15 @@ def render_rope_attention_wide(d: int, h: int, kvh: int, length: int, rope_rows:
   scale = repr(float(1.0 / math.sqrt(d)))
   epl = d // 32
   vec = {1: "float", 2: "float2", 4: "float4"}.get(epl)
-  mask_param = ", const float* __restrict__ mask" if mask else ""
-  mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
-  pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
-  partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
   fields = ["x", "y", "z", "w"][:epl]
   def load_row(dst: str, src: str) -> str:
     """C statements loading a lane's epl elements of row src into dst[]."""
     if vec is None: return f"for (int e = 0; e < EPL; e++) {dst}[e] = ({src})[lane * EPL + e];"
     if epl == 1: return f"{dst}[0] = ({src})[lane];"
     return f"{{ const {vec} t = ((const {vec}*)({src}))[lane]; " + " ".join(f"{dst}[{i}] = t.{f};" for i, f in enumerate(fields)) + " }"
-  return CUDA_PREAMBLE + f"""#define HEAD_DIM {d}
-#define HALF {d // 2}
-#define EPL {epl}
-#define WARPS {ROPE_WARPS}
-#define AT_ONCE {KEYS_AT_ONCE}
-__device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i, const float* __restrict__ cos_row,
-                                            const float* __restrict__ sin_row) {{
-  const int p = {pair};
-  const float c = cos_row ? cos_row[p] : 1.0f, sn = cos_row ? sin_row[p] : 0.0f, own = src[i], other = src[{partner}];
-  return {first} ? own * c - other * sn : other * sn + own * c;
-}}
-extern "C" __global__ void __launch_bounds__({32 * ROPE_WARPS}) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
-    const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values{mask_param}) {{
+  opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, 32 * ROPE_WARPS)
+  return CUDA_PREAMBLE + f"#define EPL {epl}\n#define WARPS {ROPE_WARPS}\n#define AT_ONCE {KEYS_AT_ONCE}\n" + opening + f"""\
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int bh = blockIdx.x, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
-  const long long rows = ((long long)b * {kvh} + kv) * {length} * HEAD_DIM;
-  const float* k_head = keys + rows;
-  const float* v_head = values + rows;
-  const float* row = qkv + (long long)b * {(h + 2 * kvh) * d};
-  const float* q_new = row + head * HEAD_DIM;
-  const float* k_new = row + ({h} + kv) * HEAD_DIM;
-  const float* v_new = row + ({h + kvh} + kv) * HEAD_DIM;
-  const float* mask_row = {mask_row};
-  const int s0 = start[0];
-  /* as the lane-per-key kernel: the step's own row is scored from qkv (rotated here) and written to the cache for
-     the steps after; a position outside the cache (or the tables) writes nothing and attends the cache's rows
-     [0, min(start + 1, L)) unrotated */
-  const bool stored = s0 >= 0 && s0 < {min(length, rope_rows)};
-  const float* cos_row = stored ? cos_table + (long long)s0 * HALF : nullptr;
-  const float* sin_row = stored ? sin_table + (long long)s0 * HALF : nullptr;
-  const int cached = stored ? s0 : min(s0 + 1, {length});
   const int count = cached + (stored ? 1 : 0);   /* keys: the cache's rows [0, cached), then the new row */
   __shared__ __align__(16) float q_s[HEAD_DIM], k_s[HEAD_DIM], v_s[HEAD_DIM];
   __shared__ __align__(16) float part_acc[WARPS][HEAD_DIM];

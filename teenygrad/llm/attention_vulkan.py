@@ -209,71 +209,64 @@ def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int,
   return s.finish(rope_attention_name(d, h, kvh, length, batch, interleaved, mask), -(-batch * h // per_workgroup))
 
 
-class VulkanRopeAttention:
-  """Launches the RoPE + cache write + attention kernel for one model shape (recorded), shaped like
-  llm/attention_cuda.py's CUDARopeAttention."""
+class _Launcher:
+  """The programs of one kernel family on one device, compiled per shape; each launch is recorded (a JIT replay is
+  the dispatch itself)."""
   def __init__(self, device: str):
     self.device = device
     self.backend = Device[device]
     self._programs: dict[tuple, object] = {}
     self.sources: dict[tuple, str] = {}   # the kernel text of each program (tests read the modules)
 
-  def __call__(self, out: Buffer, qkv: Buffer, cos: Buffer, sin: Buffer, start: Buffer, keys: Buffer, values: Buffer,
-               mask: Buffer | None, b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> None:
+  def _launch(self, key: tuple, name, render, label: str, work: int, buffers: list) -> None:
+    """Launch the program for `key` (built on first use from render(subgroup size, max storage range) and name())."""
     from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
-    key = (d, h, kvh, length, rope_rows, b, interleaved, mask is not None)
     if key not in self._programs:
       dev = self.backend
-      src = render_rope_attention(d, h, kvh, length, rope_rows, b, interleaved, mask is not None, dev.subgroup_size, dev.max_storage_range)
+      src = render(dev.subgroup_size, dev.max_storage_range)
       self.sources[key] = src
-      self._programs[key] = dev.program(rope_attention_name(d, h, kvh, length, b, interleaved, mask is not None),
-                                        dev.compiler.compile_cached(src))
-    kernel = CompiledKernel("rope_attention", self._programs[key], [], [], "", b * h * length * d * 2, False)
-    buffers = [out, qkv, cos, sin, start, keys, values] + ([mask] if mask is not None else [])
-    launch(ExecItem(kernel, buffers, (), self.device))
+      self._programs[key] = dev.program(name(), dev.compiler.compile_cached(src))
+    kernel = CompiledKernel(label, self._programs[key], [], [], "", work, False)
+    launch(ExecItem(kernel, [b for b in buffers if b is not None], (), self.device))
+
+
+class VulkanRopeAttention(_Launcher):
+  """Launches the RoPE + cache write + attention kernel for one model shape, shaped like llm/attention_cuda.py's
+  CUDARopeAttention."""
+  def __call__(self, out: Buffer, qkv: Buffer, cos: Buffer, sin: Buffer, start: Buffer, keys: Buffer, values: Buffer,
+               mask: Buffer | None, b: int, h: int, kvh: int, d: int, length: int, rope_rows: int, interleaved: bool) -> None:
+    masked = mask is not None
+    self._launch((d, h, kvh, length, rope_rows, b, interleaved, masked),
+                 lambda: rope_attention_name(d, h, kvh, length, b, interleaved, masked),
+                 lambda size, limit: render_rope_attention(d, h, kvh, length, rope_rows, b, interleaved, masked, size, limit),
+                 "rope_attention", b * h * length * d * 2, [out, qkv, cos, sin, start, keys, values, mask])
+
+
+class VulkanDecodeAttention(_Launcher):
+  """Launches the decode-attention kernel for one model shape, shaped like llm/attention_cuda.py's
+  CUDADecodeAttention."""
+  def __call__(self, out: Buffer, q: Buffer, keys: Buffer, values: Buffer, start: Buffer, mask: Buffer | None,
+               batch: int, h: int, kvh: int, length: int, d: int) -> None:
+    key = (d, h, kvh, length, batch, mask is not None)
+    self._launch(key, lambda: attention_name(*key), lambda size, limit: render_attention(*key, size, limit),
+                 "decode_attention", batch * h * length * d * 2, [out, q, keys, values, start, mask])
 
 
 _rope_kernels: dict[str, VulkanRopeAttention] = {}
-
-
-def vulkan_rope_attention(device: str) -> VulkanRopeAttention | None:
-  """The launcher of a device, or None where it has no subgroup arithmetic (the caller runs the reference)."""
-  if not Device[device].subgroup_arithmetic: return None
-  if device not in _rope_kernels: _rope_kernels[device] = VulkanRopeAttention(device)
-  return _rope_kernels[device]
-
-
-class VulkanDecodeAttention:
-  """Launches the kernel for one model shape (recorded: a JIT replay is the dispatch itself), shaped like
-  llm/attention_cuda.py's CUDADecodeAttention."""
-  def __init__(self, device: str):
-    self.device = device
-    self.backend = Device[device]
-    self._programs: dict[tuple, object] = {}
-    self.sources: dict[tuple, str] = {}   # the kernel text of each program (tests read the modules)
-
-  def __call__(self, out: Buffer, q: Buffer, keys: Buffer, values: Buffer, start: Buffer, mask: Buffer | None,
-               batch: int, h: int, kvh: int, length: int, d: int) -> None:
-    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
-    key = (d, h, kvh, length, batch, mask is not None)
-    if key not in self._programs:
-      dev = self.backend
-      src = render_attention(d, h, kvh, length, batch, mask is not None, dev.subgroup_size, dev.max_storage_range)
-      self.sources[key] = src
-      self._programs[key] = dev.program(attention_name(*key), dev.compiler.compile_cached(src))
-    kernel = CompiledKernel("decode_attention", self._programs[key], [], [], "", batch * h * length * d * 2, False)
-    buffers = [out, q, keys, values, start] + ([mask] if mask is not None else [])
-    launch(ExecItem(kernel, buffers, (), self.device))
-
-
 _kernels: dict[str, VulkanDecodeAttention] = {}
 
 
-def vulkan_decode_attention(device: str) -> VulkanDecodeAttention | None:
-  """The launcher of a device, or None where it has no subgroup arithmetic (the caller runs the reference)."""
+def _launcher(cache: dict, cls, device: str):
+  """The device's launcher of class cls, or None where it has no subgroup arithmetic (the caller runs the reference)."""
   if not Device[device].subgroup_arithmetic: return None
-  if device not in _kernels: _kernels[device] = VulkanDecodeAttention(device)
-  return _kernels[device]
+  if device not in cache: cache[device] = cls(device)
+  return cache[device]
+
+
+def vulkan_rope_attention(device: str) -> VulkanRopeAttention | None: return _launcher(_rope_kernels, VulkanRopeAttention, device)
+
+
+def vulkan_decode_attention(device: str) -> VulkanDecodeAttention | None: return _launcher(_kernels, VulkanDecodeAttention, device)
 
 
 __all__ = ["VulkanDecodeAttention", "VulkanRopeAttention", "attention_name", "render_attention", "render_rope_attention",

@@ -96,6 +96,17 @@ def no_norm_weight(prologue: str) -> str:
   return "" if prologue == "norm" else "  const float* g = nullptr;\n"
 
 
+def render_row_block(groups: int, m: int) -> str:
+  """C lines placing a matvec's block: its group of x rows (m0, rows_here of M_ROWS) and its warp's first W row
+  (row0, ROWS_PER_WARP of them), warps past the last row leaving, x moved to the group's first row."""
+  return f"""  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
+  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
+  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
+  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  x += (long long)m0 * X_STRIDE;
+"""
+
+
 # ---- float16 / bfloat16 weights ----
 
 _WIDEN_PAIR = {   # (low element, high element) of a 32-bit word holding two weights
@@ -139,12 +150,7 @@ __device__ __forceinline__ float tg_dot8(uint4 w, float4 a, float4 b) {{
 extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dtype_name, k, m, n, prologue, residual)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned short* __restrict__ w{kernel_params(prologue, residual)}) {{
 {no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
-  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
-  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
-  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
-  x += (long long)m0 * X_STRIDE;
-  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_row_block(groups, m)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;
@@ -207,5 +213,5 @@ def cuda_float_matvec(device: str) -> CUDAFloatMatvec:
   return _float_matvecs[device]
 
 
-__all__ = ["CUDAFloatMatvec", "FLOAT_DTYPES", "MAX_ROWS", "PROLOGUES", "SWIGLU_FOLD_MAX", "cuda_float_matvec", "float_matvec_name",
-           "render_float_matvec", "render_x_reader", "row_scale"]
+__all__ = ["CUDAFloatMatvec", "FLOAT_DTYPES", "MAX_ROWS", "PROLOGUES", "SWIGLU_FOLD_MAX", "cuda_float_matvec",
+           "float_matvec_name", "render_row_block", "render_float_matvec", "render_x_reader", "row_scale"]

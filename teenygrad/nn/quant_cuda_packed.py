@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from teenygrad.device import Buffer, Device
-from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_rows_out, render_x_reader
+from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_row_block, render_rows_out, render_x_reader
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.tensor import Tensor
 
@@ -183,12 +183,7 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
 {UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
 {no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-  /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
-  const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
-  const int row0 = ((int)(blockIdx.x / {groups}) * {WARPS} + (int)(threadIdx.x >> 5)) * ROWS_PER_WARP;
-  if (row0 >= N_OUT) return;   /* whole warps leave: the shuffles below see all 32 lanes */
-  x += (long long)m0 * X_STRIDE;
-{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;

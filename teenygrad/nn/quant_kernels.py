@@ -427,6 +427,24 @@ static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict 
 #endif
 }
 
+#if TG_Q_AVX2 && (defined(TG_HAS_DOT8) || defined(TG_HAS_DOT16))
+/* 32 floats of x into v[4], and their largest |x| (what both x quantizers scale by) */
+static inline float tg_load32_amax(const float* restrict x, __m256 v[4]) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  for (int j = 0; j < 4; j++) {
+    v[j] = _mm256_loadu_ps(x + 8 * j);
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+  }
+  return tg_hmax256(m);
+}
+
+/* round(v * inv) to int32, to nearest even */
+static inline __m256i tg_round_scaled(__m256 v, __m256 inv) {
+  return _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+#endif
+
 #if TG_Q_AVX2 && defined(TG_HAS_DOT8)
 static inline int tg_hsum256_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -437,18 +455,12 @@ static inline int tg_hsum256_epi32(__m256i v) {
 /* x (K) as ggml's Q8_1 activations (llama.cpp's quantize_row_q8_1): xq[l] = round(x[l] * 127 / amax) per 32, amax
    its largest |x|; sx[2i] = dx = amax / 127, sx[2i + 1] = dx * (the sum of its xq) */
 static inline void tg_quantize_x8(const float* restrict x, int8_t* restrict xq, float* restrict sx, long K) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (long i = 0; i < K / 32; i++) {
-    __m256 v[4], m = _mm256_setzero_ps();
-    for (int j = 0; j < 4; j++) {
-      v[j] = _mm256_loadu_ps(x + 32 * i + 8 * j);
-      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
-    }
-    float amax = tg_hmax256(m);
+    __m256 v[4];
+    float amax = tg_load32_amax(x + 32 * i, v);
     __m256 inv = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
     __m256i q[4];
-    for (int j = 0; j < 4; j++)
-      q[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int j = 0; j < 4; j++) q[j] = tg_round_scaled(v[j], inv);
     __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
     /* the packs work per 128-bit lane: the permute puts the 32-bit groups back in order */
     __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
@@ -504,18 +516,12 @@ static inline void tg_dot_row8x2(const uint8_t* restrict w, const int8_t* restri
 #if TG_Q_AVX2 && defined(TG_HAS_DOT16)
 /* x (K) to int16 per 32: xq[l] = round(x[l] * 32767 / amax), amax the 32's largest |x|; dx[i] = amax / 32767 */
 static inline void tg_quantize_x16(const float* restrict x, int16_t* restrict xq, float* restrict dx, long K) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (long i = 0; i < K / 32; i++) {
-    __m256 v[4], m = _mm256_setzero_ps();
-    for (int j = 0; j < 4; j++) {
-      v[j] = _mm256_loadu_ps(x + 32 * i + 8 * j);
-      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
-    }
-    float amax = tg_hmax256(m);
+    __m256 v[4];
+    float amax = tg_load32_amax(x + 32 * i, v);
     __m256 inv = _mm256_set1_ps(amax != 0.0f ? 32767.0f / amax : 0.0f);
     for (int j = 0; j < 4; j += 2) {
-      __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      __m256i c = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[j + 1], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      __m256i a = tg_round_scaled(v[j], inv), c = tg_round_scaled(v[j + 1], inv);
       /* packs works per 128-bit lane: put the 64-bit quarters back in order */
       _mm256_storeu_si256((__m256i*)(xq + 32 * i + 8 * j), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, c), 0xD8));
     }

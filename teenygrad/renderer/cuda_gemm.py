@@ -53,6 +53,32 @@ def render_tile_order(tiles_m: int, tiles_n: int) -> str:
   return (f"  const int tile = blockIdx.x, first_m = tile / {per_group} * {GROUP_M}, group_rows = min({tiles_m} - first_m, {GROUP_M});\n"
           f"  const int tm = first_m + (tile % {per_group}) % group_rows, tn = (tile % {per_group}) / group_rows;\n")
 
+def render_copy_ring(load: str, stages: int, k_tiles: int, bk: int) -> str:
+  """The cp.async ring of the tensor-core GEMMs: `load` (statements filling stage `st` with the k slice at `k0`) for
+  the first stages - 1 slices, then the k-slice loop opened, each turn waiting for its slice and refilling the stage
+  the turn before used; leaves `st`, this slice's stage, for the loop body the caller writes (and closes)."""
+  return f"""  #pragma unroll
+  for (int s = 0; s < {stages - 1}; s++) {{
+    if (s < {k_tiles}) {{
+      const int st = s, k0 = s * {bk};
+{load}
+    }}
+    tg_cp_commit();
+  }}
+  for (int kt = 0; kt < {k_tiles}; kt++) {{
+    tg_cp_wait<{stages - 2}>();
+    __syncthreads();   /* slice kt has landed for every thread, and slice kt-1's buffer is free to refill */
+    {{
+      const int next = kt + {stages - 1};
+      if (next < {k_tiles}) {{
+        const int st = next % {stages}, k0 = next * {bk};
+{load}
+      }}
+      tg_cp_commit();
+    }}
+    const int st = kt % {stages};"""
+
+
 TC_PREAMBLE = r"""
 __device__ __forceinline__ unsigned tg_smem(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void tg_cp16(void* dst, const void* src, bool valid) {
@@ -170,28 +196,7 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]
     for (int ni = 0; ni < {NI}; ni++)
       #pragma unroll
       for (int q = 0; q < 4; q++) acc[mi][ni][q] = 0.0f;
-  #pragma unroll
-  for (int s = 0; s < {STAGES - 1}; s++) {{
-    if (s < {k_tiles}) {{
-      const int st = s, k0 = s * {BK};
-{load_a}
-{load_b}
-    }}
-    tg_cp_commit();
-  }}
-  for (int kt = 0; kt < {k_tiles}; kt++) {{
-    tg_cp_wait<{STAGES - 2}>();
-    __syncthreads();   /* slice kt has landed for every thread, and slice kt-1's buffer is free to refill */
-    {{
-      const int next = kt + {STAGES - 1};
-      if (next < {k_tiles}) {{
-        const int st = next % {STAGES}, k0 = next * {BK};
-{load_a}
-{load_b}
-      }}
-      tg_cp_commit();
-    }}
-    const int st = kt % {STAGES};
+{render_copy_ring(load_a + chr(10) + load_b, STAGES, k_tiles, BK)}
     #pragma unroll
     for (int kk = 0; kk < {BK}; kk += 16) {{
       unsigned af[4][4], bf[{NI}][2];

@@ -20,7 +20,7 @@ Each fragment is split once and used by every mma of the warp's tile that reads 
 from __future__ import annotations
 
 from teenygrad.helpers import ceildiv
-from teenygrad.renderer.cuda_gemm import TC_PREAMBLE, render_tile_order
+from teenygrad.renderer.cuda_gemm import TC_PREAMBLE, render_copy_ring, render_tile_order
 
 BM = BN = 128
 WARPS_M, WARPS_N = 2, 4   # each warp 64 x 32: 4 m16 rows of fragments by 4 n8 columns
@@ -137,26 +137,7 @@ extern "C" __global__ void __launch_bounds__({THREADS}, {config["BLOCKS_PER_SM"]
     for (int ni = 0; ni < 4; ni++)
       #pragma unroll
       for (int q = 0; q < 4; q++) acc[mi][ni][q] = 0.0f;
-  #pragma unroll
-  for (int s = 0; s < {STAGES - 1}; s++) {{
-    if (s < {k_tiles}) {{
-      const int st = s, k0 = s * {BK};
-{load}
-    }}
-    tg_cp_commit();
-  }}
-  for (int kt = 0; kt < {k_tiles}; kt++) {{
-    tg_cp_wait<{STAGES - 2}>();
-    __syncthreads();   /* slice kt has landed for every thread, and slice kt-1's buffer is free to refill */
-    {{
-      const int next = kt + {STAGES - 1};
-      if (next < {k_tiles}) {{
-        const int st = next % {STAGES}, k0 = next * {BK};
-{load}
-      }}
-      tg_cp_commit();
-    }}
-    const int st = kt % {STAGES};
+{render_copy_ring(load, STAGES, k_tiles, BK)}
     /* the slice's products sum into part, which joins acc through fp32 adds (rounded to nearest): the tensor cores
        sum their products and the accumulator with truncation, so summing all of K in acc drifts by K / 8 units in the
        last place (2.9e-5 relative at K = 4096 on an H200), a slice's part by BK / 8 */
