@@ -61,8 +61,11 @@ def main() -> None:
   parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
   parser.add_argument("--out", default=None)
   parser.add_argument("--no-experiments", action="store_true", help="only the rows of what the library runs by default")
+  parser.add_argument("--only", default=None, help="comma-separated experiment configs: run just those, print, write nothing")
   args = parser.parse_args()
   backend = Device["CUDA"]
+  if args.only:
+    return experiments(backend, (1024,) if args.quick else (4096, 8192), torch.device("cuda"), print, set(args.only.split(",")))
   gpu = backend.name_string()
   torch_dev = torch.device("cuda")
   rng = np.random.default_rng(0)
@@ -217,7 +220,7 @@ def main() -> None:
   print(f"wrote {out}")
 
 
-def experiments(backend, sizes, torch_dev, emit) -> None:
+def experiments(backend, sizes, torch_dev, emit, only: set[str] | None = None) -> None:
   """Other tensor-core tiles on a @ b, the wgmma (sm_90a) kernel against mma.sync on the linear layout x @ w.T, and
   the fp32 kernels (SIMT at 2 or 1 blocks per SM, 3xTF32 configs) on both layouts."""
   import teenygrad.renderer.cuda_gemm as cuda_gemm
@@ -235,11 +238,12 @@ def experiments(backend, sizes, torch_dev, emit) -> None:
   def with_tc_config(config, fn): return with_setting(cuda_gemm, "TC_DEFAULT", config, fn)
   def with_fp32_config(config, fn): return with_setting(cuda_tf32, "FP32_DEFAULT", config, fn)
 
-  wgmma = ("wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap")
-  cases = [(config, size, "a @ b") for config in [*cuda_gemm.TC_CONFIGS, *wgmma] if config != cuda_gemm.TC_DEFAULT for size in sizes]
+  wgmma = ("wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap", "wgmma-tma", "wgmma-tma128")
+  cases = [(config, size, "a @ b") for config in [*cuda_gemm.TC_CONFIGS, *wgmma] if config != cuda_gemm.TC_DEFAULT or only for size in sizes]
   cases += [(config, size, "x @ w.T") for size in sizes for config in ("128x128x32", *wgmma)]
   cases += [(config, size, layout) for config in cuda_tf32.FP32_CONFIGS for size in sizes for layout in ("a @ b", "x @ w.T")]
   for config, size, layout in cases:
+    if only is not None and config not in only: continue
     fp32 = config in cuda_tf32.FP32_CONFIGS
     dtype_name = "fp32" if fp32 else "fp16"
     try:

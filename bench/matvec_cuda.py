@@ -11,7 +11,7 @@ kernel) and "GGUF blocks" (nn/quant_cuda.py's); "down+swiglu" rows time the down
 folded into the matvec against an elementwise kernel and the matvec (two launches). `--sweep` also tries other rows
 per warp and load batches (module constants: "rows 2/4 ahead 8/2" is float rows per warp / packed rows per warp,
 float steps / packed steps of loads in flight; "dp4a w4 r2 a2" the int8-x kernel's warps per block, rows per warp
-and steps of loads in flight): the numbers to pick them by.
+steps of loads in flight and steps of x quantized into shared memory at a time): the numbers to pick them by.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def configurations(sweep: bool):
   from teenygrad.nn import matvec_cuda, quant_cuda_dp4a, quant_cuda_packed
   knobs = [(matvec_cuda, "ROWS_PER_WARP"), (matvec_cuda, "LOADS_AHEAD"), (quant_cuda_packed, "rows_per_warp"),
            (quant_cuda_packed, "LOADS_AHEAD"), (quant_cuda_dp4a, "WARPS"), (quant_cuda_dp4a, "ROWS_PER_WARP"),
-           (quant_cuda_dp4a, "LOADS_AHEAD"), (config, "decode_fusion")]
+           (quant_cuda_dp4a, "LOADS_AHEAD"), (quant_cuda_dp4a, "CHUNK_STEPS"), (config, "decode_fusion")]
   defaults = [(owner, name, getattr(owner, name)) for owner, name in knobs]
   def setter(*changes):
     def apply():
@@ -130,9 +130,10 @@ def configurations(sweep: bool):
              setter((matvec_cuda, "ROWS_PER_WARP", rows), (matvec_cuda, "LOADS_AHEAD", ahead),
                     (quant_cuda_packed, "rows_per_warp", lambda m, n, r=packed: r), (quant_cuda_packed, "LOADS_AHEAD", packed_ahead),
                     float_x), None)
-    for warps, rows, ahead in itertools.product((4, 8), (1, 2, 4), (1, 2, 4)):
-      yield (f"dp4a w{warps} r{rows} a{ahead}", setter((quant_cuda_dp4a, "WARPS", warps), (quant_cuda_dp4a, "ROWS_PER_WARP", rows),
-                                                        (quant_cuda_dp4a, "LOADS_AHEAD", ahead)), QUANT_KINDS)
+    for warps, rows, ahead, chunk in itertools.product((4, 8), (1, 2, 4), (2, 4), (4, 16)):
+      yield (f"dp4a w{warps} r{rows} a{ahead} c{chunk}",
+             setter((quant_cuda_dp4a, "WARPS", warps), (quant_cuda_dp4a, "ROWS_PER_WARP", rows), (quant_cuda_dp4a, "LOADS_AHEAD", ahead),
+                    (quant_cuda_dp4a, "CHUNK_STEPS", chunk)), QUANT_KINDS)
   setter()()
 
 

@@ -485,7 +485,8 @@ def test_fused_decode_replays_as_one_graph(cuda, tiny_models):
 
 
 # last in the file: an experimental kernel that faults would end the process's CUDA context
-@pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
+@pytest.mark.parametrize("config", ["128x128x64", "128x256x32", "wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap",
+                                    "wgmma-tma", "wgmma-tma128"])
 @pytest.mark.parametrize("layout", ["nn", "linear"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_tensor_core_tiles_match_torch(cuda, monkeypatch, config, layout, dtype):
@@ -509,3 +510,33 @@ def test_tensor_core_tiles_match_torch(cuda, monkeypatch, config, layout, dtype)
     assert error < BOUNDS[dtype] * 4, f"{config} {layout}: relative Frobenius error {error:.2e}"
   finally:
     engine_realize._kernel_cache.clear()
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_tma_gemm_batched_and_broadcast(cuda, broadcast):
+  """The TMA kernel's third tensor-map dimension: a batch of matrices on both sides, or one B shared by every batch
+  (stride 0, read as batch 0)."""
+  rng = np.random.default_rng(3)
+  a_np = rng.standard_normal((3, 256, 128)).astype(np.float32)
+  b_np = rng.standard_normal((128, 256) if broadcast else (3, 128, 256)).astype(np.float32)
+  a_ref, b_ref = (torch.from_numpy(x).half().double() for x in (a_np, b_np))
+  a = Tensor(a_ref.float().numpy(), device="CUDA").half().realize()
+  b = Tensor(b_ref.float().numpy(), device="CUDA").half().realize()
+  out, names = _launched(lambda: (a @ b).float().numpy())
+  assert any(name.startswith("gemm_float16") for name in names)
+  assert _rel_error(out, (a_ref @ b_ref).numpy()) < BOUNDS["float16"] * 4
+
+
+def test_tma_gemm_in_a_jit_replay(cuda):
+  """A replayed graph keeps each TMA descriptor with its node, and new inputs copied into the captured buffers are read."""
+  from teenygrad.engine.jit import jit
+  rng = np.random.default_rng(4)
+  w = Tensor(rng.standard_normal((256, 128)).astype(np.float32), device="CUDA").half().realize()
+  @jit
+  def project(x): return x.linear(w).float()
+  for step in range(4):
+    x_np = rng.standard_normal((128, 128)).astype(np.float32)
+    out = project(Tensor(x_np, device="CUDA").half().realize()).numpy()
+    ref = torch.from_numpy(x_np).half().double() @ torch.from_numpy(w.float().numpy()).double().T
+    assert _rel_error(out, ref.numpy()) < BOUNDS["float16"] * 4, f"step {step}"
+  assert getattr(project.capture, "graph", None) is not None

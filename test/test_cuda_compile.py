@@ -168,7 +168,7 @@ def test_cpu_gemm_hook_still_taken():
   assert [ei.kernel.name for ei in launched] == ["gemm_1_64_512_256"]
 
 
-@pytest.mark.parametrize("config", ["wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap"])
+@pytest.mark.parametrize("config", ["wgmma", "wgmma256", "wgmma+overlap", "wgmma256+overlap", "wgmma-tma", "wgmma-tma128"])
 @pytest.mark.parametrize("layout", ["linear", "nn"])
 def test_wgmma_configs_compile_for_sm90a(monkeypatch, config, layout):
   bindings = _nvrtc_or_skip()
@@ -178,9 +178,11 @@ def test_wgmma_configs_compile_for_sm90a(monkeypatch, config, layout):
   a = realized((256, 128), np.float16)
   product = a.linear(realized((256, 128), np.float16)) if layout == "linear" else a @ realized((128, 256), np.float16)
   (name, src, _), = render_cuda(product.contiguous())
-  width = 256 if "256" in config else 128
+  width = 128 if config in ("wgmma", "wgmma+overlap", "wgmma-ws128", "wgmma-tma128") else 256
   assert f"wgmma.mma_async.sync.aligned.m64n{width}k16.f32.f16.f16" in src
   assert ("wait_group.sync.aligned 1" in src) == config.endswith("+overlap")
+  assert ("setmaxnreg" in src) == ("-tma" in config)
+  assert ("cp.async.bulk.tensor" in src) == ("-tma" in config)
   assert bindings.nvrtc_compile(src, name, ["--gpu-architecture=sm_90a", "-std=c++17"])[:4] == b"\x7fELF"
 
 

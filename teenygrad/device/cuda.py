@@ -18,7 +18,8 @@ from teenygrad.device.cuda_bindings import (ATTR_COMPUTE_CAPABILITY_MAJOR, ATTR_
                                             CU_STREAM_NON_BLOCKING, CUDA_ERROR_OUT_OF_MEMORY, CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED,
                                             FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC,
                                             GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC, CUDAError, GraphEdgeData, KernelNodeParams,
-                                            c_int, c_ptr, c_size, c_u64, check, libcuda, nvrtc_compile, nvrtc_version)
+                                            c_int, c_ptr, c_size, c_u64, check, encode_tensor_map, libcuda, nvrtc_compile,
+                                            nvrtc_version)
 from teenygrad.helpers import config
 from teenygrad.renderer.cuda import CUDARenderer
 
@@ -165,6 +166,10 @@ class CUDAProgram(Program):
   def __init__(self, device: CUDABackend, name: str, binary: bytes, launch=None):
     self.device, self.name = device, name
     if launch is None: launch = {}
+    # (buffer index, element offset, dims, byte strides, box) per TMA descriptor the kernel takes after its buffers
+    self.tensor_maps = [tuple(tuple(x) if isinstance(x, list) else x for x in spec) for spec in launch.get("tensor_maps", ())] \
+      if isinstance(launch, dict) else []
+    self._encoded: dict[tuple, ctypes.Array] = {}
     if isinstance(launch, dict):
       self.block, self.grid, self.shared = launch.get("block", (1, 1, 1)), launch.get("grid", (1, 1, 1)), launch.get("shared", 0)
     else:
@@ -179,10 +184,21 @@ class CUDAProgram(Program):
       check(libcuda().cuFuncSetAttribute(self.function, FUNC_ATTR_MAX_DYNAMIC_SHARED_SIZE_BYTES, self.shared), f"{name}: shared memory")
 
   def launch_args(self, bufs, vals: tuple[int, ...]):
-    """The argument block cuLaunchKernel reads (kept alive by the caller until the launch is enqueued)."""
-    values = [c_u64(b) for b in bufs] + [ctypes.c_longlong(v) for v in vals]
+    """The argument block cuLaunchKernel reads (kept alive by the caller until the launch is enqueued): the buffers,
+    the variables' values, then a TMA descriptor (CUtensorMap, by value) per entry of the launch's "tensor_maps"."""
+    values = [c_u64(b) for b in bufs] + [ctypes.c_longlong(v) for v in vals] + [self.tensor_map(bufs, spec) for spec in self.tensor_maps]
     pointers = (c_ptr * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
     return values, pointers
+
+  def tensor_map(self, bufs, spec) -> ctypes.Array:
+    """The descriptor of one operand for these buffers, encoded once per buffer address (~1 us on the host)."""
+    index, offset, dims, strides, box = spec
+    address = bufs[index] + 2 * offset
+    key = (address, dims, strides, box)
+    if key not in self._encoded:
+      if len(self._encoded) > 64: self._encoded.clear()   # buffers come and go: keep the cache small
+      self._encoded[key] = encode_tensor_map(address, dims, strides, box)
+    return self._encoded[key]
 
   def node_params(self, bufs, vals: tuple[int, ...]):
     """This launch as a graph node's parameters, and what must stay alive until the driver has read them."""

@@ -94,7 +94,25 @@ _DRIVER_PROTOTYPES = {
   "cuGraphLaunch": [c_ptr, c_ptr],
   "cuGraphExecDestroy": [c_ptr],
   "cuGraphDestroy": [c_ptr],
+  # (map, data type, rank, global address, dims, strides past the first, box, element strides, interleave, swizzle,
+  #  L2 promotion, out-of-bounds fill): a TMA descriptor, encoded on the host (CUDA 12.0)
+  "cuTensorMapEncodeTiled": [c_ptr, c_int, c_uint, c_u64, POINTER(c_u64), POINTER(c_u64), POINTER(c_uint), POINTER(c_uint),
+                             c_int, c_int, c_int, c_int],
 }
+
+TENSOR_MAP_UINT16, TENSOR_MAP_SWIZZLE_128B, TENSOR_MAP_L2_PROMOTION_256B = 1, 3, 3
+
+
+def encode_tensor_map(address: int, dims: tuple[int, ...], strides: tuple[int, ...], box: tuple[int, ...]) -> ctypes.Array:
+  """The 128-byte CUtensorMap of a 16-bit tensor at `address` (dims innermost first, strides in bytes of the dims past
+  the first), loaded box by box into shared memory in the 128-byte swizzled layout."""
+  tensor_map = (ctypes.c_ubyte * 128)()
+  rank = len(dims)
+  result = libcuda().cuTensorMapEncodeTiled(
+    ctypes.addressof(tensor_map), TENSOR_MAP_UINT16, rank, address, (c_u64 * rank)(*dims), (c_u64 * max(rank - 1, 1))(*strides),
+    (c_uint * rank)(*box), (c_uint * rank)(*([1] * rank)), 0, TENSOR_MAP_SWIZZLE_128B, TENSOR_MAP_L2_PROMOTION_256B, 0)
+  if result != 0: raise CUDAError(f"cuTensorMapEncodeTiled failed ({result}): dims {dims}, strides {strides}, box {box}", result)
+  return tensor_map
 
 _NVRTC_PROTOTYPES = {
   "nvrtcVersion": [POINTER(c_int), POINTER(c_int)],

@@ -22,9 +22,8 @@ from teenygrad.helpers import ceildiv
 
 # tensor-core tiles for mma.sync: block BM x BN, k slice BK, 8 warps as WARPS_M x WARPS_N (each 64 x WN), ring of
 # STAGES k slices. On sm_90 "auto" (the default) takes the wgmma kernels of renderer/cuda_wgmma.py where their layout
-# fits (m64n256 first, with its copies overlapping the wgmmas where B is k-major, then m64n128), else mma.sync
-# 128x128x32. Measured in one run on an H100 (fp16, TFLOP/s; cuBLAS
-# 757-768), bench/results/gpu_h100.txt:
+# fits (TMA-fed 128x256 tiles, then 128x128), else mma.sync 128x128x32. The mma.sync and cp.async wgmma kernels,
+# measured in one run on an H100 (fp16, TFLOP/s; cuBLAS 757-768), bench/results/gpu_h100.txt:
 #                 a @ b 4096   8192    x @ w.T 4096   8192
 #   128x128x32        262     282           260     267
 #   128x128x64        276     292
@@ -320,18 +319,24 @@ def cuda_gemm_kernel(root, target, is_boundary, renderer, max_shared: int = 48 *
   name = f"gemm_{match.operand_dtype.name}_{spec.batch}_{spec.M}_{spec.N}_{spec.K}"
   if match.operand_dtype in (dtypes.float16, dtypes.bfloat16):
     kind = "f16" if match.operand_dtype == dtypes.float16 else "bf16"
-    from teenygrad.renderer.cuda_wgmma import CONFIGS as WGMMA_CONFIGS
+    from teenygrad.renderer.cuda_wgmma import CONFIGS as WGMMA_CONFIGS, TMA_CONFIGS
     if getattr(renderer, "arch", "") == "sm_90":   # warpgroup MMA: Hopper only (an sm_90a cubin)
-      from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, wgmma_applicable
+      from teenygrad.renderer.cuda_wgmma import render_wgmma_gemm, render_wgmma_tma_gemm, wgmma_applicable
       layouts = _layouts(spec, match.a_offset, match.b_offset)
-      # overlapping the copies with the wgmmas pays where B is k-major (x @ w.T: 371 -> 413 TFLOP/s at 8192 on an
-      # H200), not for an n-major B (a @ b: 307 -> 303), bench/results/gpu_h200.txt
-      auto = ("wgmma256+overlap", "wgmma") if layouts[1] == "NK" else ("wgmma256", "wgmma")
-      wgmma_configs = auto if TC_DEFAULT == "auto" else (TC_DEFAULT,) if TC_DEFAULT in WGMMA_CONFIGS else ()
+      # the TMA kernels first (591-684 TFLOP/s at 4096-8192 on an H200), then the cp.async ones for what they cannot
+      # take (their descriptors' shared memory: none so far); bench/results/gpu_h200.txt
+      auto = ("wgmma-tma", "wgmma-tma128", "wgmma")
+      known = (*WGMMA_CONFIGS, *TMA_CONFIGS)
+      wgmma_configs = auto if TC_DEFAULT == "auto" else (TC_DEFAULT,) if TC_DEFAULT in known else ()
       for config in wgmma_configs:
         if not wgmma_applicable(spec, *layouts, config): continue
-        src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind,
-                                        layouts[1], config)
+        if config in TMA_CONFIGS:   # the TMA descriptors name the operands by their place among the kernel's buffers
+          a_index, b_index = (next(i for i, b in enumerate(match.buffers) if b is operand) for operand in (match.a, match.b))
+          src, launch = render_wgmma_tma_gemm(name, params, spec, a_index, b_index, match.a_offset, match.b_offset, match.epilogue, kind,
+                                              layouts[1], config)
+        else:
+          src, launch = render_wgmma_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue,
+                                          kind, layouts[1], config)
         if launch["shared"] <= max_shared: return name, match.buffers, CUDA_PREAMBLE + src, launch
     src, launch = render_tensor_core_gemm(name, params, spec, match.a.name, match.b.name, match.a_offset, match.b_offset, match.epilogue, kind)
     if launch["shared"] > max_shared: return None
