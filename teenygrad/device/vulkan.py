@@ -231,6 +231,7 @@ class VulkanDevice(Backend):
     self.physical = ctypes.c_void_p(handle)
     api_version = int.from_bytes(raw[0:4], "little")
     self.device_name = raw[vk.PROPS_NAME:vk.PROPS_NAME + 256].split(b"\0")[0].decode()
+    self.is_cpu = int.from_bytes(raw[vk.PROPS_TYPE:vk.PROPS_TYPE + 4], "little") == vk.DEVICE_TYPE_CPU
     if api_version < ((1 << 22) | (2 << 12)):
       major, minor = api_version >> 22, (api_version >> 12) & 0x3FF
       raise VulkanError(f"{self.device_name} supports Vulkan {major}.{minor}; teenygrad needs 1.2")

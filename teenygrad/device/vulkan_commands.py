@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import time
 
 from teenygrad.device import vulkan_bindings as vk
 from teenygrad.device.vulkan_bindings import VulkanError, check
@@ -26,6 +27,9 @@ _BARRIER = vk.MemoryBarrier(vk.ST_MEMORY_BARRIER, None, vk.ACCESS_SHADER_WRITE |
 
 
 def align(n: int, to: int) -> int: return -(-n // to) * to
+
+
+SPIN_SECONDS = 0.05   # how long a GPU's fence is polled before the wait blocks in the driver
 
 
 class Commands:
@@ -201,6 +205,18 @@ class Commands:
     self.queued_graphs.append(graph)
 
   # ---- submitting ----
+  def wait_for_fence(self, fences) -> None:
+    """Wait for the submit's fence. On a GPU the fence is polled for up to SPIN_SECONDS first, as CUDA's own
+    synchronization spins: a blocking vkWaitForFences sleeps in the driver, and the thread's wake-up is what a decode
+    step waits on after the GPU is done. On a CPU implementation (lavapipe) the driver's threads need the cores, so
+    the wait blocks at once."""
+    dev, fn = self.dev, self.dev._fn
+    if not dev.is_cpu:
+      status, deadline = fn("vkGetFenceStatus"), time.perf_counter() + SPIN_SECONDS
+      while (result := status(dev.device, self.fence)) == vk.NOT_READY and time.perf_counter() < deadline: pass
+      if result != vk.NOT_READY: return check(result, "vkGetFenceStatus")
+    check(fn("vkWaitForFences")(dev.device, 1, fences, 1, ctypes.c_uint64(-1 & 0xFFFFFFFFFFFFFFFF)), "vkWaitForFences")
+
   def synchronize(self) -> None:
     """Submit everything queued in one vkQueueSubmit and wait for it."""
     self.close_eager()
@@ -210,7 +226,7 @@ class Commands:
     submit = vk.SubmitInfo(vk.ST_SUBMIT_INFO, None, 0, None, None, len(self.queued), buffers, 0, None)
     check(fn("vkQueueSubmit")(dev.queue, 1, ctypes.byref(submit), self.fence), "vkQueueSubmit")
     fences = (ctypes.c_void_p * 1)(self.fence.value)
-    check(fn("vkWaitForFences")(dev.device, 1, fences, 1, ctypes.c_uint64(-1 & 0xFFFFFFFFFFFFFFFF)), "vkWaitForFences")
+    self.wait_for_fence(fences)
     check(fn("vkResetFences")(dev.device, 1, fences), "vkResetFences")
     graph_buffers = {g.command_buffer.value for g in self.queued_graphs}
     for cb in self.queued:
