@@ -1,16 +1,16 @@
 # Sourced by the GPU machine's scripts: the Vulkan loader from Debian's libvulkan1 (carried unpacked in .gl/), and
-# NVIDIA's ICD manifest where the image has one, else one written for the driver's libGLX_nvidia.
+# an ICD manifest for NVIDIA's driver.
 for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
 ldconfig
-# NVIDIA's Vulkan ICD manifest where the image has one, else one written for the driver's libGLX_nvidia
-icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json /usr/share/vulkan/icd.d/nvidia_icd*.json \
-         /etc/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -1)
-if [ -z "$icd" ]; then
-  lib=$(ldconfig -p | grep -o '/[^ ]*libGLX_nvidia\.so\.0' | head -1)
-  if [ -n "$lib" ]; then
-    icd=/tmp/nvidia_icd.json
-    printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' "$lib" > "$icd"
-  fi
+# a manifest written for the driver's libGLX_nvidia where the driver has one (the image's own manifest can name a
+# library path this loader rejects: VK_ERROR_INCOMPATIBLE_DRIVER on one machine of 2026-12-02), else the image's
+lib=$(ldconfig -p | grep -o '/[^ ]*libGLX_nvidia\.so\.0' | head -1)
+if [ -n "$lib" ]; then
+  icd=/tmp/nvidia_icd.json
+  printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' "$lib" > "$icd"
+else
+  icd=$(ls /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd*.json /usr/share/vulkan/icd.d/nvidia_icd*.json \
+           /etc/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -1)
 fi
 echo "Vulkan ICD: ${icd:-none found}"
 [ -n "$icd" ] && export VK_DRIVER_FILES="$icd" VK_ICD_FILENAMES="$icd"
