@@ -86,6 +86,25 @@ def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
 """
 
 
+PREFETCH_BYTES = 8 << 20   # of a matvec's weight, pulled into L2 before its grid-dependency wait (at most)
+
+
+def render_weight_prefetch(weight_bytes: int) -> str:
+  """A matvec's opening: each block asks for its share of the weight's first PREFETCH_BYTES to be brought into L2
+  (one bulk prefetch by its first thread), then waits for the kernel before it. The weight does not depend on that
+  kernel, so with programmatic launch (TEENYGRAD_PDL=1) the prefetch overlaps its end; launched the ordinary way the
+  wait is a no-op and the prefetch only starts the loads early."""
+  total = min(weight_bytes, PREFETCH_BYTES) // 16 * 16
+  return f"""  {{
+    const unsigned long long share = ({total}ull / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
+    if (threadIdx.x == 0 && begin < {total}ull)
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"((const unsigned char*)w + begin),
+                   "r"((unsigned int)min(share, {total}ull - begin)) : "memory");
+  }}
+  TG_GRID_WAIT();
+"""
+
+
 def kernel_params(prologue: str, residual: bool) -> str:
   """The optional parameters after (out, x, w): the norm weight, then the residual."""
   return (", const float* __restrict__ g" if prologue == "norm" else "") + (", const float* __restrict__ residual" if residual else "")
@@ -149,7 +168,7 @@ __device__ __forceinline__ float tg_dot8(uint4 w, float4 a, float4 b) {{
 }}
 extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dtype_name, k, m, n, prologue, residual)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned short* __restrict__ w{kernel_params(prologue, residual)}) {{
-{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+{render_weight_prefetch(n * k * 2)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
 {render_row_block(groups, m)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{

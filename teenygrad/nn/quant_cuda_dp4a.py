@@ -25,8 +25,8 @@ weights up (`uses_dp4a`): a small matvec is bound by its launch, and there the f
 """
 from __future__ import annotations
 
-from teenygrad.nn.matvec_cuda import GROUP_ROWS, kernel_params, no_norm_weight, render_rows_out, render_x_reader
-from teenygrad.nn.quant_cuda_packed import (STEP, UINT4_PARTS, declare_weight_arrays, packable, render_weight_loads,
+from teenygrad.nn.matvec_cuda import GROUP_ROWS, kernel_params, no_norm_weight, render_rows_out, render_weight_prefetch, render_x_reader
+from teenygrad.nn.quant_cuda_packed import (STEP, UINT4_PARTS, declare_weight_arrays, packable, packed_bytes, render_weight_loads,
                                             render_weight_pointers, with_suffix)
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
@@ -168,7 +168,7 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
 {UINT4_PARTS}{_QUANTIZE}extern "C" __global__ void __launch_bounds__({32 * WARPS})
 {dp4a_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out, const float* __restrict__ x,
     const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+{render_weight_prefetch(packed_bytes(ggml_type, n, k))}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged); a warp
      past the last row computes that row again (it takes part in every barrier), the store skips it */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);

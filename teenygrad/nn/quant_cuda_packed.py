@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from teenygrad.device import Buffer, Device
-from teenygrad.nn.matvec_cuda import GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_row_block, render_rows_out, render_x_reader
+from teenygrad.nn.matvec_cuda import (GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_row_block, render_rows_out,
+                                      render_weight_prefetch, render_x_reader)
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.tensor import Tensor
 
@@ -131,6 +132,11 @@ _TERMS = {
 }
 
 
+def packed_bytes(ggml_type: str, n: int, k: int) -> int:
+  """Bytes of an (n, k) weight in the packed layout: quants, scales and (Q4_1) mins."""
+  return _quant_bytes(ggml_type, n, k) + n * k // 16 * (2 if ggml_type == "Q4_1" else 1)
+
+
 def render_weight_pointers(ggml_type: str, n: int, k: int) -> str:
   """C++ naming the parts of the packed buffer w: quants, scales and (Q4_1) min_halves, as uint4s."""
   q_bytes, s_bytes = _quant_bytes(ggml_type, n, k), n * k // 16
@@ -182,7 +188,7 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
 #define STEPS {steps}
 {UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+{render_weight_prefetch(packed_bytes(ggml_type, n, k))}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
 {render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{

@@ -15,6 +15,13 @@ from teenygrad.renderer.gpu import GPURenderer, StoreText
 
 CUDA_PREAMBLE = r"""#define INFINITY __int_as_float(0x7f800000)
 #define NAN __int_as_float(0x7fffffff)
+/* a kernel that places its own grid-dependency wait (device/cuda.py GRID_DEPENDENCY) writes TG_GRID_WAIT(); where it
+   starts to read what the kernel before it wrote: what comes before may overlap that kernel's end */
+#if __CUDA_ARCH__ >= 900
+#define TG_GRID_WAIT() asm volatile("griddepcontrol.wait;\n" ::: "memory"); asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory")
+#else
+#define TG_GRID_WAIT()
+#endif
 /* half and bfloat16 conversions without inline asm, which would stop the compiler from merging neighbouring loads
    and stores into vector ones: libdevice's half conversions (cvt.f32.f16, cvt.rn.f16.f32), bfloat16 by bits */
 extern "C" __device__ float __nv_half2float(unsigned short);
