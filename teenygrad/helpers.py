@@ -32,6 +32,8 @@ class Config:
   # 1: CUDA graphs on sm_90 chain their kernels by programmatic dependent launch (device/cuda.py's CUDAGraph). Off by
   # default: on an H200 it made SmolLM2's replayed decode step slower (975 against 849 us, bench/results/llm_gpu_h200.txt)
   grid_dependency: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_PDL", 0)))
+  # bytes of a CUDA matvec's weight it asks into L2 before its grid-dependency wait (nn/matvec_cuda.py); 0: none
+  matvec_prefetch: int = field(default_factory=lambda: _env_int("TEENYGRAD_MATVEC_PREFETCH", 8 << 20))
   # below this many output elements times work per element, a CPU kernel stays single-threaded
   parallel_threshold: int = 1 << 15
 

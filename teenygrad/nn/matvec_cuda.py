@@ -18,6 +18,7 @@ compiled in (one cubin per shape, disk-cached); up to GROUP_ROWS rows of x per w
 """
 from __future__ import annotations
 
+from teenygrad.helpers import config
 from teenygrad.device import Buffer, Device
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
@@ -86,15 +87,13 @@ def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
 """
 
 
-PREFETCH_BYTES = 8 << 20   # of a matvec's weight, pulled into L2 before its grid-dependency wait (at most)
-
-
 def render_weight_prefetch(weight_bytes: int) -> str:
-  """A matvec's opening: each block asks for its share of the weight's first PREFETCH_BYTES to be brought into L2
-  (one bulk prefetch by its first thread), then waits for the kernel before it. The weight does not depend on that
-  kernel, so with programmatic launch (TEENYGRAD_PDL=1) the prefetch overlaps its end; launched the ordinary way the
-  wait is a no-op and the prefetch only starts the loads early."""
-  total = min(weight_bytes, PREFETCH_BYTES) // 16 * 16
+  """A matvec's opening: each block asks for its share of the weight's first config.matvec_prefetch bytes to be
+  brought into L2 (one bulk prefetch by its first thread), then waits for the kernel before it. The weight does not
+  depend on that kernel, so with programmatic launch (TEENYGRAD_PDL=1) the prefetch overlaps its end; launched the
+  ordinary way the wait is a no-op and the prefetch only starts the loads early."""
+  total = min(weight_bytes, config.matvec_prefetch) // 16 * 16
+  if total == 0: return "  TG_GRID_WAIT();\n"
   return f"""  {{
     const unsigned long long share = ({total}ull / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
     if (threadIdx.x == 0 && begin < {total}ull)
