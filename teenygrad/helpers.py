@@ -29,11 +29,14 @@ class Config:
   # before them), or the parts to keep, comma-separated: linear (fused_linear at all; norm, swiglu and float need it),
   # norm, swiglu, float (the float16/bfloat16 matvec), repack (Q4_0/Q4_1/Q8_0 in CUDA's layout), rope (RoPE + KV-cache write)
   decode_fusion: str = field(default_factory=lambda: os.environ.get("TEENYGRAD_DECODE_FUSION", "all"))
-  # 1: CUDA graphs on sm_90 chain their kernels by programmatic dependent launch (device/cuda.py's CUDAGraph). Off by
-  # default: on an H200 it made SmolLM2's replayed decode step slower (975 against 849 us, bench/results/llm_gpu_h200.txt)
-  grid_dependency: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_PDL", 0)))
-  # bytes of a CUDA matvec's weight it asks into L2 before its grid-dependency wait (nn/matvec_cuda.py); 0: none
-  matvec_prefetch: int = field(default_factory=lambda: _env_int("TEENYGRAD_MATVEC_PREFETCH", 8 << 20))
+  # CUDA graphs on sm_90 chain their kernels by programmatic dependent launch (device/cuda.py's CUDAGraph); 0: plain
+  # edges. End-to-end decode on an H200 (scripts/gpu_pdl_ab.sh, bench/results/llm_gpu_h200.txt): Llama-3-8B Q4_0
+  # 424 -> 495 tok/s, SmolLM2 Q4_1 1173 -> 1163 (1247 with the prefetch below)
+  grid_dependency: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_PDL", 1)))
+  # a CUDA matvec whose weight has at most this many bytes asks all of it into L2 before its grid-dependency wait
+  # (nn/matvec_cuda.py): SmolLM2's (<= 1.1 MB) yes, an 8B model's (>= 9.4 MB, where prefetching 8 MB of each cost
+  # 495 -> 463 tok/s) no; 0: never
+  matvec_prefetch: int = field(default_factory=lambda: _env_int("TEENYGRAD_MATVEC_PREFETCH", 2 << 20))
   # below this many output elements times work per element, a CPU kernel stays single-threaded
   parallel_threshold: int = 1 << 15
 

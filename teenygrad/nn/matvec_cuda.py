@@ -88,11 +88,12 @@ def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
 
 
 def render_weight_prefetch(weight_bytes: int) -> str:
-  """A matvec's opening: each block asks for its share of the weight's first config.matvec_prefetch bytes to be
-  brought into L2 (one bulk prefetch by its first thread), then waits for the kernel before it. The weight does not
-  depend on that kernel, so with programmatic launch (TEENYGRAD_PDL=1) the prefetch overlaps its end; launched the
-  ordinary way the wait is a no-op and the prefetch only starts the loads early."""
-  total = min(weight_bytes, config.matvec_prefetch) // 16 * 16
+  """A matvec's opening: where the weight has at most config.matvec_prefetch bytes, each block asks for its share of
+  it to be brought into L2 (one bulk prefetch by its first thread); then the block waits for the kernel before it.
+  The weight does not depend on that kernel, so with programmatic launch the prefetch overlaps its end: a small,
+  latency-bound matvec then finds its weight in L2. A large one streams from HBM at full rate anyway, and prefetching
+  part of it only competed with the loads (scripts/gpu_pdl_ab.sh)."""
+  total = weight_bytes // 16 * 16 if weight_bytes <= config.matvec_prefetch else 0
   if total == 0: return "  TG_GRID_WAIT();\n"
   return f"""  {{
     const unsigned long long share = ({total}ull / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
