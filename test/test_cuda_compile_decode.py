@@ -42,7 +42,9 @@ struct float2 { float x, y; };
 struct uint4 { unsigned int x, y, z, w; };
 struct Index { unsigned int x; };
 static thread_local Index threadIdx;
-static Index blockIdx;
+static Index blockIdx, gridDim;
+#define TG_GRID_WAIT()                                      /* one kernel at a time: nothing to wait for */
+static void tg_prefetch_l2(const void*, unsigned int) {}   /* no L2 to warm */
 static std::barrier<>* warp_barriers[32];   /* one per warp of the block */
 static std::barrier<>* block_barrier;
 static float exchange[32][32];
@@ -115,6 +117,7 @@ extern "C" void run({", ".join(params)}) {{
   for (int w = 0; w < {threads // 32}; w++) {{ warps.push_back(std::make_unique<std::barrier<>>(32)); warp_barriers[w] = warps.back().get(); }}
   std::barrier<> block({threads});
   block_barrier = &block;
+  gridDim.x = {blocks};
   for (blockIdx.x = 0; blockIdx.x < {blocks}; blockIdx.x++) {{
     std::vector<std::thread> threads;
     for (unsigned int t = 0; t < {threads}; t++) threads.emplace_back([=] {{ threadIdx.x = t; {name}({names}); }});

@@ -97,9 +97,7 @@ def render_weight_prefetch(weight_bytes: int) -> str:
   if total == 0: return "  TG_GRID_WAIT();\n"
   return f"""  {{
     const unsigned long long share = ({total}ull / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
-    if (threadIdx.x == 0 && begin < {total}ull)
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\\n" :: "l"((const unsigned char*)w + begin),
-                   "r"((unsigned int)min(share, {total}ull - begin)) : "memory");
+    if (threadIdx.x == 0 && begin < {total}ull) tg_prefetch_l2((const unsigned char*)w + begin, (unsigned int)min(share, {total}ull - begin));
   }}
   TG_GRID_WAIT();
 """

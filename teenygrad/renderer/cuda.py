@@ -22,6 +22,12 @@ CUDA_PREAMBLE = r"""#define INFINITY __int_as_float(0x7f800000)
 #else
 #define TG_GRID_WAIT()
 #endif
+/* ask for bytes (a multiple of 16) at p (16-byte aligned) to be brought into L2, without waiting */
+__device__ __forceinline__ void tg_prefetch_l2(const void* p, unsigned int bytes) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" :: "l"(p), "r"(bytes) : "memory");
+#endif
+}
 /* half and bfloat16 conversions without inline asm, which would stop the compiler from merging neighbouring loads
    and stores into vector ones: libdevice's half conversions (cvt.f32.f16, cvt.rn.f16.f32), bfloat16 by bits */
 extern "C" __device__ float __nv_half2float(unsigned short);
