@@ -50,7 +50,7 @@ class View:
   def contiguous(self) -> bool:
     return self.offset == 0 and self.mask is None and self.strides == strides_for_shape(self.shape)
 
-  @property
+  @cached_property
   def size(self) -> sint: return sym_prod(self.shape)
 
   # ---- index math ----
