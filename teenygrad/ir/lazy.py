@@ -39,12 +39,13 @@ runtime = Runtime()
 
 
 class LazyBuffer:
-  __slots__ = ("device", "st", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "_readers", "_prune_at",
+  __slots__ = ("device", "st", "shape", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "_readers", "_prune_at",
                "__weakref__")
 
   def __init__(self, device: str, st: ShapeTracker, dtype: DType, op: Ops | None = None, srcs: tuple = (),
                arg: Any = None, base: LazyBuffer | None = None):
     self.device, self.st, self.dtype = device, st, dtype
+    self.shape: tuple[sint, ...] = st.shape   # a node's tracker never changes: read on every movement and kernel walk
     self.op, self.srcs, self.arg = op, srcs, arg
     self._base = base
     self.realized = None   # the device Buffer, once computed (bases only)
@@ -79,9 +80,6 @@ class LazyBuffer:
 
   @property
   def is_view(self) -> bool: return self._base is not None
-
-  @property
-  def shape(self) -> tuple[sint, ...]: return self.st.shape
 
   @property
   def size(self) -> sint: return self.st.size
