@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from timing import median_time, report  # noqa: E402
+from timing import median_time, median_times, report  # noqa: E402
 import teenygrad as tg  # noqa: E402
 
 try:
@@ -92,13 +92,16 @@ def main() -> None:
     a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
     ta, tb = tg.Tensor(a), tg.Tensor(b)
     flops = 2 * n ** 3
-    # small products take a few ms: more samples, so the median is not one noisy neighbour's time slice
-    repeats = 21 if n <= 512 else 9 if n < 4096 else 3
-    ours = flops / median_time(lambda: (ta @ tb).realize(), repeats) / 1e9
-    peers = {"numpy": flops / median_time(lambda: a @ b, repeats) / 1e9}
+    # small products take a few ms: more samples, so the median is not one noisy neighbour's time slice; the three
+    # take turns over three rounds (median_times), so a busy spell on the shared machine falls on all of them
+    repeats, rounds = (33, 3) if n <= 512 else (9, 3) if n < 4096 else (3, 1)
+    fns = {"teenygrad": lambda: (ta @ tb).realize(), "numpy": lambda: a @ b}
     if torch is not None:
       xa, xb = torch.from_numpy(a), torch.from_numpy(b)
-      peers["torch"] = flops / median_time(lambda: xa @ xb, repeats) / 1e9
+      fns["torch"] = lambda: xa @ xb
+    seconds = median_times(fns, repeats, rounds)
+    ours = flops / seconds.pop("teenygrad") / 1e9
+    peers = {name: flops / s / 1e9 for name, s in seconds.items()}
     lines.append(row(f"gemm fp32 {n}", "GFLOP/s", ours, peers, peak))
   n = 1 << 24
   x, y, z = (rng.standard_normal(n, dtype=np.float32) for _ in range(3))

@@ -19,6 +19,22 @@ def median_time(fn, repeats: int = 7) -> float:
   return statistics.median(times)
 
 
+def median_times(fns: dict, repeats: int = 7, rounds: int = 3) -> dict:
+  """Seconds per call of each of `fns` (name -> function), measured the same way: in `rounds` rounds that take the
+  functions in turn (each after the pause and a warm-up call, as median_time), `repeats` timed calls per function in
+  all; the median of each function's calls. A neighbour busy for a second or two then slows every function's share
+  of that round, instead of all of whichever one was being timed."""
+  times: dict = {name: [] for name in fns}
+  per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+  for count in per_round:
+    for name, fn in fns.items():
+      time.sleep(SETTLE_S)
+      fn()
+      for _ in range(count):
+        start = time.perf_counter(); fn(); times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(samples) for name, samples in times.items()}
+
+
 def report(lines: list[str], results_name: str) -> None:
   """Print a benchmark's table and keep it as bench/results/<results_name>."""
   text = "\n".join(lines)

@@ -25,10 +25,15 @@ MAX_SHARED_READS = 8
 @dataclass
 class ScheduleItem:
   root: LazyBuffer                 # the base this item computes
-  inputs: list[LazyBuffer] = field(default_factory=list)   # bases whose buffers it reads
+  roots: set[int] = field(default_factory=set)   # the ids of every root of the schedule it belongs to
 
   @property
   def kind(self) -> str: return _ITEM_KINDS.get(self.root.op, "kernel")
+
+  @property
+  def inputs(self) -> list[LazyBuffer]:
+    """The bases whose buffers it reads (walked on demand: the engine itself never asks)."""
+    return [] if self.root.op is Ops.LOAD else _kernel_inputs(self.root, self.roots)
 
 
 _ITEM_KINDS = {Ops.COPY: "copy", Ops.CUSTOM: "custom", Ops.LOAD: "alloc"}
@@ -105,14 +110,7 @@ def find_roots(outputs: list[LazyBuffer]) -> tuple[list[LazyBuffer], set[int]]:
 
 def create_schedule(outputs: list[LazyBuffer]) -> list[ScheduleItem]:
   order, roots = find_roots(outputs)
-  items = []
-  for b in order:
-    if b.id not in roots: continue
-    item = ScheduleItem(b)
-    if b.op not in (Ops.LOAD,):
-      item.inputs = _kernel_inputs(b, roots)
-    items.append(item)
-  return items
+  return [ScheduleItem(b, roots) for b in order if b.id in roots]
 
 
 def _kernel_inputs(root: LazyBuffer, roots: set[int]) -> list[LazyBuffer]:

@@ -274,6 +274,22 @@ static inline void tg_gemm_pack_a_f32(float* restrict a_packed, const float* res
   }}
 }}
 
+/* A slice of packed operand shared by the threads, packed by whichever gets to it first; *state is 0 (free), 1 (being
+   packed) or 2 (ready). tg_gemm_claim returns 1 when the caller is to pack it (and then call tg_gemm_ready), 0 once
+   it is ready (waiting while another thread packs it). */
+static inline int tg_gemm_claim(int* state) {{
+  if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2) return 0;
+  int free_state = 0;
+  if (__atomic_compare_exchange_n(state, &free_state, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+  while (__atomic_load_n(state, __ATOMIC_ACQUIRE) != 2) {{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }}
+  return 0;
+}}
+static inline void tg_gemm_ready(int* state) {{ __atomic_store_n(state, 2, __ATOMIC_RELEASE); }}
+
 /* 64-byte aligned scratch; large buffers on 2 MiB pages where the kernel allows (fewer page faults and TLB misses) */
 static inline void* tg_gemm_alloc(size_t bytes) {{
 #ifdef __linux__
@@ -407,26 +423,23 @@ def _render_packed(tile: Tile, spec: GemmSpec, a: str, b: str, store: StoreFn, t
   b_batches = 1 if sb_b == 0 or spec.batch == 1 else spec.batch  # a broadcast B is packed once
   if _task_packs_b(spec, blk): return _render_task_packed_b(spec, a, b, store, blk, transposed)
   col_panels = _ceil_div(N, NR)
-  m_blocks, n_blocks = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc)
+  m_blocks, n_blocks, k_steps = _ceil_div(M, blk.mc), _ceil_div(N, blk.nc), _ceil_div(K, blk.kc)
   parallel = blk.threads > 1
   omp = (lambda s: s) if parallel else (lambda s: "")
   epilogue = _epilogue_loops(transposed)
   stmt = store("tg_acc", "tg_bi", "tg_i", "tg_j")
   note = " (computed transposed)" if transposed else ""
-  b_batch_offset = f"tg_bi * {col_panels * K * NR} + " if b_batches > 1 else ""
+  b_batch = "tg_bi" if b_batches > 1 else "0"
   return f"""{{
   /* gemm {spec.batch}x{M}x{N}x{K}{note}: {MR}x{NR} tiles, mc={blk.mc} nc={blk.nc} kc={blk.kc} threads={blk.threads} */
   const float* restrict tg_a = ({a});
   const float* restrict tg_b = ({b});
   float* tg_b_packed = (float*)tg_gemm_alloc((size_t){b_batches * col_panels * K * NR} * sizeof(float));
+  /* B is packed by the first task that needs a (batch, column block, k step) slice of it, not in a phase of its
+     own: no barrier, so a thread that a busy machine holds back delays no one (0 free, 1 being packed, 2 ready) */
+  int* tg_b_state = (int*)calloc({b_batches * n_blocks * k_steps}, sizeof(int));
   {omp(f"#pragma omp parallel num_threads({blk.threads})")}
   {{
-    {omp("#pragma omp for schedule(static)")}
-    for (long tg_t = 0; tg_t < {b_batches * col_panels}; tg_t++) {{
-      long tg_bb = tg_t / {col_panels}, tg_j0 = (tg_t % {col_panels}) * {NR};
-      tg_gemm_pack_b_f32(tg_b_packed + tg_t * {K * NR}, tg_b + tg_bb * {sb_b} + tg_j0 * {sb_j}, {K},
-                         {N} - tg_j0 < {NR} ? {N} - tg_j0 : {NR}, {sb_k}, {sb_j});
-    }}
     float* tg_a_packed = (float*)tg_gemm_alloc((size_t){blk.mc * blk.kc} * sizeof(float));
     float* tg_c_block = (float*)tg_gemm_alloc((size_t){blk.mc * blk.nc} * sizeof(float));
     {omp("#pragma omp for schedule(dynamic, 1)")}
@@ -435,9 +448,17 @@ def _render_packed(tile: Tile, spec: GemmSpec, a: str, b: str, store: StoreFn, t
       long tg_i0 = (tg_t / {n_blocks}) % {m_blocks} * {blk.mc}, tg_j0 = tg_t % {n_blocks} * {blk.nc};
       long tg_nrows = {M} - tg_i0 < {blk.mc} ? {M} - tg_i0 : {blk.mc};
       long tg_ncols = {N} - tg_j0 < {blk.nc} ? {N} - tg_j0 : {blk.nc};
-      const float* tg_b_block = tg_b_packed + {b_batch_offset}(tg_j0 / {NR}) * {K * NR};
-      for (long tg_k0 = 0; tg_k0 < {K}; tg_k0 += {blk.kc}) {{
+      float* tg_b_block = tg_b_packed + {b_batch} * {col_panels * K * NR} + (tg_j0 / {NR}) * {K * NR};
+      for (long tg_k0 = 0, tg_ks = 0; tg_k0 < {K}; tg_k0 += {blk.kc}, tg_ks++) {{
         long tg_kc = {K} - tg_k0 < {blk.kc} ? {K} - tg_k0 : {blk.kc};
+        int* tg_state = tg_b_state + ({b_batch} * {n_blocks} + tg_j0 / {blk.nc}) * {k_steps} + tg_ks;
+        if (tg_gemm_claim(tg_state)) {{
+          for (long tg_c = 0; tg_c < tg_ncols; tg_c += {NR})
+            tg_gemm_pack_b_f32(tg_b_block + (tg_c / {NR}) * {K * NR} + tg_k0 * {NR},
+                               tg_b + {b_batch} * {sb_b} + tg_k0 * {sb_k} + (tg_j0 + tg_c) * {sb_j}, tg_kc,
+                               tg_ncols - tg_c < {NR} ? tg_ncols - tg_c : {NR}, {sb_k}, {sb_j});
+          tg_gemm_ready(tg_state);
+        }}
         tg_gemm_pack_a_f32(tg_a_packed, tg_a + tg_bi * {sa_b} + tg_i0 * {sa_i} + tg_k0 * {sa_k}, tg_nrows, tg_kc,
                            {sa_i}, {sa_k});
         for (long tg_c = 0; tg_c < tg_ncols; tg_c += {NR})
@@ -455,6 +476,7 @@ def _render_packed(tile: Tile, spec: GemmSpec, a: str, b: str, store: StoreFn, t
     free(tg_a_packed);
     free(tg_c_block);
   }}
+  free(tg_b_state);
   free(tg_b_packed);
 }}
 """

@@ -196,7 +196,7 @@ def _prepare(item: ScheduleItem, roots: set[int]):
       # compute the value into a buffer of its own first; the assign then copies it over the target
       aside = LazyBuffer(root.device, ShapeTracker.from_shape(root.srcs[1].shape), root.dtype, Ops.CONTIGUOUS, (root.srcs[1],))
       root.srcs = (root.srcs[0], aside)
-      aside.readers.add(root)
+      aside.add_reader(root)
       raise NeedsRealize(aside)
   computed: list[LazyBuffer] = []
   key, order, values = kernel_key(value, is_boundary, computed)
@@ -300,7 +300,7 @@ def _old_values_still_read(root: LazyBuffer, value: LazyBuffer, is_boundary) -> 
   values (a prediction made before an optimizer step, realized after it)."""
   target = root.srcs[0].base
   inlined = _inlined_bases(value, is_boundary)
-  return any(r.realized is None and r is not root and r.id not in inlined for r in list(target.readers))
+  return any(r.realized is None and r is not root and r.id not in inlined for r in target.readers)
 
 
 def _reads_target_moved(value: LazyBuffer, target: LazyBuffer, is_boundary) -> bool:

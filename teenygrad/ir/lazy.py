@@ -18,6 +18,9 @@ from teenygrad.ir.symbolic import sint
 from teenygrad.ir.view import ShapeTracker
 
 _ids = itertools.count()
+# a base read by many nodes over its life (a weight, every step's forward) drops its dead readers' references once
+# the list holds this many
+READERS_PRUNE_AT = 64
 
 
 
@@ -36,19 +39,40 @@ runtime = Runtime()
 
 
 class LazyBuffer:
-  __slots__ = ("device", "st", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "views", "readers", "__weakref__")
+  __slots__ = ("device", "st", "shape", "dtype", "op", "srcs", "arg", "_base", "realized", "id", "forced", "_readers", "_prune_at",
+               "__weakref__")
 
   def __init__(self, device: str, st: ShapeTracker, dtype: DType, op: Ops | None = None, srcs: tuple = (),
                arg: Any = None, base: LazyBuffer | None = None):
     self.device, self.st, self.dtype = device, st, dtype
+    self.shape: tuple[sint, ...] = st.shape   # a node's tracker never changes: read on every movement and kernel walk
     self.op, self.srcs, self.arg = op, srcs, arg
     self._base = base
     self.realized = None   # the device Buffer, once computed (bases only)
     self.forced = False    # realize this one as its own kernel output
     self.id = next(_ids)
-    self.views: weakref.WeakSet = weakref.WeakSet()  # views alive of this base, so assign can find aliases
-    self.readers: weakref.WeakSet = weakref.WeakSet()  # nodes alive that read this base, so assign can spare their inputs
-    for src in srcs: src.base.readers.add(self)
+    # weak references to the nodes that read this base, so assign can spare their inputs (a list of weakref.ref, not
+    # a WeakSet: two WeakSets per node were a fifth of the Python of building a matmul's graph)
+    self._readers: list | None = None
+    self._prune_at = READERS_PRUNE_AT
+    if srcs:
+      me = weakref.ref(self)
+      for src in srcs: src.base._add_reader_ref(me)
+
+  @property
+  def readers(self) -> list[LazyBuffer]:
+    """The nodes alive that read this base."""
+    return [node for ref in self._readers or () if (node := ref()) is not None]
+
+  def add_reader(self, node: LazyBuffer) -> None: self._add_reader_ref(weakref.ref(node))
+
+  def _add_reader_ref(self, ref: weakref.ref) -> None:
+    if self._readers is None: self._readers = [ref]; return
+    self._readers.append(ref)
+    if len(self._readers) >= self._prune_at:
+      # the dead readers' references go; the next pruning waits until the list has doubled (amortized O(1))
+      self._readers = [r for r in self._readers if r() is not None]
+      self._prune_at = max(READERS_PRUNE_AT, 2 * len(self._readers))
 
   # ---- structure ----
   @property
@@ -56,9 +80,6 @@ class LazyBuffer:
 
   @property
   def is_view(self) -> bool: return self._base is not None
-
-  @property
-  def shape(self) -> tuple[sint, ...]: return self.st.shape
 
   @property
   def size(self) -> sint: return self.st.size
@@ -99,9 +120,7 @@ class LazyBuffer:
     if st is self.st or st == self.st: return self
     base = self.base
     if st.contiguous and st.shape == base.shape: return base
-    view = LazyBuffer(self.device, st.simplify(), self.dtype, base=base)
-    base.views.add(view)
-    return view
+    return LazyBuffer(self.device, st.simplify(), self.dtype, base=base)
 
   # ---- const introspection (for folding) ----
   def const_value(self):

@@ -8,6 +8,10 @@ import numpy as np
 
 
 class Ops(Enum):
+  # members are singletons compared by identity: hashing by identity is C-level (Enum's hashes the name in Python, and
+  # ops key every kernel-structure tuple and op-set lookup)
+  __hash__ = object.__hash__
+
   # unary
   EXP2 = auto(); LOG2 = auto(); SIN = auto(); SQRT = auto(); RECIPROCAL = auto(); CAST = auto(); BITCAST = auto()  # noqa: E702
   # binary

@@ -50,7 +50,7 @@ class View:
   def contiguous(self) -> bool:
     return self.offset == 0 and self.mask is None and self.strides == strides_for_shape(self.shape)
 
-  @property
+  @cached_property
   def size(self) -> sint: return sym_prod(self.shape)
 
   # ---- index math ----
@@ -189,7 +189,7 @@ def _reshape_strides(old: list[tuple[sint, sint]], new_shape: tuple[sint, ...]) 
 DERIVED_CACHE_SIZE = 32
 
 
-def _ints(arg: tuple) -> bool: return all(type(x) is int for x in arg)
+def _ints(arg: tuple) -> bool: return all(map(int.__instancecheck__, arg)) and not any(map(bool.__instancecheck__, arg))
 def _int_pairs(arg: tuple) -> bool: return all(type(b) is int and type(e) is int for b, e in arg)
 
 
