@@ -91,6 +91,8 @@ static inline __attribute__((always_inline)) void tg_packed_tile(const uint8_t* 
         const int8_t* xb = xq + r * K + 32 * b + 4 * c;
         s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(tg_i32(xb))));
         s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(tg_i32(xb + 16))));
+        /* kept in order: left free, GCC reassociates the 32 int16 sums of a block into a tree and spills them */
+        __asm__("" : "+x"(s[r]));
       }}
     }}
     for (int r = 0; r < R; r++) {{
