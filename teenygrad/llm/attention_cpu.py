@@ -141,6 +141,7 @@ static void tg_prefill_tile(float* restrict out, const float* restrict q, const 
   for (int r = 0; r < ROWS; r++) {{
     float* pr = p + r * PADDED;
     float best = -INFINITY, total = 0.0f;
+    #pragma omp simd reduction(max:best)
     for (long s = 0; s < count[r]; s++) best = pr[s] > best ? pr[s] : best;
     #pragma omp simd reduction(+:total)
     for (long s = 0; s < count[r]; s++) {{ pr[s] = exp2f((pr[s] - best) * {log2e}f); total += pr[s]; }}
