@@ -2,6 +2,7 @@
 aggregated by kernel name, next to the step's time as the JIT really replays it (one device graph on CUDA).
 
   DEV=CUDA python bench/llm_profile.py --model PATH [--steps 8] [--top 25]
+  python bench/llm_profile.py --model PATH --prefill 512     # one 512-token prefill instead, kernel by kernel
 
 The per-kernel times come from engine.realize.timed_launches (what DEBUG=2 prints): each launch is waited for and
 timed with device events, so a kernel's time includes its own launch latency but no overlap with its neighbours.
@@ -53,6 +54,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=8, help="decode steps timed kernel by kernel")
   parser.add_argument("--replays", type=int, default=64, help="decode steps timed as the JIT replays them")
   parser.add_argument("--top", type=int, default=25)
+  parser.add_argument("--prefill", type=int, default=0, help="profile one prefill of this many tokens instead of decode")
   args = parser.parse_args()
   try: from teenygrad.engine.realize import timed_launches
   except ImportError: timed_launches = _printed_timings
@@ -60,6 +62,7 @@ def main() -> None:
   from teenygrad.llm.load import load_model
   from teenygrad.llm.sampling import SamplingParams
   model, tokenizer = load_model(args.model)
+  if args.prefill: return profile_prefill(model, args.prefill, args.top, timed_launches)
   tokenizer.stop_ids = set()
   rng = np.random.default_rng(0)
   prompt = rng.integers(0, model.config.vocab_size, size=args.prompt).tolist()
@@ -84,16 +87,40 @@ def main() -> None:
   print(f"model {os.path.basename(args.model)} on {model.device or os.environ.get('DEV', 'CPU')}: {kernels} launches per decode step; "
         f"replayed step {1e6 / replay_tps:.0f} us ({replay_tps:.1f} tok/s); kernels timed one by one: "
         f"{total / args.steps * 1e6:.0f} us per step ({len(timings) // args.steps} launches)")
-  print(f"{'kernel':40s} {'per step':>8s} {'us/step':>9s} {'us each':>8s} {'share':>7s} {'GB/s':>8s}")
+  print_table(per_name, bytes_per_name, args.steps, total, args.top, "per step", "us/step")
+
+
+def print_table(per_name: dict, bytes_per_name: dict, steps: int, total: float, top: int, count_label: str, time_label: str) -> None:
+  print(f"{'kernel':40s} {count_label:>8s} {time_label:>9s} {'us each':>8s} {'share':>7s} {'GB/s':>8s}")
   ranked = sorted(per_name.items(), key=lambda kv: -sum(kv[1]))
-  for name, times in ranked[:args.top]:
-    print(f"{name:40s} {len(times) / args.steps:8.0f} {sum(times) / args.steps * 1e6:9.1f} {np.mean(times) * 1e6:8.2f} "
+  for name, times in ranked[:top]:
+    print(f"{name:40s} {len(times) / steps:8.0f} {sum(times) / steps * 1e6:9.1f} {np.mean(times) * 1e6:8.2f} "
           f"{sum(times) / total:7.1%} {bytes_per_name[name] / sum(times) / 1e9:8.1f}")
-  rest = ranked[args.top:]
+  rest = ranked[top:]
   if rest:
     seconds = sum(sum(times) for _, times in rest)
-    print(f"{f'({len(rest)} other names)':40s} {sum(len(t) for _, t in rest) / args.steps:8.0f} {seconds / args.steps * 1e6:9.1f} "
+    print(f"{f'({len(rest)} other names)':40s} {sum(len(t) for _, t in rest) / steps:8.0f} {seconds / steps * 1e6:9.1f} "
           f"{'':8s} {seconds / total:7.1%}")
+
+
+def profile_prefill(model, tokens: int, top: int, timed_launches) -> None:
+  """One prefill of `tokens` random tokens (after an untimed one that compiles), every launch timed on its own: the
+  kernels a prompt's first pass runs, by name (a prefill has no JIT: each launch is the eager one)."""
+  from teenygrad.llm.model import KVCache
+  prompt = np.random.default_rng(0).integers(100, model.config.vocab_size - 100, size=(1, tokens)).astype(np.int32)
+  cache = KVCache(model.config, 1, tokens + 8)
+  model(prompt, cache, 0).numpy()   # compile
+  t0 = time.perf_counter(); model(prompt, cache, 0).numpy(); untimed = time.perf_counter() - t0
+  with timed_launches() as timings: model(prompt, cache, 0).numpy()
+  per_name: dict[str, list[float]] = defaultdict(list)
+  bytes_per_name: dict[str, int] = defaultdict(int)
+  for t in timings:
+    per_name[t.name].append(t.seconds)
+    bytes_per_name[t.name] += getattr(t, "nbytes", 0)
+  total = sum(t.seconds for t in timings)
+  print(f"prefill of {tokens} tokens on {model.device or os.environ.get('DEV', 'CPU')}: {untimed * 1e3:.0f} ms untimed "
+        f"({tokens / untimed:.1f} tok/s); kernels timed one by one: {total * 1e3:.0f} ms ({len(timings)} launches)")
+  print_table(per_name, bytes_per_name, 1, total, top, "launches", "us total")
 
 
 if __name__ == "__main__":

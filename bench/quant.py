@@ -74,7 +74,8 @@ def launcher(qt: QuantizedTensor, x: Tensor):
   """A function making one fused-kernel launch on fixed, realized buffers: what a JIT replay of linear(x) runs."""
   kernels = quant._fused_kernels(qt.device, qt.ggml_type)
   (m, k), n = x.shape, qt.shape[0]
-  x_buffer, w_buffer = x.contiguous().realize().lazydata.base.realized, qt.raw.lazydata.base.realized
+  weight = kernels.weight(qt) if hasattr(kernels, "weight") else qt.raw   # the blocks, or the layout the kernels repack them to
+  x_buffer, w_buffer = x.contiguous().realize().lazydata.base.realized, weight.lazydata.base.realized
   out = Buffer(qt.device, m * n, dtypes.float32)
   return lambda: kernels.linear(out, x_buffer, w_buffer, m, n, k)
 

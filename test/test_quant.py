@@ -331,3 +331,40 @@ def test_linear_with_residual():
   x, residual = rng.standard_normal((2, 3, k), dtype=np.float32), rng.standard_normal((2, 3, n), dtype=np.float32)
   got = qt.linear(Tensor(x), residual=Tensor(residual)).numpy()
   np.testing.assert_allclose(got, qt.linear(Tensor(x)).numpy() + residual, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1"])
+def test_repack_layout(ggml_type):
+  """quant_kernels_packed.repack: per group of 8 rows and block, the rows' fp16 halves side by side, then chunk c =
+  bytes 4c..4c+3 of each row's nibbles; the last group's missing rows are zero."""
+  from teenygrad.nn.quant_kernels_packed import PACKED_TYPES, packed_nbytes, repack
+  n, k = 13, 96
+  header, nb = PACKED_TYPES[ggml_type], k // 32
+  blocks = make_blocks(ggml_type, n, k, seed=8).reshape(n, nb, header + 16)
+  packed = repack(ggml_type, blocks, n, k)
+  assert packed.size == packed_nbytes(ggml_type, n, k) == 2 * 8 * nb * (header + 16)
+  groups = packed.reshape(2, nb, 8 * (header + 16))
+  for g in range(2):
+    for b in range(nb):
+      rec = groups[g, b]
+      for j in range(8):
+        row = 8 * g + j
+        want = blocks[row, b] if row < n else np.zeros(header + 16, np.uint8)
+        for h in range(0, header, 2): np.testing.assert_array_equal(rec[8 * h + 2 * j:8 * h + 2 * j + 2], want[h:h + 2])
+        for c in range(4): np.testing.assert_array_equal(rec[8 * header + 32 * c + 4 * j:8 * header + 32 * c + 4 * j + 4], want[header + 4 * c:header + 4 * c + 4])
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_1", "Q8_0", "Q4_K"])
+@pytest.mark.parametrize("isa", ISAS)
+def test_linear_residual_is_the_add(ggml_type, isa, monkeypatch):
+  """The residual added in the kernel (in the packed tile's store for Q4_0/Q4_1 on AVX2, after the product
+  elsewhere) gives the bits of the product plus the residual, for a last group of 8 rows that is partly filled."""
+  _use_isa(monkeypatch, isa)
+  n, k = 13, k_for(ggml_type)
+  qt = QuantizedTensor.from_gguf_bytes(ggml_type, make_blocks(ggml_type, n, k, seed=9), (n, k))
+  rng = np.random.default_rng(10)
+  for rows in (1, 5, GEMM_MIN_ROWS + 1):
+    x, residual = rng.standard_normal((rows, k), dtype=np.float32), rng.standard_normal((rows, n), dtype=np.float32)
+    want = residual + qt.linear(Tensor(x)).numpy()
+    got = qt.linear(Tensor(x), residual=Tensor(residual)).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"rows={rows}")

@@ -81,6 +81,119 @@ void {attention_name(d, h, kvh, length, mask)}(float* restrict out, const float*
 """
 
 
+# query rows of one head per tile of the prefill kernel, and keys per step of its score loop (its accumulators: 4 x 16
+# floats, 8 AVX2 registers)
+PREFILL_ROWS = 4
+PREFILL_KEYS = 16
+
+
+def prefill_attention_name(d: int, h: int, kvh: int, length: int, mask: bool) -> str:
+  return f"tg_cpu_prefill_attention_{d}_{h}_{kvh}_{length}{'_mask' if mask else ''}"
+
+
+def render_prefill_attention(d: int, h: int, kvh: int, length: int, mask: bool, vector_math: bool) -> str:
+  """C of causal attention for T query rows at positions start .. start + T - 1 (a prefill): query row t of head h
+  sees cache rows [0, start + t] of its kv head. The decode kernel's arithmetic per row (scores q.k * 1/sqrt(D)
+  (+ mask), their max, exp2((s - max) log2 e), the sum, probabilities p / sum times the value rows), formed for
+  PREFILL_ROWS rows at a time: the scores as a 4 x 16 register tile over the keys transposed once per kv head (D-major,
+  so each step is 16 keys times one broadcast query element), the weighted sum as 4 rows x 16 dims over the values.
+  Tiles (batch, head, 4 rows) go over threads largest first (causal: later rows see more keys). Out is (B, T, H, D),
+  what the output projection reads."""
+  assert h % kvh == 0 and d % PREFILL_KEYS == 0
+  scale = repr(float(1.0 / math.sqrt(d)))
+  log2e = repr(float(1.0 / math.log(2.0)))
+  rows, keys = PREFILL_ROWS, PREFILL_KEYS
+  padded = -(-length // keys) * keys
+  mask_param = ", const float* restrict mask" if mask else ""
+  mask_add = f" + mask[b * {length} + (s0 + j < {length} ? s0 + j : {length - 1})]" if mask else ""
+  return "#include <math.h>\n#include <stdlib.h>\n#include <string.h>\n" + (VECTOR_MATH_DECLARATIONS if vector_math else "") + f"""
+#define HEAD_DIM {d}
+#define ROWS {rows}
+#define KEYS {keys}
+#define PADDED {padded}
+/* query rows t0 .. t0 + ROWS - 1 of one head (q: the head's T rows of D floats; past T the last row stands in, its
+   results unstored), keys transposed kt (D, PADDED) and values (length, D) of its kv head: out from row t0 (stride
+   H * D), probabilities in p (ROWS, PADDED) */
+static void tg_prefill_tile(float* restrict out, const float* restrict q, const float* restrict kt, const float* restrict v,
+                            float* restrict p, long t0, long T, long start{mask_param}, long b) {{
+  long count[ROWS], most = 0;
+  const float* qr[ROWS];
+  for (int r = 0; r < ROWS; r++) {{
+    long t = t0 + r < T ? t0 + r : T - 1;
+    qr[r] = q + t * HEAD_DIM;
+    count[r] = start + t + 1 < {length} ? start + t + 1 : {length};
+    most = count[r] > most ? count[r] : most;
+  }}
+  for (long s0 = 0; s0 < most; s0 += KEYS) {{
+    float acc[ROWS][KEYS];
+    for (int r = 0; r < ROWS; r++) for (int j = 0; j < KEYS; j++) acc[r][j] = 0.0f;
+    for (int i = 0; i < HEAD_DIM; i++) {{
+      const float* k = kt + (long)i * PADDED + s0;
+      for (int r = 0; r < ROWS; r++) {{
+        float qi = qr[r][i];
+        #pragma omp simd
+        for (int j = 0; j < KEYS; j++) acc[r][j] = fmaf(qi, k[j], acc[r][j]);
+      }}
+    }}
+    for (int r = 0; r < ROWS; r++)
+      for (int j = 0; j < KEYS; j++) p[r * PADDED + s0 + j] = acc[r][j] * {scale}f{mask_add};
+  }}
+  for (int r = 0; r < ROWS; r++) {{
+    float* pr = p + r * PADDED;
+    float best = -INFINITY, total = 0.0f;
+    #pragma omp simd reduction(max:best)
+    for (long s = 0; s < count[r]; s++) best = pr[s] > best ? pr[s] : best;
+    #pragma omp simd reduction(+:total)
+    for (long s = 0; s < count[r]; s++) {{ pr[s] = exp2f((pr[s] - best) * {log2e}f); total += pr[s]; }}
+    float inverse = 1.0f / total;
+    #pragma omp simd
+    for (long s = 0; s < count[r]; s++) pr[s] = pr[s] * inverse;
+    for (long s = count[r]; s < most; s++) pr[s] = 0.0f;
+  }}
+  for (int i0 = 0; i0 < HEAD_DIM; i0 += KEYS) {{
+    float acc[ROWS][KEYS];
+    for (int r = 0; r < ROWS; r++) for (int j = 0; j < KEYS; j++) acc[r][j] = 0.0f;
+    for (long s = 0; s < most; s++) {{
+      const float* vr = v + s * HEAD_DIM + i0;
+      for (int r = 0; r < ROWS; r++) {{
+        float w = p[r * PADDED + s];
+        #pragma omp simd
+        for (int j = 0; j < KEYS; j++) acc[r][j] = fmaf(w, vr[j], acc[r][j]);
+      }}
+    }}
+    for (int r = 0; r < ROWS && t0 + r < T; r++)
+      for (int j = 0; j < KEYS; j++) out[(long)r * {h} * HEAD_DIM + i0 + j] = acc[r][j];
+  }}
+}}
+
+void {prefill_attention_name(d, h, kvh, length, mask)}(float* restrict out, const float* restrict q, const float* restrict keys,
+    const float* restrict values, const int* restrict start_{mask_param}, long long batch, long long T, long long threads) {{
+  long start = (long)start_[0];
+  long seen = start + T < {length} ? start + T : {length};   /* cache rows any query sees */
+  long tiles = (T + ROWS - 1) / ROWS, tasks = batch * {h} * tiles;
+  float* kt = (float*)calloc((size_t)batch * {kvh} * HEAD_DIM * PADDED, sizeof(float));
+  int par = threads > 1 && batch * {h} * T * seen * HEAD_DIM >= {PARALLEL_MIN_WORK};
+  #pragma omp parallel num_threads((int)threads) if(par)
+  {{
+    #pragma omp for schedule(static)
+    for (long bg = 0; bg < batch * {kvh}; bg++)
+      for (long s = 0; s < seen; s++)
+        for (int i = 0; i < HEAD_DIM; i++) kt[(bg * HEAD_DIM + i) * PADDED + s] = keys[(bg * {length} + s) * HEAD_DIM + i];
+    float* p = (float*)malloc((size_t)ROWS * PADDED * sizeof(float));
+    #pragma omp for schedule(dynamic, 1)
+    for (long task = 0; task < tasks; task++) {{
+      long tile = tiles - 1 - task / (batch * {h}), bh = task % (batch * {h});   /* the longest rows first */
+      long b = bh / {h}, hh = bh % {h}, g = b * {kvh} + hh / {h // kvh};
+      tg_prefill_tile(out + ((b * T + tile * ROWS) * {h} + hh) * HEAD_DIM, q + bh * T * HEAD_DIM,
+                      kt + g * HEAD_DIM * PADDED, values + g * {length} * HEAD_DIM, p, tile * ROWS, T, start{", mask" if mask else ""}, b);
+    }}
+    free(p);
+  }}
+  free(kt);
+}}
+"""
+
+
 class CPUDecodeAttention:
   """Launches the kernel for one model shape (recorded: a JIT replay is the launch itself)."""
   def __init__(self, device: str):
@@ -100,6 +213,20 @@ class CPUDecodeAttention:
     buffers = [out, q, keys, values, start] + ([mask] if mask is not None else [])
     launch(ExecItem(kernel, buffers, (batch, max(config.threads, 1)), self.device))
 
+  def prefill(self, out: Buffer, q: Buffer, keys: Buffer, values: Buffer, start: Buffer, mask: Buffer | None,
+              batch: int, t: int, h: int, kvh: int, length: int, d: int) -> None:
+    """out (B, T, H, D) = causal attention of q (B, H, T, D) at positions start.. over the cache (B, KVH, L, D)."""
+    from teenygrad.device.cpu import has_vector_math
+    from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
+    key = ("prefill", d, h, kvh, length, mask is not None)
+    if key not in self._programs:
+      backend = Device[self.device]
+      binary = backend.compiler.compile_cached(render_prefill_attention(d, h, kvh, length, mask is not None, has_vector_math()))
+      self._programs[key] = backend.program(prefill_attention_name(d, h, kvh, length, mask is not None), binary)
+    kernel = CompiledKernel("prefill_attention", self._programs[key], [], [], "", batch * h * t * length * d * 2, False)
+    buffers = [out, q, keys, values, start] + ([mask] if mask is not None else [])
+    launch(ExecItem(kernel, buffers, (batch, t, max(config.threads, 1)), self.device))
+
 
 _kernels: dict[str, CPUDecodeAttention] = {}
 
@@ -109,4 +236,5 @@ def cpu_decode_attention(device: str) -> CPUDecodeAttention:
   return _kernels[device]
 
 
-__all__ = ["CPUDecodeAttention", "attention_name", "cpu_decode_attention", "render_attention"]
+__all__ = ["CPUDecodeAttention", "attention_name", "cpu_decode_attention", "prefill_attention_name", "render_attention",
+           "render_prefill_attention"]

@@ -6,6 +6,8 @@
 - `embedding_rows`: rows of a float table for integer ids. A gather in primitives is a one-hot sum costing
   vocab x dim per token; this copies the rows (on the CPU on the host, on CUDA and Vulkan with a gather kernel).
 - `decode_attention`: one query row per head against the cache, in one launch where the backend has a kernel.
+- `prefill_attention`: T query rows per head (a prompt's causal attention), in one launch where the backend has a
+  kernel (the CPU's).
 - `rope_attention`: the same straight from the fused q/k/v projection's output, RoPE and the cache write of the new
   row included (decode's whole attention in one launch).
 On the CPU and CUDA the cache write is a kernel of the backend's that reads the position from its buffer and copies
@@ -258,6 +260,52 @@ def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key
   if key_mask is not None: srcs.append(base(key_mask.float()))
   op = DecodeAttention(kernel, B, H, KVH, L, D)
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))
+
+
+class PrefillAttention:
+  """Custom op: srcs (q (B, H, T, D), keys (B, KVH, L, D), values, start (1,) int32[, mask (B, L)]) -> (B, T, H, D)
+  float32: query row t (position start + t) attends over the cache rows [0, start + t]. Inference only; the
+  reference is the primitive path of llm/model.py's attention."""
+  def __init__(self, kernel, batch: int, rows: int, heads: int, kv_heads: int, length: int, head_dim: int):
+    self.kernel, self.shape = kernel, (batch, rows, heads, kv_heads, length, head_dim)
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    batch, rows, heads, kv_heads, length, head_dim = self.shape
+    out = Buffer(root.device, batch * rows * heads * head_dim, dtypes.float32)
+    q, keys, values, start = buffers[:4]
+    self.kernel.prefill(out, q, keys, values, start, buffers[4] if len(buffers) > 4 else None, batch, rows, heads, kv_heads,
+                        length, head_dim)
+    return out
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("prefill attention has no gradient (inference only)")
+
+
+def _cpu_prefill_attention(device: str):
+  from teenygrad.llm.attention_cpu import cpu_decode_attention
+  return cpu_decode_attention(device)
+
+
+# backend name -> factory(device) of an object with `prefill(out, q, keys, values, start, mask, B, T, H, KVH, L, D)`
+PREFILL_ATTENTION_KERNELS = {"CPU": _cpu_prefill_attention}
+
+
+def prefill_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key_mask: Tensor | None) -> Tensor | None:
+  """Causal attention of T query rows per head, q (B, H, T, D) at positions start.., over the cache rows of keys/values
+  (B, KVH, L, D), through the backend's kernel: (B, T, H, D) float32 (the layout the output projection reads), or None
+  where the backend has none (or the tensors don't fit it) and the caller runs the reference."""
+  factory = PREFILL_ATTENTION_KERNELS.get(q.device.partition(":")[0])
+  B, H, T, D = q.shape
+  if factory is None or not isinstance(T, int) or keys.dtype != dtypes.float32 or values.dtype != dtypes.float32 or D % 16: return None
+  KVH, L = keys.shape[1], keys.shape[2]
+  if H % KVH or not isinstance(L, int): return None
+  def base(t: Tensor) -> Tensor:   # a custom op reads a reshape's base buffer as is; anything else gets one of its own
+    return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t
+  srcs = [base(q.float()), keys, values, base(start.cast(dtypes.int32).reshape(1))]
+  if key_mask is not None: srcs.append(base(key_mask.float()))
+  op = PrefillAttention(factory(q.device), B, T, H, KVH, L, D)
+  return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, T, H, D), dtypes.float32))
 
 
 class RopeAttention:

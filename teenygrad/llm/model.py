@@ -18,7 +18,7 @@ import numpy as np
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows, rope_attention
+from teenygrad.llm.custom_ops import cache_write, decode_attention, embedding_rows, prefill_attention, rope_attention
 from teenygrad.llm.fused_linear import fused_linear
 from teenygrad.nn.quant import QuantizedTensor
 from teenygrad.tensor import Tensor
@@ -307,9 +307,10 @@ class Transformer:
     sin = Tensor(self.rope_sin.lazydata.shrink(((start, start + T), (0, c.head_dim // 2))))
     q, k = apply_rope(q, cos, sin, c.rope_interleaved), apply_rope(k, cos, sin, c.rope_interleaved)
     full_keys, full_values = cache.write(i, k, v, start_tensor)                 # (B, KVH, max_len, D)
-    fused = decode_attention(q, full_keys, full_values, start_tensor, key_mask) if T == 1 else None
-    if fused is not None:   # decode where the backend has an attention kernel: one launch for what follows
-      attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                   # (B, H, 1, D) -> (B, 1, H * D)
+    if T == 1: fused = decode_attention(q, full_keys, full_values, start_tensor, key_mask)          # (B, H, 1, D)
+    else: fused = prefill_attention(q, full_keys, full_values, start_tensor, key_mask)              # (B, T, H, D)
+    if fused is not None:   # where the backend has an attention kernel: one launch for what follows
+      attn = kernel_output(fused).reshape(B, T, c.n_heads * c.head_dim)                   # -> (B, T, H * D)
       return linear(attn, w[f"blk.{i}.attn_output.weight"], residual=residual)
     keys, values = cache.window(full_keys, full_values, length)              # (B, KVH, S, D), S = start + T
     group = c.n_heads // c.n_kv_heads

@@ -22,7 +22,9 @@ from teenygrad.dtype import DType, dtypes
 from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.ops import Ops
-from teenygrad.nn.quant_kernels import GGML_TYPES, linear_name, linear_residual_name, render_quant_source, rows_name, x_bits_name
+from teenygrad.nn.quant_kernels import (GGML_TYPES, linear_name, linear_residual_name, packed_rows_name, render_quant_source, rows_name,
+                                        x_bits_name)
+from teenygrad.nn.quant_kernels_packed import repack
 from teenygrad.tensor.tensor import Tensor, is_grad_enabled
 
 # ---- the reference: Tensor primitives on the raw bytes ----
@@ -147,6 +149,18 @@ class CPUQuantKernels:
     x_bits.restype = ctypes.c_int
     # 8: linear rounds x to int8 per 32 (ggml's Q8_1) for every row count, as llama.cpp does; 16: int16; 32: float x
     self.x_bits: int = x_bits()
+    packed_rows = getattr(self._linear.lib, packed_rows_name(ggml_type))
+    packed_rows.restype = ctypes.c_int
+    # 8: linear reads W repacked in groups of 8 rows (quant_kernels_packed.py), 0: the GGUF blocks
+    self.packed_rows: int = packed_rows()
+
+  def weight(self, qt: QuantizedTensor) -> Tensor:
+    """What `linear` reads of qt: its blocks, or their packed copy (made once, on first use, and kept on qt)."""
+    if not self.packed_rows: return qt.raw
+    if qt._cpu_packed is None:
+      n, k = qt.shape
+      qt._cpu_packed = Tensor(repack(qt.ggml_type, qt.raw.numpy(), n, k), device=qt.device).realize()
+    return qt._cpu_packed
 
   def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None) -> None:
     """out (m, n) = x (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks."""
@@ -247,6 +261,7 @@ class QuantizedTensor:
   def __init__(self, ggml_type: str, raw: Tensor, shape: tuple[int, int]):
     self.ggml_type, self.shape, self.raw = ggml_type, shape, raw
     self.device = raw.device
+    self._cpu_packed: Tensor | None = None   # CPUQuantKernels.weight's copy of the blocks in its packed layout
 
   @classmethod
   def from_gguf_bytes(cls, ggml_type: str, raw: np.ndarray, shape: tuple[int, int], device: str | None = None) -> QuantizedTensor:
@@ -314,7 +329,7 @@ class QuantizedTensor:
     def flat_input(t: Tensor, width: int) -> Tensor:
       t = t.float().reshape(rows, width)
       return t.contiguous() if t.lazydata.is_view and not t.lazydata.reshapes_base else t   # a reshape reads the base's buffer as is
-    inputs = [flat_input(x, self.shape[1]), self.raw]
+    inputs = [flat_input(x, self.shape[1]), kernels.weight(self) if hasattr(kernels, "weight") else self.raw]
     fused = residual is not None and getattr(kernels, "fuses_residual", False)
     if fused: inputs.append(flat_input(residual, self.shape[0]))
     kernel = QuantLinearKernel(self, kernels)

@@ -1,21 +1,23 @@
 """C kernels for GGUF-quantized weights on the CPU: the weights stay in their GGML blocks and are dequantized in
 registers inside the matmul.
 
-One shared library per GGML type, compiled by the CPU backend's compiler (disk-cached), exporting three functions:
+One shared library per GGML type, compiled by the CPU backend's compiler (disk-cached), exporting:
 
     tg_qlinear_<type>(out, x, w, M, N, K, threads)      out (M, N) = x (M, K) @ W.T, W = N rows of K/BS blocks
     tg_qlinear_residual_<type>(out, x, w, residual, M, N, K, threads)   the same plus residual (M, N)
     tg_qrows_<type>(out, ids, w, err, n, N, K, threads) out (n, K) = W[ids]; an id outside [0, N) gives a zero row
                                                         and err[0] = 1
     tg_qlinear_x_bits_<type>()                          8 or 16 where tg_qlinear quantizes x (below), else 32
+    tg_qlinear_packed_rows_<type>()                     8 where tg_qlinear's w is the packed layout (below), else 0
 
 How `tg_qlinear` runs:
 - AVX2, Q4_0 / Q4_1 / Q8_0, any number of rows M of x: what llama.cpp does. Each row of x is quantized on its own,
   to int8 per 32 for Q4_0 / Q4_1 (ggml's Q8_1: the result is W . x8, within ~1e-3 of W . x) and to int16 per 32 for
-  Q8_0 (within ~1e-5), and each block's dot product is formed on bytes (vpmaddubsw) or words (vpmaddwd). Every
-  (row of x, row of W) pair runs the same function, so a row's result is the same bits whatever batch it is in: a
-  decode step of one stream, a server's batch of 64, a prefill chunk. W streams once per 64 rows of x, two rows of x
-  sharing each block's unpacking.
+  Q8_0 (within ~1e-5), and each block's dot product is formed on bytes (vpmaddubsw) or words (vpmaddwd). Each output
+  is formed by the same operations for every M, so a row's result is the same bits whatever batch it is in: a decode
+  step of one stream, a server's batch of 64, a prefill chunk. Q4_0 / Q4_1 read W repacked once, 8 rows interleaved
+  per block (quant_kernels_packed.py: tiles of 8 rows of W by 4 of x, as llama.cpp's repacked CPU weights); Q8_0
+  streams its GGUF rows once per 64 rows of x.
 - Otherwise, by M:
   - M == 1 (decode): a matvec that streams W once, so the only memory traffic is the quantized bytes. With AVX-512
     each block is dequantized into zmm registers and multiplied with x right there.
@@ -38,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from teenygrad.codegen.gemm import GEMM_PREAMBLE, TILES
+from teenygrad.nn.quant_kernels_packed import packed, render_packed
 
 
 @dataclass(frozen=True)
@@ -263,47 +266,13 @@ _DOT = {
 }
 
 # ---- per type, AVX2 (machines without AVX-512): the block's dot product on small integers ----
-# Q4_0 / Q4_1 do what llama.cpp does: the matvec's x is first quantized like ggml's Q8_1 activations, int8 per 32
-# with a scale dx = the 32's max |x| / 127 (tg_quantize_x8). A block's q.x is then one vpmaddubsw (unsigned x signed
-# bytes, pairs summed to int16; no pair exceeds 2 * 128 * 127 < 2^15) and one vpmaddwd (to int32), converted and
-# scaled once per block: ~1.6x the float-free int16 dot's rate. The scales go through one vector op: the block's
-# fp16 pair (d, m) widened at once, times this 32's pair (dx, xs) (xs = dx * the sum of its int8 values, Q8_1's s),
-# gives d dx (scales the integer dot) and m xs (the offset term, summed in lane 1 of accm and added TG_ACCM_FACTOR
-# times at the end). Updates acc (8 floats) and accm.
-
-# signed weights: vpmaddubsw needs its first operand unsigned, so it gets |q| and x takes q's sign (vpsignb)
-def _avx2_signed_dot8(q: str) -> str:
-  return f"""
-  __m256i y = _mm256_loadu_si256((const __m256i*)xq);
-  __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8({q}, {q}), _mm256_sign_epi8(y, {q})), _mm256_set1_epi16(1));"""
-
-
-# the block's 16 bytes of nibbles at `offset` as 32 bytes 0..15 in ggml's order (the low nibbles, then the high ones)
-def _avx2_nibbles(offset: int) -> str:
-  return f"""
-  __m128i raw = _mm_loadu_si128((const __m128i*)(b + {offset}));
-  __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(15));"""
-
+# Q4_0 / Q4_1 run on weights repacked 8 rows at a time (quant_kernels_packed.py), with x rounded to int8 per 32 like
+# ggml's Q8_1 activations (tg_quantize_x8). Q8_0 dots one row of W at a time:
 
 # one fp16 scale d times dx: the integer dot's scale (no offset term)
 _AVX2_SCALE_ONLY = """
   __m128 sc = _mm_mul_ss(_mm_cvtph_ps(_mm_cvtsi32_si128((int)b[0] | ((int)b[1] << 8))), _mm_load_ss(sx));
   *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);"""
-
-_DOT_AVX2_X8 = {
-  # q - 8 in the integers: the dot stays exact until the block's one conversion to float
-  "Q4_0": _avx2_nibbles(2) + "\n  q = _mm256_sub_epi8(q, _mm256_set1_epi8(8));" + _avx2_signed_dot8("q") + _AVX2_SCALE_ONLY
-          + "\n  (void)accm;",
-  # d q + m: the unsigned nibbles go straight into vpmaddubsw, m meets x through its sum (Q8_1's s = dx * sum xq,
-  # so the result is exactly W . (dx xq), the dot product llama.cpp forms)
-  "Q4_1": _avx2_nibbles(4) + """
-  __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i*)xq)), _mm256_set1_epi16(1));
-  __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)tg_u32(b)));                        /* d, m */
-  __m128 sc = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd((const double*)sx)));          /* d dx, m xs */
-  *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), *acc);
-  *accm = _mm_add_ps(*accm, sc);""",
-}
-ACCM_FACTOR_AVX2 = {"Q4_0": "0.0f", "Q4_1": "1.0f"}
 
 # Q8_0 keeps x at 16 bits (int16 per 32, dx = max |x| / 32767; tg_quantize_x16): its byte weights widen to int16 in
 # one instruction each, so the 8-bit dot measured no faster (SmolLM2's 30 MB Q8_0 head is bandwidth-bound at 8.5
@@ -427,7 +396,7 @@ static inline float tg_dot_row(const uint8_t* restrict w, const float* restrict 
 #endif
 }
 
-#if TG_Q_AVX2 && (defined(TG_HAS_DOT8) || defined(TG_HAS_DOT16))
+#if TG_Q_AVX2 && (defined(TG_PACKED) || defined(TG_HAS_DOT16))
 /* 32 floats of x into v[4], and their largest |x| (what both x quantizers scale by) */
 static inline float tg_load32_amax(const float* restrict x, __m256 v[4]) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -445,7 +414,7 @@ static inline __m256i tg_round_scaled(__m256 v, __m256 inv) {
 }
 #endif
 
-#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
+#if TG_Q_AVX2 && defined(TG_PACKED)
 static inline int tg_hsum256_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -453,7 +422,7 @@ static inline int tg_hsum256_epi32(__m256i v) {
 }
 
 /* x (K) as ggml's Q8_1 activations (llama.cpp's quantize_row_q8_1): xq[l] = round(x[l] * 127 / amax) per 32, amax
-   its largest |x|; sx[2i] = dx = amax / 127, sx[2i + 1] = dx * (the sum of its xq) */
+   its largest |x|; sx[2i] = dx = amax / 127, sx[2i + 1] = TG_X_SUM(dx, the sum of its xq) (Q4_1: Q8_1's s) */
 static inline void tg_quantize_x8(const float* restrict x, int8_t* restrict xq, float* restrict sx, long K) {
   for (long i = 0; i < K / 32; i++) {
     __m256 v[4];
@@ -467,50 +436,10 @@ static inline void tg_quantize_x8(const float* restrict x, int8_t* restrict xq, 
     _mm256_storeu_si256((__m256i*)(xq + 32 * i), _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     float dx = amax / 127.0f;
     sx[2 * i] = dx;
-    sx[2 * i + 1] = dx * (float)tg_hsum256_epi32(sum);
+    sx[2 * i + 1] = TG_X_SUM(dx, tg_hsum256_epi32(sum));
   }
 }
 
-/* one output's sum: even blocks into acc0/accm0, odd ones into acc1/accm1 (no dependency chain from block to block) */
-static inline float tg_dot8_total(__m256 acc0, __m256 acc1, __m128 accm0, __m128 accm1) {
-  return tg_hsum256(_mm256_add_ps(acc0, acc1)) + TG_ACCM_FACTOR * _mm_cvtss_f32(_mm_movehdup_ps(_mm_add_ps(accm0, accm1)));
-}
-
-static inline float tg_dot_row8(const uint8_t* restrict w, const int8_t* restrict xq, const float* restrict sx, long nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  __m128 accm0 = _mm_setzero_ps(), accm1 = _mm_setzero_ps();
-  long i = 0;
-  for (; i + 1 < nb; i += 2) {
-    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm0);
-    tg_dot_block8(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &acc1, &accm1);
-  }
-  if (i < nb) tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &acc0, &accm0);
-  return tg_dot8_total(acc0, acc1, accm0, accm1);
-}
-
-/* two rows of x (xq, sx and xq + K, sx + K / 16) against one W row: each output gets tg_dot_row8's operations in its
-   order, so its bits, while the block's bytes are loaded and unpacked once for both (the compiler merges the two
-   inlined unpacks of the same bytes) */
-static inline void tg_dot_row8x2(const uint8_t* restrict w, const int8_t* restrict xq, const float* restrict sx, long nb,
-                                 float* restrict out0, float* restrict out1) {
-  const int8_t* xq1 = xq + 32 * nb;
-  const float* sx1 = sx + 2 * nb;
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-  __m128 am0 = _mm_setzero_ps(), am1 = _mm_setzero_ps(), bm0 = _mm_setzero_ps(), bm1 = _mm_setzero_ps();
-  long i = 0;
-  for (; i + 1 < nb; i += 2) {
-    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &a0, &am0);
-    tg_dot_block8(w + i * TG_TS, xq1 + 32 * i, sx1 + 2 * i, &b0, &bm0);
-    tg_dot_block8(w + (i + 1) * TG_TS, xq + 32 * (i + 1), sx + 2 * (i + 1), &a1, &am1);
-    tg_dot_block8(w + (i + 1) * TG_TS, xq1 + 32 * (i + 1), sx1 + 2 * (i + 1), &b1, &bm1);
-  }
-  if (i < nb) {
-    tg_dot_block8(w + i * TG_TS, xq + 32 * i, sx + 2 * i, &a0, &am0);
-    tg_dot_block8(w + i * TG_TS, xq1 + 32 * i, sx1 + 2 * i, &b0, &bm0);
-  }
-  *out0 = tg_dot8_total(a0, a1, am0, am1);
-  *out1 = tg_dot8_total(b0, b1, bm0, bm1);
-}
 #endif
 
 #if TG_Q_AVX2 && defined(TG_HAS_DOT16)
@@ -583,15 +512,15 @@ static inline void tg_pack_b_quant(float* restrict b_panel, const uint8_t* restr
    the shared cores have not run yet; weak, so a library loaded without the pool runs its matvecs on one thread */
 extern void tg_pool_for(void (*body)(void*, long, long), void* ctx, long n, long chunk, int threads) __attribute__((weak));
 
-/* x as the block dots read it. Where the integer dots quantize x (AVX2, TG_HAS_DOT8 / TG_HAS_DOT16) they do so for
-   every row count: each row of x is quantized on its own and dotted with each W row by the same function, so a row's
-   result is the same bits whatever batch it is in (a server's decode batch gives each stream its solo tokens) */
-#if TG_Q_AVX2 && defined(TG_HAS_DOT8)
+/* x as the block dots read it. Where the integer dots quantize x (AVX2: TG_PACKED, Q4_0 / Q4_1 on int8 x in tiles of
+   8 rows of W; TG_HAS_DOT16, Q8_0 on int16 x row by row) they do so for every row count: each row of x is quantized on
+   its own and each output is formed by the same operations whatever the tile or thread, so a row's result is the same
+   bits whatever batch it is in (a server's decode batch gives each stream its solo tokens) */
+#if TG_Q_AVX2 && defined(TG_PACKED)
 #define TG_X_QUANTIZED 1
 typedef int8_t tg_xq_t;
-#define TG_SX_PER_32 2                       /* dx and dx * the sum of its xq (ggml's Q8_1 d and s) */
+#define TG_SX_PER_32 2                       /* dx and TG_X_SUM(dx, the sum of its xq) */
 #define tg_quantize_x tg_quantize_x8
-#define tg_dot_xq tg_dot_row8
 #elif TG_Q_AVX2 && defined(TG_HAS_DOT16)
 #define TG_X_QUANTIZED 1
 typedef int16_t tg_xq_t;
@@ -601,48 +530,51 @@ typedef int16_t tg_xq_t;
 #else
 #define TG_X_QUANTIZED 0
 #endif
+#ifndef TG_PACKED
+#define TG_PACKED 0
+#define TG_PACK_ROWS 1
+#endif
 /* rows of quantized x dotted per pass over a W chunk: 64 rows of K = 1536 bytes stay in L2 with the chunk */
 #define TG_XQ_ROWS 64
 
-/* one product: out (M, N) = x (M, K) @ W.T, x either quantized (xq with sx per 32, every M) or float (M == 1, sx the
-   sums of x per 32 for the float block dots) */
-struct tg_matvec { float* out; const uint8_t* w; const float* x; void* xq; float* sx; long row_bytes, nb, M, N; };
+/* one product: out (M, N) = x (M, K) @ W.T (+ residual, where the packed tile adds it), x either quantized (xq with
+   sx per 32, every M) or float (M == 1, sx the sums of x per 32 for the float block dots); begin, end count rows of W,
+   or groups of TG_PACK_ROWS rows in the packed layout */
+struct tg_matvec { float* out; const uint8_t* w; const float* x; void* xq; float* sx; const float* residual; long row_bytes, nb, M, N; };
 
 static void tg_matvec_rows(void* job_, long begin, long end) {
   const struct tg_matvec* job = (const struct tg_matvec*)job_;
-#if TG_X_QUANTIZED
+#if TG_PACKED
+  tg_packed_groups(job->w, (const int8_t*)job->xq, job->sx, job->out, job->residual, job->nb, job->M, job->N, begin, end);
+#elif TG_X_QUANTIZED
   long K = job->nb * TG_BS;
   for (long m0 = 0; m0 < job->M; m0 += TG_XQ_ROWS) {
     long m1 = job->M - m0 < TG_XQ_ROWS ? job->M : m0 + TG_XQ_ROWS;
-    for (long n = begin; n < end; n++) {
-      const uint8_t* row = job->w + n * job->row_bytes;
-      long m = m0;
-#ifdef TG_HAS_DOT8
-      for (; m + 1 < m1; m += 2)
-        tg_dot_row8x2(row, (const int8_t*)job->xq + m * K, job->sx + m * (K / 16), job->nb, job->out + m * job->N + n,
-                      job->out + (m + 1) * job->N + n);
-#endif
-      for (; m < m1; m++)
-        job->out[m * job->N + n] = tg_dot_xq(row, (const tg_xq_t*)job->xq + m * K, job->sx + m * (K / 32) * TG_SX_PER_32, job->nb);
-    }
+    for (long n = begin; n < end; n++)
+      for (long m = m0; m < m1; m++)
+        job->out[m * job->N + n] = tg_dot_xq(job->w + n * job->row_bytes, (const tg_xq_t*)job->xq + m * K,
+                                             job->sx + m * (K / 32) * TG_SX_PER_32, job->nb);
   }
 #else
   for (long n = begin; n < end; n++) job->out[n] = tg_dot_row(job->w + n * job->row_bytes, job->x, job->sx, job->nb);
 #endif
 }
 
-static void tg_linear(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
-                      long long K, long long threads) {
+/* out = x @ W.T, + residual where given: the add the model's residual connection would otherwise launch as a kernel
+   of its own (the same float adds, so the same bits) */
+static void tg_linear(float* restrict out, const float* restrict x, const uint8_t* restrict w, const float* restrict residual,
+                      long long M, long long N, long long K, long long threads) {
   long nb = K / TG_BS, row_bytes = nb * TG_TS;
   int nthreads = threads > 1 ? (int)threads : 1;
   if (TG_X_QUANTIZED || M == 1) {
     int threads_used = nthreads > 1 && M * N * row_bytes >= TG_MATVEC_PARALLEL_MIN_BYTES ? nthreads : 1;
-    long chunk = (N + (long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD);
-    struct tg_matvec job = {out, w, x, 0, 0, row_bytes, nb, M, N};
+    long units = (N + TG_PACK_ROWS - 1) / TG_PACK_ROWS;   /* what the threads split: W rows, or groups of them */
+    long chunk = (units + (long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD - 1) / ((long)threads_used * TG_MATVEC_CHUNKS_PER_THREAD);
+    struct tg_matvec job = {out, w, x, 0, 0, TG_PACKED ? residual : 0, row_bytes, nb, M, N};
 #if TG_X_QUANTIZED
     job.xq = tg_gemm_alloc((size_t)(M * K) * sizeof(tg_xq_t));
     job.sx = (float*)tg_gemm_alloc((size_t)(M * (K / 32) * TG_SX_PER_32) * sizeof(float));
-    for (long m = 0; m < M; m++) tg_quantize_x(x + m * K, (tg_xq_t*)job.xq + m * K, job.sx + m * (K / 32) * TG_SX_PER_32, K);
+#define TG_QUANTIZE_ROW(m) tg_quantize_x(x + (m) * K, (tg_xq_t*)job.xq + (m) * K, job.sx + (m) * (K / 32) * TG_SX_PER_32, K)
 #else
     job.sx = (float*)tg_gemm_alloc((size_t)(K / 32) * sizeof(float));
     for (long i = 0; i < K / 32; i++) {
@@ -650,16 +582,27 @@ static void tg_linear(float* restrict out, const float* restrict x, const uint8_
       for (int l = 0; l < 32; l++) s += x[32 * i + l];
       job.sx[i] = s;
     }
+#define TG_QUANTIZE_ROW(m) (void)(m)
 #endif
     if (threads_used > 1 && M >= TG_GEMM_MIN_ROWS) {
       /* a prefill's products: OpenMP, like the kernels around them, whose team is still spinning (the pool's worker
-         would be a third spinning thread on two cores) */
-      long chunks = (N + chunk - 1) / chunk;
-      #pragma omp parallel for num_threads(threads_used) schedule(dynamic, 1)
-      for (long c = 0; c < chunks; c++) tg_matvec_rows(&job, c * chunk, (c + 1) * chunk < N ? (c + 1) * chunk : N);
-    } else if (tg_pool_for && threads_used > 1) tg_pool_for(tg_matvec_rows, &job, N, chunk, threads_used);
-    else tg_matvec_rows(&job, 0, N);
+         would be a third spinning thread on two cores); both threads quantize x first */
+      long chunks = (units + chunk - 1) / chunk;
+      #pragma omp parallel num_threads(threads_used)
+      {
+        #pragma omp for schedule(static)
+        for (long m = 0; m < M; m++) TG_QUANTIZE_ROW(m);
+        #pragma omp for schedule(dynamic, 1)
+        for (long c = 0; c < chunks; c++) tg_matvec_rows(&job, c * chunk, (c + 1) * chunk < units ? (c + 1) * chunk : units);
+      }
+    } else {
+      for (long m = 0; m < M; m++) TG_QUANTIZE_ROW(m);
+      if (tg_pool_for && threads_used > 1) tg_pool_for(tg_matvec_rows, &job, units, chunk, threads_used);
+      else tg_matvec_rows(&job, 0, units);
+    }
+#undef TG_QUANTIZE_ROW
     free(job.xq); free(job.sx);
+    if (residual && !TG_PACKED) for (long i = 0; i < M * N; i++) out[i] = residual[i] + out[i];
     return;
   }
   if (M < TG_GEMM_MIN_ROWS) {
@@ -674,6 +617,7 @@ static void tg_linear(float* restrict out, const float* restrict x, const uint8_
       }
       free(row);
     }
+    if (residual) for (long i = 0; i < M * N; i++) out[i] = residual[i] + out[i];
     return;
   }
   /* a task is NC W rows x up to TG_MS rows of x: its slice of W is dequantized once per k-chunk and reused by every
@@ -711,20 +655,22 @@ static void tg_linear(float* restrict out, const float* restrict x, const uint8_
     }
     free(a_packed); free(b_packed); free(c_block); free(row);
   }
+  if (residual) for (long i = 0; i < M * N; i++) out[i] = residual[i] + out[i];
 }
 
+/* w: the GGUF blocks, or where TG_PACKED_ROWS() is not 0 the packed layout (quant_kernels_packed.py) */
 void TG_LINEAR(float* restrict out, const float* restrict x, const uint8_t* restrict w, long long M, long long N,
                long long K, long long threads) {
-  tg_linear(out, x, w, M, N, K, threads);
+  tg_linear(out, x, w, 0, M, N, K, threads);
 }
 
-/* out = x @ W.T + residual: the add the model's residual connection would otherwise launch as a kernel of its own
-   (the same float adds, so the same bits) */
 void TG_LINEAR_RESIDUAL(float* restrict out, const float* restrict x, const uint8_t* restrict w, const float* restrict residual,
                         long long M, long long N, long long K, long long threads) {
-  tg_linear(out, x, w, M, N, K, threads);
-  for (long i = 0; i < M * N; i++) out[i] = residual[i] + out[i];
+  tg_linear(out, x, w, residual, M, N, K, threads);
 }
+
+/* rows of W per group of the packed layout tg_qlinear reads (8), or 0 where it reads the GGUF blocks */
+int TG_PACKED_ROWS(void) { return TG_PACKED ? TG_PACK_ROWS : 0; }
 
 /* the precision tg_qlinear reads x at, whatever the row count: 8 or 16 where it quantizes x for integer block dots,
    else 32 */
@@ -757,6 +703,7 @@ def linear_name(ggml_type: str) -> str: return f"tg_qlinear_{ggml_type.lower()}"
 def linear_residual_name(ggml_type: str) -> str: return f"tg_qlinear_residual_{ggml_type.lower()}"
 def rows_name(ggml_type: str) -> str: return f"tg_qrows_{ggml_type.lower()}"
 def x_bits_name(ggml_type: str) -> str: return f"tg_qlinear_x_bits_{ggml_type.lower()}"
+def packed_rows_name(ggml_type: str) -> str: return f"tg_qlinear_packed_rows_{ggml_type.lower()}"
 
 
 # which code the library runs: the best the compiler's target has, or (tests) the AVX2 or the portable scalar one
@@ -771,7 +718,8 @@ def render_quant_source(ggml_type: str, isa: str = "native") -> str:
              f"#define TG_PARALLEL_MIN_BYTES {PARALLEL_MIN_BYTES}L", f"#define TG_MATVEC_PARALLEL_MIN_BYTES {MATVEC_PARALLEL_MIN_BYTES}L",
              f"#define TG_MATVEC_CHUNKS_PER_THREAD {MATVEC_CHUNKS_PER_THREAD}", f"#define TG_LINEAR {linear_name(ggml_type)}",
              f"#define TG_LINEAR_RESIDUAL {linear_residual_name(ggml_type)}",
-             f"#define TG_ROWS {rows_name(ggml_type)}", f"#define TG_X_BITS {x_bits_name(ggml_type)}"]
+             f"#define TG_ROWS {rows_name(ggml_type)}", f"#define TG_X_BITS {x_bits_name(ggml_type)}",
+             f"#define TG_PACKED_ROWS {packed_rows_name(ggml_type)}"]
   assert all(NC % t.nr == 0 and MC % t.mr == 0 and MS % t.mr == 0 for t in TILES) and KC % 256 == 0
   scalar = f"static inline void tg_deq_s(const uint8_t* restrict b, float* restrict y) {{{_SCALAR[ggml_type]}\n}}\n"
   vector = f"#if TG_Q_SIMD\nstatic inline void tg_deq_v(const uint8_t* restrict b, __m512* v) {{{_SIMD[ggml_type]}\n}}\n"
@@ -779,10 +727,7 @@ def render_quant_source(ggml_type: str, isa: str = "native") -> str:
     vector += ("#define TG_HAS_DOT 1\nstatic inline void tg_dot_block(const uint8_t* restrict b, const float* restrict xb, "
                f"const float* restrict xs, __m512* acc0, __m512* acc1, float* accm) {{{_DOT[ggml_type]}\n}}\n")
   vector += "#endif\n"
-  if ggml_type in _DOT_AVX2_X8:
-    vector += (f"#if TG_Q_AVX2\n#define TG_HAS_DOT8 1\n#define TG_ACCM_FACTOR {ACCM_FACTOR_AVX2[ggml_type]}\n"
-               "static inline void tg_dot_block8(const uint8_t* restrict b, const int8_t* restrict xq, const float* restrict sx, "
-               f"__m256* acc, __m128* accm) {{{_DOT_AVX2_X8[ggml_type]}\n}}\n#endif\n")
+  if packed(ggml_type): vector += render_packed(ggml_type)
   if ggml_type in _DOT_AVX2_X16:
     vector += ("#if TG_Q_AVX2\n#define TG_HAS_DOT16 1\n"
                "static inline void tg_dot_block16(const uint8_t* restrict b, const int16_t* restrict xq, const float* restrict sx, "
