@@ -35,7 +35,7 @@ def test_fill_decode_equals_fill_row():
   block boundaries, with padding rows after them)."""
   from teenygrad.serve.paged import PagedStep
   step = PagedStep.__new__(PagedStep)   # the fills use only the sizes, not the model
-  step.block_size, step.max_len = 4, 32
+  step.block_size, step.max_len, step._reads_mask, step._decode_inputs = 4, 32, {}, {}
   rng = np.random.default_rng(1)
   starts = [0, 3, 4, 17, 9]
   tables = [list(rng.choice(np.arange(1, 40), size=s // 4 + 1 + extra, replace=False)) for s, extra in zip(starts, [0, 2, 0, 1, 3])]
@@ -45,6 +45,14 @@ def test_fill_decode_equals_fill_row():
   step.fill_decode(together, tokens, starts, tables)
   for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "lengths", "length"):
     np.testing.assert_array_equal(getattr(together, name), getattr(one_by_one, name), err_msg=name)
+  # the kept decode inputs: after a wider step of more rows, a narrower one of fewer rows reads as freshly filled
+  kept = step.decode_inputs(8)
+  step.fill_decode(kept, tokens + [16, 17], [s + 5 for s in starts] + [2, 30], [t + [41, 42] for t in tables] + [[5], list(range(50, 58))])
+  kept = step.decode_inputs(8)
+  assert kept is step.decode_inputs(8)
+  step.fill_decode(kept, tokens, starts, tables)
+  for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "lengths", "length"):
+    np.testing.assert_array_equal(getattr(kept, name), getattr(one_by_one, name), err_msg=name)
 
 
 def _pool_step(pool, new, slots, index, length):
@@ -190,3 +198,23 @@ def test_engine_refuses_what_cannot_fit(model_and_tokenizer):
   engine.submit(Sequence([1, 2, 3], SamplingParams(max_tokens=5), lambda e: None))
   with pytest.raises(QueueFull): engine.submit(Sequence([1, 2, 3], SamplingParams(max_tokens=5), lambda e: None))
   assert np.isclose(engine.kv_usage, 0)
+
+
+def test_fast_stream_decoder_equals_stream_decoder(model_and_tokenizer):
+  """The scheduler's detokenizer (serve/detokenize.py) gives StreamDecoder's pieces exactly: plain text, characters
+  split across tokens, special tokens in between, random ids (invalid UTF-8), and the flush at the end."""
+  from teenygrad.llm.tokenizer import StreamDecoder
+  from teenygrad.serve.detokenize import FastStreamDecoder, TokenBytes
+  _, tokenizer = model_and_tokenizer
+  token_bytes = TokenBytes.of(tokenizer)
+  assert token_bytes is not None                                   # SmolLM2's tokenizer is byte-level
+  rng = np.random.default_rng(0)
+  texts = ["Hello wörld 😀 日本語のテキスト, ok", "naïve café — “quotes” 🎉🎉 \ufffd end", "plain ascii text here."]
+  for trial in range(600):
+    if trial % 3 == 0: ids = tokenizer.encode(texts[trial % 2] + str(trial))
+    elif trial % 3 == 1: ids = [int(i) for i in rng.integers(0, tokenizer.vocab_size, 24)]
+    else:
+      ids = tokenizer.encode(texts[trial % 3 // 2])
+      for _ in range(3): ids.insert(int(rng.integers(0, len(ids) + 1)), int(rng.integers(0, 17)))   # special tokens
+    slow, fast = StreamDecoder(tokenizer), FastStreamDecoder(tokenizer, token_bytes)
+    assert [fast.add(i) for i in ids] + [fast.flush()] == [slow.add(i) for i in ids] + [slow.flush()], ids

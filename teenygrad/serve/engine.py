@@ -19,6 +19,7 @@ import numpy as np
 from teenygrad.helpers import canonicalize
 from teenygrad.llm.sampling import SamplingParams, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
+from teenygrad.serve.detokenize import stream_decoder_factory
 from teenygrad.serve.paged import PagedStep, StepResult
 
 
@@ -70,6 +71,7 @@ class Sequence:
   held: str = ""
   decoder: StreamDecoder | None = None
   rng: np.random.Generator | None = None
+  greedy_only: bool = False           # _plain_greedy, decided once at submit
 
 
 def _plain_greedy(seq: Sequence) -> bool:
@@ -112,6 +114,7 @@ class Engine:
     self.waiting: deque[Sequence] = deque()
     self.running: list[Sequence] = []
     self.stop_ids = set(tokenizer.stop_ids)
+    self.new_decoder = stream_decoder_factory(tokenizer)
     self._wake = threading.Condition()
     self._thread: threading.Thread | None = None
     self._stopped = False
@@ -127,7 +130,8 @@ class Engine:
     with self._wake:
       if len(self.waiting) >= self.max_queue: raise QueueFull(f"the queue is full ({self.max_queue} waiting)")
       seq.submitted = time.perf_counter()
-      seq.decoder = StreamDecoder(self.tokenizer)
+      seq.decoder = self.new_decoder()
+      seq.greedy_only = _plain_greedy(seq)
       seed = seq.params.seed
       seq.rng = np.random.default_rng(None if seed is None else seed + seq.seed_offset)
       self.waiting.append(seq)
@@ -231,32 +235,43 @@ class Engine:
 
   def _decode(self, seqs: list[Sequence]) -> None:
     B = next(b for b in self.buckets if b >= len(seqs))
-    inputs = self.step.empty_inputs(B, 1)
+    inputs = self.step.decode_inputs(B)
     self.step.fill_decode(inputs, [seq.pending for seq in seqs], [seq.computed for seq in seqs], [seq.blocks for seq in seqs])
     t0 = time.perf_counter()
     result = self.step.run(inputs)
     # wait for the step, reading back what sampling needs: the greedy tokens (B int32) if every row is plain greedy,
-    # else the logits (B x vocab floats)
-    if all(_plain_greedy(seq) for seq in seqs): result.greedy()
-    else: result.logits()
+    # else the logits (B x vocab floats) and the greedy tokens too if some rows are
+    greedy = all(seq.greedy_only for seq in seqs)
+    tokens = result.greedy().tolist() if greedy else None
+    if not greedy:
+      result.logits()
+      if any(seq.greedy_only for seq in seqs): tokens = result.greedy().tolist()
     self.steps += 1
     if self.metrics: self.metrics.time_per_token.observe(time.perf_counter() - t0)
+    generated = 0
     for row, seq in enumerate(seqs):
       seq.computed += 1
       seq.pending = None
-      if not seq.cancelled: self._sample_row(seq, result, row)
+      if seq.cancelled: continue
+      if seq.greedy_only: generated += self._sample(seq, None, tokens[row])
+      else: generated += self._sample(seq, result.logits()[row])
+    if self.metrics and generated: self.metrics.generated_tokens.inc(generated)
 
   def _sample_row(self, seq: Sequence, result: StepResult, row: int) -> None:
-    if _plain_greedy(seq): self._sample(seq, None, int(result.greedy()[row]))
-    else: self._sample(seq, result.logits()[row])
+    if seq.greedy_only: generated = self._sample(seq, None, int(result.greedy()[row]))
+    else: generated = self._sample(seq, result.logits()[row])
+    if self.metrics and generated: self.metrics.generated_tokens.inc()
 
-  def _sample(self, seq: Sequence, logits: np.ndarray | None, token: int | None = None) -> None:
-    """seq's next token: `token` when the device picked it (plain greedy), else sampled from logits."""
+  def _sample(self, seq: Sequence, logits: np.ndarray | None, token: int | None = None) -> int:
+    """seq's next token: `token` when the device picked it (plain greedy), else sampled from logits. 1 if it is a
+    generated token (counted by the caller), 0 if it ended the sequence as a stop token."""
     if token is None: token = sample(logits, seq.params, seq.prompt + seq.generated, seq.rng)
     if seq.first_token_at is None:
       seq.first_token_at = time.perf_counter()
       if self.metrics: self.metrics.time_to_first_token.observe(seq.first_token_at - seq.submitted)
-    if token in self.stop_ids or token in seq.params.stop_token_ids: return self._finish(seq, "stop")
+    if token in self.stop_ids or token in seq.params.stop_token_ids:
+      self._finish(seq, "stop")
+      return 0
     logprob, top = None, None
     if seq.top_logprobs is not None:
       shifted = logits.astype(np.float64) - logits.max()
@@ -264,22 +279,27 @@ class Engine:
       logprob = float(logp[token])
       if seq.top_logprobs: top = [(int(t), float(logp[t])) for t in np.argsort(-logp, kind="stable")[:seq.top_logprobs]]
     seq.generated.append(token)
-    if self.metrics: self.metrics.generated_tokens.inc()
     text, stopped = self._text(seq, token)
     seq.emit(TokenEvent(text, token, logprob, top))
-    if stopped: return self._finish(seq, "stop")
-    if len(seq.generated) >= seq.params.max_tokens or len(seq.prompt) + len(seq.generated) >= self.max_len:
-      return self._finish(seq, "length")
-    seq.pending = token
+    if stopped: self._finish(seq, "stop")
+    elif len(seq.generated) >= seq.params.max_tokens or len(seq.prompt) + len(seq.generated) >= self.max_len: self._finish(seq, "length")
+    else: seq.pending = token
+    return 1
 
   def _text(self, seq: Sequence, token: int) -> tuple[str, bool]:
     """The text token adds that can be sent now, and whether a stop string ended the sequence."""
     piece = seq.held + seq.decoder.add(token)
     seq.held = ""
+    if not seq.params.stop:
+      seq.text += piece
+      return piece, False
     for stop in seq.params.stop:
-      at = (seq.text + piece).find(stop)
+      # the text sent so far holds no stop string and ends in none's beginning (that is held back), so a stop can
+      # only end inside piece: search the piece and the stop's length before it
+      start = max(0, len(seq.text) - len(stop) + 1)
+      at = (seq.text[start:] + piece).find(stop)
       if at >= 0:   # cut at the stop string
-        before = (seq.text + piece)[:at][len(seq.text):]
+        before = (seq.text[start:] + piece)[:at][len(seq.text) - start:]
         seq.text += before
         return before, True
     # hold back a tail that could still grow into a stop string

@@ -16,6 +16,7 @@ launch, so a decode step stays on the device (one CUDA graph replay) and only wh
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import warnings
 from collections import OrderedDict
@@ -290,6 +291,7 @@ class StepInputs:
   select: np.ndarray         # (B, T, 1) float32: 1 at the token whose logits are wanted
   lengths: np.ndarray        # (B,) int32: cache positions each row holds after the step (0: a padding row)
   length: int                # longest row: the attended length
+  filled: tuple[int, int] = (0, 0)   # (rows, columns) fill_decode wrote: what PagedStep.decode_inputs resets
 
 
 class StepResult:
@@ -331,6 +333,9 @@ class PagedStep:
     self._jitted: dict[tuple[int, int], object] = {}
     # decode steps read the pool in one kernel per layer where the device has it (serve/paged_attention.py)
     self.fused_attention = True
+    self._reads_mask: dict[tuple[int, int], bool] = {}    # (B, T) -> whether its forward reads the mask (set as it traces)
+    self._unread: dict[tuple, Tensor] = {}                # device tensors passed for inputs a step does not read
+    self._decode_inputs: dict[int, StepInputs] = {}       # B -> the decode step's host inputs, kept from step to step
 
   @property
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
@@ -358,6 +363,7 @@ class PagedStep:
       keys_pool = pool_write(self.keys[i], k, slots)
       values_pool = pool_write(self.values[i], v.reshape(B * T, c.n_kv_heads, c.head_dim), slots)
       attn = paged_attention(q, keys_pool, values_pool, gather_index, lengths) if self.fused_attention else None
+      self._reads_mask[(B, T)] = attn is None
       if attn is None: attn = self._attention(q, keys_pool, values_pool, gather_index, visible, length)
       attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
       h = linear(attn, w[f"blk.{i}.attn_output.weight"], residual=h)
@@ -394,10 +400,30 @@ class PagedStep:
       self._jitted[(B, T)] = jit(self.forward)
     device = self.model.device
     def put(a): return Tensor(np.ascontiguousarray(a), device=device)
+    def unread(name, a):   # an input this step's forward never reads (a decode step's mask and select): not copied each step
+      if (B, T, name) not in self._unread: self._unread[(B, T, name)] = put(a).realize()
+      return self._unread[(B, T, name)]
     length = BoundVariable("attended", 1, self.max_len, max(inputs.length, 1))
+    mask = put(inputs.mask) if self._reads_mask.get((B, T), True) else unread("mask", inputs.mask)
+    select = put(inputs.select) if T > 1 else unread("select", inputs.select)
     logits, greedy = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index),
-                                          put(inputs.mask), put(inputs.select), put(inputs.lengths), length)
+                                          mask, select, put(inputs.lengths), length)
     return StepResult(logits, greedy)
+
+  def decode_inputs(self, B: int) -> StepInputs:
+    """Empty inputs for a decode step of B rows, as empty_inputs(B, 1) makes them, but one set per B kept from step
+    to step: a step resets the rows and columns the last one filled instead of allocating (B, max_len) arrays."""
+    inputs = self._decode_inputs.get(B)
+    if inputs is None:
+      inputs = self._decode_inputs[B] = self.empty_inputs(B, 1)
+      return inputs
+    rows, width = inputs.filled
+    inputs.tokens[:rows], inputs.positions[:rows], inputs.slots[:rows] = 0, 0, -1
+    inputs.gather_index[:rows, :width] = NULL_BLOCK * self.block_size
+    inputs.mask[:rows, :, :width] = MASKED
+    inputs.select[:rows], inputs.lengths[:rows] = 0.0, 0
+    inputs.length, inputs.filled = 1, (0, 0)
+    return inputs
 
   def empty_inputs(self, B: int, T: int) -> StepInputs:
     L = self.max_len
@@ -409,23 +435,29 @@ class PagedStep:
     """Rows 0..n-1 each run one token (tokens[r] at position starts[r]): what fill_row does row by row, as whole-array
     numpy, so a step of 64 rows costs about what one row does (the scheduler thread does this between GPU steps)."""
     n, bs = len(tokens), self.block_size
-    if inputs.tokens.shape[1] != 1: raise ValueError("fill_decode fills steps of one token per row")
+    B, T = inputs.tokens.shape
+    if T != 1: raise ValueError("fill_decode fills steps of one token per row")
     starts_array = np.asarray(starts, dtype=np.int32)
     ends = starts_array + 1
     width = int(ends.max())                                               # the longest row: columns to fill
-    table = np.zeros((n, max(max(len(t) for t in block_tables), -(-width // bs))), dtype=np.int32)
-    for row, blocks in enumerate(block_tables): table[row, :len(blocks)] = blocks
+    # the block tables end to end (no Python loop over rows): row r's block j is flat[offsets[r] + j]
+    counts = np.fromiter(map(len, block_tables), dtype=np.int64, count=n)
+    if counts.min() < 1: raise ValueError("a decode row has no blocks")
+    flat = np.fromiter(itertools.chain.from_iterable(block_tables), dtype=np.int32, count=int(counts.sum()))
+    offsets = np.cumsum(counts) - counts
     columns = np.arange(width, dtype=np.int32)
-    slots = table[:, columns // bs] * bs + columns % bs                   # (n, width): pool slot of every cache position
-    visible = columns[None, :] < ends[:, None]
+    visible = columns[None, :] < ends[:, None]                            # (n, width)
+    block = np.minimum(columns[None, :] // bs, counts[:, None] - 1)       # columns past a row's blocks are not visible
+    slots = flat[offsets[:, None] + block] * bs + columns % bs            # (n, width): pool slot of every cache position
     inputs.tokens[:n, 0] = tokens
     inputs.positions[:n, 0] = starts_array
     inputs.slots[:n] = slots[np.arange(n), starts_array]
     inputs.gather_index[:n, :width] = np.where(visible, slots, NULL_BLOCK * bs)
-    inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
+    if self._reads_mask.get((B, T), True): inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
     inputs.select[:n, 0, 0] = 1.0
     inputs.lengths[:n] = ends
     inputs.length = max(inputs.length, width)
+    inputs.filled = (max(n, inputs.filled[0]), max(width, inputs.filled[1]))
 
   def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
     """Row `row` runs tokens at positions [start, start+len(tokens)); its blocks cover them."""
