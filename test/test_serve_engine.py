@@ -26,6 +26,28 @@ def test_blocks_allocate_release_and_share_prefixes():
   with pytest.raises(MemoryError): blocks.allocate()
 
 
+def test_blocks_share_leading_tokens_inside_a_block():
+  """lookup_partial finds the recorded block (full or not) after the shared full blocks that starts with the most of
+  the prompt's next tokens, never its last token; recorded blocks stay cached after release until reallocated."""
+  blocks = BlockManager(num_blocks=6, block_size=4)
+  a = [blocks.allocate() for _ in range(3)]
+  prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+  hashes = blocks.chain_hashes(prompt, 3)
+  for i, block in enumerate(a[:2]): blocks.register(block, hashes[i])
+  for i, block in enumerate(a): blocks.record(block, hashes[i - 1] if i else b"", prompt[i * 4:(i + 1) * 4])
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 0, 0, 0], 1) == (a[1], 2)      # the second block's first two tokens
+  assert blocks.lookup_partial([1, 2, 9, 9, 9], 0) == (a[0], 2)
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 2) == (a[2], 2)   # a block holding 2 prompt tokens
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2) == (a[2], 1)   # never the last token
+  assert blocks.lookup_partial([7, 2, 3], 0) is None
+  assert blocks.lookup_partial([1, 2, 3, 4, 9, 6, 7, 8], 1) is None               # a different token ends the search
+  blocks.release(a)
+  assert blocks.used == 0 and len(blocks.evictable) == 3                          # all three stay cached
+  taken = [blocks.allocate() for _ in range(3)]                                   # the two never-used blocks, then the oldest
+  assert a[0] in taken and blocks.lookup_partial([1, 2, 9], 0) is None            # reallocated: no longer found
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 0, 0], 1) == (a[1], 2)          # still holds what follows [1, 2, 3, 4]
+
+
 def test_pool_needs_room():
   with pytest.raises(ValueError, match="at least 2 blocks"): BlockManager(1, 16)
 
@@ -177,7 +199,7 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
   try:
     assert run_engine(engine, prompts, 6) == expected
     assert engine.kv_usage == 0                                      # every block went back
-    assert {T for _, T in engine.step._jitted} == {1, 8, 16}         # short prompts and last chunks ran as narrower steps
+    assert {T for _, T, _ in engine.step._jitted} == {1, 8, 16}      # short prompts and last chunks ran as narrower steps
     # the same prompts again: their full blocks come from the prefix cache, the answers do not change
     hits = engine.step.blocks.prefix_hits
     assert run_engine(engine, prompts, 6) == expected
@@ -186,6 +208,42 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
       captures = [j.capture for j in engine.step._jitted.values() if j.captured]
       assert captures and all(launch.kind == "kernel" for c in captures for launch in c.launches)
   finally: engine.shutdown()
+
+
+def test_prompt_logits_do_not_depend_on_how_the_prompt_was_read(model_and_tokenizer):
+  """A prompt's last-token logits are the same bits read in one chunk, in chunks whose last is one token (a (1, 1)
+  prefill step), in a batch with another prompt, or after its first tokens' keys and values were copied from another
+  prompt's block: what lets the engine reuse a prefix inside a block without changing any answer."""
+  from teenygrad.serve.paged import PagedStep
+  model, tokenizer = model_and_tokenizer
+  step = PagedStep(model, num_blocks=32, block_size=8, max_len=64)
+  prompt = tokenizer.encode("Here is a list of the planets of the solar system:")
+  other = prompt[:11] + tokenizer.encode(" Mars, Venus and")
+  tables = iter([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20], [21, 22, 23, 24]])
+
+  def read(tokens, cuts, table, batch_with=None):
+    """Logits of tokens' last token, reading it in chunks that end at cuts (each chunk's width the engine's)."""
+    start = 0
+    for end in cuts + [len(tokens)]:
+      T = next(w for w in (1, 8, 32) if w >= end - start)
+      inputs = step.empty_inputs(2 if batch_with else 1, T, prefill=True)
+      step.fill_row(inputs, 0, tokens[start:end], start, table)
+      if batch_with: step.fill_row(inputs, 1, batch_with[0][:T], 0, batch_with[1])
+      logits = step.run(inputs).logits()[0]
+      start = end
+    return logits
+
+  alone = read(prompt, [], next(tables))
+  assert np.array_equal(read(prompt, [len(prompt) - 1], next(tables)), alone)
+  assert np.array_equal(read(prompt, [9, len(prompt) - 1], next(tables)), alone)
+  assert np.array_equal(read(prompt, [], next(tables), batch_with=(other, [25, 26, 27, 28])), alone)
+  fresh = read(other, [], next(tables))
+  source, copy = [1, 2, 3, 4], next(tables)                  # prompt's blocks hold its keys and values: share 11 tokens
+  step.copy_block(source[0], copy[0])
+  step.copy_block(source[1], copy[1])
+  inputs = step.empty_inputs(1, 32, prefill=True)
+  step.fill_row(inputs, 0, other[11:], 11, copy)
+  assert np.array_equal(step.run(inputs).logits()[0], fresh)
 
 
 def test_engine_refuses_what_cannot_fit(model_and_tokenizer):

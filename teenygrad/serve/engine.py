@@ -20,7 +20,7 @@ from teenygrad.helpers import canonicalize
 from teenygrad.llm.sampling import SamplingParams, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
 from teenygrad.serve.detokenize import stream_decoder_factory
-from teenygrad.serve.paged import PagedStep, StepResult
+from teenygrad.serve.paged import NULL_BLOCK, PagedStep, StepResult
 
 
 SHORT_PREFILL = 8   # tokens: the narrower prefill step's width
@@ -109,8 +109,9 @@ class Engine:
     # a real one, so padding stays under 2x (32 streams run as 32, not 64) for a few more captures at warmup
     self.buckets = sorted({min(2 ** i, max_batch) for i in range(max_batch.bit_length() + 1)})
     # a prefill step costs about its padded tokens' compute (on a CPU 8 tokens ~0.4x of 32), so a short last chunk (the
-    # rest of a prompt after a shared prefix) runs as a narrower step instead of padded to prefill_chunk
-    self.prefill_widths = sorted({min(SHORT_PREFILL, prefill_chunk), prefill_chunk})
+    # rest of a prompt after a shared prefix) runs as a narrower step instead of padded to prefill_chunk, and a last
+    # token alone (a prompt seen before: the rest is in the prefix cache) as a step of one token, a decode step's cost
+    self.prefill_widths = sorted({1, min(SHORT_PREFILL, prefill_chunk), prefill_chunk})
     self.waiting: deque[Sequence] = deque()
     self.running: list[Sequence] = []
     self.stop_ids = set(tokenizer.stop_ids)
@@ -157,9 +158,10 @@ class Engine:
 
   def warmup(self) -> None:
     """Capture the prefill step and every decode batch size now, so that the first requests do not wait on it."""
-    prefills = [(B, T) for B in sorted({1, self.prefill_rows}) for T in self.prefill_widths]
-    for B, T in prefills + [(b, 1) for b in self.buckets]:
-      for _ in range(3): self.step.run(self.step.empty_inputs(B, T)).greedy()   # read: the step has finished
+    prefills = [(B, T, True) for B in sorted({1, self.prefill_rows}) for T in self.prefill_widths]
+    for B, T, prefill in prefills + [(b, 1, False) for b in self.buckets]:
+      for _ in range(3): self.step.run(self.step.empty_inputs(B, T, prefill)).greedy()   # read: the step has finished
+    for _ in range(3): self.step.copy_block(NULL_BLOCK, self.step.blocks.num_blocks - 1)   # the copy's capture, on a device
 
   @property
   def kv_usage(self) -> float: return self.step.blocks.used / (self.step.blocks.num_blocks - 1)
@@ -202,14 +204,21 @@ class Engine:
     return rows
 
   def _share_prefix(self, seq: Sequence) -> None:
-    """Swap the first blocks of seq for cached blocks that hold the same prompt prefix."""
+    """Swap the first blocks of seq for cached blocks that hold the same prompt prefix, then copy the keys and values
+    of the cached block that starts like the next one into seq's own (BlockManager.lookup_partial)."""
     seq.prefix_checked = True
-    shared = self.step.blocks.lookup_prefix(seq.prompt)
-    if not shared: return
-    self.step.blocks.release(seq.blocks[:len(shared)])
-    seq.blocks = shared + seq.blocks[len(shared):]
-    seq.computed = len(shared) * self.step.block_size
-    if self.metrics: self.metrics.prefix_tokens.inc(seq.computed)
+    blocks = self.step.blocks
+    shared = blocks.lookup_prefix(seq.prompt)
+    if shared:
+      blocks.release(seq.blocks[:len(shared)])
+      seq.blocks = shared + seq.blocks[len(shared):]
+      seq.computed = len(shared) * self.step.block_size
+    partial = blocks.lookup_partial(seq.prompt, len(shared))
+    if partial is not None:
+      source, count = partial
+      self.step.copy_block(source, seq.blocks[len(shared)])
+      seq.computed += count
+    if self.metrics and seq.computed: self.metrics.prefix_tokens.inc(seq.computed)
 
   def _admit(self, seq: Sequence) -> bool:
     """Give seq blocks for its worst case; False if the pool lacks room now. Shared prefix blocks replace some of
@@ -224,13 +233,17 @@ class Engine:
     """One chunk of prompt for each of seqs, as one batch."""
     B = 1 if len(seqs) == 1 else self.prefill_rows
     chunks = [seq.prompt[seq.computed:seq.computed + self.prefill_chunk] for seq in seqs]
-    inputs = self.step.empty_inputs(B, next(T for T in self.prefill_widths if T >= max(len(c) for c in chunks)))
+    inputs = self.step.empty_inputs(B, next(T for T in self.prefill_widths if T >= max(len(c) for c in chunks)), prefill=True)
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)): self.step.fill_row(inputs, row, chunk, seq.computed, seq.blocks)
     result = self.step.run(inputs)
-    bs = self.step.block_size
+    blocks, bs = self.step.blocks, self.step.block_size
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)):
+      first = seq.computed // bs
       seq.computed += len(chunk)
-      for i, h in enumerate(self.step.blocks.chain_hashes(seq.prompt, seq.computed // bs)): self.step.blocks.register(seq.blocks[i], h)
+      hashes = blocks.chain_hashes(seq.prompt, -(-seq.computed // bs))
+      for i in range(seq.computed // bs): blocks.register(seq.blocks[i], hashes[i])
+      for i in range(first, len(hashes)):   # the blocks this chunk wrote: their prompt tokens, for lookup_partial
+        blocks.record(seq.blocks[i], hashes[i - 1] if i else b"", seq.prompt[i * bs:min(seq.computed, (i + 1) * bs)])
       if seq.computed == len(seq.prompt): self._sample_row(seq, result, row)
 
   def _decode(self, seqs: list[Sequence]) -> None:
