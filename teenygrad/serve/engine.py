@@ -72,6 +72,8 @@ class Sequence:
   decoder: StreamDecoder | None = None
   rng: np.random.Generator | None = None
   greedy_only: bool = False           # _plain_greedy, decided once at submit
+  plain: bool = False                 # greedy_only, no stop strings or stop ids of its own, no logprobs: _decode's fast row
+  limit: int = 0                      # generated tokens at which it ends with "length" (max_tokens, or the context's end)
 
 
 def _plain_greedy(seq: Sequence) -> bool:
@@ -133,6 +135,8 @@ class Engine:
       seq.submitted = time.perf_counter()
       seq.decoder = self.new_decoder()
       seq.greedy_only = _plain_greedy(seq)
+      seq.plain = seq.greedy_only and not seq.params.stop and not seq.params.stop_token_ids
+      seq.limit = min(seq.params.max_tokens, self.max_len - len(seq.prompt))
       seed = seq.params.seed
       seq.rng = np.random.default_rng(None if seed is None else seed + seq.seed_offset)
       self.waiting.append(seq)
@@ -261,12 +265,24 @@ class Engine:
       if any(seq.greedy_only for seq in seqs): tokens = result.greedy().tolist()
     self.steps += 1
     if self.metrics: self.metrics.time_per_token.observe(time.perf_counter() - t0)
-    generated = 0
+    generated, stop_ids = 0, self.stop_ids
     for row, seq in enumerate(seqs):
       seq.computed += 1
       seq.pending = None
       if seq.cancelled: continue
-      if seq.greedy_only: generated += self._sample(seq, None, tokens[row])
+      if seq.plain:   # the common row, what _sample does for it inlined: no stop string can hold text back
+        token = tokens[row]
+        if token in stop_ids:
+          self._finish(seq, "stop")
+          continue
+        seq.generated.append(token)
+        text = seq.decoder.add(token)
+        seq.text += text
+        seq.emit(TokenEvent(text, token))
+        if len(seq.generated) >= seq.limit: self._finish(seq, "length")
+        else: seq.pending = token
+        generated += 1
+      elif seq.greedy_only: generated += self._sample(seq, None, tokens[row])
       else: generated += self._sample(seq, result.logits()[row])
     if self.metrics and generated: self.metrics.generated_tokens.inc(generated)
 

@@ -21,7 +21,7 @@ import itertools
 import math
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -339,7 +339,7 @@ class StepInputs:
   select: np.ndarray         # (B, T, 1) float32: 1 at the token whose logits are wanted
   lengths: np.ndarray        # (B,) int32: cache positions each row holds after the step (0: a padding row)
   length: int                # longest row: the attended length
-  filled: tuple[int, int] = (0, 0)   # (rows, columns) fill_decode wrote: what PagedStep.decode_inputs resets
+  rows: list = field(default_factory=list)   # fill_decode's (block table, end) per row: what the next fill keeps or resets
   prefill: bool = False      # prompt tokens: attention through primitives even for T == 1 (see PagedStep.run)
 
 
@@ -492,37 +492,59 @@ class PagedStep:
       outs.append(pool_write(pool, rows, slots))
     return outs
 
-  def decode_inputs(self, B: int) -> StepInputs:
-    """Empty inputs for a decode step of B rows, as empty_inputs(B, 1) makes them, but one set per B kept from step
-    to step: a step resets the rows and columns the last one filled instead of allocating (B, max_len) arrays."""
-    inputs = self._decode_inputs.get(B)
-    if inputs is None:
-      inputs = self._decode_inputs[B] = self.empty_inputs(B, 1)
-      return inputs
-    rows, width = inputs.filled
-    inputs.tokens[:rows], inputs.positions[:rows], inputs.slots[:rows] = 0, 0, -1
-    inputs.gather_index[:rows, :width] = NULL_BLOCK * self.block_size
-    inputs.mask[:rows, :, :width] = MASKED
-    inputs.select[:rows], inputs.lengths[:rows] = 0.0, 0
-    inputs.length, inputs.filled = 1, (0, 0)
-    return inputs
-
   def empty_inputs(self, B: int, T: int, prefill: bool = False) -> StepInputs:
     L = self.max_len
     return StepInputs(tokens=np.zeros((B, T), np.int32), positions=np.zeros((B, T), np.int32), slots=np.full(B * T, -1, np.int32),
                       gather_index=np.full((B, L), NULL_BLOCK * self.block_size, np.int32), mask=np.full((B, T, L), MASKED, np.float32),
                       select=np.zeros((B, T, 1), np.float32), lengths=np.zeros(B, np.int32), length=1, prefill=prefill)
 
+  def decode_inputs(self, B: int) -> StepInputs:
+    """Inputs for a decode step of B rows, one set per B kept from step to step: fill_decode then rewrites only what
+    changed since the last step (a row that goes on with the same sequence gains one cache position) instead of the
+    whole (B, max_len) arrays."""
+    if B not in self._decode_inputs: self._decode_inputs[B] = self.empty_inputs(B, 1)
+    return self._decode_inputs[B]
+
   def fill_decode(self, inputs: StepInputs, tokens: list[int], starts: list[int], block_tables: list[list[int]]) -> None:
-    """Rows 0..n-1 each run one token (tokens[r] at position starts[r]): what fill_row does row by row, as whole-array
-    numpy, so a step of 64 rows costs about what one row does (the scheduler thread does this between GPU steps)."""
+    """Rows 0..n-1 each run one token (tokens[r] at position starts[r]) and the rest are padding: what fill_row does
+    row by row, as whole-array numpy, so a step of 64 rows costs about what one row does (the scheduler thread does
+    this between GPU steps). On inputs filled before (decode_inputs), a row whose block table is the same list as
+    last time and whose start is last time's end only gains that column; other rows are reset and filled whole."""
     n, bs = len(tokens), self.block_size
     B, T = inputs.tokens.shape
     if T != 1: raise ValueError("fill_decode fills steps of one token per row")
+    reads_mask = self._reads_mask.get((B, T, True), True)
     starts_array = np.asarray(starts, dtype=np.int32)
     ends = starts_array + 1
-    width = int(ends.max())                                               # the longest row: columns to fill
-    # the block tables end to end (no Python loop over rows): row r's block j is flat[offsets[r] + j]
+    previous = inputs.rows
+    going_on = [r for r in range(min(n, len(previous))) if previous[r][0] is block_tables[r] and previous[r][1] == starts[r]]
+    fresh = [r for r in range(n) if r >= len(previous) or previous[r][0] is not block_tables[r] or previous[r][1] != starts[r]]
+    stale = [r for r in range(len(previous)) if r >= n or previous[r][0] is not block_tables[r] or previous[r][1] != starts[r]]
+    if stale:   # back to empty where the last fill wrote
+      width = max(previous[r][1] for r in stale)
+      inputs.gather_index[stale, :width] = NULL_BLOCK * bs
+      inputs.mask[stale, 0, :width] = MASKED
+    if n < len(previous):
+      inputs.tokens[n:], inputs.positions[n:], inputs.slots[n:], inputs.select[n:], inputs.lengths[n:] = 0, 0, -1, 0.0, 0
+    slot = np.fromiter((table[s // bs] for table, s in zip(block_tables, starts)), dtype=np.int32, count=n) * bs + starts_array % bs
+    if going_on:
+      inputs.gather_index[going_on, starts_array[going_on]] = slot[going_on]
+      if reads_mask: inputs.mask[going_on, 0, starts_array[going_on]] = 0.0
+    if fresh:
+      self._fill_columns(inputs, fresh, [block_tables[r] for r in fresh], ends[fresh], reads_mask)
+    inputs.tokens[:n, 0] = tokens
+    inputs.positions[:n, 0] = starts_array
+    inputs.slots[:n] = slot
+    inputs.select[:n, 0, 0] = 1.0
+    inputs.lengths[:n] = ends
+    inputs.length = int(ends.max())
+    inputs.rows = list(zip(block_tables, ends.tolist()))
+
+  def _fill_columns(self, inputs: StepInputs, rows: list[int], block_tables: list[list[int]], ends: np.ndarray, reads_mask: bool) -> None:
+    """The gather index (and mask) of each of rows over its first ends[i] cache positions, the block tables put end to
+    end so there is no Python loop over rows: row i's block j is flat[offsets[i] + j]."""
+    bs, n = self.block_size, len(rows)
+    width = int(ends.max())
     counts = np.fromiter(map(len, block_tables), dtype=np.int64, count=n)
     if counts.min() < 1: raise ValueError("a decode row has no blocks")
     flat = np.fromiter(itertools.chain.from_iterable(block_tables), dtype=np.int32, count=int(counts.sum()))
@@ -531,15 +553,8 @@ class PagedStep:
     visible = columns[None, :] < ends[:, None]                            # (n, width)
     block = np.minimum(columns[None, :] // bs, counts[:, None] - 1)       # columns past a row's blocks are not visible
     slots = flat[offsets[:, None] + block] * bs + columns % bs            # (n, width): pool slot of every cache position
-    inputs.tokens[:n, 0] = tokens
-    inputs.positions[:n, 0] = starts_array
-    inputs.slots[:n] = slots[np.arange(n), starts_array]
-    inputs.gather_index[:n, :width] = np.where(visible, slots, NULL_BLOCK * bs)
-    if self._reads_mask.get((B, T, True), True): inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
-    inputs.select[:n, 0, 0] = 1.0
-    inputs.lengths[:n] = ends
-    inputs.length = max(inputs.length, width)
-    inputs.filled = (max(n, inputs.filled[0]), max(width, inputs.filled[1]))
+    inputs.gather_index[rows, :width] = np.where(visible, slots, NULL_BLOCK * bs)
+    if reads_mask: inputs.mask[rows, 0, :width] = np.where(visible, 0.0, MASKED)
 
   def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
     """Row `row` runs tokens at positions [start, start+len(tokens)); its blocks cover them."""
