@@ -381,6 +381,7 @@ class PagedStep:
     self.blocks = BlockManager(num_blocks, block_size)
     self._jitted: dict[tuple[int, int, bool], object] = {}   # (B, T, fused attention allowed) -> its JIT
     self._copy_jit = None
+    self._host_pools: list[np.ndarray] | None = None
     # decode steps read the pool in one kernel per layer where the device has it (serve/paged_attention.py)
     self.fused_attention = True
     self._reads_mask: dict[tuple[int, int, bool], bool] = {}   # jit key -> whether its forward reads the mask (set as it traces)
@@ -473,9 +474,9 @@ class PagedStep:
     bs = self.block_size
     if dst == NULL_BLOCK: raise ValueError("the null block is never written")
     if self.keys[0].device == "CPU":
-      for pool in self.keys + self.values:
-        host = _host(pool.lazydata.base.realized, (-1,) + tuple(pool.shape[1:]))
-        host[dst * bs:(dst + 1) * bs] = host[src * bs:(src + 1) * bs]
+      if self._host_pools is None:   # the pools' buffers, written in place by every step, seen as (blocks, block's floats)
+        self._host_pools = [_host(pool.lazydata.base.realized, (self.blocks.num_blocks, -1)) for pool in self.keys + self.values]
+      for host in self._host_pools: host[dst] = host[src]
       return
     if self._copy_jit is None:
       from teenygrad.engine.jit import jit
