@@ -6,7 +6,11 @@ the HTTP server instead (uvicorn in this process, bench/serve.py's openai client
 the CPU time per generated token of the event loop's thread (request handling, the event path, SSE writes) and of the
 scheduler thread: on an accelerator the two share one GIL, so the first is taken from the second's steps.
 
-  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12] [--http]
+  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12] [--http | --host-only]
+
+With --host-only, steps return canned tokens and no model runs: what is printed is the scheduler thread's CPU time per
+decode step and per row-step (filling inputs, reading tokens, detokenizing, stop checks, events), the median of --repeat
+runs, which the machine's load disturbs far less than wall time.
 
 A decode step's host work is what keeps a batched step from costing what one row's does: it is paid once per step
 (filling inputs) or once per row (sampling, text, events).

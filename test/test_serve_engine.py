@@ -69,22 +69,19 @@ def test_fill_decode_equals_fill_row():
     np.testing.assert_array_equal(getattr(together, name), getattr(one_by_one, name), err_msg=name)
   # the kept decode inputs, step after step: rows going on gain a column, new rows are filled whole, rows that went
   # away (or hold another sequence now) are reset; each step reads as if filled from empty inputs
-  longer = [t + [41, 42] for t in tables]
-  steps = [(tokens + [16, 17], [s + 5 for s in starts] + [2, 30], longer + [[5], list(range(50, 58))]),
-           (tokens + [16, 17], [s + 6 for s in starts] + [3, 31], None),         # every row goes on
-           (tokens[:3] + [9], [s + 7 for s in starts[:3]] + [12], None),          # rows 3.. leave, row 3 is new
+  longer = [t + [41, 42] for t in tables] + [[5], list(range(50, 58))]
+  steps = [(tokens + [16, 17], [s + 5 for s in starts] + [2, 30], longer),
+           (tokens + [16, 17], [s + 6 for s in starts] + [3, 31], longer),        # the same lists: every row goes on
+           (tokens[:3] + [9], [s + 7 for s in starts[:3]] + [12], longer[:3] + [[7, 8, 9, 10]]),   # rows 4.. leave, row 3 is new
            (tokens, starts, tables)]                                              # other lists: all filled whole
   kept = step.decode_inputs(8)
   for step_tokens, step_starts, step_tables in steps:
-    step_tables = step_tables or previous_tables[:len(step_tokens)]
-    if len(step_tokens) == 4: step_tables = step_tables[:3] + [[7, 8, 9, 10]]
     assert step.decode_inputs(8) is kept
     step.fill_decode(kept, step_tokens, step_starts, step_tables)
     fresh = step.empty_inputs(8, 1)
     for row, (token, start, table) in enumerate(zip(step_tokens, step_starts, step_tables)): step.fill_row(fresh, row, [token], start, table)
     for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "lengths", "length"):
       np.testing.assert_array_equal(getattr(kept, name), getattr(fresh, name), err_msg=name)
-    previous_tables = step_tables
 
 
 def _pool_step(pool, new, slots, index, length):
