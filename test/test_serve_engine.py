@@ -26,6 +26,28 @@ def test_blocks_allocate_release_and_share_prefixes():
   with pytest.raises(MemoryError): blocks.allocate()
 
 
+def test_blocks_share_leading_tokens_inside_a_block():
+  """lookup_partial finds the recorded block (full or not) after the shared full blocks that starts with the most of
+  the prompt's next tokens, never its last token; recorded blocks stay cached after release until reallocated."""
+  blocks = BlockManager(num_blocks=6, block_size=4)
+  a = [blocks.allocate() for _ in range(3)]
+  prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+  hashes = blocks.chain_hashes(prompt, 3)
+  for i, block in enumerate(a[:2]): blocks.register(block, hashes[i])
+  for i, block in enumerate(a): blocks.record(block, hashes[i - 1] if i else b"", prompt[i * 4:(i + 1) * 4])
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 0, 0, 0], 1) == (a[1], 2)      # the second block's first two tokens
+  assert blocks.lookup_partial([1, 2, 9, 9, 9], 0) == (a[0], 2)
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 2) == (a[2], 2)   # a block holding 2 prompt tokens
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 2) == (a[2], 1)   # never the last token
+  assert blocks.lookup_partial([7, 2, 3], 0) is None
+  assert blocks.lookup_partial([1, 2, 3, 4, 9, 6, 7, 8], 1) is None               # a different token ends the search
+  blocks.release(a)
+  assert blocks.used == 0 and len(blocks.evictable) == 3                          # all three stay cached
+  taken = [blocks.allocate() for _ in range(3)]                                   # the two never-used blocks, then the oldest
+  assert a[0] in taken and blocks.lookup_partial([1, 2, 9], 0) is None            # reallocated: no longer found
+  assert blocks.lookup_partial([1, 2, 3, 4, 5, 6, 0, 0], 1) == (a[1], 2)          # still holds what follows [1, 2, 3, 4]
+
+
 def test_pool_needs_room():
   with pytest.raises(ValueError, match="at least 2 blocks"): BlockManager(1, 16)
 
@@ -35,7 +57,7 @@ def test_fill_decode_equals_fill_row():
   block boundaries, with padding rows after them)."""
   from teenygrad.serve.paged import PagedStep
   step = PagedStep.__new__(PagedStep)   # the fills use only the sizes, not the model
-  step.block_size, step.max_len = 4, 32
+  step.block_size, step.max_len, step._reads_mask, step._decode_inputs = 4, 32, {}, {}
   rng = np.random.default_rng(1)
   starts = [0, 3, 4, 17, 9]
   tables = [list(rng.choice(np.arange(1, 40), size=s // 4 + 1 + extra, replace=False)) for s, extra in zip(starts, [0, 2, 0, 1, 3])]
@@ -45,6 +67,21 @@ def test_fill_decode_equals_fill_row():
   step.fill_decode(together, tokens, starts, tables)
   for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "lengths", "length"):
     np.testing.assert_array_equal(getattr(together, name), getattr(one_by_one, name), err_msg=name)
+  # the kept decode inputs, step after step: rows going on gain a column, new rows are filled whole, rows that went
+  # away (or hold another sequence now) are reset; each step reads as if filled from empty inputs
+  longer = [t + [41, 42] for t in tables] + [[5], list(range(50, 58))]
+  steps = [(tokens + [16, 17], [s + 5 for s in starts] + [2, 30], longer),
+           (tokens + [16, 17], [s + 6 for s in starts] + [3, 31], longer),        # the same lists: every row goes on
+           (tokens[:3] + [9], [s + 7 for s in starts[:3]] + [12], longer[:3] + [[7, 8, 9, 10]]),   # rows 4.. leave, row 3 is new
+           (tokens, starts, tables)]                                              # other lists: all filled whole
+  kept = step.decode_inputs(8)
+  for step_tokens, step_starts, step_tables in steps:
+    assert step.decode_inputs(8) is kept
+    step.fill_decode(kept, step_tokens, step_starts, step_tables)
+    fresh = step.empty_inputs(8, 1)
+    for row, (token, start, table) in enumerate(zip(step_tokens, step_starts, step_tables)): step.fill_row(fresh, row, [token], start, table)
+    for name in ("tokens", "positions", "slots", "gather_index", "mask", "select", "lengths", "length"):
+      np.testing.assert_array_equal(getattr(kept, name), getattr(fresh, name), err_msg=name)
 
 
 def _pool_step(pool, new, slots, index, length):
@@ -169,7 +206,7 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
   try:
     assert run_engine(engine, prompts, 6) == expected
     assert engine.kv_usage == 0                                      # every block went back
-    assert {T for _, T in engine.step._jitted} == {1, 8, 16}         # short prompts and last chunks ran as narrower steps
+    assert {T for _, T, _ in engine.step._jitted} == {1, 8, 16}      # short prompts and last chunks ran as narrower steps
     # the same prompts again: their full blocks come from the prefix cache, the answers do not change
     hits = engine.step.blocks.prefix_hits
     assert run_engine(engine, prompts, 6) == expected
@@ -178,6 +215,42 @@ def test_batched_paged_decoding_matches_the_generator(model_and_tokenizer):
       captures = [j.capture for j in engine.step._jitted.values() if j.captured]
       assert captures and all(launch.kind == "kernel" for c in captures for launch in c.launches)
   finally: engine.shutdown()
+
+
+def test_prompt_logits_do_not_depend_on_how_the_prompt_was_read(model_and_tokenizer):
+  """A prompt's last-token logits are the same bits read in one chunk, in chunks whose last is one token (a (1, 1)
+  prefill step), in a batch with another prompt, or after its first tokens' keys and values were copied from another
+  prompt's block: what lets the engine reuse a prefix inside a block without changing any answer."""
+  from teenygrad.serve.paged import PagedStep
+  model, tokenizer = model_and_tokenizer
+  step = PagedStep(model, num_blocks=32, block_size=8, max_len=64)
+  prompt = tokenizer.encode("Here is a list of the planets of the solar system:")
+  other = prompt[:11] + tokenizer.encode(" Mars, Venus and")
+  tables = iter([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20], [21, 22, 23, 24]])
+
+  def read(tokens, cuts, table, batch_with=None):
+    """Logits of tokens' last token, reading it in chunks that end at cuts (each chunk's width the engine's)."""
+    start = 0
+    for end in cuts + [len(tokens)]:
+      T = next(w for w in (1, 8, 32) if w >= end - start)
+      inputs = step.empty_inputs(2 if batch_with else 1, T, prefill=True)
+      step.fill_row(inputs, 0, tokens[start:end], start, table)
+      if batch_with: step.fill_row(inputs, 1, batch_with[0][:T], 0, batch_with[1])
+      logits = step.run(inputs).logits()[0]
+      start = end
+    return logits
+
+  alone = read(prompt, [], next(tables))
+  assert np.array_equal(read(prompt, [len(prompt) - 1], next(tables)), alone)
+  assert np.array_equal(read(prompt, [9, len(prompt) - 1], next(tables)), alone)
+  assert np.array_equal(read(prompt, [], next(tables), batch_with=(other, [25, 26, 27, 28])), alone)
+  fresh = read(other, [], next(tables))
+  source, copy = [1, 2, 3, 4], next(tables)                  # prompt's blocks hold its keys and values: share 11 tokens
+  step.copy_block(source[0], copy[0])
+  step.copy_block(source[1], copy[1])
+  inputs = step.empty_inputs(1, 32, prefill=True)
+  step.fill_row(inputs, 0, other[11:], 11, copy)
+  assert np.array_equal(step.run(inputs).logits()[0], fresh)
 
 
 def test_engine_refuses_what_cannot_fit(model_and_tokenizer):
@@ -190,3 +263,23 @@ def test_engine_refuses_what_cannot_fit(model_and_tokenizer):
   engine.submit(Sequence([1, 2, 3], SamplingParams(max_tokens=5), lambda e: None))
   with pytest.raises(QueueFull): engine.submit(Sequence([1, 2, 3], SamplingParams(max_tokens=5), lambda e: None))
   assert np.isclose(engine.kv_usage, 0)
+
+
+def test_fast_stream_decoder_equals_stream_decoder(model_and_tokenizer):
+  """The scheduler's detokenizer (serve/detokenize.py) gives StreamDecoder's pieces exactly: plain text, characters
+  split across tokens, special tokens in between, random ids (invalid UTF-8), and the flush at the end."""
+  from teenygrad.llm.tokenizer import StreamDecoder
+  from teenygrad.serve.detokenize import FastStreamDecoder, TokenBytes
+  _, tokenizer = model_and_tokenizer
+  token_bytes = TokenBytes.of(tokenizer)
+  assert token_bytes is not None                                   # SmolLM2's tokenizer is byte-level
+  rng = np.random.default_rng(0)
+  texts = ["Hello wörld 😀 日本語のテキスト, ok", "naïve café — “quotes” 🎉🎉 \ufffd end", "plain ascii text here."]
+  for trial in range(600):
+    if trial % 3 == 0: ids = tokenizer.encode(texts[trial % 2] + str(trial))
+    elif trial % 3 == 1: ids = [int(i) for i in rng.integers(0, tokenizer.vocab_size, 24)]
+    else:
+      ids = tokenizer.encode(texts[trial % 3 // 2])
+      for _ in range(3): ids.insert(int(rng.integers(0, len(ids) + 1)), int(rng.integers(0, 17)))   # special tokens
+    slow, fast = StreamDecoder(tokenizer), FastStreamDecoder(tokenizer, token_bytes)
+    assert [fast.add(i) for i in ids] + [fast.flush()] == [slow.add(i) for i in ids] + [slow.flush()], ids

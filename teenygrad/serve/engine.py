@@ -19,7 +19,8 @@ import numpy as np
 from teenygrad.helpers import canonicalize
 from teenygrad.llm.sampling import SamplingParams, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
-from teenygrad.serve.paged import PagedStep, StepResult
+from teenygrad.serve.detokenize import stream_decoder_factory
+from teenygrad.serve.paged import NULL_BLOCK, PagedStep, StepResult
 
 
 SHORT_PREFILL = 8   # tokens: the narrower prefill step's width
@@ -70,6 +71,9 @@ class Sequence:
   held: str = ""
   decoder: StreamDecoder | None = None
   rng: np.random.Generator | None = None
+  greedy_only: bool = False           # _plain_greedy, decided once at submit
+  plain: bool = False                 # greedy_only, no stop strings or stop ids of its own, no logprobs: _decode's fast row
+  limit: int = 0                      # generated tokens at which it ends with "length" (max_tokens, or the context's end)
 
 
 def _plain_greedy(seq: Sequence) -> bool:
@@ -107,11 +111,13 @@ class Engine:
     # a real one, so padding stays under 2x (32 streams run as 32, not 64) for a few more captures at warmup
     self.buckets = sorted({min(2 ** i, max_batch) for i in range(max_batch.bit_length() + 1)})
     # a prefill step costs about its padded tokens' compute (on a CPU 8 tokens ~0.4x of 32), so a short last chunk (the
-    # rest of a prompt after a shared prefix) runs as a narrower step instead of padded to prefill_chunk
-    self.prefill_widths = sorted({min(SHORT_PREFILL, prefill_chunk), prefill_chunk})
+    # rest of a prompt after a shared prefix) runs as a narrower step instead of padded to prefill_chunk, and a last
+    # token alone (a prompt seen before: the rest is in the prefix cache) as a step of one token, a decode step's cost
+    self.prefill_widths = sorted({1, min(SHORT_PREFILL, prefill_chunk), prefill_chunk})
     self.waiting: deque[Sequence] = deque()
     self.running: list[Sequence] = []
     self.stop_ids = set(tokenizer.stop_ids)
+    self.new_decoder = stream_decoder_factory(tokenizer)
     self._wake = threading.Condition()
     self._thread: threading.Thread | None = None
     self._stopped = False
@@ -127,7 +133,10 @@ class Engine:
     with self._wake:
       if len(self.waiting) >= self.max_queue: raise QueueFull(f"the queue is full ({self.max_queue} waiting)")
       seq.submitted = time.perf_counter()
-      seq.decoder = StreamDecoder(self.tokenizer)
+      seq.decoder = self.new_decoder()
+      seq.greedy_only = _plain_greedy(seq)
+      seq.plain = seq.greedy_only and not seq.params.stop and not seq.params.stop_token_ids
+      seq.limit = min(seq.params.max_tokens, self.max_len - len(seq.prompt))
       seed = seq.params.seed
       seq.rng = np.random.default_rng(None if seed is None else seed + seq.seed_offset)
       self.waiting.append(seq)
@@ -153,9 +162,10 @@ class Engine:
 
   def warmup(self) -> None:
     """Capture the prefill step and every decode batch size now, so that the first requests do not wait on it."""
-    prefills = [(B, T) for B in sorted({1, self.prefill_rows}) for T in self.prefill_widths]
-    for B, T in prefills + [(b, 1) for b in self.buckets]:
-      for _ in range(3): self.step.run(self.step.empty_inputs(B, T)).greedy()   # read: the step has finished
+    prefills = [(B, T, True) for B in sorted({1, self.prefill_rows}) for T in self.prefill_widths]
+    for B, T, prefill in prefills + [(b, 1, False) for b in self.buckets]:
+      for _ in range(3): self.step.run(self.step.empty_inputs(B, T, prefill)).greedy()   # read: the step has finished
+    for _ in range(3): self.step.copy_block(NULL_BLOCK, self.step.blocks.num_blocks - 1)   # the copy's capture, on a device
 
   @property
   def kv_usage(self) -> float: return self.step.blocks.used / (self.step.blocks.num_blocks - 1)
@@ -198,14 +208,21 @@ class Engine:
     return rows
 
   def _share_prefix(self, seq: Sequence) -> None:
-    """Swap the first blocks of seq for cached blocks that hold the same prompt prefix."""
+    """Swap the first blocks of seq for cached blocks that hold the same prompt prefix, then copy the keys and values
+    of the cached block that starts like the next one into seq's own (BlockManager.lookup_partial)."""
     seq.prefix_checked = True
-    shared = self.step.blocks.lookup_prefix(seq.prompt)
-    if not shared: return
-    self.step.blocks.release(seq.blocks[:len(shared)])
-    seq.blocks = shared + seq.blocks[len(shared):]
-    seq.computed = len(shared) * self.step.block_size
-    if self.metrics: self.metrics.prefix_tokens.inc(seq.computed)
+    blocks = self.step.blocks
+    shared = blocks.lookup_prefix(seq.prompt)
+    if shared:
+      blocks.release(seq.blocks[:len(shared)])
+      seq.blocks = shared + seq.blocks[len(shared):]
+      seq.computed = len(shared) * self.step.block_size
+    partial = blocks.lookup_partial(seq.prompt, len(shared))
+    if partial is not None:
+      source, count = partial
+      self.step.copy_block(source, seq.blocks[len(shared)])
+      seq.computed += count
+    if self.metrics and seq.computed: self.metrics.prefix_tokens.inc(seq.computed)
 
   def _admit(self, seq: Sequence) -> bool:
     """Give seq blocks for its worst case; False if the pool lacks room now. Shared prefix blocks replace some of
@@ -220,43 +237,70 @@ class Engine:
     """One chunk of prompt for each of seqs, as one batch."""
     B = 1 if len(seqs) == 1 else self.prefill_rows
     chunks = [seq.prompt[seq.computed:seq.computed + self.prefill_chunk] for seq in seqs]
-    inputs = self.step.empty_inputs(B, next(T for T in self.prefill_widths if T >= max(len(c) for c in chunks)))
+    inputs = self.step.empty_inputs(B, next(T for T in self.prefill_widths if T >= max(len(c) for c in chunks)), prefill=True)
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)): self.step.fill_row(inputs, row, chunk, seq.computed, seq.blocks)
     result = self.step.run(inputs)
-    bs = self.step.block_size
+    blocks, bs = self.step.blocks, self.step.block_size
     for row, (seq, chunk) in enumerate(zip(seqs, chunks)):
+      first = seq.computed // bs
       seq.computed += len(chunk)
-      for i, h in enumerate(self.step.blocks.chain_hashes(seq.prompt, seq.computed // bs)): self.step.blocks.register(seq.blocks[i], h)
+      hashes = blocks.chain_hashes(seq.prompt, -(-seq.computed // bs))
+      for i in range(seq.computed // bs): blocks.register(seq.blocks[i], hashes[i])
+      for i in range(first, len(hashes)):   # the blocks this chunk wrote: their prompt tokens, for lookup_partial
+        blocks.record(seq.blocks[i], hashes[i - 1] if i else b"", seq.prompt[i * bs:min(seq.computed, (i + 1) * bs)])
       if seq.computed == len(seq.prompt): self._sample_row(seq, result, row)
 
   def _decode(self, seqs: list[Sequence]) -> None:
     B = next(b for b in self.buckets if b >= len(seqs))
-    inputs = self.step.empty_inputs(B, 1)
+    inputs = self.step.decode_inputs(B)
     self.step.fill_decode(inputs, [seq.pending for seq in seqs], [seq.computed for seq in seqs], [seq.blocks for seq in seqs])
     t0 = time.perf_counter()
     result = self.step.run(inputs)
     # wait for the step, reading back what sampling needs: the greedy tokens (B int32) if every row is plain greedy,
-    # else the logits (B x vocab floats)
-    if all(_plain_greedy(seq) for seq in seqs): result.greedy()
-    else: result.logits()
+    # else the logits (B x vocab floats) and the greedy tokens too if some rows are
+    greedy = all(seq.greedy_only for seq in seqs)
+    tokens = result.greedy().tolist() if greedy else None
+    if not greedy:
+      result.logits()
+      if any(seq.greedy_only for seq in seqs): tokens = result.greedy().tolist()
     self.steps += 1
     if self.metrics: self.metrics.time_per_token.observe(time.perf_counter() - t0)
+    generated, stop_ids = 0, self.stop_ids
     for row, seq in enumerate(seqs):
       seq.computed += 1
       seq.pending = None
-      if not seq.cancelled: self._sample_row(seq, result, row)
+      if seq.cancelled: continue
+      if seq.plain:   # the common row, what _sample does for it inlined: no stop string can hold text back
+        token = tokens[row]
+        if token in stop_ids:
+          self._finish(seq, "stop")
+          continue
+        seq.generated.append(token)
+        text = seq.decoder.add(token)
+        seq.text += text
+        seq.emit(TokenEvent(text, token))
+        if len(seq.generated) >= seq.limit: self._finish(seq, "length")
+        else: seq.pending = token
+        generated += 1
+      elif seq.greedy_only: generated += self._sample(seq, None, tokens[row])
+      else: generated += self._sample(seq, result.logits()[row])
+    if self.metrics and generated: self.metrics.generated_tokens.inc(generated)
 
   def _sample_row(self, seq: Sequence, result: StepResult, row: int) -> None:
-    if _plain_greedy(seq): self._sample(seq, None, int(result.greedy()[row]))
-    else: self._sample(seq, result.logits()[row])
+    if seq.greedy_only: generated = self._sample(seq, None, int(result.greedy()[row]))
+    else: generated = self._sample(seq, result.logits()[row])
+    if self.metrics and generated: self.metrics.generated_tokens.inc()
 
-  def _sample(self, seq: Sequence, logits: np.ndarray | None, token: int | None = None) -> None:
-    """seq's next token: `token` when the device picked it (plain greedy), else sampled from logits."""
+  def _sample(self, seq: Sequence, logits: np.ndarray | None, token: int | None = None) -> int:
+    """seq's next token: `token` when the device picked it (plain greedy), else sampled from logits. 1 if it is a
+    generated token (counted by the caller), 0 if it ended the sequence as a stop token."""
     if token is None: token = sample(logits, seq.params, seq.prompt + seq.generated, seq.rng)
     if seq.first_token_at is None:
       seq.first_token_at = time.perf_counter()
       if self.metrics: self.metrics.time_to_first_token.observe(seq.first_token_at - seq.submitted)
-    if token in self.stop_ids or token in seq.params.stop_token_ids: return self._finish(seq, "stop")
+    if token in self.stop_ids or token in seq.params.stop_token_ids:
+      self._finish(seq, "stop")
+      return 0
     logprob, top = None, None
     if seq.top_logprobs is not None:
       shifted = logits.astype(np.float64) - logits.max()
@@ -264,22 +308,27 @@ class Engine:
       logprob = float(logp[token])
       if seq.top_logprobs: top = [(int(t), float(logp[t])) for t in np.argsort(-logp, kind="stable")[:seq.top_logprobs]]
     seq.generated.append(token)
-    if self.metrics: self.metrics.generated_tokens.inc()
     text, stopped = self._text(seq, token)
     seq.emit(TokenEvent(text, token, logprob, top))
-    if stopped: return self._finish(seq, "stop")
-    if len(seq.generated) >= seq.params.max_tokens or len(seq.prompt) + len(seq.generated) >= self.max_len:
-      return self._finish(seq, "length")
-    seq.pending = token
+    if stopped: self._finish(seq, "stop")
+    elif len(seq.generated) >= seq.params.max_tokens or len(seq.prompt) + len(seq.generated) >= self.max_len: self._finish(seq, "length")
+    else: seq.pending = token
+    return 1
 
   def _text(self, seq: Sequence, token: int) -> tuple[str, bool]:
     """The text token adds that can be sent now, and whether a stop string ended the sequence."""
     piece = seq.held + seq.decoder.add(token)
     seq.held = ""
+    if not seq.params.stop:
+      seq.text += piece
+      return piece, False
     for stop in seq.params.stop:
-      at = (seq.text + piece).find(stop)
+      # the text sent so far holds no stop string and ends in none's beginning (that is held back), so a stop can
+      # only end inside piece: search the piece and the stop's length before it
+      start = max(0, len(seq.text) - len(stop) + 1)
+      at = (seq.text[start:] + piece).find(stop)
       if at >= 0:   # cut at the stop string
-        before = (seq.text + piece)[:at][len(seq.text):]
+        before = (seq.text[start:] + piece)[:at][len(seq.text) - start:]
         seq.text += before
         return before, True
     # hold back a tail that could still grow into a stop string

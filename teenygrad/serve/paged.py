@@ -15,11 +15,13 @@ launch, so a decode step stays on the device (one CUDA graph replay) and only wh
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import math
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +35,15 @@ from teenygrad.tensor import Tensor
 
 MASKED = -1e9   # finite: a padding row that sees nothing stays finite (uniform weights over zero values)
 NULL_BLOCK = 0  # block 0 is never written: gathers of positions a row does not have read its zeros
+# the attended length of a step is rounded up to a multiple of this: the primitive attention's reduces over it split
+# into lanes with a tail whose rounding depends on the length, so a prompt read in other chunks (a prefix shared from
+# the cache) would get other bits; over a whole number of lanes the masked positions add exact zeros, and a row's
+# result is the same whatever the step's longest row is
+ATTEND_ALIGN = 32
+
+
+def attended_length(width: int, max_len: int) -> int:
+  return min(-(-max(width, 1) // ATTEND_ALIGN) * ATTEND_ALIGN, max_len)
 
 
 def _host(buffer, shape) -> np.ndarray:
@@ -94,7 +105,7 @@ class PoolGather:
       return out
     index = _read(index_buffer, self.index_shape)
     used = np.flatnonzero((index != NULL_BLOCK).any(0))
-    width = int(used[-1]) + 1 if used.size else 1
+    width = attended_length(int(used[-1]) + 1 if used.size else 1, L)   # the step's attended length (PagedStep.run)
     source = _read(pool, self.pool_shape)
     if out.device == "CPU": np.take(source, index[:, :width].T, axis=0, out=_host(out, (L, B, H, D))[:width])
     else:
@@ -216,7 +227,13 @@ def pool_gather(pool: Tensor, index: Tensor, length: BoundVariable | None = None
 class BlockManager:
   """Hands out blocks of the pool. Full blocks of prompt tokens are registered under a hash of all tokens up to
   their end; a later prompt with the same prefix takes them instead of recomputing. Blocks nobody holds stay
-  cached (least recently used first to go) until the space is needed."""
+  cached (least recently used first to go) until the space is needed.
+
+  Past the shared full blocks, a prompt can still start like a cached block: every block a prefill wrote prompt
+  tokens into is recorded (`record`: the hash of the blocks before it and the tokens it holds, full or not), and
+  `lookup_partial` finds the one sharing the most leading tokens with the prompt's next block. Its keys and values
+  are copied into the new sequence's own block (`PagedStep.copy_block`), since both will write past the shared
+  tokens: two prompts that differ from their 31st token on (bench/serve.py's) then compute 8 tokens, not 23."""
   def __init__(self, num_blocks: int, block_size: int):
     if num_blocks < 2: raise ValueError(f"the KV pool needs at least 2 blocks, got {num_blocks}")
     self.num_blocks, self.block_size = num_blocks, block_size
@@ -224,6 +241,8 @@ class BlockManager:
     self.refs = [0] * num_blocks
     self.hash_of: dict[int, bytes] = {}
     self.by_hash: dict[bytes, int] = {}
+    self.contents: dict[int, tuple[bytes, tuple[int, ...]]] = {}   # block -> (hash of the blocks before it, its prompt tokens)
+    self.children: dict[bytes, dict[int, None]] = {}               # that hash -> the blocks recorded under it
     self.evictable: OrderedDict[int, None] = OrderedDict()   # cached blocks nobody holds
     self.prefix_hits = 0   # blocks reused
 
@@ -251,6 +270,35 @@ class BlockManager:
     self.prefix_hits += len(found)
     return found
 
+  def lookup_partial(self, tokens: list[int], full_blocks: int) -> tuple[int, int] | None:
+    """(block, count): the recorded block after the first full_blocks blocks of tokens whose first `count` tokens
+    are the most of the next block's (at least 1, never the last token), or None."""
+    bs = self.block_size
+    parent = self.chain_hashes(tokens, full_blocks)[-1] if full_blocks else b""
+    wanted = tokens[full_blocks * bs:min(len(tokens) - 1, (full_blocks + 1) * bs)]
+    best, best_count = None, 0
+    for block in self.children.get(parent, ()):
+      held = self.contents[block][1]
+      count = 0
+      for a, b in zip(held, wanted):
+        if a != b: break
+        count += 1
+      if count > best_count: best, best_count = block, count
+    return (best, best_count) if best is not None else None
+
+  def record(self, block: int, parent: bytes, tokens: list[int]) -> None:
+    """Block holds the keys/values of these prompt tokens from its start, after the blocks hashed `parent`."""
+    self._forget_contents(block)
+    self.contents[block] = (parent, tuple(tokens))
+    self.children.setdefault(parent, {})[block] = None
+
+  def _forget_contents(self, block: int) -> None:
+    entry = self.contents.pop(block, None)
+    if entry is not None:
+      siblings = self.children[entry[0]]
+      del siblings[block]
+      if not siblings: del self.children[entry[0]]
+
   def _hold(self, block: int) -> None:
     if self.refs[block] == 0: self.evictable.pop(block, None)
     self.refs[block] += 1
@@ -259,8 +307,9 @@ class BlockManager:
     if self.free: block = self.free.pop()
     elif self.evictable:
       block, _ = self.evictable.popitem(last=False)
-      del self.by_hash[self.hash_of.pop(block)]
+      if block in self.hash_of: del self.by_hash[self.hash_of.pop(block)]
     else: raise MemoryError("KV cache full")
+    self._forget_contents(block)   # it is about to be written
     self.refs[block] = 1
     return block
 
@@ -273,7 +322,7 @@ class BlockManager:
     for block in blocks:
       self.refs[block] -= 1
       if self.refs[block] == 0:
-        if block in self.hash_of: self.evictable[block] = None
+        if block in self.hash_of or block in self.contents: self.evictable[block] = None
         else: self.free.append(block)
 
 
@@ -290,6 +339,8 @@ class StepInputs:
   select: np.ndarray         # (B, T, 1) float32: 1 at the token whose logits are wanted
   lengths: np.ndarray        # (B,) int32: cache positions each row holds after the step (0: a padding row)
   length: int                # longest row: the attended length
+  rows: list = field(default_factory=list)   # fill_decode's (block table, end) per row: what the next fill keeps or resets
+  prefill: bool = False      # prompt tokens: attention through primitives even for T == 1 (see PagedStep.run)
 
 
 class StepResult:
@@ -328,16 +379,22 @@ class PagedStep:
     self.keys = [Tensor.zeros(*shape, device=model.device).contiguous().realize() for _ in range(c.n_layers)]
     self.values = [Tensor.zeros(*shape, device=model.device).contiguous().realize() for _ in range(c.n_layers)]
     self.blocks = BlockManager(num_blocks, block_size)
-    self._jitted: dict[tuple[int, int], object] = {}
+    self._jitted: dict[tuple[int, int, bool], object] = {}   # (B, T, fused attention allowed) -> its JIT
+    self._copy_jit = None
+    self._host_pools: list[np.ndarray] | None = None
     # decode steps read the pool in one kernel per layer where the device has it (serve/paged_attention.py)
     self.fused_attention = True
+    self._reads_mask: dict[tuple[int, int, bool], bool] = {}   # jit key -> whether its forward reads the mask (set as it traces)
+    self._unread: dict[tuple, Tensor] = {}                # device tensors passed for inputs a step does not read
+    self._decode_inputs: dict[int, StepInputs] = {}       # B -> the decode step's host inputs, kept from step to step
 
   @property
   def nbytes(self) -> int: return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
   def forward(self, tokens: Tensor, positions: Tensor, slots: Tensor, gather_index: Tensor, mask: Tensor, select: Tensor,
-              lengths: Tensor, length: BoundVariable) -> Tensor:
-    """Logits (B, vocab) of the selected token of each row."""
+              lengths: Tensor, length: BoundVariable, fused: bool = True) -> Tensor:
+    """Logits (B, vocab) of the selected token of each row. fused=False keeps attention on the primitive path even
+    where the device has the decode kernel."""
     m, c, w = self.model, self.model.config, self.model.weights
     B, T = tokens.shape
     h = m.embed(tokens)                                                             # (B, T, dim)
@@ -357,7 +414,8 @@ class PagedStep:
       k = k.transpose(1, 2).reshape(B * T, c.n_kv_heads, c.head_dim)
       keys_pool = pool_write(self.keys[i], k, slots)
       values_pool = pool_write(self.values[i], v.reshape(B * T, c.n_kv_heads, c.head_dim), slots)
-      attn = paged_attention(q, keys_pool, values_pool, gather_index, lengths) if self.fused_attention else None
+      attn = paged_attention(q, keys_pool, values_pool, gather_index, lengths) if self.fused_attention and fused else None
+      self._reads_mask[(B, T, fused)] = attn is None
       if attn is None: attn = self._attention(q, keys_pool, values_pool, gather_index, visible, length)
       attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
       h = linear(attn, w[f"blk.{i}.attn_output.weight"], residual=h)
@@ -387,45 +445,117 @@ class PagedStep:
     return kernel_output((probs.reshape(B, c.n_kv_heads, group, T, S, 1) * values.reshape(B, c.n_kv_heads, 1, 1, S, c.head_dim)).sum(-2))
 
   def run(self, inputs: StepInputs) -> StepResult:
-    """Logits and greedy tokens for a step, through the JIT capture of its (B, T)."""
+    """Logits and greedy tokens for a step, through the JIT capture of its (B, T).
+
+    A prefill step of one token per row keeps the prefill's attention (primitives) instead of the decode kernel, whose
+    online softmax rounds differently: a prompt's last token then gets the same bits whether it is read alone (the
+    rest of the prompt came from the prefix cache) or in a chunk with the tokens before it."""
     B, T = inputs.tokens.shape
-    if (B, T) not in self._jitted:
+    key = (B, T, not (inputs.prefill and T == 1))
+    if key not in self._jitted:
       from teenygrad.engine.jit import jit
-      self._jitted[(B, T)] = jit(self.forward)
+      self._jitted[key] = jit(self.forward if key[2] else functools.partial(self.forward, fused=False))
     device = self.model.device
     def put(a): return Tensor(np.ascontiguousarray(a), device=device)
-    length = BoundVariable("attended", 1, self.max_len, max(inputs.length, 1))
-    logits, greedy = self._jitted[(B, T)](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index),
-                                          put(inputs.mask), put(inputs.select), put(inputs.lengths), length)
+    def unread(name, a):   # an input this step's forward never reads (a decode step's mask and select): not copied each step
+      if (key, name) not in self._unread: self._unread[(key, name)] = put(a).realize()
+      return self._unread[(key, name)]
+    length = BoundVariable("attended", 1, self.max_len, attended_length(inputs.length, self.max_len))
+    mask = put(inputs.mask) if self._reads_mask.get(key, True) else unread("mask", inputs.mask)
+    select = put(inputs.select) if T > 1 else unread("select", inputs.select)
+    logits, greedy = self._jitted[key](put(inputs.tokens), put(inputs.positions), put(inputs.slots), put(inputs.gather_index),
+                                       mask, select, put(inputs.lengths), length)
     return StepResult(logits, greedy)
 
-  def empty_inputs(self, B: int, T: int) -> StepInputs:
+  def copy_block(self, src: int, dst: int) -> None:
+    """Every layer's keys and values of block src, copied into block dst (a prompt prefix shared inside a block: see
+    BlockManager). The whole block is copied; dst's owner overwrites the positions past the shared tokens before it
+    attends to them."""
+    bs = self.block_size
+    if dst == NULL_BLOCK: raise ValueError("the null block is never written")
+    if self.keys[0].device == "CPU":
+      if self._host_pools is None:   # the pools' buffers, written in place by every step, seen as (blocks, block's floats)
+        self._host_pools = [_host(pool.lazydata.base.realized, (self.blocks.num_blocks, -1)) for pool in self.keys + self.values]
+      for host in self._host_pools: host[dst] = host[src]
+      return
+    if self._copy_jit is None:
+      from teenygrad.engine.jit import jit
+      self._copy_jit = jit(self._copy_pools)
+    index = Tensor((np.arange(bs, dtype=np.int32) + src * bs).reshape(1, bs), device=self.model.device)
+    slots = Tensor(np.arange(bs, dtype=np.int32) + dst * bs, device=self.model.device)
+    self._copy_jit(index, slots, BoundVariable("attended", 1, bs, bs))
+
+  def _copy_pools(self, index: Tensor, slots: Tensor, length: BoundVariable) -> list[Tensor]:
+    """copy_block on a device: pool[slots] = pool[index] for every pool, through the pool's own gather and write."""
+    outs = []
+    for pool in self.keys + self.values:
+      rows = pool_gather(pool, index, length).reshape(self.block_size, *pool.shape[1:])   # (bs, KVH, D)
+      outs.append(pool_write(pool, rows, slots))
+    return outs
+
+  def empty_inputs(self, B: int, T: int, prefill: bool = False) -> StepInputs:
     L = self.max_len
     return StepInputs(tokens=np.zeros((B, T), np.int32), positions=np.zeros((B, T), np.int32), slots=np.full(B * T, -1, np.int32),
                       gather_index=np.full((B, L), NULL_BLOCK * self.block_size, np.int32), mask=np.full((B, T, L), MASKED, np.float32),
-                      select=np.zeros((B, T, 1), np.float32), lengths=np.zeros(B, np.int32), length=1)
+                      select=np.zeros((B, T, 1), np.float32), lengths=np.zeros(B, np.int32), length=1, prefill=prefill)
+
+  def decode_inputs(self, B: int) -> StepInputs:
+    """Inputs for a decode step of B rows, one set per B kept from step to step: fill_decode then rewrites only what
+    changed since the last step (a row that goes on with the same sequence gains one cache position) instead of the
+    whole (B, max_len) arrays."""
+    if B not in self._decode_inputs: self._decode_inputs[B] = self.empty_inputs(B, 1)
+    return self._decode_inputs[B]
 
   def fill_decode(self, inputs: StepInputs, tokens: list[int], starts: list[int], block_tables: list[list[int]]) -> None:
-    """Rows 0..n-1 each run one token (tokens[r] at position starts[r]): what fill_row does row by row, as whole-array
-    numpy, so a step of 64 rows costs about what one row does (the scheduler thread does this between GPU steps)."""
+    """Rows 0..n-1 each run one token (tokens[r] at position starts[r]) and the rest are padding: what fill_row does
+    row by row, as whole-array numpy, so a step of 64 rows costs about what one row does (the scheduler thread does
+    this between GPU steps). On inputs filled before (decode_inputs), a row whose block table is the same list as
+    last time and whose start is last time's end only gains that column; other rows are reset and filled whole."""
     n, bs = len(tokens), self.block_size
-    if inputs.tokens.shape[1] != 1: raise ValueError("fill_decode fills steps of one token per row")
+    B, T = inputs.tokens.shape
+    if T != 1: raise ValueError("fill_decode fills steps of one token per row")
+    reads_mask = self._reads_mask.get((B, T, True), True)
     starts_array = np.asarray(starts, dtype=np.int32)
     ends = starts_array + 1
-    width = int(ends.max())                                               # the longest row: columns to fill
-    table = np.zeros((n, max(max(len(t) for t in block_tables), -(-width // bs))), dtype=np.int32)
-    for row, blocks in enumerate(block_tables): table[row, :len(blocks)] = blocks
-    columns = np.arange(width, dtype=np.int32)
-    slots = table[:, columns // bs] * bs + columns % bs                   # (n, width): pool slot of every cache position
-    visible = columns[None, :] < ends[:, None]
+    previous = inputs.rows
+    going_on = [r for r in range(min(n, len(previous))) if previous[r][0] is block_tables[r] and previous[r][1] == starts[r]]
+    fresh = [r for r in range(n) if r >= len(previous) or previous[r][0] is not block_tables[r] or previous[r][1] != starts[r]]
+    stale = [r for r in range(len(previous)) if r >= n or previous[r][0] is not block_tables[r] or previous[r][1] != starts[r]]
+    if stale:   # back to empty where the last fill wrote
+      width = max(previous[r][1] for r in stale)
+      inputs.gather_index[stale, :width] = NULL_BLOCK * bs
+      inputs.mask[stale, 0, :width] = MASKED
+    if n < len(previous):
+      inputs.tokens[n:], inputs.positions[n:], inputs.slots[n:], inputs.select[n:], inputs.lengths[n:] = 0, 0, -1, 0.0, 0
+    slot = np.fromiter((table[s // bs] for table, s in zip(block_tables, starts)), dtype=np.int32, count=n) * bs + starts_array % bs
+    if going_on:
+      inputs.gather_index[going_on, starts_array[going_on]] = slot[going_on]
+      if reads_mask: inputs.mask[going_on, 0, starts_array[going_on]] = 0.0
+    if fresh:
+      self._fill_columns(inputs, fresh, [block_tables[r] for r in fresh], ends[fresh], reads_mask)
     inputs.tokens[:n, 0] = tokens
     inputs.positions[:n, 0] = starts_array
-    inputs.slots[:n] = slots[np.arange(n), starts_array]
-    inputs.gather_index[:n, :width] = np.where(visible, slots, NULL_BLOCK * bs)
-    inputs.mask[:n, 0, :width] = np.where(visible, 0.0, MASKED)
+    inputs.slots[:n] = slot
     inputs.select[:n, 0, 0] = 1.0
     inputs.lengths[:n] = ends
-    inputs.length = max(inputs.length, width)
+    inputs.length = int(ends.max())
+    inputs.rows = list(zip(block_tables, ends.tolist()))
+
+  def _fill_columns(self, inputs: StepInputs, rows: list[int], block_tables: list[list[int]], ends: np.ndarray, reads_mask: bool) -> None:
+    """The gather index (and mask) of each of rows over its first ends[i] cache positions, the block tables put end to
+    end so there is no Python loop over rows: row i's block j is flat[offsets[i] + j]."""
+    bs, n = self.block_size, len(rows)
+    width = int(ends.max())
+    counts = np.fromiter(map(len, block_tables), dtype=np.int64, count=n)
+    if counts.min() < 1: raise ValueError("a decode row has no blocks")
+    flat = np.fromiter(itertools.chain.from_iterable(block_tables), dtype=np.int32, count=int(counts.sum()))
+    offsets = np.cumsum(counts) - counts
+    columns = np.arange(width, dtype=np.int32)
+    visible = columns[None, :] < ends[:, None]                            # (n, width)
+    block = np.minimum(columns[None, :] // bs, counts[:, None] - 1)       # columns past a row's blocks are not visible
+    slots = flat[offsets[:, None] + block] * bs + columns % bs            # (n, width): pool slot of every cache position
+    inputs.gather_index[rows, :width] = np.where(visible, slots, NULL_BLOCK * bs)
+    if reads_mask: inputs.mask[rows, 0, :width] = np.where(visible, 0.0, MASKED)
 
   def fill_row(self, inputs: StepInputs, row: int, tokens: list[int], start: int, block_table: list[int]) -> None:
     """Row `row` runs tokens at positions [start, start+len(tokens)); its blocks cover them."""
