@@ -245,6 +245,7 @@ def test_prompt_logits_do_not_depend_on_how_the_prompt_was_read(model_and_tokeni
   assert np.array_equal(read(prompt, [9, len(prompt) - 1], next(tables)), alone)
   assert np.array_equal(read(prompt, [], next(tables), batch_with=(other, [25, 26, 27, 28])), alone)
   fresh = read(other, [], next(tables))
+  if step.keys[0].device != "CPU": return   # copy_block off the CPU is not used yet (Engine._share_prefix says why)
   source, copy = [1, 2, 3, 4], next(tables)                  # prompt's blocks hold its keys and values: share 11 tokens
   step.copy_block(source[0], copy[0])
   step.copy_block(source[1], copy[1])
