@@ -233,7 +233,10 @@ _EMULATION = r"""
 #define __restrict__
 struct float4 { float x, y, z, w; };
 struct Index { unsigned int x; };
-static Index threadIdx, blockIdx;
+static Index threadIdx, blockIdx, gridDim;
+#define TG_GRID_WAIT()                                      /* one kernel at a time: nothing to wait for */
+static void tg_prefetch_l2(const void*, unsigned int) {}   /* no L2 to warm */
+static unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 static float* partials;
 static long long partial_rows;
 static float tg_h2f(unsigned short h) {   /* IEEE half to float, subnormals included */
@@ -268,6 +271,7 @@ def test_quant_matvec_lanes_on_the_cpu(ggml_type, m, tmp_path):
   driver = f"""
 extern "C" void run(float* out, const float* x, const unsigned char* w, const float* residual, long long n, float* lanes) {{
   partials = lanes; partial_rows = n;
+  gridDim.x = (n + {WARPS - 1}) / {WARPS} * {_groups(m)};
   for (blockIdx.x = 0; blockIdx.x < (n + {WARPS - 1}) / {WARPS} * {_groups(m)}; blockIdx.x++)
     for (threadIdx.x = 0; threadIdx.x < {32 * WARPS}; threadIdx.x++) {name}(out, x, w, residual, n);
 }}

@@ -25,9 +25,14 @@ lane-per-key kernel spilled at d = 128 and left most lanes idle at a decode's sh
 from __future__ import annotations
 
 import math
+import os
 
 from teenygrad.device import Buffer, Device
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
+
+# of a kv head's keys (and of its values) asked into L2 before the grid-dependency wait; past it the kernel streams
+# them at full rate anyway
+PREFETCH_CACHE_BYTES = 1 << 20
 
 
 # One key of an online softmax (Milakov & Gimelshein 2018), shared by every CUDA attention kernel: a lane's running
@@ -143,6 +148,13 @@ extern "C" __global__ void __launch_bounds__({threads}) {rope_attention_name(d, 
   const float* cos_row = stored ? cos_table + (long long)s0 * HALF : nullptr;
   const float* sin_row = stored ? sin_table + (long long)s0 * HALF : nullptr;
   const int cached = stored ? s0 : min(s0 + 1, {length});
+  /* the cache's rows [0, cached) were written by earlier steps, not by the kernel before this one: one block per kv
+     head asks for them in L2 before the grid-dependency wait, so their latency overlaps that kernel's end */
+  if (head % {h // kvh} == 0 && threadIdx.x < 2) {{
+    const unsigned int bytes = (unsigned int)min((long long)cached * HEAD_DIM * 4, {PREFETCH_CACHE_BYTES}LL) & ~15u;
+    if (bytes) tg_prefetch_l2(threadIdx.x == 0 ? (const void*)k_head : (const void*)v_head, bytes);
+  }}
+  TG_GRID_WAIT();
 """
 
 
@@ -202,8 +214,10 @@ def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int,
 """
 
 
-ROPE_WARPS = 4   # warps per (sequence, head) in the wide kernel: each takes every ROPE_WARPS-th key
-KEYS_AT_ONCE = 4   # keys a warp loads before scoring them, so their rows' latencies overlap
+# warps per (sequence, head) in the wide kernel, each taking every ROPE_WARPS-th key, and the keys a warp loads before
+# scoring them (so their rows' latencies overlap); the environment overrides them for a sweep on the GPU machine
+ROPE_WARPS = int(os.environ.get("TEENYGRAD_ROPE_WARPS", 4))
+KEYS_AT_ONCE = int(os.environ.get("TEENYGRAD_KEYS_AT_ONCE", 4))
 
 
 def rope_attention_threads(d: int) -> int:

@@ -87,17 +87,25 @@ def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
 """
 
 
-def render_weight_prefetch(weight_bytes: int) -> str:
+def render_weight_prefetch(weight_bytes: int | str) -> str:
   """A matvec's opening: where the weight has at most config.matvec_prefetch bytes, each block asks for its share of
   it to be brought into L2 (one bulk prefetch by its first thread); then the block waits for the kernel before it.
   The weight does not depend on that kernel, so with programmatic launch the prefetch overlaps its end: a small,
   latency-bound matvec then finds its weight in L2. A large one streams from HBM at full rate anyway, and prefetching
-  part of it only competed with the loads (scripts/gpu_pdl_ab.sh)."""
-  total = weight_bytes // 16 * 16 if weight_bytes <= config.matvec_prefetch else 0
-  if total == 0: return "  TG_GRID_WAIT();\n"
+  part of it only competed with the loads (scripts/gpu_pdl_ab.sh). `weight_bytes` is a number, or a C expression of
+  the kernel's runtime arguments (a row count passed at launch)."""
+  limit = config.matvec_prefetch
+  if isinstance(weight_bytes, int):
+    total = weight_bytes // 16 * 16 if weight_bytes <= limit else 0
+    if total == 0: return "  TG_GRID_WAIT();\n"
+    size = f"{total}ull"
+  elif limit == 0: return "  TG_GRID_WAIT();\n"
+  else: size = "weight_total"
+  runtime = "" if isinstance(weight_bytes, int) else \
+    f"    const unsigned long long weight_total = (unsigned long long)({weight_bytes}) <= {limit}ull ? (unsigned long long)({weight_bytes}) & ~15ull : 0ull;\n"
   return f"""  {{
-    const unsigned long long share = ({total}ull / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
-    if (threadIdx.x == 0 && begin < {total}ull) tg_prefetch_l2((const unsigned char*)w + begin, (unsigned int)min(share, {total}ull - begin));
+{runtime}    const unsigned long long share = ({size} / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
+    if (threadIdx.x == 0 && begin < {size}) tg_prefetch_l2((const unsigned char*)w + begin, (unsigned int)min(share, {size} - begin));
   }}
   TG_GRID_WAIT();
 """

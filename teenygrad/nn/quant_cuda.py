@@ -27,7 +27,7 @@ from __future__ import annotations
 from teenygrad.device import Buffer, Device
 from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import Variable
-from teenygrad.nn.matvec_cuda import kernel_params, no_norm_weight, render_x_reader, row_scale
+from teenygrad.nn.matvec_cuda import kernel_params, no_norm_weight, render_weight_prefetch, render_x_reader, row_scale
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.renderer.gpu import LaunchDims
 
@@ -104,7 +104,7 @@ def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False, prolog
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual, prologue)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}, long long n) {{
-{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
+{render_weight_prefetch(f"n * {nb * type_size}")}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
   const long long row = (long long)(blockIdx.x / {groups}) * {WARPS} + (threadIdx.x >> 5);
