@@ -1,6 +1,6 @@
 """Batch-1 decode's matvecs on CUDA at Llama-3-8B's shapes: the rate each reads its weights at, against HBM bandwidth.
 
-  DEV=CUDA python bench/matvec_cuda.py [--kinds Q4_0,F16] [--sweep]
+  DEV=CUDA python bench/matvec_cuda.py [--kinds Q4_0,F16] [--sweep] [--shapes smollm2]
 
 A row per (weight kind, shape, kernel configuration): microseconds per launch inside a CUDA graph and GB/s of weight
 bytes (plus x and out), as a share of the H200's device copy (4.27 TB/s, bench/results/llm_gpu_h200.txt). Each
@@ -33,6 +33,8 @@ from teenygrad.engine.realize import capture_kernels  # noqa: E402
 HBM_GBPS = 4270.0
 # (name, N, K) of one Llama-3-8B layer's projections (q/k/v and gate/up concatenated) and its LM head
 SHAPES = [("qkv", 6144, 4096), ("o", 4096, 4096), ("gate_up", 28672, 4096), ("down", 4096, 14336)]
+# SmolLM2-135M's (--shapes smollm2): 30 layers of these are a launch-bound decode step; 16 copies of one fit in L2
+SMOLLM2_SHAPES = [("qkv", 960, 576), ("o", 576, 576), ("gate_up", 3072, 576), ("down", 576, 1536)]
 
 
 def make_weight(kind: str, n: int, k: int, rng):
@@ -141,7 +143,9 @@ def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--kinds", default="Q4_0,Q8_0,float16,bfloat16")
   parser.add_argument("--sweep", action="store_true", help="try other rows per warp, warps per block and load batches too")
+  parser.add_argument("--shapes", choices=("llama8b", "smollm2"), default="llama8b")
   args = parser.parse_args()
+  shapes = SMOLLM2_SHAPES if args.shapes == "smollm2" else SHAPES
   rng, cache = np.random.default_rng(0), {}
   print(f"{'kind':9s} {'matrix':18s} {'config':22s} {'us':>8s} {'GB/s':>8s} {'of HBM':>7s}")
   best: dict[tuple[str, str], tuple[float, str]] = {}
@@ -152,9 +156,9 @@ def main() -> None:
     apply()
     for kind in args.kinds.split(","):
       if kinds is not None and kind not in kinds: continue
-      cases = [(f"{name} {n}x{k}", label, lambda n=n, k=k: measure(kind, n, k, rng, cache)) for name, n, k in SHAPES]
+      cases = [(f"{name} {n}x{k}", label, lambda n=n, k=k: measure(kind, n, k, rng, cache)) for name, n, k in shapes]
       if label in ("default", "float x") and kind in QUANT_KINDS:
-        name, n, k = SHAPES[-1]
+        name, n, k = shapes[-1]
         cases += [(f"{name}+swiglu {n}x{k}", f"{label}, {'folded' if folded else '2 launches'}",
                    lambda folded=folded: measure_swiglu(kind, n, k, rng, cache, folded)) for folded in (True, False)]
       for matrix, case_label, run in cases:

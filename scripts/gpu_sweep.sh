@@ -15,6 +15,8 @@ for model in ${MODELS:-q4_1 f16}; do
   qtype=$([ $model = q4_1 ] && echo keep || echo F16)
   [ -f /tmp/models/smollm2_$model.gguf ] || $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json /tmp/models/smollm2_$model.gguf --qtype $qtype > /dev/null
 done
+# MATVEC_ARGS: bench/matvec_cuda.py first (e.g. "--shapes smollm2 --kinds Q4_1,float16")
+[ -z "${MATVEC_ARGS:-}" ] || timeout 120 $PY bench/matvec_cuda.py $MATVEC_ARGS 2>&1 | tee -a "$OUT/sweep.txt"
 with_env() { local spec=$1; shift; if [ "$spec" = - ]; then "$@"; else env ${spec//,/ } "$@"; fi; }
 for model in ${MODELS:-q4_1 f16}; do
   for v in ${VARIANTS:--}; do
