@@ -95,14 +95,14 @@ def measure_swiglu(kind: str, n: int, k: int, rng, cache: dict, folded: bool) ->
   from teenygrad.nn import matvec_cuda
   weights, nbytes = weight_copies(kind, n, k, rng, cache)
   x = Tensor(rng.standard_normal((1, 2 * k), dtype=np.float32), device="CUDA").realize()
-  fold_max = matvec_cuda.SWIGLU_FOLD_MAX
+  fold_max = matvec_cuda.CUDA_SWIGLU_FOLD_MAX
   try:
     if folded:
-      matvec_cuda.SWIGLU_FOLD_MAX = n * k
+      matvec_cuda.CUDA_SWIGLU_FOLD_MAX = n * k
       seconds = time_per_weight(lambda w: fused_linear(x, w, swiglu=True), weights, 1)
     else:
       seconds = time_per_weight(lambda w: fused_linear((x[:, :k].silu() * x[:, k:]).contiguous(), w), weights, 2)
-  finally: matvec_cuda.SWIGLU_FOLD_MAX = fold_max
+  finally: matvec_cuda.CUDA_SWIGLU_FOLD_MAX = fold_max
   return seconds * 1e6, (nbytes + 4 * (2 * k + n)) / seconds / 1e9
 
 

@@ -355,15 +355,15 @@ def test_fused_linear_dp4a_matches_reference(cuda, kind, prologue):
   def run(rows: int):   # -> (out, the kernels launched)
     xt, rt = Tensor(x[:rows], device="CUDA").realize(), Tensor(residual[:rows], device="CUDA").realize()
     return _launched(lambda: fused_linear(xt, weight, rt, norm, 1e-5, prologue == "swiglu").numpy())
-  fold_max = matvec_cuda.SWIGLU_FOLD_MAX
+  fold_max = matvec_cuda.CUDA_SWIGLU_FOLD_MAX
   try:
-    matvec_cuda.SWIGLU_FOLD_MAX = n * k   # fused_linear folds silu(gate) * up up to there
+    matvec_cuda.CUDA_SWIGLU_FOLD_MAX = n * k   # fused_linear folds silu(gate) * up up to there
     run(1)   # the weight is repacked on first use: here, not in the captures below
     outputs = {}
     for rows in (1, 13, 64):
       outputs[rows], names = run(rows)
       assert len(names) == 1 and "dp4a" in names[0], names
-  finally: matvec_cuda.SWIGLU_FOLD_MAX = fold_max
+  finally: matvec_cuda.CUDA_SWIGLU_FOLD_MAX = fold_max
   got = outputs[64] - residual
   read = x * norm_np if prologue == "norm" else x
   if prologue == "swiglu": read = (reference_prologue(x, prologue, None, 0.0)).astype(np.float32)   # the GPU's expf is not numpy's

@@ -91,9 +91,14 @@ static float __shfl_xor_sync(unsigned int, float v, int mask) {
 static void __syncwarp() { warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
 static void __syncthreads() { block_barrier->arrive_and_wait(); }
 static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
+/* blocks run one after another: a block's atomics and fences meet no other block's */
+static unsigned int atomicAdd(unsigned int* p, unsigned int v) { const unsigned int old = *p; *p += v; return old; }
+static void __threadfence() {}
+static float __ldcg(const float* p) { return *p; }
 """
 
-_C_TYPES = {np.float32: "float*", np.uint8: "unsigned char*", np.uint16: "unsigned short*", np.int32: "int*", np.int64: "long long*"}
+_C_TYPES = {np.float32: "float*", np.uint8: "unsigned char*", np.uint16: "unsigned short*", np.int32: "int*", np.uint32: "unsigned int*",
+            np.int64: "long long*"}
 
 
 def _nvrtc_compiles(src: str) -> None:
@@ -205,21 +210,30 @@ def test_quant_matvec_prologues_on_the_cpu(ggml_type, prologue, tmp_path):
   _nvrtc_compiles(src)
 
 
-@pytest.mark.parametrize("interleaved,masked,D", [(i, m, d) for d in (16, 64) for i in (True, False) for m in (False, True)]
-                         + [(False, True, 128)])   # 16: a lane per key; 64 and 128: a block of warps per head
-def test_rope_attention_on_the_cpu(interleaved, masked, D, tmp_path):
+@pytest.mark.parametrize("kernel,interleaved,masked,D", [("split", i, m, d) for d in (16, 64) for i in (True, False) for m in (False, True)]
+                         + [("split", False, True, 128), ("wide", True, True, 64), ("wide", False, False, 128),
+                            ("narrow", True, True, 8), ("narrow", False, False, 12)])
+def test_rope_attention_on_the_cpu(kernel, interleaved, masked, D, tmp_path):
   """RoPE, the k/v cache write and attention in one kernel, against the model's primitive apply_rope (on the CPU) and
   numpy's softmax attention over the written cache: two sequences, grouped-query heads, positions at both ends of the
-  cache and in the middle (lanes with several keys and lanes with none), and one past it (writes nothing, attends
-  the whole cache unrotated)."""
+  cache and in the middle (splits with several keys and splits with none), and one past it (writes nothing, attends
+  the whole cache unrotated). Each kernel: keys split over blocks (what d = 16..128 runs), a block of warps per head,
+  a lane per key."""
   from teenygrad import Tensor
-  from teenygrad.llm.attention_cuda import render_rope_attention, rope_attention_name, rope_attention_threads
+  from teenygrad.llm import attention_cuda
+  from teenygrad.llm.attention_cuda import rope_attention_name, rope_attention_splits
   from teenygrad.llm.model import LlamaConfig, apply_rope, rope_frequencies
   B, H, KVH, L = 2, 6, 2, 80
   config = LlamaConfig(vocab_size=8, dim=H * D, n_layers=1, n_heads=H, n_kv_heads=KVH, hidden_dim=8, head_dim=D, max_seq_len=L)
   angles = np.outer(np.arange(L, dtype=np.float64), rope_frequencies(config))
   cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-  src = render_rope_attention(D, H, KVH, L, L, interleaved, masked)
+  render = {"split": attention_cuda.render_rope_attention_split, "wide": attention_cuda.render_rope_attention_wide,
+            "narrow": attention_cuda.render_rope_attention}[kernel]
+  assert (kernel == "split") == bool(rope_attention_splits(D, L)) or kernel == "wide"
+  src = render(D, H, KVH, L, L, interleaved, masked)
+  splits = rope_attention_splits(D, L) if kernel == "split" else 1
+  threads = {"split": attention_cuda.SPLIT_THREADS, "wide": 32 * attention_cuda.ROPE_WARPS, "narrow": 32}[kernel]
+  scratch = [np.full(B * H * splits * (D + 2), np.nan, np.float32), np.zeros(B * H, np.uint32)] if kernel == "split" else []
   rng = np.random.default_rng(3)
   for start in (0, 1, 44, L - 1, L):
     qkv = rng.standard_normal((B, (H + 2 * KVH) * D), dtype=np.float32)
@@ -229,8 +243,8 @@ def test_rope_attention_on_the_cpu(interleaved, masked, D, tmp_path):
     want_keys, want_values = keys.copy(), values.copy()
     out = np.full((B, H, 1, D), np.nan, np.float32)
     emulate(tmp_path, src, rope_attention_name(D, H, KVH, L, interleaved, masked),
-            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []), B * H,
-            rope_attention_threads(D))
+            [out, qkv, cos, sin, np.array([start], np.int32), keys, values] + ([mask] if masked else []) + scratch, B * H * splits, threads)
+    if scratch: assert not scratch[1].any()   # the merging blocks reset the arrivals for the next launch
     q = qkv[:, :H * D].reshape(B, H, 1, D)
     if start < L:
       c, s = Tensor(cos[start:start + 1]), Tensor(sin[start:start + 1])

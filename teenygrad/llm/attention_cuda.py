@@ -112,11 +112,12 @@ def rope_attention_name(d: int, h: int, kvh: int, length: int, interleaved: bool
 
 
 def _rope_attention_opening(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool,
-                            threads: int) -> str:
+                            threads: int, split: bool = False) -> str:
   """What both RoPE + attention kernels open with: HEAD_DIM, HALF, tg_rope_at, the signature, and each block's
   (sequence, head), its cache rows and qkv rows, and this step's position: whether its row is stored (inside the
   cache and the tables), the rotation (cos_row and sin_row, null where nothing rotates) and the cache rows before it."""
   mask_param = ", const float* __restrict__ mask" if mask else ""
+  split_params = ", float* __restrict__ partials, unsigned int* __restrict__ arrivals" if split else ""
   mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
   pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
   partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
@@ -131,8 +132,8 @@ __device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i
 }}
 extern "C" __global__ void __launch_bounds__({threads}) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
     const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
-    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values{mask_param}) {{
-  const int bh = blockIdx.x, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
+    const int* __restrict__ start, float* __restrict__ keys, float* __restrict__ values{mask_param}{split_params}) {{
+  const int bh = blockIdx.x{" / SPLITS" if split else ""}, b = bh / {h}, head = bh % {h}, kv = head / {h // kvh};
   const long long rows = ((long long)b * {kvh} + kv) * {length} * HEAD_DIM;
   const float* k_head = keys + rows;
   const float* v_head = values + rows;
@@ -148,11 +149,16 @@ extern "C" __global__ void __launch_bounds__({threads}) {rope_attention_name(d, 
   const float* cos_row = stored ? cos_table + (long long)s0 * HALF : nullptr;
   const float* sin_row = stored ? sin_table + (long long)s0 * HALF : nullptr;
   const int cached = stored ? s0 : min(s0 + 1, {length});
-  /* the cache's rows [0, cached) were written by earlier steps, not by the kernel before this one: one block per kv
-     head asks for them in L2 before the grid-dependency wait, so their latency overlaps that kernel's end */
-  if (head % {h // kvh} == 0 && threadIdx.x < 2) {{
-    const unsigned int bytes = (unsigned int)min((long long)cached * HEAD_DIM * 4, {PREFETCH_CACHE_BYTES}LL) & ~15u;
-    if (bytes) tg_prefetch_l2(threadIdx.x == 0 ? (const void*)k_head : (const void*)v_head, bytes);
+"""
+
+
+def _prefetch_rows(first: str, end: str, who: str) -> str:
+  """C lines asking for the cache rows [first, end) of the block's kv head (keys and values) in L2, by threads 0 and
+  1 where `who` holds, then the grid-dependency wait: those rows were written by earlier steps, not by the kernel
+  before this one, so their latency overlaps that kernel's end."""
+  return f"""  if (({who}) && threadIdx.x < 2 && ({first}) < ({end})) {{
+    const unsigned int bytes = (unsigned int)min((long long)(({end}) - ({first})) * HEAD_DIM * 4, {PREFETCH_CACHE_BYTES}LL) & ~15u;
+    if (bytes) tg_prefetch_l2((threadIdx.x == 0 ? k_head : v_head) + (long long)({first}) * HEAD_DIM, bytes);
   }}
   TG_GRID_WAIT();
 """
@@ -162,11 +168,15 @@ def render_rope_attention(d: int, h: int, kvh: int, length: int, rope_rows: int,
   """CUDA C of decode attention straight from the fused q/k/v projection's rows qkv (b, (h + 2 kvh) d): RoPE on q and
   the new k, the new k and v written into row `start` of the cache, attention over rows [0, start]. cos/sin are
   (rope_rows, d / 2) tables; `interleaved` rotates pairs (2i, 2i + 1), else halves (i, i + d / 2). Where d is a
-  multiple of 32 a block of warps works on each head (render_rope_attention_wide); else a warp, a lane per key."""
+  multiple of 32 a block of warps works on each head (render_rope_attention_wide); else a warp, a lane per key. Where
+  d is a multiple of 16 up to 128 (every Llama), the keys are split over several blocks per head instead
+  (render_rope_attention_split), and the kernel takes two more buffers (rope_attention_scratch)."""
+  if rope_attention_splits(d, length): return render_rope_attention_split(d, h, kvh, length, rope_rows, interleaved, mask)
   if d % 32 == 0: return render_rope_attention_wide(d, h, kvh, length, rope_rows, interleaved, mask)
   assert d % 4 == 0 and h % kvh == 0
   scale = repr(float(1.0 / math.sqrt(d)))   # the reference's scale, rounded to float32 as the reference's constant is
   opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, 32)
+  opening += _prefetch_rows("0", "cached", f"head % {h // kvh} == 0")
   return CUDA_PREAMBLE + SOFTMAX_STEP_CUDA + opening + f"""  const int lane = threadIdx.x;
   if (stored && head % {h // kvh} == 0)   /* one warp per kv head writes the new row; no warp here reads it from the cache */
     for (int i = lane; i < HEAD_DIM; i += 32) {{
@@ -220,9 +230,141 @@ ROPE_WARPS = int(os.environ.get("TEENYGRAD_ROPE_WARPS", 4))
 KEYS_AT_ONCE = int(os.environ.get("TEENYGRAD_KEYS_AT_ONCE", 4))
 
 
-def rope_attention_threads(d: int) -> int:
-  """Threads per block of the RoPE + attention kernel for head_dim d."""
+SPLIT_THREADS = 128   # threads per block of the split kernel: TILE_KEYS keys at a time, KEY_THREADS threads per key
+KEY_THREADS = 4
+MAX_SPLITS = 16      # blocks per head at most: 9 heads x 16 is about one wave of an H200's 132 SMs
+
+
+def rope_attention_splits(d: int, length: int) -> int:
+  """Blocks per (sequence, head) of the split kernel for head_dim d and a cache of `length` rows; 0 where the split
+  kernel does not apply (d not a multiple of 16, or over 128)."""
+  if d % 16 or d > SPLIT_THREADS: return 0
+  return max(1, min(MAX_SPLITS, length // 32))
+
+
+def rope_attention_threads(d: int, length: int = 0) -> int:
+  """Threads per block of the RoPE + attention kernel for head_dim d (and a cache of `length` rows)."""
+  if rope_attention_splits(d, length): return SPLIT_THREADS
   return 32 * ROPE_WARPS if d % 32 == 0 else 32
+
+
+def rope_attention_blocks(b: int, h: int, d: int, length: int) -> int:
+  return b * h * max(1, rope_attention_splits(d, length))
+
+
+def render_rope_attention_split(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
+  """The kernel of render_rope_attention with the keys of a head split over SPLITS blocks (flash-decoding): at a
+  decode's lengths one block per head is a chain of dependent loads and shuffles for a handful of heads, while most
+  SMs idle (9 heads of SmolLM2 on 132 SMs). Block (sequence, head, split) takes the split's share of the keys [0,
+  count): it scores TILE_KEYS keys at a time (KEY_THREADS threads per key, a quarter of the row each), keeps an
+  online softmax over its tiles (Milakov & Gimelshein 2018) with each thread summing one dimension of the values over
+  part of the tile, and writes its (max, sum, weighted values) to `partials`. The last of a head's blocks to arrive
+  (an atomic count in `arrivals`, reset by that block) merges the splits in split order, so the result does not
+  depend on which block came last. Each block asks for its own rows in L2 before the grid-dependency wait."""
+  assert d % 16 == 0 and d <= SPLIT_THREADS and h % kvh == 0
+  splits = rope_attention_splits(d, length)
+  scale = repr(float(1.0 / math.sqrt(d)))
+  threads, tile = SPLIT_THREADS, SPLIT_THREADS // KEY_THREADS
+  opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, threads, split=True) + f"""\
+  const int split = blockIdx.x % SPLITS, tid = threadIdx.x;
+  const int count = cached + (stored ? 1 : 0);   /* keys: the cache's rows [0, cached), then the new row */
+  const int chunk = (count + SPLITS - 1) / SPLITS;
+  const int first = min(split * chunk, count), last = min(first + chunk, count);
+"""
+  opening += _prefetch_rows("first", "min(last, cached)", "true")
+  return CUDA_PREAMBLE + f"""#define SPLITS {splits}
+#define THREADS {threads}
+#define KEY_THREADS {KEY_THREADS}
+#define TILE {tile}
+#define EPT (HEAD_DIM / KEY_THREADS)
+#define HALVES (THREADS / HEAD_DIM)
+""" + opening + f"""\
+  __shared__ __align__(16) float q_s[HEAD_DIM], k_s[HEAD_DIM], v_s[HEAD_DIM];
+  __shared__ float score_s[TILE], prob_s[TILE], acc_s[HALVES][HEAD_DIM];
+  __shared__ bool merges;
+  for (int i = tid; i < HEAD_DIM; i += THREADS) {{
+    q_s[i] = tg_rope_at(q_new, i, cos_row, sin_row);
+    if (stored) {{
+      const float k_rot = tg_rope_at(k_new, i, cos_row, sin_row), v = v_new[i];
+      k_s[i] = k_rot; v_s[i] = v;
+      if (split == 0 && head % {h // kvh} == 0) {{   /* one block per kv head writes the new row; no block reads it from the cache */
+        keys[rows + (long long)s0 * HEAD_DIM + i] = k_rot;
+        values[rows + (long long)s0 * HEAD_DIM + i] = v;
+      }}
+    }}
+  }}
+  __syncthreads();
+  const int part = tid % KEY_THREADS, slot = tid / KEY_THREADS;   /* scoring: key `slot` of a tile, quarter `part` */
+  const int dim = tid % HEAD_DIM, half = tid / HEAD_DIM;           /* values: dimension `dim`, keys half, half + HALVES, ... */
+  float q[EPT];
+  #pragma unroll
+  for (int e = 0; e < EPT; e++) q[e] = q_s[part * EPT + e];
+  float best = -INFINITY, total = 0.0f, acc = 0.0f;
+  for (int t0 = first; t0 < last; t0 += TILE) {{
+    const int j = t0 + slot;
+    float dot = 0.0f;
+    if (j < last) {{
+      const float4* k_row = (const float4*)((j < cached ? k_head + (long long)j * HEAD_DIM : k_s) + part * EPT);
+      #pragma unroll
+      for (int e = 0; e < EPT / 4; e++) {{
+        const float4 k = k_row[e];
+        dot += q[4 * e] * k.x + q[4 * e + 1] * k.y + q[4 * e + 2] * k.z + q[4 * e + 3] * k.w;
+      }}
+    }}
+    #pragma unroll
+    for (int o = 1; o < KEY_THREADS; o <<= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);   /* a key's threads are neighbours */
+    if (part == 0) score_s[slot] = j < last ? dot * {scale}f + (mask_row ? mask_row[j] : 0.0f) : -INFINITY;
+    __syncthreads();
+    float top = best;
+    #pragma unroll
+    for (int u = 0; u < TILE; u++) top = fmaxf(top, score_s[u]);
+    if (tid < TILE) prob_s[tid] = score_s[tid] == -INFINITY ? 0.0f : expf(score_s[tid] - top);
+    const float rescale = best == -INFINITY ? 0.0f : expf(best - top);
+    __syncthreads();
+    float tile_sum = 0.0f;
+    #pragma unroll
+    for (int u = 0; u < TILE; u++) tile_sum += prob_s[u];
+    total = total * rescale + tile_sum;
+    acc *= rescale;
+    for (int u = half; u < TILE && t0 + u < last; u += HALVES) {{
+      const int jj = t0 + u;
+      acc += prob_s[u] * (jj < cached ? v_head[(long long)jj * HEAD_DIM + dim] : v_s[dim]);
+    }}
+    best = top;
+    __syncthreads();   /* the next tile's scores overwrite score_s and prob_s */
+  }}
+  acc_s[half][dim] = acc;
+  __syncthreads();
+  float* mine = partials + ((long long)bh * SPLITS + split) * (HEAD_DIM + 2);
+  if (tid < HEAD_DIM) {{
+    float value = 0.0f;
+    #pragma unroll
+    for (int g = 0; g < HALVES; g++) value += acc_s[g][tid];
+    mine[2 + tid] = value;
+  }}
+  if (tid == 0) {{ mine[0] = best; mine[1] = total; }}   /* a split without keys: -inf, 0 and zeros */
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) merges = atomicAdd(arrivals + bh, 1u) == SPLITS - 1;
+  __syncthreads();
+  if (!merges) return;
+  __threadfence();   /* the other splits' partials, written before their arrivals, are visible from here on */
+  const float* head_parts = partials + (long long)bh * SPLITS * (HEAD_DIM + 2);
+  float top = -INFINITY;
+  for (int p = 0; p < SPLITS; p++) top = fmaxf(top, __ldcg(head_parts + p * (HEAD_DIM + 2)));
+  if (tid < HEAD_DIM) {{
+    float value = 0.0f, sum = 0.0f;
+    for (int p = 0; p < SPLITS; p++) {{   /* in split order: the same sums whichever block merges */
+      const float m = __ldcg(head_parts + p * (HEAD_DIM + 2));
+      const float share = m == -INFINITY ? 0.0f : expf(m - top);
+      sum += __ldcg(head_parts + p * (HEAD_DIM + 2) + 1) * share;
+      value += __ldcg(head_parts + p * (HEAD_DIM + 2) + 2 + tid) * share;
+    }}
+    out[(long long)bh * HEAD_DIM + tid] = value / sum;
+  }}
+  if (tid == 0) arrivals[bh] = 0u;   /* every split has arrived: ready for the next launch */
+}}
+"""
 
 
 def render_rope_attention_wide(d: int, h: int, kvh: int, length: int, rope_rows: int, interleaved: bool, mask: bool) -> str:
@@ -242,6 +384,7 @@ def render_rope_attention_wide(d: int, h: int, kvh: int, length: int, rope_rows:
     if epl == 1: return f"{dst}[0] = ({src})[lane];"
     return f"{{ const {vec} t = ((const {vec}*)({src}))[lane]; " + " ".join(f"{dst}[{i}] = t.{f};" for i, f in enumerate(fields)) + " }"
   opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, 32 * ROPE_WARPS)
+  opening += _prefetch_rows("0", "cached", f"head % {h // kvh} == 0")
   return CUDA_PREAMBLE + f"#define EPL {epl}\n#define WARPS {ROPE_WARPS}\n#define AT_ONCE {KEYS_AT_ONCE}\n" + opening + f"""\
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int count = cached + (stored ? 1 : 0);   /* keys: the cache's rows [0, cached), then the new row */
@@ -349,11 +492,25 @@ class CUDARopeAttention:
     if key not in self._programs:
       backend = Device[self.device]
       binary = backend.compiler.compile_cached(render_rope_attention(d, h, kvh, length, rope_rows, interleaved, mask is not None))
-      grid = {"block": (rope_attention_threads(d), 1, 1), "grid": (b * h, 1, 1)}
-      self._programs[key] = backend.program(rope_attention_name(d, h, kvh, length, interleaved, mask is not None), binary, grid)
-    kernel = CompiledKernel("rope_attention", self._programs[key], [], [], "", b * h * length * d * 2, False)
-    buffers = [out, qkv, cos, sin, start, keys, values] + ([mask] if mask is not None else [])
+      grid = {"block": (rope_attention_threads(d, length), 1, 1), "grid": (rope_attention_blocks(b, h, d, length), 1, 1)}
+      program = backend.program(rope_attention_name(d, h, kvh, length, interleaved, mask is not None), binary, grid)
+      self._programs[key] = program, rope_attention_scratch(self.device, b, h, d, length)
+    program, scratch = self._programs[key]
+    kernel = CompiledKernel("rope_attention", program, [], [], "", b * h * length * d * 2, False)
+    buffers = [out, qkv, cos, sin, start, keys, values] + ([mask] if mask is not None else []) + scratch
     launch(ExecItem(kernel, buffers, (), self.device))
+
+
+def rope_attention_scratch(device: str, b: int, h: int, d: int, length: int) -> list[Buffer]:
+  """The split kernel's own buffers (none for the others): each split's (max, sum, weighted values), and per head the
+  count of splits arrived, zero between launches (the merging block resets it). One pair per kernel shape serves
+  every layer: the layers' launches run one after another."""
+  from teenygrad.dtype import dtypes
+  import numpy as np
+  splits = rope_attention_splits(d, length)
+  if not splits: return []
+  arrivals = Buffer(device, b * h, dtypes.uint32).copyin(np.zeros(b * h, np.uint32))
+  return [Buffer(device, b * h * splits * (d + 2), dtypes.float32), arrivals]
 
 
 _kernels: dict[str, CUDADecodeAttention] = {}
@@ -371,4 +528,5 @@ def cuda_rope_attention(device: str) -> CUDARopeAttention:
 
 
 __all__ = ["CUDADecodeAttention", "CUDARopeAttention", "ROPE_WARPS", "attention_name", "cuda_decode_attention", "cuda_rope_attention",
-           "render_attention", "render_rope_attention", "render_rope_attention_wide", "rope_attention_name", "rope_attention_threads"]
+           "render_attention", "render_rope_attention", "render_rope_attention_split", "render_rope_attention_wide", "rope_attention_blocks",
+           "rope_attention_name", "rope_attention_scratch", "rope_attention_splits", "rope_attention_threads"]

@@ -102,8 +102,10 @@ def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor
   """prologue(x) (..., K) @ weight.T (+ residual (..., N)) -> (..., N) float32 in one launch, or None where the backend
   can't (the caller runs the primitive ops). weight (N, K) is a float Tensor or a QuantizedTensor; with swiglu x is
   (..., 2K)."""
-  from teenygrad.nn.matvec_cuda import MAX_ROWS, SWIGLU_FOLD_MAX
-  factory = MATVEC_KERNELS.get(x.device.partition(":")[0])
+  from teenygrad.nn import matvec_cuda
+  from teenygrad.nn.matvec_cuda import MAX_ROWS
+  backend = x.device.partition(":")[0]
+  factory = MATVEC_KERNELS.get(backend)
   if factory is None or not fusion_enabled("linear"): return None
   if (norm is not None and not fusion_enabled("norm")) or (swiglu and not fusion_enabled("swiglu")): return None
   n, k = weight.shape
@@ -111,7 +113,8 @@ def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor
   rows = 1
   for s in batch: rows *= s
   if x.shape[-1] != (2 * k if swiglu else k) or not 0 < rows <= MAX_ROWS or x.dtype != dtypes.float32: return None
-  if swiglu and n * k > SWIGLU_FOLD_MAX: return None   # every warp's silu would cost more than the launch it saves
+  fold_max = matvec_cuda.CUDA_SWIGLU_FOLD_MAX if backend == "CUDA" else matvec_cuda.SWIGLU_FOLD_MAX
+  if swiglu and n * k > fold_max: return None   # every warp's silu would cost more than the launch it saves
   if norm is not None and (norm.dtype != dtypes.float32 or tuple(norm.shape) != (k,)): return None
   if residual is not None and (residual.dtype != dtypes.float32 or tuple(residual.shape) != batch + (n,)): return None
   inputs = [x, weight if isinstance(weight, Tensor) else weight.raw] + [t for t in (norm, residual) if t is not None]

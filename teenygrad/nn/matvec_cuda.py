@@ -8,7 +8,7 @@ A prologue is what the matvec does to x as it reads it, so the kernel that would
   and as a warp reads every element of its row of x once, the warp's sum is the row's.
 - "swiglu": x is (M, 2K), gate then up (a fused gate/up projection's output): the product reads silu(gate) * up.
   It costs two special-function operations per weight row per element, so it pays only for small weights
-  (`SWIGLU_FOLD_MAX`); a large model launches the elementwise kernel instead.
+  (`SWIGLU_FOLD_MAX`; on CUDA never, `CUDA_SWIGLU_FOLD_MAX`); past it the elementwise kernel runs instead.
 
 The float matvec: one warp per ROWS_PER_WARP rows of W. A lane reads 16 bytes (8 weights) of each row per step, the warp
 512 contiguous bytes, and the x they meet as two float4s (read through L1, where every warp of the grid finds it),
@@ -28,6 +28,10 @@ LOADS_AHEAD = 8     # steps of weight loads a lane issues before using them (8 x
 GROUP_ROWS = 8      # rows of x one warp holds accumulators for
 MAX_ROWS = 64       # rows of x the matvec takes; more (prefill) go through the GEMM
 SWIGLU_FOLD_MAX = 1 << 22   # weights (N * K) up to which silu(gate) * up is recomputed by every warp
+# ... on CUDA: never. SmolLM2's down projection (576 x 1536, Q4_1) in a graph of back-to-back launches on an H200
+# (bench/matvec_cuda.py --shapes smollm2, 2026-12-02): 5.6 us folded against 2.2 us for the elementwise kernel and the
+# plain matvec together, so the launch the fold saves costs less than its silu in every warp
+CUDA_SWIGLU_FOLD_MAX = 0
 PROLOGUES = ("", "norm", "swiglu")
 FLOAT_DTYPES = ("float16", "bfloat16")
 
@@ -238,5 +242,5 @@ def cuda_float_matvec(device: str) -> CUDAFloatMatvec:
   return _float_matvecs[device]
 
 
-__all__ = ["CUDAFloatMatvec", "FLOAT_DTYPES", "MAX_ROWS", "PROLOGUES", "SWIGLU_FOLD_MAX", "cuda_float_matvec",
+__all__ = ["CUDAFloatMatvec", "CUDA_SWIGLU_FOLD_MAX", "FLOAT_DTYPES", "MAX_ROWS", "PROLOGUES", "SWIGLU_FOLD_MAX", "cuda_float_matvec",
            "float_matvec_name", "render_row_block", "render_float_matvec", "render_x_reader", "row_scale"]
