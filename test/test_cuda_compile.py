@@ -463,3 +463,28 @@ def test_kernels_open_with_the_grid_dependency_wait_on_sm90():
   assert ptx.count("griddepcontrol.wait") == 2 and ptx.count("griddepcontrol.launch_dependents") == 2
   assert NVRTCCompiler("sm_90").grid_dependency and not NVRTCCompiler("sm_80").grid_dependency
   assert NVRTCCompiler("sm_90").compile(src)[:4] == b"\x7fELF"
+
+
+def test_every_kernel_source_waits_for_the_grid_before_it():
+  """Each kind of kernel source teenygrad builds for CUDA (rendered elementwise, reduce and GEMM kernels, which open
+  with the preamble, and the hand-written decode and serving kernels) ends up with a grid-dependency wait in every
+  kernel entry: one that has none would, under a programmatic graph edge, read its input while the kernel writing it
+  still runs (the serving engine's 64-row step gave wrong tokens on an H200 that way, 2026-12-02)."""
+  bindings = _nvrtc_or_skip()
+  from teenygrad.device.cuda import with_grid_dependency
+  from teenygrad.llm.attention_cuda import render_attention, render_rope_attention
+  from teenygrad.nn.matvec_cuda import render_float_matvec
+  from teenygrad.nn.quant_cuda import render_float_rows, render_matvec, render_rows
+  from teenygrad.serve.paged_attention import _CUDA_ATTENTION, _source
+  _, realized = _inputs(5)
+  x = realized((64, 300))
+  sources = {name: src for t in ((x * 2 + 1).exp(), x.sum(1), x @ realized((300, 64))) for name, src, _ in render_cuda(t.contiguous())}
+  sources |= {"qmatvec": render_matvec("Q4_1", 576, 8, True, "norm", 1e-5), "float matvec": render_float_matvec("float16", 576, 1, 64),
+              "qrows": render_rows("Q8_0", 576), "rows": render_float_rows("float32", 576), "attention": render_attention(64, 4, 2, 64, False),
+              "rope attention": render_rope_attention(64, 9, 3, 2048, 2048, False, True),
+              "paged attention": _source("CUDA", _CUDA_ATTENTION, {"BATCH": 4, "HEADS": 9, "KV_HEADS": 3, "HEAD_DIM": 64, "WIDTH": 64,
+                                                                   "SLOTS": 1024, "SCALE": "0.125f"})}
+  for name, src in sources.items():
+    ptx = bindings.nvrtc_compile(with_grid_dependency(src), "k", ["--gpu-architecture=compute_90", "-std=c++17"], output="PTX").decode()
+    entries = ptx.count(".entry ")
+    assert entries and ptx.count("griddepcontrol.wait") >= entries, name

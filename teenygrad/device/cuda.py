@@ -133,7 +133,8 @@ GRID_DEPENDENCY = 'asm volatile("griddepcontrol.wait;\\n" ::: "memory"); asm vol
 
 def with_grid_dependency(src: str) -> str:
   """src with GRID_DEPENDENCY at the top of each kernel's body (the first brace after each `extern "C" __global__`),
-  unless the source places its own (TG_GRID_WAIT(); in renderer/cuda.py's preamble)."""
+  unless the source places its own (a call of TG_GRID_WAIT, renderer/cuda.py's preamble). A kernel that does neither
+  would run, under a programmatic graph edge, alongside the kernel whose output it reads."""
   if "TG_GRID_WAIT();" in src: return src
   parts, pos = [], 0
   while (at := src.find('extern "C" __global__', pos)) >= 0:

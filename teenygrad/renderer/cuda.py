@@ -15,8 +15,9 @@ from teenygrad.renderer.gpu import GPURenderer, StoreText
 
 CUDA_PREAMBLE = r"""#define INFINITY __int_as_float(0x7f800000)
 #define NAN __int_as_float(0x7fffffff)
-/* a kernel that places its own grid-dependency wait (device/cuda.py GRID_DEPENDENCY) writes TG_GRID_WAIT(); where it
-   starts to read what the kernel before it wrote: what comes before may overlap that kernel's end */
+/* a kernel that places its own grid-dependency wait (device/cuda.py GRID_DEPENDENCY) calls the macro below where it
+   starts to read what the kernel before it wrote: what comes before may overlap that kernel's end. (This comment must
+   not spell the call itself: device/cuda.py looks for it to know that a kernel waits by itself.) */
 #if __CUDA_ARCH__ >= 900
 #define TG_GRID_WAIT() asm volatile("griddepcontrol.wait;\n" ::: "memory"); asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory")
 #else
