@@ -37,6 +37,14 @@ class Config:
   # (nn/matvec_cuda.py): SmolLM2's (<= 1.1 MB) yes, an 8B model's (>= 9.4 MB, where prefetching 8 MB of each cost
   # 495 -> 463 tok/s) no; 0: never
   matvec_prefetch: int = field(default_factory=lambda: _env_int("TEENYGRAD_MATVEC_PREFETCH", 2 << 20))
+  # the CPU's quantized kernels (nn/quant_kernels.py ISAS): "native" the best the compiler targets, "avx2" the AVX2
+  # code even where AVX-512 is there (or the scalar code where neither is). The AVX2 kernels round x to int8 or int16
+  # as llama.cpp does and sum integers, so a row's result has the same bits at any row count; the AVX-512 ones keep
+  # float x (transformers' greedy tokens exactly) and round differently by row count (~1e-6). On the 2-core Zen 4 VM
+  # (2026-12-02, bench/llm.py --prefill 128 --decode 64) avx2 ran 531 / 134 tok/s prefill / decode against native's
+  # 414 / 102, but its greedy tokens leave llama.cpp's recorded ones at a 0.77 logit gap (test_llm_golden): native
+  # stays the default until that is understood
+  quant_isa: str = field(default_factory=lambda: os.environ.get("TEENYGRAD_QUANT_ISA", "native"))
   # below this many output elements times work per element, a CPU kernel stays single-threaded
   parallel_threshold: int = 1 << 15
 

@@ -240,10 +240,17 @@ def test_prompt_logits_do_not_depend_on_how_the_prompt_was_read(model_and_tokeni
       start = end
     return logits
 
+  # the same bits where the quantized kernels sum integers (x rounded to int8/int16: the AVX2 kernels, CPU or not); the
+  # AVX-512 kernels keep float x and round a row differently by row count (nn/quant_kernels.py), by ~1e-6
+  from teenygrad.nn.quant import _fused_kernels
+  exact = getattr(_fused_kernels(step.keys[0].device, "Q4_1"), "x_bits", 32) < 32 or step.keys[0].device != "CPU"
+  def same(a, b):
+    if exact: assert np.array_equal(a, b)
+    else: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
   alone = read(prompt, [], next(tables))
-  assert np.array_equal(read(prompt, [len(prompt) - 1], next(tables)), alone)
-  assert np.array_equal(read(prompt, [9, len(prompt) - 1], next(tables)), alone)
-  assert np.array_equal(read(prompt, [], next(tables), batch_with=(other, [25, 26, 27, 28])), alone)
+  same(read(prompt, [len(prompt) - 1], next(tables)), alone)
+  same(read(prompt, [9, len(prompt) - 1], next(tables)), alone)
+  same(read(prompt, [], next(tables), batch_with=(other, [25, 26, 27, 28])), alone)
   fresh = read(other, [], next(tables))
   if step.keys[0].device != "CPU": return   # copy_block off the CPU is not used yet (Engine._share_prefix says why)
   source, copy = [1, 2, 3, 4], next(tables)                  # prompt's blocks hold its keys and values: share 11 tokens
@@ -251,7 +258,7 @@ def test_prompt_logits_do_not_depend_on_how_the_prompt_was_read(model_and_tokeni
   step.copy_block(source[1], copy[1])
   inputs = step.empty_inputs(1, 32, prefill=True)
   step.fill_row(inputs, 0, other[11:], 11, copy)
-  assert np.array_equal(step.run(inputs).logits()[0], fresh)
+  same(step.run(inputs).logits()[0], fresh)
 
 
 def test_engine_refuses_what_cannot_fit(model_and_tokenizer):

@@ -178,7 +178,9 @@ class CPUQuantKernels:
 _cpu_cache: dict[tuple[str, str, str], CPUQuantKernels] = {}
 
 
-def _cpu_kernels(device: str, ggml_type: str, isa: str = "native") -> CPUQuantKernels:
+def _cpu_kernels(device: str, ggml_type: str, isa: str | None = None) -> CPUQuantKernels:
+  from teenygrad.helpers import config
+  isa = isa or config.quant_isa
   key = (device, ggml_type, isa)
   if key not in _cpu_cache: _cpu_cache[key] = CPUQuantKernels(device, ggml_type, isa)
   return _cpu_cache[key]
