@@ -265,7 +265,7 @@ def render_rope_attention_split(d: int, h: int, kvh: int, length: int, rope_rows
   splits = rope_attention_splits(d, length)
   scale = repr(float(1.0 / math.sqrt(d)))
   threads, tile = SPLIT_THREADS, SPLIT_THREADS // KEY_THREADS
-  opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, threads, split=True) + f"""\
+  opening = _rope_attention_opening(d, h, kvh, length, rope_rows, interleaved, mask, threads, split=True) + """\
   const int split = blockIdx.x % SPLITS, tid = threadIdx.x;
   const int count = cached + (stored ? 1 : 0);   /* keys: the cache's rows [0, cached), then the new row */
   const int chunk = (count + SPLITS - 1) / SPLITS;

@@ -105,8 +105,9 @@ def render_weight_prefetch(weight_bytes: int | str) -> str:
     size = f"{total}ull"
   elif limit == 0: return "  TG_GRID_WAIT();\n"
   else: size = "weight_total"
-  runtime = "" if isinstance(weight_bytes, int) else \
-    f"    const unsigned long long weight_total = (unsigned long long)({weight_bytes}) <= {limit}ull ? (unsigned long long)({weight_bytes}) & ~15ull : 0ull;\n"
+  runtime = "" if isinstance(weight_bytes, int) else (
+    f"    const unsigned long long weight_bytes = (unsigned long long)({weight_bytes});\n"
+    f"    const unsigned long long weight_total = weight_bytes <= {limit}ull ? weight_bytes & ~15ull : 0ull;\n")
   return f"""  {{
 {runtime}    const unsigned long long share = ({size} / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
     if (threadIdx.x == 0 && begin < {size}) tg_prefetch_l2((const unsigned char*)w + begin, (unsigned int)min(share, {size} - begin));
