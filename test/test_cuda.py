@@ -437,7 +437,8 @@ def tiny_models(tmp_path_factory):
 @pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0", "F16", "Q4_0 packed"])
 def test_fused_decode_matches_the_primitive_path(cuda, tiny_models, qtype):
   """A whole model's decode on CUDA through the fused kernels against the primitive path (TEENYGRAD_DECODE_FUSION=none)
-  on the same GGUF: prefill, then decode steps at symbolic positions; a step is at most 5 launches per layer + 3."""
+  on the same GGUF: prefill, then decode steps at symbolic positions; a step is at most 6 launches per layer + 3 (the
+  five fused ones and silu(gate) * up's elementwise kernel, which CUDA does not fold: nn/matvec_cuda.CUDA_SWIGLU_FOLD_MAX)."""
   from teenygrad.engine.realize import capture_kernels
   from teenygrad.helpers import config
   from teenygrad.ir.symbolic import BoundVariable
@@ -461,7 +462,7 @@ def test_fused_decode_matches_the_primitive_path(cuda, tiny_models, qtype):
   fused, launches, layers = logits("all")
   primitive, before, _ = logits("none")
   for got, want in zip(fused, primitive): np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
-  assert max(launches) <= 5 * layers + 3 < min(before), (launches, before)
+  assert max(launches) <= 6 * layers + 3 < min(before), (launches, before)
 
 
 def test_fused_decode_replays_as_one_graph(cuda, tiny_models):
