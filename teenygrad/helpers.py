@@ -40,10 +40,10 @@ class Config:
   # the CPU's quantized kernels (nn/quant_kernels.py ISAS): "native" the best the compiler targets, "avx2" the AVX2
   # code even where AVX-512 is there (or the scalar code where neither is). The AVX2 kernels round x to int8 or int16
   # as llama.cpp does and sum integers, so a row's result has the same bits at any row count; the AVX-512 ones keep
-  # float x (transformers' greedy tokens exactly) and round differently by row count (~1e-6). On the 2-core Zen 4 VM
-  # (2026-12-02, bench/llm.py --prefill 128 --decode 64) avx2 ran 531 / 134 tok/s prefill / decode against native's
-  # 414 / 102, but its greedy tokens leave llama.cpp's recorded ones at a 0.77 logit gap (test_llm_golden): native
-  # stays the default until that is understood
+  # float x (transformers' greedy tokens exactly) and round differently by row count (~1e-6). On a 2-core Zen 4 VM
+  # (bench/results/llm_cpu.txt) avx2 ran 994 / 181 tok/s prefill / decode against native's 763 / 144 (llama.cpp 306-344
+  # / 126-134), but there its greedy tokens leave llama.cpp's recorded ones at a 0.77 logit gap (test_llm_golden's
+  # bound is 0.5): native stays the default until that is settled
   quant_isa: str = field(default_factory=lambda: os.environ.get("TEENYGRAD_QUANT_ISA", "native"))
   # below this many output elements times work per element, a CPU kernel stays single-threaded
   parallel_threshold: int = 1 << 15
