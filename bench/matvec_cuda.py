@@ -10,7 +10,7 @@ ways: "default" (from 4M weights x rounded to int8, nn/quant_cuda_dp4a.py), "flo
 kernel) and "GGUF blocks" (nn/quant_cuda.py's); "down+swiglu" rows time the down projection with silu(gate) * up
 folded into the matvec against an elementwise kernel and the matvec (two launches). `--sweep` also tries other rows
 per warp and load batches (module constants: "rows 2/4 ahead 8/2" is float rows per warp / packed rows per warp,
-float steps / packed steps of loads in flight; "dp4a w4 r2 a2" the int8-x kernel's warps per block, rows per warp
+float steps / packed steps of loads in flight; "dp4a w16 r2 a2 c16" the int8-x kernel's warps per block, rows per warp
 steps of loads in flight and steps of x quantized into shared memory at a time): the numbers to pick them by.
 """
 from __future__ import annotations
@@ -106,6 +106,19 @@ def measure_swiglu(kind: str, n: int, k: int, rng, cache: dict, folded: bool) ->
   return seconds * 1e6, (nbytes + 4 * (2 * k + n)) / seconds / 1e9
 
 
+def measure_glu(kind: str, n: int, k: int, rng, cache: dict, epilogue: bool) -> tuple[float, float]:
+  """(us, GB/s) of a gate/up projection followed by silu(gate) * up: in the matvec's glu epilogue (one launch) or
+  the matvec and then the elementwise kernel (two)."""
+  from teenygrad.llm.fused_linear import fused_linear
+  weights, nbytes = weight_copies(kind, n, k, rng, cache)
+  x = Tensor(rng.standard_normal((1, k), dtype=np.float32), device="CUDA").realize()
+  def two(w):
+    y = fused_linear(x, w)
+    return (y[:, :n // 2].silu() * y[:, n // 2:]).contiguous()
+  seconds = time_per_weight(lambda w: fused_linear(x, w, glu=True), weights, 1) if epilogue else time_per_weight(two, weights, 2)
+  return seconds * 1e6, (nbytes + 4 * (k + n)) / seconds / 1e9
+
+
 def configurations(sweep: bool):
   """(label, setter, kinds it applies to or None for all); each setter sets the kernels' tuning constants and the
   fusion parts (the others back to their defaults), and forgets compiled programs."""
@@ -113,7 +126,7 @@ def configurations(sweep: bool):
   from teenygrad.nn import matvec_cuda, quant_cuda_dp4a, quant_cuda_packed
   knobs = [(matvec_cuda, "ROWS_PER_WARP"), (matvec_cuda, "LOADS_AHEAD"), (quant_cuda_packed, "rows_per_warp"),
            (quant_cuda_packed, "LOADS_AHEAD"), (quant_cuda_dp4a, "WARPS"), (quant_cuda_dp4a, "ROWS_PER_WARP"),
-           (quant_cuda_dp4a, "LOADS_AHEAD"), (quant_cuda_dp4a, "CHUNK_STEPS"), (config, "decode_fusion")]
+           (quant_cuda_dp4a, "LOADS_AHEAD"), (quant_cuda_dp4a, "CHUNK_STEPS"), (config, "decode_fusion"), (config, "matvec_early_loads")]
   defaults = [(owner, name, getattr(owner, name)) for owner, name in knobs]
   def setter(*changes):
     def apply():
@@ -123,6 +136,7 @@ def configurations(sweep: bool):
     return apply
   float_x = (config, "decode_fusion", "linear,norm,swiglu,float,repack,rope")   # all but dp4a
   yield "default", setter(), None
+  yield "loads after wait", setter((config, "matvec_early_loads", False)), None
   yield "float x", setter(float_x), QUANT_KINDS
   # the quantized weights in their GGUF blocks (nn/quant_cuda.py's matvec): what the packed layout is measured against
   yield "GGUF blocks", setter((config, "decode_fusion", "linear,norm,swiglu,float,rope")), QUANT_KINDS
@@ -132,7 +146,7 @@ def configurations(sweep: bool):
              setter((matvec_cuda, "ROWS_PER_WARP", rows), (matvec_cuda, "LOADS_AHEAD", ahead),
                     (quant_cuda_packed, "rows_per_warp", lambda m, n, r=packed: r), (quant_cuda_packed, "LOADS_AHEAD", packed_ahead),
                     float_x), None)
-    for warps, rows, ahead, chunk in itertools.product((4, 8), (1, 2, 4), (2, 4), (4, 16)):
+    for warps, rows, ahead, chunk in itertools.product((8, 16), (1, 2), (2, 4), (16,)):
       yield (f"dp4a w{warps} r{rows} a{ahead} c{chunk}",
              setter((quant_cuda_dp4a, "WARPS", warps), (quant_cuda_dp4a, "ROWS_PER_WARP", rows), (quant_cuda_dp4a, "LOADS_AHEAD", ahead),
                     (quant_cuda_dp4a, "CHUNK_STEPS", chunk)), QUANT_KINDS)
@@ -161,6 +175,10 @@ def main() -> None:
         name, n, k = shapes[-1]
         cases += [(f"{name}+swiglu {n}x{k}", f"{label}, {'folded' if folded else '2 launches'}",
                    lambda folded=folded: measure_swiglu(kind, n, k, rng, cache, folded)) for folded in (True, False)]
+      if label == "default":
+        name, n, k = shapes[2]   # gate_up
+        cases += [(f"{name}+glu {n}x{k}", f"{label}, {'epilogue' if epilogue else '2 launches'}",
+                   lambda epilogue=epilogue: measure_glu(kind, n, k, rng, cache, epilogue)) for epilogue in (True, False)]
       for matrix, case_label, run in cases:
         try: row(kind, matrix, case_label, *run())
         except Exception as e:   # one failing configuration must not cost the rest of a GPU session's sweep

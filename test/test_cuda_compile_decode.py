@@ -45,6 +45,7 @@ static thread_local Index threadIdx;
 static Index blockIdx, gridDim;
 #define TG_GRID_WAIT()                                      /* one kernel at a time: nothing to wait for */
 static void tg_prefetch_l2(const void*, unsigned int) {}   /* no L2 to warm */
+static void tg_prefetch_line(const void*) {}
 static std::barrier<>* warp_barriers[32];   /* one per warp of the block */
 static std::barrier<>* block_barrier;
 static float exchange[32][32];
@@ -363,3 +364,99 @@ def test_int8_x_only_for_large_weights():
     name, src, launch, label = _render_for("Q4_0", k, 1, n, "", False, 0.0, int8_x)
     assert ("dp4a" in name) == ("__dp4a" in src) == ("dp4a" in label) == dp4a, (n, k, int8_x)
     assert launch["grid"][0] * launch["block"][0] // 32 >= n // 4   # every weight row has a warp
+
+
+# ---- the glu epilogue: silu(gate) * up of a fused gate/up projection's two halves, in the matvec ----
+
+def _check_glu(out: np.ndarray, product: np.ndarray, magnitude: np.ndarray) -> None:
+  """out (m, n / 2) against silu(gate) * up of product (m, n) (float64), each error relative to how far its inputs'
+  rounding can move it (magnitude: |x| @ |W.T|, the products' own scale)."""
+  gate, up = np.split(product, 2, axis=-1)
+  gate_scale, up_scale = np.split(magnitude, 2, axis=-1)
+  silu = gate / (1 + np.exp(-gate))
+  want = silu * up
+  bound = 1.1 * np.abs(up) * gate_scale + np.abs(silu) * up_scale + 1e-30
+  assert out.shape == want.shape and np.max(np.abs(out - want) / bound) < 1e-5
+
+
+def _glu_inputs(rng, m: int, k: int, prologue: str):
+  x, norm, _ = _inputs(rng, m, k, 1, prologue)
+  return x, norm, reference_prologue(x, prologue, norm, 1e-5)
+
+
+@pytest.mark.parametrize("prologue", ["", "norm"])
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_float_matvec_glu_on_the_cpu(dtype_name, prologue, tmp_path):
+  """The float16/bfloat16 matvec's glu epilogue: 14 rows of W (7 gate/up pairs: a ragged last block), 3 rows of x,
+  a ragged last step, with and without the norm."""
+  from teenygrad.nn.matvec_cuda import WARPS, float_grid, float_matvec_name, render_float_matvec
+  rng = np.random.default_rng(21)
+  m, k, n, eps = 3, 264, 14, 1e-5
+  weight = rng.standard_normal((n, k), dtype=np.float32)
+  bits = weight.astype(np.float16).view(np.uint16) if dtype_name == "float16" else (weight.view(np.uint32) >> 16).astype(np.uint16)
+  weight64 = bits.view(np.float16).astype(np.float64) if dtype_name == "float16" else (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+  x, norm, read = _glu_inputs(rng, m, k, prologue)
+  out = np.full((m, n // 2), np.nan, np.float32)
+  src = render_float_matvec(dtype_name, k, m, n, prologue, eps=eps, glu=True)
+  emulate(tmp_path, src, float_matvec_name(dtype_name, k, m, n, prologue, glu=True), [out, x, bits] + ([norm] if prologue else []),
+          float_grid(m, n), 32 * WARPS)
+  _check_glu(out, read @ weight64.T, np.abs(read) @ np.abs(weight64.T))
+  _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1", "Q8_0"])
+def test_quant_matvec_glu_on_the_cpu(ggml_type, tmp_path):
+  """The quantized matvec on GGUF blocks (SmolLM2's gate/up projection) with the norm and the glu epilogue: 14 rows
+  of W, 10 rows of x (two groups)."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.nn.quant_cuda import WARPS, _groups, matvec_name, render_matvec
+  rng = np.random.default_rng(22)
+  m, k, n, eps = 10, 320, 14, 1e-5
+  blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  x, norm, read = _glu_inputs(rng, m, k, "norm")
+  out = np.full((m, n // 2), np.nan, np.float32)
+  src = render_matvec(ggml_type, k, m, prologue="norm", eps=eps, glu=True)
+  emulate(tmp_path, src, matvec_name(ggml_type, k, m, False, "norm", glu=True), [out, x, np.ascontiguousarray(blocks), norm, n],
+          -(-(n // 2) // WARPS) * _groups(m), 32 * WARPS)
+  _check_glu(out, read @ weight64.T, np.abs(read) @ np.abs(weight64.T))
+  _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("ggml_type", ["Q4_0", "Q4_1"])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_packed_and_dp4a_matvec_glu_on_the_cpu(ggml_type, rows, tmp_path, monkeypatch):
+  """The repacked matvec (float x) and the int8-x one with the norm and the glu epilogue: rows per warp of 1 (made 2,
+  a pair) and 2, 14 rows of W, 3 rows of x, two steps a row in two chunks of x; the first batch of loads issued
+  before the grid wait (the early path) in the packed kernel."""
+  gguf = pytest.importorskip("gguf")
+  from teenygrad.helpers import config
+  from teenygrad.nn import quant_cuda_dp4a, quant_cuda_packed
+  from teenygrad.nn.matvec_cuda import WARPS
+  from teenygrad.nn.quant_cuda_packed import packed_grid, packed_name, render_packed_matvec, repack
+  monkeypatch.setattr(quant_cuda_packed, "rows_per_warp", lambda m, n: rows)
+  monkeypatch.setattr(quant_cuda_dp4a, "ROWS_PER_WARP", rows)
+  monkeypatch.setattr(quant_cuda_dp4a, "WARPS", 2)
+  monkeypatch.setattr(quant_cuda_dp4a, "CHUNK_STEPS", 1)
+  monkeypatch.setattr(quant_cuda_dp4a, "LOADS_AHEAD", 1)
+  monkeypatch.setattr(config, "matvec_prefetch", 0)   # every weight "large": the early loads are rendered
+  rng = np.random.default_rng(23)
+  m, k, n, eps = 3, 2048, 14, 1e-5
+  blocks = gguf.quants.quantize(rng.standard_normal((n, k), dtype=np.float32), gguf.GGMLQuantizationType[ggml_type])
+  weight64 = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[ggml_type]).astype(np.float64)
+  packed = repack(ggml_type, blocks, n, k)
+  x, norm, read = _glu_inputs(rng, m, k, "norm")
+  out = np.full((m, n // 2), np.nan, np.float32)
+  src = render_packed_matvec(ggml_type, k, m, n, "norm", eps=eps, glu=True)
+  assert "tg_prefetch_line" in src
+  emulate(tmp_path, src, packed_name(ggml_type, k, m, n, "norm", glu=True), [out, x, packed, norm], packed_grid(m, n, glu=True), 32 * WARPS)
+  _check_glu(out, read @ weight64.T, np.abs(read) @ np.abs(weight64.T))
+  _nvrtc_compiles(src)
+  out = np.full((m, n // 2), np.nan, np.float32)
+  src = quant_cuda_dp4a.render_dp4a_matvec(ggml_type, k, m, n, "norm", eps=eps, glu=True)
+  emulate(tmp_path, src, quant_cuda_dp4a.dp4a_name(ggml_type, k, m, n, "norm", glu=True), [out, x, packed, norm],
+          quant_cuda_dp4a.dp4a_grid(m, n, k, glu=True), 32 * 2)
+  row_scale = 1.0 / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps)
+  xq = quantize_q8_1(x * norm) * row_scale
+  _check_glu(out, xq @ weight64.T, np.abs(xq) @ np.abs(weight64.T))
+  _nvrtc_compiles(src)

@@ -25,7 +25,7 @@ from teenygrad.helpers import config
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.tensor import Tensor
 
-DECODE_FUSIONS = ("linear", "norm", "swiglu", "float", "repack", "dp4a", "rope")
+DECODE_FUSIONS = ("linear", "norm", "swiglu", "float", "repack", "dp4a", "rope", "glu")
 
 
 def fusion_enabled(part: str) -> bool:

@@ -1,9 +1,11 @@
 """A projection with its neighbours folded in: one launch where the primitive path takes two or three.
 
-    fused_linear(x, weight, residual=None, norm=None, eps=0.0, swiglu=False)
+    fused_linear(x, weight, residual=None, norm=None, eps=0.0, swiglu=False, glu=False)
 
 computes prologue(x) @ weight.T (+ residual) in one kernel, where the prologue is an RMSNorm of x by `norm`
 (rms_norm(x, norm, eps)) or, with `swiglu`, silu(gate) * up of x = [gate | up] (a fused gate/up projection's output).
+With `glu` (CUDA's matvecs) the weight is a fused gate/up projection and the kernel's epilogue returns silu(gate) * up
+of its two halves, (..., N / 2): the elementwise kernel between the projection and the down projection is not run.
 At batch 1 a small model's step is bounded by its launches (each a CUDA graph node of ~4 us on an H200), not by its
 bytes, and every warp recomputing a 576-float norm costs less than a launch.
 
@@ -26,18 +28,19 @@ from teenygrad.tensor.tensor import Tensor, is_grad_enabled
 class FusedLinear:
   """Custom op: srcs (x (M, K) or (M, 2K) float32, the weight's storage[, norm (K,) float32][, residual (M, N)]) ->
   (M, N) float32. Inference only."""
-  def __init__(self, launch: Callable, m: int, n: int, k: int, eps: float, norm: bool, swiglu: bool, residual: bool):
+  def __init__(self, launch: Callable, m: int, n: int, k: int, eps: float, norm: bool, swiglu: bool, residual: bool, glu: bool = False):
     self.launch, self.shape = launch, (m, n, k)
-    self.eps, self.norm, self.swiglu, self.residual = eps, norm, swiglu, residual
+    self.eps, self.norm, self.swiglu, self.residual, self.glu = eps, norm, swiglu, residual, glu
 
   def run(self, root: LazyBuffer, buffers: list):
     from teenygrad.device import Buffer
     m, n, k = self.shape
-    out = Buffer(root.device, m * n, dtypes.float32)
+    out = Buffer(root.device, m * (n // 2 if self.glu else n), dtypes.float32)
     x, w, *rest = buffers
     norm = rest.pop(0) if self.norm else None
     residual = rest.pop(0) if self.residual else None
-    self.launch(out, x, w, m, n, k, residual=residual, norm=norm, eps=self.eps, swiglu=self.swiglu)
+    extra = {"glu": True} if self.glu else {}   # only CUDA's launchers take it (fused_linear asks no other backend)
+    self.launch(out, x, w, m, n, k, residual=residual, norm=norm, eps=self.eps, swiglu=self.swiglu, **extra)
     return out
 
   def backward(self, grad, ctx):
@@ -98,10 +101,10 @@ def _flat(t: Tensor, rows: int) -> Tensor:
 
 
 def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor | None = None, eps: float = 0.0,
-                 swiglu: bool = False) -> Tensor | None:
+                 swiglu: bool = False, glu: bool = False) -> Tensor | None:
   """prologue(x) (..., K) @ weight.T (+ residual (..., N)) -> (..., N) float32 in one launch, or None where the backend
   can't (the caller runs the primitive ops). weight (N, K) is a float Tensor or a QuantizedTensor; with swiglu x is
-  (..., 2K)."""
+  (..., 2K); with glu the result is silu(gate) * up of the product's halves, (..., N / 2)."""
   from teenygrad.nn import matvec_cuda
   from teenygrad.nn.matvec_cuda import MAX_ROWS
   backend = x.device.partition(":")[0]
@@ -109,6 +112,7 @@ def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor
   if factory is None or not fusion_enabled("linear"): return None
   if (norm is not None and not fusion_enabled("norm")) or (swiglu and not fusion_enabled("swiglu")): return None
   n, k = weight.shape
+  if glu and (backend != "CUDA" or not fusion_enabled("glu") or residual is not None or swiglu or n % 2): return None
   batch = tuple(x.shape[:-1])
   rows = 1
   for s in batch: rows *= s
@@ -123,9 +127,10 @@ def fused_linear(x: Tensor, weight, residual: Tensor | None = None, norm: Tensor
   if kernel is None: return None
   launch, storage = kernel
   srcs = [_flat(x, rows), storage] + ([norm] if norm is not None else []) + ([_flat(residual, rows)] if residual is not None else [])
-  op = FusedLinear(launch, rows, n, k, eps, norm is not None, swiglu, residual is not None)
-  out = Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (rows, n), dtypes.float32))
-  return out.reshape(*batch, n)
+  op = FusedLinear(launch, rows, n, k, eps, norm is not None, swiglu, residual is not None, glu)
+  width = n // 2 if glu else n
+  out = Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (rows, width), dtypes.float32))
+  return out.reshape(*batch, width)
 
 
 __all__ = ["FusedLinear", "MATVEC_KERNELS", "fused_linear"]

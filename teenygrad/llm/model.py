@@ -341,7 +341,11 @@ class Transformer:
 
   def feed_forward(self, i: int, x: Tensor, residual: Tensor | None = None, norm: Tensor | None = None) -> Tensor:
     """SwiGLU feed-forward of layer i over x, RMS-normalized by `norm` first if given, plus `residual` if given."""
-    down = self.weights[f"blk.{i}.ffn_down.weight"]
+    w, down = self.weights, self.weights[f"blk.{i}.ffn_down.weight"]
+    if f"blk.{i}.ffn_gate_up.weight" in w and f"blk.{i}.ffn_gate_up.bias" not in w:
+      # silu(gate) * up in the gate/up projection's epilogue where the backend has one (fused_linear's glu)
+      hidden = fused_linear(x, w[f"blk.{i}.ffn_gate_up.weight"], norm=norm, eps=self.config.norm_eps, glu=True)
+      if hidden is not None: return linear(kernel_output(hidden), down, residual=residual)
     gate_up = self.fused_projection(i, x, "ffn_gate_up", norm)
     if gate_up is not None: return linear(gate_up, down, residual=residual, swiglu=True)   # reads silu(gate) * up
     gate, up = self.project(i, x, "ffn_gate_up", norm)

@@ -10,6 +10,11 @@ A prologue is what the matvec does to x as it reads it, so the kernel that would
   It costs two special-function operations per weight row per element, so it pays only for small weights
   (`SWIGLU_FOLD_MAX`; on CUDA never, `CUDA_SWIGLU_FOLD_MAX`); past it the elementwise kernel runs instead.
 
+An epilogue, `glu`: W is a fused gate/up projection ([gate | up] rows, N of them) and out (M, N / 2) is
+silu(x @ gate.T) * (x @ up.T). A warp's ROWS_PER_WARP (even) rows are then gate rows p .. p + R/2 - 1 and the up rows
+N/2 further (TG_ROW), so the product of a pair meets in one warp's registers and the elementwise kernel that would
+have read both is not launched.
+
 The float matvec: one warp per ROWS_PER_WARP rows of W. A lane reads 16 bytes (8 weights) of each row per step, the warp
 512 contiguous bytes, and the x they meet as two float4s (read through L1, where every warp of the grid finds it),
 so a step's x load serves ROWS_PER_WARP rows. fp32 accumulation, a warp-shuffle sum, no shared memory. K, M and N are
@@ -73,9 +78,32 @@ def row_scale(prologue: str, eps: float) -> str:
   return "1.0f"
 
 
-def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
+def render_row_map(glu: bool) -> str:
+  """C macro TG_ROW(r): the W row of a warp's slot r (r < ROWS_PER_WARP) given its first slot row0 = warp *
+  ROWS_PER_WARP. With `glu`, slots r < R/2 are gate rows row0 / 2 + r and the others the up rows N_OUT / 2 further."""
+  if not glu: return "#define TG_ROW(r) (row0 + (r))\n"
+  return ("#define TG_ROW(r) ((r) < ROWS_PER_WARP / 2 ? row0 / 2 + (r) : N_OUT / 2 + row0 / 2 + (r) - ROWS_PER_WARP / 2)\n"
+          "static_assert(ROWS_PER_WARP % 2 == 0 && N_OUT % 2 == 0, \"the glu epilogue pairs gate and up rows\");\n")
+
+
+def render_rows_out(prologue: str, residual: bool, eps: float, glu: bool = False) -> str:
   """The matvecs' last step: each x row's ROWS_PER_WARP sums reduced over the warp, scaled (the norm's factor) and
-  stored by lane 0, with the residual added where there is one."""
+  stored by lane 0, with the residual added where there is one; with `glu`, silu(gate) * up of each pair of slots
+  (TG_ROW) into out (M, N_OUT / 2)."""
+  if glu:
+    assert not residual, "the glu epilogue takes no residual"
+    return f"""  #pragma unroll
+  for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
+    const int m_out = m0 + m;
+    const float scale = {row_scale(prologue, eps)};
+    #pragma unroll
+    for (int j = 0; j < ROWS_PER_WARP / 2; j++) {{
+      const int p = row0 / 2 + j;
+      const float gate = tg_warp_sum(acc[m][j]) * scale, up = tg_warp_sum(acc[m][j + ROWS_PER_WARP / 2]) * scale;
+      if (lane == 0 && p < N_OUT / 2) out[(long long)m_out * (N_OUT / 2) + p] = gate / (1.0f + expf(-gate)) * up;
+    }}
+  }}
+"""
   store = "total" + (" + residual[(long long)m_out * N_OUT + row]" if residual else "")
   return f"""  #pragma unroll
   for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
@@ -91,19 +119,23 @@ def render_rows_out(prologue: str, residual: bool, eps: float) -> str:
 """
 
 
-def render_weight_prefetch(weight_bytes: int | str) -> str:
+GRID_WAIT = "  TG_GRID_WAIT();\n"
+
+
+def render_weight_prefetch(weight_bytes: int | str, wait: bool = True) -> str:
   """A matvec's opening: where the weight has at most config.matvec_prefetch bytes, each block asks for its share of
   it to be brought into L2 (one bulk prefetch by its first thread); then the block waits for the kernel before it.
   The weight does not depend on that kernel, so with programmatic launch the prefetch overlaps its end: a small,
   latency-bound matvec then finds its weight in L2. A large one streams from HBM at full rate anyway, and prefetching
   part of it only competed with the loads (scripts/gpu_pdl_ab.sh). `weight_bytes` is a number, or a C expression of
-  the kernel's runtime arguments (a row count passed at launch)."""
-  limit = config.matvec_prefetch
+  the kernel's runtime arguments (a row count passed at launch). Without `wait` the caller places the wait itself
+  (GRID_WAIT), after the loads it issues early (render_early_loads)."""
+  limit, tail = config.matvec_prefetch, GRID_WAIT if wait else ""
   if isinstance(weight_bytes, int):
     total = weight_bytes // 16 * 16 if weight_bytes <= limit else 0
-    if total == 0: return "  TG_GRID_WAIT();\n"
+    if total == 0: return tail
     size = f"{total}ull"
-  elif limit == 0: return "  TG_GRID_WAIT();\n"
+  elif limit == 0: return tail
   else: size = "weight_total"
   runtime = "" if isinstance(weight_bytes, int) else (
     f"    const unsigned long long weight_bytes = (unsigned long long)({weight_bytes});\n"
@@ -112,8 +144,14 @@ def render_weight_prefetch(weight_bytes: int | str) -> str:
 {runtime}    const unsigned long long share = ({size} / gridDim.x + 15) & ~15ull, begin = blockIdx.x * share;
     if (threadIdx.x == 0 && begin < {size}) tg_prefetch_l2((const unsigned char*)w + begin, (unsigned int)min(share, {size} - begin));
   }}
-  TG_GRID_WAIT();
-"""
+{tail}"""
+
+
+def early_loads(weight_bytes: int) -> bool:
+  """Whether a matvec issues its first weight loads before its grid-dependency wait (config.matvec_early_loads):
+  the weight does not depend on the kernel before it, so under programmatic launch they overlap that kernel's end.
+  Only where the weight is not prefetched into L2 whole (render_weight_prefetch), which covers it already."""
+  return config.matvec_early_loads and weight_bytes > config.matvec_prefetch
 
 
 def kernel_params(prologue: str, residual: bool) -> str:
@@ -145,9 +183,9 @@ _WIDEN_PAIR = {   # (low element, high element) of a 32-bit word holding two wei
 }
 
 
-def float_matvec_name(dtype_name: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False) -> str:
+def float_matvec_name(dtype_name: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, glu: bool = False) -> str:
   short = {"float16": "f16", "bfloat16": "bf16"}[dtype_name]
-  return f"tg_matvec_{short}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+  return f"tg_matvec_{short}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}{'_glu' if glu else ''}"
 
 
 def float_groups(m: int) -> int: return -(-m // GROUP_ROWS)
@@ -158,8 +196,10 @@ def float_grid(m: int, n: int) -> int:
   return -(-n // (WARPS * ROWS_PER_WARP)) * float_groups(m)
 
 
-def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
-  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) float16/bfloat16, k a multiple of 8."""
+def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0,
+                        glu: bool = False) -> str:
+  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) float16/bfloat16, k a multiple of 8; with
+  `glu`, out (m, n / 2) = silu(gate) * up of W's two halves."""
   assert k % 8 == 0 and dtype_name in _WIDEN_PAIR
   low, high = _WIDEN_PAIR[dtype_name]
   steps, groups = -(-k // 256), float_groups(m)
@@ -167,20 +207,28 @@ def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str =
   ahead = min(steps, LOADS_AHEAD)
   ragged = k % 256 != 0 or steps % ahead != 0
   load_col = "min((first + u) * 256 + lane * 8, K_IN - 8)" if ragged else "(first + u) * 256 + lane * 8"
+  early = early_loads(n * k * 2)
+  # early: the lines of the first batch of loads asked into L2 before the wait (the loop's first loads then hit it)
+  first_lines = f"""  #pragma unroll
+  for (int u = 0; u < {ahead}; u++)
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++)
+      if (lane % 8 == 0) tg_prefetch_line(w + (long long)min(TG_ROW(r), N_OUT - 1) * K_IN + {load_col.replace("first + ", "")});
+{GRID_WAIT}""" if early else ""
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {ROWS_PER_WARP}
-__device__ __forceinline__ float tg_lo(unsigned int u) {{ return {low}; }}
+{render_row_map(glu)}__device__ __forceinline__ float tg_lo(unsigned int u) {{ return {low}; }}
 __device__ __forceinline__ float tg_hi(unsigned int u) {{ return {high}; }}
 /* 8 weights (16 bytes) against x's columns [col, col + 8) */
 __device__ __forceinline__ float tg_dot8(uint4 w, float4 a, float4 b) {{
   return tg_lo(w.x) * a.x + tg_hi(w.x) * a.y + tg_lo(w.y) * a.z + tg_hi(w.y) * a.w
        + tg_lo(w.z) * b.x + tg_hi(w.z) * b.y + tg_lo(w.w) * b.z + tg_hi(w.w) * b.w;
 }}
-extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dtype_name, k, m, n, prologue, residual)}(float* __restrict__ out,
+extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dtype_name, k, m, n, prologue, residual, glu)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned short* __restrict__ w{kernel_params(prologue, residual)}) {{
-{render_weight_prefetch(n * k * 2)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-{render_row_block(groups, m)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_weight_prefetch(n * k * 2, wait=not early)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+{render_row_block(groups, m)}{first_lines}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;
@@ -196,7 +244,7 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dt
     for (int u = 0; u < {ahead}; u++)
       #pragma unroll
       for (int r = 0; r < ROWS_PER_WARP; r++)
-        wv[u][r] = *(const uint4*)(w + (long long)min(row0 + r, N_OUT - 1) * K_IN + {load_col});
+        wv[u][r] = *(const uint4*)(w + (long long)min(TG_ROW(r), N_OUT - 1) * K_IN + {load_col});
     #pragma unroll
     for (int u = 0; u < {ahead}; u++) {{
       const int col = (first + u) * 256 + lane * 8;
@@ -208,7 +256,7 @@ extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dt
       }}
     }}
   }}
-{render_rows_out(prologue, residual, eps)}}}
+{render_rows_out(prologue, residual, eps, glu)}}}
 """
 
 
@@ -220,15 +268,15 @@ class CUDAFloatMatvec:
     self._programs: dict[tuple, object] = {}
 
   def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
-               norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+               norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False, glu: bool = False) -> None:
     from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
     prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
-    key = (w.dtype.name, k, m, n, prologue, residual is not None, eps)
+    key = (w.dtype.name, k, m, n, prologue, residual is not None, eps, glu)
     if key not in self._programs:
       backend = Device[self.device]
-      src = render_float_matvec(w.dtype.name, k, m, n, prologue, residual is not None, eps)
+      src = render_float_matvec(w.dtype.name, k, m, n, prologue, residual is not None, eps, glu)
       grid = {"block": (32 * WARPS, 1, 1), "grid": (float_grid(m, n), 1, 1)}
-      name = float_matvec_name(w.dtype.name, k, m, n, prologue, residual is not None)
+      name = float_matvec_name(w.dtype.name, k, m, n, prologue, residual is not None, glu)
       self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid)
     kernel = CompiledKernel(f"matvec_{w.dtype.name}", self._programs[key], [], [], "", m * n * k, False)
     buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
@@ -244,4 +292,4 @@ def cuda_float_matvec(device: str) -> CUDAFloatMatvec:
 
 
 __all__ = ["CUDAFloatMatvec", "CUDA_SWIGLU_FOLD_MAX", "FLOAT_DTYPES", "MAX_ROWS", "PROLOGUES", "SWIGLU_FOLD_MAX", "cuda_float_matvec",
-           "float_matvec_name", "render_row_block", "render_float_matvec", "render_x_reader", "row_scale"]
+           "early_loads", "float_matvec_name", "render_row_block", "render_row_map", "render_float_matvec", "render_x_reader", "row_scale"]

@@ -89,45 +89,55 @@ CUDA_QUANT_TYPES = tuple(_BLOCKS)
 def _groups(m: int) -> int: return -(-m // GROUP_ROWS)
 
 
-def matvec_name(ggml_type: str, k: int, m: int, residual: bool = False, prologue: str = "") -> str:
-  return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+def matvec_name(ggml_type: str, k: int, m: int, residual: bool = False, prologue: str = "", glu: bool = False) -> str:
+  return f"tg_qmatvec_{ggml_type.lower()}_{k}_{m}{'_' + prologue if prologue else ''}{'_r' if residual else ''}{'_glu' if glu else ''}"
 
 
-def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False, prologue: str = "", eps: float = 0.0) -> str:
+def render_matvec(ggml_type: str, k: int, m: int, residual: bool = False, prologue: str = "", eps: float = 0.0, glu: bool = False) -> str:
   """CUDA C of the matvec of one GGML type for x of m rows of k (k a multiple of 32); with `residual`, the kernel
   takes a last buffer (m, n) added to the product (a transformer's residual connection, without a kernel). A
   prologue (nn/matvec_cuda.py: "norm" takes the RMSNorm weight as the fourth buffer, "swiglu" reads x as gate | up)
-  is applied to x as it is read."""
+  is applied to x as it is read. With `glu` (nn/matvec_cuda.py's epilogue) W's n rows are gate then up and out is
+  (m, n / 2): a warp walks gate row p and up row n / 2 + p side by side and stores silu(gate) * up."""
+  assert not (glu and residual), "the glu epilogue takes no residual"
   type_size, body = _BLOCKS[ggml_type]
   threads, nb, per_step = 32 * WARPS, k // 32, 32 // LANES_PER_BLOCK
   steps, groups = -(-nb // per_step), _groups(m)
+  outputs = "(n / 2)" if glu else "n"
+  # the up row's products: the same body on its own block pointer, accumulators and (unused) squares
+  up_body = (f"\n    {{\n    const unsigned char* blk = wr_up + b * {type_size};" + body.replace("acc[m]", "acc_up[m]").replace("sq[m]", "sq_up[m]")
+             + "\n    }") if glu else ""
+  store = ("const float up = tg_warp_sum(acc_up[m]) * scale;   /* every lane: a shuffle */\n"
+           "    if (lane == 0) out[m_out * (n / 2) + row] = total / (1.0f + expf(-total)) * up;" if glu else
+           f"if (lane == 0) out[m_out * n + row] = total{' + residual[m_out * n + row]' if residual else ''};")
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
-extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual, prologue)}(float* __restrict__ out,
+extern "C" __global__ void __launch_bounds__({threads}) {matvec_name(ggml_type, k, m, residual, prologue, glu)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}, long long n) {{
 {render_weight_prefetch(f"n * {nb * type_size}")}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, sub = lane % {LANES_PER_BLOCK};
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged) */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
   const long long row = (long long)(blockIdx.x / {groups}) * {WARPS} + (threadIdx.x >> 5);
-  if (row >= n) return;   /* whole warps leave: the shuffles below see all 32 lanes */
+  if (row >= {outputs}) return;   /* whole warps leave: the shuffles below see all 32 lanes */
   x += (long long)m0 * X_STRIDE;
   const unsigned char* wr = w + row * {nb * type_size}LL;
+{f"  const unsigned char* wr_up = w + (n / 2 + row) * {nb * type_size}LL;{chr(10)}  float acc_up[M_ROWS], sq_up[M_ROWS];{chr(10)}" if glu else ""}\
   float acc[M_ROWS], sq[M_ROWS];
   #pragma unroll
-  for (int m = 0; m < M_ROWS; m++) acc[m] = sq[m] = 0.0f;
+  for (int m = 0; m < M_ROWS; m++) {{ acc[m] = sq[m] = 0.0f;{" acc_up[m] = sq_up[m] = 0.0f;" if glu else ""} }}
   /* a constant trip count, so the loop unrolls whole and all of the row's loads are issued together */
   #pragma unroll
   for (int step = 0; step < {steps}; step++) {{
     const int b = step * {per_step} + lane / {LANES_PER_BLOCK};
     if (b >= {nb}) break;
     const unsigned char* blk = wr + b * {type_size};
-    const int col = b * 32;{body}
+    const int col = b * 32;{body}{up_body}
   }}
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) if (m < rows_here) {{
     const int m_out = m0 + m;
     const float scale = {row_scale(prologue, eps)};
     const float total = tg_warp_sum(acc[m]) * scale;
-    if (lane == 0) out[m_out * n + row] = total{" + residual[m_out * n + row]" if residual else ""};
+    {store}
   }}
 }}
 """
@@ -219,25 +229,26 @@ class CUDAQuantKernels:
     self.device, self.ggml_type = device, ggml_type
     self._programs: dict[tuple[int, int, bool], object] = {}
 
-  def _program(self, k: int, m: int, residual: bool, prologue: str = "", eps: float = 0.0):
-    key = (k, m, residual, prologue, eps)
+  def _program(self, k: int, m: int, residual: bool, prologue: str = "", eps: float = 0.0, glu: bool = False):
+    key = (k, m, residual, prologue, eps, glu)
     if key not in self._programs:
       backend = Device[self.device]
       n = Variable("n", 1, 1 << 31)
-      launch = LaunchDims((n + WARPS - 1) // WARPS * _groups(m), 32 * WARPS, (n,))
-      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m, residual, prologue, eps))
-      self._programs[key] = backend.program(matvec_name(self.ggml_type, k, m, residual, prologue), binary, launch)
+      outputs = n // 2 if glu else n   # with glu a warp per gate/up pair of rows
+      launch = LaunchDims((outputs + WARPS - 1) // WARPS * _groups(m), 32 * WARPS, (n,))
+      binary = backend.compiler.compile_cached(render_matvec(self.ggml_type, k, m, residual, prologue, eps, glu))
+      self._programs[key] = backend.program(matvec_name(self.ggml_type, k, m, residual, prologue, glu), binary, launch)
     return self._programs[key]
 
   def linear(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
-             norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+             norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False, glu: bool = False) -> None:
     """out (m, n) = prologue(x) (m, k) @ W.T (+ residual (m, n)) for W (n, k) in blocks; m <= MAX_ROWS. The prologue
     (nn/matvec_cuda.py) is an RMSNorm of x by `norm` (k,), or with `swiglu` x is (m, 2k) and the product reads
-    silu(gate) * up."""
+    silu(gate) * up; with `glu` out is (m, n / 2) = silu(gate) * up of W's halves."""
     from teenygrad.nn.quant import _launch
     prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
     buffers = [out, x, w] + ([norm] if norm is not None else []) + ([residual] if residual is not None else [])
-    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m, residual is not None, prologue, eps), buffers, (n,), m * n * k,
+    _launch(f"qmatvec_{self.ggml_type.lower()}", self._program(k, m, residual is not None, prologue, eps, glu), buffers, (n,), m * n * k,
             self.device, record=True)
 
   def rows(self, out: Buffer, ids: Buffer, w: Buffer, err: Buffer, count: int, n: int, k: int) -> None:

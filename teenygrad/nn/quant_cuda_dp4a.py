@@ -25,14 +25,16 @@ weights up (`uses_dp4a`): a small matvec is bound by its launch, and there the f
 """
 from __future__ import annotations
 
-from teenygrad.nn.matvec_cuda import GROUP_ROWS, kernel_params, no_norm_weight, render_rows_out, render_weight_prefetch, render_x_reader
-from teenygrad.nn.quant_cuda_packed import (STEP, UINT4_PARTS, declare_weight_arrays, packable, packed_bytes, render_weight_loads,
-                                            render_weight_pointers, with_suffix)
+from teenygrad.nn.matvec_cuda import (GRID_WAIT, GROUP_ROWS, early_loads, kernel_params, no_norm_weight, render_row_map, render_rows_out,
+                                      render_weight_prefetch, render_x_reader)
+from teenygrad.nn.quant_cuda_packed import (STEP, UINT4_PARTS, declare_weight_arrays, glu_rows_per_warp, packable, packed_bytes,
+                                            render_weight_loads, render_weight_pointers, with_suffix)
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 
 DP4A_MIN_WEIGHTS = 1 << 22   # N * K from which the int8-x kernel is used (an 8B model's projections; not SmolLM2's)
-WARPS = 8                    # warps per thread block: they share the block's quantized x (its cost per weight row)
-ROWS_PER_WARP = 2            # weight rows a warp computes: each word of x read from shared memory serves them all
+WARPS = 16                   # warps per thread block: they share the block's quantized x (its cost per weight row)
+ROWS_PER_WARP = 0            # weight rows a warp computes (each word of x from shared memory serves them all); 0: rows_per_warp
+SMS = 132                    # an H200's multiprocessors
 LOADS_AHEAD = 2              # steps of weight loads a lane issues before using them
 CHUNK_STEPS = 4              # steps of x (4096 columns) quantized into shared memory at a time
 SHARED_BYTES = 47 * 1024     # for quantized x, of the 48 KiB of static shared memory a block may declare
@@ -60,11 +62,22 @@ def dp4a_group_rows(m: int, k: int) -> int:
 def dp4a_groups(m: int, k: int) -> int: return -(-m // dp4a_group_rows(m, k))
 
 
-def dp4a_grid(m: int, n: int, k: int) -> int: return -(-n // (WARPS * ROWS_PER_WARP)) * dp4a_groups(m, k)
+def rows_per_warp(n: int, glu: bool = False) -> int:
+  """Weight rows per warp: 2 where that still leaves more thread blocks than the GPU has multiprocessors, else 1.
+  The block's x is quantized once for all its rows, so more rows a block is less of that work per weight byte, but
+  fewer blocks than SMs leave SMs idle. Llama-3-8B's shapes on an H200 (bench/matvec_cuda.py --sweep, 16 warps):
+  gate_up (28672 rows) 3276 GB/s at 2 against 2939 at 1, qkv (6144) 2096 / 2040; o and down (4096 rows: 128
+  blocks at 2) 1746 / 2061 and 1918 / 2287. With glu an even count (gate and up rows in pairs)."""
+  rows = ROWS_PER_WARP or (2 if n > 2 * WARPS * SMS else 1)
+  return glu_rows_per_warp(rows) if glu else rows
 
 
-def dp4a_name(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False) -> str:
-  return f"tg_qmatvec_packed_dp4a_{ggml_type.lower()}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+def dp4a_grid(m: int, n: int, k: int, glu: bool = False) -> int: return -(-n // (WARPS * rows_per_warp(n, glu))) * dp4a_groups(m, k)
+
+
+def dp4a_name(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, glu: bool = False) -> str:
+  return (f"tg_qmatvec_packed_dp4a_{ggml_type.lower()}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+          f"{'_glu' if glu else ''}")
 
 
 # 4 values of x (lanes 8 g .. 8 g + 7 hold one 32-column block) -> 4 int8 in a word, and the block's scale
@@ -149,9 +162,11 @@ _CHUNKS = """  #pragma unroll 1
 """
 
 
-def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
+def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0,
+                       glu: bool = False) -> str:
   """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout, x rounded to int8
-  per 32 columns."""
+  per 32 columns; with `glu`, out (m, n / 2) = silu(gate) * up of W's two halves (nn/matvec_cuda.py). The first batch
+  of weight loads is issued before the grid-dependency wait (nn/matvec_cuda.early_loads)."""
   if not packable(ggml_type, k): raise ValueError(f"no int8-x matvec for {ggml_type} rows of {k} weights (rows of a multiple of {STEP})")
   steps, groups, ahead, chunk = k // STEP, dp4a_groups(m, k), min(k // STEP, LOADS_AHEAD), chunk_steps(k)
   ragged = steps % (2 * ahead) != 0
@@ -159,16 +174,17 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
   norm_sums = "  float sq_lane[M_ROWS];   /* the lane's squares of x, over the chunks */\n" + \
               "  __shared__ float sq_part[M_ROWS][WARPS];   /* each warp's */\n" if prologue == "norm" else "  float sq_lane[M_ROWS];\n"
   sq_init = "lane < WARPS ? sq_part[m][lane] : 0.0f" if prologue == "norm" else "0.0f"
+  early = early_loads(packed_bytes(ggml_type, n, k))
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {dp4a_group_rows(m, k)}
 #define N_OUT {n}
-#define ROWS_PER_WARP {ROWS_PER_WARP}
+#define ROWS_PER_WARP {rows_per_warp(n, glu)}
 #define STEPS {steps}
 #define CHUNK {chunk}
 #define WARPS {WARPS}
-{UINT4_PARTS}{_QUANTIZE}extern "C" __global__ void __launch_bounds__({32 * WARPS})
-{dp4a_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out, const float* __restrict__ x,
+{render_row_map(glu)}{UINT4_PARTS}{_QUANTIZE}extern "C" __global__ void __launch_bounds__({32 * WARPS})
+{dp4a_name(ggml_type, k, m, n, prologue, residual, glu)}(float* __restrict__ out, const float* __restrict__ x,
     const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{render_weight_prefetch(packed_bytes(ggml_type, n, k))}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+{render_weight_prefetch(packed_bytes(ggml_type, n, k), wait=not early)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged); a warp
      past the last row computes that row again (it takes part in every barrier), the store skips it */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);
@@ -180,7 +196,7 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
   /* two sets of weight registers, a batch of {ahead} steps each: one loading while the other's products run; the
      first batch is in flight while the block quantizes x */
 {declare_weight_arrays(ggml_type, ahead)}{declare_weight_arrays(ggml_type, ahead, "_b")}\
-{render_weight_loads(ggml_type, ahead, first="0", declare=False)}\
+{render_weight_loads(ggml_type, ahead, first="0", declare=False)}{GRID_WAIT if early else ""}\
   float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];   /* sq: lane w < WARPS holds warp w's squares */
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
@@ -200,8 +216,8 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
   }}
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) sq[m] = {sq_init};
-{render_rows_out(prologue, residual, eps)}}}
+{render_rows_out(prologue, residual, eps, glu)}}}
 """
 
 
-__all__ = ["DP4A_MIN_WEIGHTS", "dp4a_grid", "dp4a_group_rows", "dp4a_name", "render_dp4a_matvec", "uses_dp4a"]
+__all__ = ["DP4A_MIN_WEIGHTS", "dp4a_grid", "dp4a_group_rows", "dp4a_name", "render_dp4a_matvec", "rows_per_warp", "uses_dp4a"]

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from teenygrad.device import Buffer, Device
-from teenygrad.nn.matvec_cuda import (GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_row_block, render_rows_out,
-                                      render_weight_prefetch, render_x_reader)
+from teenygrad.nn.matvec_cuda import (GRID_WAIT, GROUP_ROWS, WARPS, early_loads, kernel_params, no_norm_weight, render_row_block,
+                                      render_row_map, render_rows_out, render_weight_prefetch, render_x_reader)
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.tensor import Tensor
 
@@ -40,6 +40,11 @@ def rows_per_warp(m: int, n: int) -> int:
   4096-row Q4_0 weight (1024 warps) read at 23% of HBM, a 28672-row one at 48%; so as many as leave ~32 warps per
   SM, 4 at most, 2 where a warp holds more than 2 rows of x (registers)."""
   return max(1, min(4 if m <= 2 else 2, n // (WARPS_PER_SM * 132)))
+
+
+def glu_rows_per_warp(rows: int) -> int:
+  """Rows per warp with the glu epilogue (nn/matvec_cuda.py): gate and up rows in pairs, so an even count."""
+  return rows + rows % 2
 
 
 PACKED_TYPES = ("Q4_0", "Q4_1", "Q8_0")
@@ -93,14 +98,17 @@ def repack_tensor(ggml_type: str, raw: Tensor, n: int, k: int) -> Tensor:
   return Tensor.cat([p.reshape(-1) for p in parts])
 
 
-def packed_name(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False) -> str:
-  return f"tg_qmatvec_packed_{ggml_type.lower()}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}"
+def packed_name(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, glu: bool = False) -> str:
+  return f"tg_qmatvec_packed_{ggml_type.lower()}_{k}_{m}_{n}{'_' + prologue if prologue else ''}{'_r' if residual else ''}{'_glu' if glu else ''}"
 
 
 def packed_groups(m: int) -> int: return -(-m // GROUP_ROWS)
 
 
-def packed_grid(m: int, n: int) -> int: return -(-n // (WARPS * rows_per_warp(m, n))) * packed_groups(m)
+def packed_rows(m: int, n: int, glu: bool) -> int: return glu_rows_per_warp(rows_per_warp(m, n)) if glu else rows_per_warp(m, n)
+
+
+def packed_grid(m: int, n: int, glu: bool = False) -> int: return -(-n // (WARPS * packed_rows(m, n, glu))) * packed_groups(m)
 
 
 # word i of a uint4, and half t of the 8 it holds
@@ -171,25 +179,46 @@ def render_weight_loads(ggml_type: str, ahead: int, suffix: str = "", first: str
     for (int u = 0; u < {ahead}; u++)
       #pragma unroll
       for (int r = 0; r < ROWS_PER_WARP; r++) {{
-        const long long rs = (long long)min(row0 + r, N_OUT - 1) * STEPS + min({first} + u, STEPS - 1);
+        const long long rs = (long long)min(TG_ROW(r), N_OUT - 1) * STEPS + min({first} + u, STEPS - 1);
 {loads}
       }}
 """
 
 
-def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0) -> str:
-  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout."""
+def render_early_lines(ggml_type: str, ahead: int) -> str:
+  """C++ asking the lines of the first batch of weight loads (steps 0 .. ahead - 1 of the warp's rows) into L2, then
+  the grid-dependency wait: the weight does not depend on the kernel before (nn/matvec_cuda.early_loads)."""
+  mins = "        tg_prefetch_line(min_halves + rs * 4);\n" if ggml_type == "Q4_1" else ""
+  return f"""  #pragma unroll
+  for (int u = 0; u < {ahead}; u++)
+    #pragma unroll
+    for (int r = 0; r < ROWS_PER_WARP; r++) {{
+      const long long rs = (long long)min(TG_ROW(r), N_OUT - 1) * STEPS + u;
+      tg_prefetch_line(quants + rs * {64 if ggml_type == "Q8_0" else 32} + lane);
+      if (lane == 0) {{
+        tg_prefetch_line(scales + rs * 4);
+{mins}      }}
+    }}
+{GRID_WAIT}"""
+
+
+def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0,
+                         glu: bool = False) -> str:
+  """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout; with `glu`, out
+  (m, n / 2) = silu(gate) * up of W's two halves (nn/matvec_cuda.py)."""
   assert packable(ggml_type, k)
   steps, groups = k // STEP, packed_groups(m)
   ahead = min(steps, LOADS_AHEAD)
+  early = early_loads(packed_bytes(ggml_type, n, k))
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
-#define ROWS_PER_WARP {rows_per_warp(m, n)}
+#define ROWS_PER_WARP {packed_rows(m, n, glu)}
 #define STEPS {steps}
-{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual)}(float* __restrict__ out,
+{render_row_map(glu)}{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual, glu)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{render_weight_prefetch(packed_bytes(ggml_type, n, k))}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-{render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_weight_prefetch(packed_bytes(ggml_type, n, k), wait=not early)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+{render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}{render_early_lines(ggml_type, ahead) if early else ""}\
+  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;
@@ -215,23 +244,23 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
       }}
     }}
   }}
-{render_rows_out(prologue, residual, eps)}}}
+{render_rows_out(prologue, residual, eps, glu)}}}
 """
 
 
 def _render_for(ggml_type: str, k: int, m: int, n: int, prologue: str, residual: bool, eps: float,
-                int8_x: bool) -> tuple[str, str, dict, str]:
+                int8_x: bool, glu: bool = False) -> tuple[str, str, dict, str]:
   """(name, CUDA C, launch dims, the profile's name) of the matvec a shape runs: with int8_x, x rounded to int8 and
   dp4a where the weight is large enough to be bandwidth-bound (nn/quant_cuda_dp4a.py), float x otherwise. Every row
   count of x gets the same kind, so a row's result does not depend on its batch."""
   from teenygrad.nn import quant_cuda_dp4a as dp4a   # it renders with this module's pieces: imported on use
   if int8_x and dp4a.uses_dp4a(n, k):
-    src = dp4a.render_dp4a_matvec(ggml_type, k, m, n, prologue, residual, eps)
-    return (dp4a.dp4a_name(ggml_type, k, m, n, prologue, residual), src,
-            {"block": (32 * dp4a.WARPS, 1, 1), "grid": (dp4a.dp4a_grid(m, n, k), 1, 1)}, f"qmatvec_packed_dp4a_{ggml_type.lower()}")
-  src = render_packed_matvec(ggml_type, k, m, n, prologue, residual, eps)
-  return (packed_name(ggml_type, k, m, n, prologue, residual), src, {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n), 1, 1)},
-          f"qmatvec_packed_{ggml_type.lower()}")
+    src = dp4a.render_dp4a_matvec(ggml_type, k, m, n, prologue, residual, eps, glu)
+    return (dp4a.dp4a_name(ggml_type, k, m, n, prologue, residual, glu), src,
+            {"block": (32 * dp4a.WARPS, 1, 1), "grid": (dp4a.dp4a_grid(m, n, k, glu), 1, 1)}, f"qmatvec_packed_dp4a_{ggml_type.lower()}")
+  src = render_packed_matvec(ggml_type, k, m, n, prologue, residual, eps, glu)
+  return (packed_name(ggml_type, k, m, n, prologue, residual, glu), src,
+          {"block": (32 * WARPS, 1, 1), "grid": (packed_grid(m, n, glu), 1, 1)}, f"qmatvec_packed_{ggml_type.lower()}")
 
 
 class CUDAPackedMatvec:
@@ -242,13 +271,13 @@ class CUDAPackedMatvec:
     self._programs: dict[tuple, tuple[object, str]] = {}   # shape and options -> (program, the profile's name for it)
 
   def __call__(self, out: Buffer, x: Buffer, w: Buffer, m: int, n: int, k: int, residual: Buffer | None = None,
-               norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False) -> None:
+               norm: Buffer | None = None, eps: float = 0.0, swiglu: bool = False, glu: bool = False) -> None:
     from teenygrad.engine.realize import CompiledKernel, ExecItem, launch
     prologue = "norm" if norm is not None else "swiglu" if swiglu else ""
-    key = (k, m, n, prologue, residual is not None, eps)
+    key = (k, m, n, prologue, residual is not None, eps, glu)
     if key not in self._programs:
       backend = Device[self.device]
-      name, src, grid, label = _render_for(self.ggml_type, k, m, n, prologue, residual is not None, eps, self.int8_x)
+      name, src, grid, label = _render_for(self.ggml_type, k, m, n, prologue, residual is not None, eps, self.int8_x, glu)
       self._programs[key] = backend.program(name, backend.compiler.compile_cached(src), grid), label
     program, label = self._programs[key]
     kernel = CompiledKernel(label, program, [], [], "", m * n * k, False)
