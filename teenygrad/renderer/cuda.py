@@ -29,8 +29,6 @@ __device__ __forceinline__ void tg_prefetch_l2(const void* p, unsigned int bytes
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" :: "l"(p), "r"(bytes) : "memory");
 #endif
 }
-/* ask for the cache line holding p to be brought into L2, without waiting */
-__device__ __forceinline__ void tg_prefetch_line(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" :: "l"(p)); }
 /* half and bfloat16 conversions without inline asm, which would stop the compiler from merging neighbouring loads
    and stores into vector ones: libdevice's half conversions (cvt.f32.f16, cvt.rn.f16.f32), bfloat16 by bits */
 extern "C" __device__ float __nv_half2float(unsigned short);
