@@ -393,7 +393,8 @@ def test_float_matvec_glu_on_the_cpu(dtype_name, prologue, tmp_path):
   m, k, n, eps = 3, 264, 14, 1e-5
   weight = rng.standard_normal((n, k), dtype=np.float32)
   bits = weight.astype(np.float16).view(np.uint16) if dtype_name == "float16" else (weight.view(np.uint32) >> 16).astype(np.uint16)
-  weight64 = bits.view(np.float16).astype(np.float64) if dtype_name == "float16" else (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+  widened = bits.view(np.float16) if dtype_name == "float16" else (bits.astype(np.uint32) << 16).view(np.float32)
+  weight64 = widened.astype(np.float64)
   x, norm, read = _glu_inputs(rng, m, k, prologue)
   out = np.full((m, n // 2), np.nan, np.float32)
   src = render_float_matvec(dtype_name, k, m, n, prologue, eps=eps, glu=True)

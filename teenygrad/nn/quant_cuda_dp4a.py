@@ -189,7 +189,8 @@ def render_dp4a_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str = "
 {render_row_map(glu)}{UINT4_PARTS}{_QUANTIZE}extern "C" __global__ void __launch_bounds__({32 * WARPS})
 {dp4a_name(ggml_type, k, m, n, prologue, residual, glu)}(float* __restrict__ out, const float* __restrict__ x,
     const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
-{render_weight_prefetch(packed_bytes(ggml_type, n, k), wait=not early)}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+{render_weight_prefetch(packed_bytes(ggml_type, n, k), wait=not early)}{no_norm_weight(prologue)}\
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   /* block b: W rows of block b / {groups}, x rows of group b % {groups} (M_ROWS each, the last one ragged); a warp
      past the last row computes that row again (it takes part in every barrier), the store skips it */
   const int m0 = (int)(blockIdx.x % {groups}) * M_ROWS, rows_here = min(M_ROWS, {m} - m0);

@@ -196,7 +196,8 @@ def render_packed_matvec(ggml_type: str, k: int, m: int, n: int, prologue: str =
 #define N_OUT {n}
 #define ROWS_PER_WARP {packed_rows(m, n, glu)}
 #define STEPS {steps}
-{render_row_map(glu)}{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS}) {packed_name(ggml_type, k, m, n, prologue, residual, glu)}(float* __restrict__ out,
+{render_row_map(glu)}{UINT4_PARTS}extern "C" __global__ void __launch_bounds__({32 * WARPS})
+{packed_name(ggml_type, k, m, n, prologue, residual, glu)}(float* __restrict__ out,
     const float* __restrict__ x, const unsigned char* __restrict__ w{kernel_params(prologue, residual)}) {{
 {render_weight_prefetch(packed_bytes(ggml_type, n, k))}{no_norm_weight(prologue)}  const int lane = threadIdx.x & 31;
 {render_row_block(groups, m)}{render_weight_pointers(ggml_type, n, k)}  float acc[M_ROWS][ROWS_PER_WARP], sq[M_ROWS];
