@@ -2,9 +2,11 @@
 # an ICD manifest for NVIDIA's driver.
 for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
 ldconfig
-# a manifest written for the driver's libGLX_nvidia where the driver has one (the image's own manifest can name a
-# library path this loader rejects: VK_ERROR_INCOMPATIBLE_DRIVER on one machine of 2026-12-02), else the image's
-lib=$(ldconfig -p | grep -o '/[^ ]*libGLX_nvidia\.so\.0' | head -1)
+# a manifest written for the driver's libEGL_nvidia (the headless one: in the GPU machine's containers of 2026-12-02
+# libGLX_nvidia, which the image's manifest names, gave no vkCreateInstance, scripts/vulkan_probe.sh) or else its
+# libGLX_nvidia, where the driver has one; else the image's manifest
+lib=$(ldconfig -p | grep -o '/[^ ]*libEGL_nvidia\.so\.0' | head -1)
+[ -n "$lib" ] || lib=$(ldconfig -p | grep -o '/[^ ]*libGLX_nvidia\.so\.0' | head -1)
 if [ -n "$lib" ]; then
   icd=/tmp/nvidia_icd.json
   printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' "$lib" > "$icd"
