@@ -24,7 +24,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
 fi
 # NVIDIA's ICD manifest, written if the driver's libraries are there but the manifest isn't
 if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
-  for candidate in libGLX_nvidia.so.0 libEGL_nvidia.so.0; do
+  for candidate in libEGL_nvidia.so.0 libGLX_nvidia.so.0; do   # EGL's first: the headless one (scripts/vulkan_env.sh)
     if ldconfig -p 2>/dev/null | grep -q "$candidate"; then
       manifest="$(mktemp -d)/nvidia_icd.json"
       printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' "$candidate" > "$manifest"
