@@ -402,8 +402,9 @@ class PagedStep:
     sin = embedding_rows(m.rope_sin, positions).reshape(B, 1, T, c.head_dim // 2)
     visible = Tensor(mask.lazydata.shrink(((0, B), (0, T), (0, length)))).reshape(B, 1, 1, T, length)
     for i in range(c.n_layers):
-      x = rms_norm(h, w[f"blk.{i}.attn_norm.weight"], c.norm_eps)
-      q, k, v = m.project(i, x, "attn_qkv")
+      # each norm folded into the projection that reads it where the backend's matvec can (llm/fused_linear.py), as
+      # the generator's step does; otherwise (more than 64 rows, the CPU) linear runs rms_norm first
+      q, k, v = m.project(i, h, "attn_qkv", norm=w[f"blk.{i}.attn_norm.weight"])
       q = q.reshape(B, T, c.n_heads, c.head_dim)
       k, v = k.reshape(B, T, c.n_kv_heads, c.head_dim), v.reshape(B, T, c.n_kv_heads, c.head_dim)
       q, k = q.transpose(1, 2), k.transpose(1, 2)                                   # (B, heads, T, D)
@@ -419,9 +420,9 @@ class PagedStep:
       if attn is None: attn = self._attention(q, keys_pool, values_pool, gather_index, visible, length)
       attn = attn.reshape(B, c.n_heads, T, c.head_dim).transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim)
       h = linear(attn, w[f"blk.{i}.attn_output.weight"], residual=h)
-      h = m.feed_forward(i, rms_norm(h, w[f"blk.{i}.ffn_norm.weight"], c.norm_eps), residual=h)
+      h = m.feed_forward(i, h, residual=h, norm=w[f"blk.{i}.ffn_norm.weight"])
     last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
-    logits = linear(rms_norm(last, w["output_norm.weight"], c.norm_eps), m.output).float()
+    logits = linear(last, m.output, norm=w["output_norm.weight"], eps=c.norm_eps).float()
     return logits, logits.argmax(-1).cast(dtypes.int32)                            # (B, vocab), (B,)
 
   def _attention(self, q: Tensor, keys_pool: Tensor, values_pool: Tensor, gather_index: Tensor, visible: Tensor,
