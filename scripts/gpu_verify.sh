@@ -21,6 +21,10 @@ for stage in ${STAGES:-tests consistency smollm2 floor serve llama8b}; do
     sweep) timeout ${SWEEP_TIMEOUT:-150} $PY bench/matvec_cuda.py --kinds ${SWEEP_KINDS:-Q4_0,float16} ${SWEEP_ARGS:---sweep} > "$OUT/sweep.txt" 2>&1
       grep -A30 "^fastest" "$OUT/sweep.txt"; grep -E "default|after wait|glu" "$OUT/sweep.txt" ;;
     sweep_smollm2) timeout 90 $PY bench/matvec_cuda.py --shapes smollm2 --kinds Q4_1,float16 > "$OUT/sweep_smollm2.txt" 2>&1; cat "$OUT/sweep_smollm2.txt" | head -40 ;;
+    knockout) timeout 120 $PY bench/graph_knockout.py --model $M 2>&1 | tail -12
+      L=/tmp/models/llama8b_q4_0.gguf
+      [ -f $L ] || $PY .gpucarry/synth_gguf.py write .gpucarry/smollm2_recipe.json $L --body llama8b --qtype Q4_0 > /dev/null
+      timeout 150 $PY bench/graph_knockout.py --model $L --replays 50 --rounds 5 2>&1 | tail -12 ;;
     floor) timeout 60 $PY bench/graph_floor.py 2>&1 | tail -4 ;;
     smollm2) for pdl in ${PDLS:-1 0}; do
         echo "-- TEENYGRAD_PDL=$pdl"

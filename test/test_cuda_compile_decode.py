@@ -38,6 +38,7 @@ _WARP_EMULATION = r"""
 using std::min;
 using std::max;
 struct float4 { float x, y, z, w; };
+static float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 struct float2 { float x, y; };
 struct uint4 { unsigned int x, y, z, w; };
 struct Index { unsigned int x; };

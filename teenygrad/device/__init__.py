@@ -26,6 +26,10 @@ class Allocator:
   def free(self, raw, nbytes: int) -> None: pass
   def copyin(self, raw, src: memoryview) -> None: raise NotImplementedError
   def copyout(self, dest: memoryview, raw) -> None: raise NotImplementedError
+  def copyout_start(self, raw, nbytes: int):
+    """Queue a copy of `nbytes` from the device now and return finish(dest), which waits for it: None where the
+    backend has no such copy (a read then waits for all the queued work)."""
+    return None
 
 
 class Compiler:
@@ -86,6 +90,19 @@ class Buffer:
     if not allocator.copyout_waits: Device[self.device].synchronize()
     allocator.copyout(memoryview(out.view(np.uint8)), self.raw)
     return out
+
+  def read_later(self):
+    """Start copying this buffer to the host and return read(), which waits for that copy and gives the array. The
+    copy is queued behind the work that writes the buffer and before anything queued after this call, so a decode
+    step queued next runs while the host waits for this one's token only. A backend without queued copies reads at
+    read() time (everything queued by then has run)."""
+    finish = Device[self.device].allocator.copyout_start(self.raw, self.nbytes)
+    if finish is None: return self.numpy
+    out = np.empty(self.size, dtype=self.dtype.np)
+    def read() -> np.ndarray:
+      finish(memoryview(out.view(np.uint8)))
+      return out
+    return read
 
   def __del__(self):
     if self._raw is not None and self._owned:

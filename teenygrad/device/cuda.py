@@ -44,6 +44,7 @@ class CUDAAllocator(Allocator):
     self.cached_bytes = 0
     self.lock = threading.Lock()
     self._staging: list[tuple[int, object]] = []   # (pinned host pointer, event guarding its last copy)
+    self._readbacks: list[tuple[int, object]] = []   # small pinned buffers for copyout_start, free ones
 
   def _alloc(self, nbytes: int) -> int:
     size = _bucket(nbytes)
@@ -115,6 +116,28 @@ class CUDAAllocator(Allocator):
       if pending is not None: self._finish_copyout(out, *pending)
       pending = (host, event, offset, size)
     if pending is not None: self._finish_copyout(out, *pending)
+
+  READBACK_BYTES = 64 << 10
+
+  def copyout_start(self, raw: int, nbytes: int):
+    """A small device-to-host copy queued now into a pinned buffer of its own (a decode step's tokens); finish(dest)
+    waits for it alone and gives the pinned buffer back. Larger reads take the plain copyout at finish time."""
+    if nbytes > self.READBACK_BYTES: return None
+    self.device.activate()
+    with self.lock:
+      slot = self._readbacks.pop() if self._readbacks else None
+    if slot is None:
+      host = c_ptr()
+      check(libcuda().cuMemHostAlloc(ctypes.byref(host), self.READBACK_BYTES, CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc")
+      slot = (host.value, self.device.new_event(timing=False))
+    host, event = slot
+    check(libcuda().cuMemcpyDtoHAsync_v2(host, raw, nbytes, self.device.stream), "cuMemcpyDtoHAsync")
+    check(libcuda().cuEventRecord(event, self.device.stream), "cuEventRecord")
+    def finish(dest: memoryview) -> None:
+      check(libcuda().cuEventSynchronize(event), "copying from the device")
+      ctypes.memmove(np.frombuffer(dest, dtype=np.uint8).ctypes.data, host, nbytes)
+      with self.lock: self._readbacks.append(slot)
+    return finish
 
   @staticmethod
   def _finish_copyout(out: np.ndarray, host: int, event, offset: int, size: int) -> None:

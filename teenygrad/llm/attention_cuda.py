@@ -120,15 +120,21 @@ def _rope_attention_opening(d: int, h: int, kvh: int, length: int, rope_rows: in
   split_params = ", float* __restrict__ partials, unsigned int* __restrict__ arrivals" if split else ""
   mask_row = f"mask + (long long)b * {length}" if mask else "nullptr"
   pair, first = ("i / 2", "(i & 1) == 0") if interleaved else ("i % HALF", "i < HALF")
+  pair_of_i = "(i) / 2" if interleaved else "(i) % HALF"
   partner = "i ^ 1" if interleaved else "(i + HALF) % HEAD_DIM"
   return f"""#define HEAD_DIM {d}
 #define HALF {d // 2}
-/* element i of a head's row src rotated by its pair's angle (cos_row and sin_row null: not rotated) */
+#define TG_ROPE_PAIR(i) ({pair_of_i})
+/* element i of a head's row src rotated by the angle (c, sn) of its pair */
+__device__ __forceinline__ float tg_rope_by(const float* __restrict__ src, int i, float c, float sn) {{
+  const float own = src[i], other = src[{partner}];
+  return {first} ? own * c - other * sn : other * sn + own * c;
+}}
+/* the same with the angle read from the tables' rows (cos_row and sin_row null: not rotated) */
 __device__ __forceinline__ float tg_rope_at(const float* __restrict__ src, int i, const float* __restrict__ cos_row,
                                             const float* __restrict__ sin_row) {{
   const int p = {pair};
-  const float c = cos_row ? cos_row[p] : 1.0f, sn = cos_row ? sin_row[p] : 0.0f, own = src[i], other = src[{partner}];
-  return {first} ? own * c - other * sn : other * sn + own * c;
+  return tg_rope_by(src, i, cos_row ? cos_row[p] : 1.0f, cos_row ? sin_row[p] : 0.0f);
 }}
 extern "C" __global__ void __launch_bounds__({threads}) {rope_attention_name(d, h, kvh, length, interleaved, mask)}(float* __restrict__ out,
     const float* __restrict__ qkv, const float* __restrict__ cos_table, const float* __restrict__ sin_table,
@@ -271,21 +277,48 @@ def render_rope_attention_split(d: int, h: int, kvh: int, length: int, rope_rows
   const int chunk = (count + SPLITS - 1) / SPLITS;
   const int first = min(split * chunk, count), last = min(first + chunk, count);
 """
-  opening += _prefetch_rows("first", "min(last, cached)", "true")
+  # before the wait: what earlier steps wrote (the cache rows of the split's first tile, straight into registers)
+  # and the rotation's angle; only q and the new row come from the kernel before this one
+  opening += """\
+  const int part = tid % KEY_THREADS, slot = tid / KEY_THREADS;   /* scoring: key `slot` of a tile, quarter `part` */
+  const int dim = tid % HEAD_DIM, half = tid / HEAD_DIM;           /* values: dimension `dim`, keys half, half + HALVES, ... */
+  const int stop = min(last, cached);                              /* the split's rows read from the cache */
+  float4 k_tile[EPT / 4];
+  float v_tile[TILE / HALVES];
+  tg_load_tile(k_tile, v_tile, k_head, v_head, first, stop, slot, part, dim, half);
+  float c = 1.0f, sn = 0.0f;
+  if (tid < HEAD_DIM && cos_row) { c = cos_row[TG_ROPE_PAIR(tid)]; sn = sin_row[TG_ROPE_PAIR(tid)]; }
+"""
+  opening += _prefetch_rows("first + TILE", "stop", "true")
   return CUDA_PREAMBLE + f"""#define SPLITS {splits}
 #define THREADS {threads}
 #define KEY_THREADS {KEY_THREADS}
 #define TILE {tile}
-#define EPT (HEAD_DIM / KEY_THREADS)
-#define HALVES (THREADS / HEAD_DIM)
+#define EPT {d // KEY_THREADS}
+#define HALVES {threads // d}
+/* a tile's cache rows [t0, t0 + TILE) below `stop` into a thread's registers: its quarter of key t0 + slot, and
+   dimension dim of values t0 + half, t0 + half + HALVES, ... (rows at or past stop: zeros, never used) */
+__device__ __forceinline__ void tg_load_tile(float4* k_tile, float* v_tile, const float* __restrict__ k_head,
+    const float* __restrict__ v_head, int t0, int stop, int slot, int part, int dim, int half) {{
+  const int j = t0 + slot;
+  #pragma unroll
+  for (int e = 0; e < EPT / 4; e++)
+    k_tile[e] = j < stop ? ((const float4*)(k_head + (long long)j * {d} + part * EPT))[e] : make_float4(0.f, 0.f, 0.f, 0.f);
+  #pragma unroll
+  for (int u = 0; u < TILE / HALVES; u++) {{
+    const int jj = t0 + half + u * HALVES;
+    v_tile[u] = jj < stop ? v_head[(long long)jj * {d} + dim] : 0.0f;
+  }}
+}}
 """ + opening + f"""\
   __shared__ __align__(16) float q_s[HEAD_DIM], k_s[HEAD_DIM], v_s[HEAD_DIM];
   __shared__ float score_s[TILE], prob_s[TILE], acc_s[HALVES][HEAD_DIM];
   __shared__ bool merges;
-  for (int i = tid; i < HEAD_DIM; i += THREADS) {{
-    q_s[i] = tg_rope_at(q_new, i, cos_row, sin_row);
+  if (tid < HEAD_DIM) {{   /* THREADS >= HEAD_DIM: one element each */
+    const int i = tid;
+    q_s[i] = tg_rope_by(q_new, i, c, sn);
     if (stored) {{
-      const float k_rot = tg_rope_at(k_new, i, cos_row, sin_row), v = v_new[i];
+      const float k_rot = tg_rope_by(k_new, i, c, sn), v = v_new[i];
       k_s[i] = k_rot; v_s[i] = v;
       if (split == 0 && head % {h // kvh} == 0) {{   /* one block per kv head writes the new row; no block reads it from the cache */
         keys[rows + (long long)s0 * HEAD_DIM + i] = k_rot;
@@ -294,8 +327,6 @@ def render_rope_attention_split(d: int, h: int, kvh: int, length: int, rope_rows
     }}
   }}
   __syncthreads();
-  const int part = tid % KEY_THREADS, slot = tid / KEY_THREADS;   /* scoring: key `slot` of a tile, quarter `part` */
-  const int dim = tid % HEAD_DIM, half = tid / HEAD_DIM;           /* values: dimension `dim`, keys half, half + HALVES, ... */
   float q[EPT];
   #pragma unroll
   for (int e = 0; e < EPT; e++) q[e] = q_s[part * EPT + e];
@@ -304,10 +335,9 @@ def render_rope_attention_split(d: int, h: int, kvh: int, length: int, rope_rows
     const int j = t0 + slot;
     float dot = 0.0f;
     if (j < last) {{
-      const float4* k_row = (const float4*)((j < cached ? k_head + (long long)j * HEAD_DIM : k_s) + part * EPT);
       #pragma unroll
-      for (int e = 0; e < EPT / 4; e++) {{
-        const float4 k = k_row[e];
+      for (int e = 0; e < EPT / 4; e++) {{   /* the new row (j = cached) from shared memory, the cache's from registers */
+        const float4 k = j < cached ? k_tile[e] : ((const float4*)(k_s + part * EPT))[e];
         dot += q[4 * e] * k.x + q[4 * e + 1] * k.y + q[4 * e + 2] * k.z + q[4 * e + 3] * k.w;
       }}
     }}
@@ -326,11 +356,13 @@ def render_rope_attention_split(d: int, h: int, kvh: int, length: int, rope_rows
     for (int u = 0; u < TILE; u++) tile_sum += prob_s[u];
     total = total * rescale + tile_sum;
     acc *= rescale;
-    for (int u = half; u < TILE && t0 + u < last; u += HALVES) {{
-      const int jj = t0 + u;
-      acc += prob_s[u] * (jj < cached ? v_head[(long long)jj * HEAD_DIM + dim] : v_s[dim]);
+    #pragma unroll
+    for (int u = 0; u < TILE / HALVES; u++) {{
+      const int jj = t0 + half + u * HALVES;
+      if (jj < last) acc += prob_s[half + u * HALVES] * (jj < cached ? v_tile[u] : v_s[dim]);
     }}
     best = top;
+    if (t0 + TILE < stop) tg_load_tile(k_tile, v_tile, k_head, v_head, t0 + TILE, stop, slot, part, dim, half);
     __syncthreads();   /* the next tile's scores overwrite score_s and prob_s */
   }}
   acc_s[half][dim] = acc;

@@ -84,19 +84,30 @@ class Generator:
         return model(tokens, cache, start, start_tensor, key_mask=key_mask)
       @jit
       def decode_greedy(tokens: Tensor, start_tensor: Tensor, key_mask: Tensor | None, start: BoundVariable) -> Tensor:
-        return model(tokens, cache, start, start_tensor, key_mask=key_mask).argmax(-1).cast(dtypes.int32)
+        # (B, 1): the next step's tokens as they are, so a step can take the one before it's output on the device
+        return model(tokens, cache, start, start_tensor, key_mask=key_mask).argmax(-1, keepdim=True).cast(dtypes.int32)
       self._decode, self._decode_greedy = decode, decode_greedy
     return self.cache
 
   def _step(self, tokens: np.ndarray, position: int, key_mask: Tensor | None, greedy: bool = False) -> np.ndarray:
     """One decode step: the logits (B, vocab), or with `greedy` each row's argmax (B,) int32 taken on the device (B
     ints over the bus instead of B x vocab floats, and no host argmax: at batch 1 on a GPU that is a step's tail)."""
+    out = self._launch(Tensor(tokens.astype(np.int32), device=self.model.device), position, key_mask, greedy)
+    return out.numpy().reshape(-1) if greedy else out.numpy()
+
+  def _launch(self, tokens: Tensor, position: int, key_mask: Tensor | None, greedy: bool) -> Tensor:
+    """Queue one decode step on (B, 1) int32 tokens (on the device, or a previous greedy step's output) and return
+    its output, not yet read."""
     device = self.model.device
     start = BoundVariable("start_pos", 0, self.cache.max_len - 1, position)
     decode = self._decode_greedy if greedy else self._decode
-    out = decode(Tensor(tokens.astype(np.int32), device=device), Tensor(np.array([position], dtype=np.int32), device=device),
-                 key_mask, start)
-    return out.numpy()
+    return decode(tokens, Tensor(np.array([position], dtype=np.int32), device=device), key_mask, start)
+
+  def _greedy_ahead(self, tokens: Tensor, position: int, key_mask: Tensor | None):
+    """A greedy step queued, with its tokens' copy to the host queued right behind it: (its output on the device, the
+    read that waits for it)."""
+    out = self._launch(tokens, position, key_mask, greedy=True)
+    return out, out.lazydata.base.realized.read_later()
 
   # ---- generation ----
   def generate_ids(self, prompts: list[list[int]], params: SamplingParams, on_token=None) -> list[_Row]:
@@ -126,6 +137,11 @@ class Generator:
     position = longest
     greedy = plain_greedy(params)
     choices = None   # each row's token of the last decode step, taken on the device (greedy)
+    # greedy decoding runs a step ahead: step n + 1 is queued on step n's tokens as the device holds them, before the
+    # host reads step n's, so the host's work between steps (reading, detokenizing, queueing) overlaps the device's.
+    # A finished row keeps decoding its own tokens (rows are independent: the others' are the same); where a step
+    # ends generation, the step queued after it is wasted (its cache row lies past the end).
+    ahead = None
     t0 = time.perf_counter()
     for step in range(params.max_tokens):
       next_tokens = np.zeros((B, 1), dtype=np.int32)
@@ -135,7 +151,10 @@ class Generator:
         next_tokens[b, 0] = token
         self._accept(b, row, token, stop_ids, params, on_token)
       if all(row.done for row in rows) or step == params.max_tokens - 1: break
-      if greedy: choices = self._step(next_tokens, position, key_mask, greedy=True).reshape(B)
+      if greedy:
+        current = ahead or self._greedy_ahead(Tensor(next_tokens, device=self.model.device), position, key_mask)
+        ahead = self._greedy_ahead(current[0], position + 1, key_mask) if step + 1 < params.max_tokens - 1 else None
+        choices = current[1]().reshape(B)
       else: logits = self._step(next_tokens, position, key_mask)
       position += 1
     self.stats.decode_seconds = time.perf_counter() - t0
