@@ -570,3 +570,18 @@ def test_tma_gemm_in_a_jit_replay(cuda):
     ref = torch.from_numpy(x_np).half().double() @ torch.from_numpy(w.float().numpy()).double().T
     assert _rel_error(out, ref.numpy()) < BOUNDS["float16"] * 4, f"step {step}"
   assert getattr(project.capture, "graph", None) is not None
+
+
+@pytest.mark.parametrize("rows,n", [(1, 49152), (3, 1003), (2, 151936)])
+def test_greedy_tokens_kernel_matches_torch(cuda, rows, n):
+  """Greedy decoding's row argmax (llm/argmax_cuda.py, one launch) against torch's argmax: random rows with a tie for
+  the maximum (the first index wins) and, in the last row, NaNs (the first NaN wins)."""
+  from teenygrad.llm.custom_ops import greedy_tokens
+  rng = np.random.default_rng(rows)
+  logits = rng.standard_normal((rows, n)).astype(np.float32)
+  logits[0, [n // 3, n - 2]] = 20.0
+  if rows > 1: logits[-1, [n - 7, 5]] = np.nan
+  out, names = _launched(lambda: greedy_tokens(Tensor(logits, device="CUDA").realize()).numpy())
+  assert "argmax_rows" in names
+  assert out.shape == (rows, 1) and out.dtype == np.int32
+  assert out[:, 0].tolist() == torch.from_numpy(logits).argmax(-1).tolist()

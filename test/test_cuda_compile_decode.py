@@ -89,6 +89,12 @@ static float __shfl_xor_sync(unsigned int, float v, int mask) {
   warp.arrive_and_wait();
   return r;
 }
+static int __shfl_xor_sync(unsigned int, int v, int mask) {
+  float f; memcpy(&f, &v, 4);
+  const float r = __shfl_xor_sync(0u, f, mask);
+  int i; memcpy(&i, &r, 4);
+  return i;
+}
 static void __syncwarp() { warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
 static void __syncthreads() { block_barrier->arrive_and_wait(); }
 static float tg_warp_max(float v) { return combine(v, [](float a, float b) { return std::fmax(a, b); }); }
@@ -460,4 +466,24 @@ def test_packed_and_dp4a_matvec_glu_on_the_cpu(ggml_type, rows, tmp_path, monkey
   row_scale = 1.0 / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps)
   xq = quantize_q8_1(x * norm) * row_scale
   _check_glu(out, xq @ weight64.T, np.abs(xq) @ np.abs(weight64.T))
+  _nvrtc_compiles(src)
+
+
+@pytest.mark.parametrize("n", [49152, 1003])
+def test_argmax_rows_on_the_cpu(n, tmp_path):
+  """Greedy decoding's row argmax (llm/argmax_cuda.py) against numpy's: random rows, a row with its maximum tied at
+  three places (the first wins), a row with NaNs (the first NaN wins, as torch's argmax), a row of -inf (index 0),
+  a row whose maximum is the last element; n a multiple of 4 (float4 loads) and not."""
+  from teenygrad.llm.argmax_cuda import THREADS, argmax_name, render_argmax
+  rng = np.random.default_rng(0)
+  rows = rng.standard_normal((5, n)).astype(np.float32)
+  rows[1, [7, n // 2, n - 1]] = 9.0
+  rows[2, [n - 5, 11]] = np.nan
+  rows[3] = -np.inf
+  rows[4, n - 1] = 50.0
+  out = np.full(5, -1, np.int32)
+  src = render_argmax(n)
+  emulate(tmp_path, src, argmax_name(n), [out, rows], 5, THREADS)
+  want = [int(np.argmax(rows[0])), 7, 11, 0, n - 1]
+  assert out.tolist() == want
   _nvrtc_compiles(src)

@@ -363,3 +363,39 @@ def rope_attention(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: T
   if kernel is None: return None
   op = RopeAttention(kernel, B, heads, KVH, D, L, cos.shape[0], interleaved)
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, heads, 1, D), dtypes.float32))
+
+
+class ArgmaxRows:
+  """Custom op: srcs (logits (B, N) float32) -> (B, 1) int32, each row's argmax (first index of the largest value, NaN
+  first, as Tensor.argmax). Inference only; the reference is Tensor.argmax(-1, keepdim=True)."""
+  def __init__(self, kernel, rows: int, n: int):
+    self.kernel, self.rows, self.n = kernel, rows, n
+
+  def run(self, root: LazyBuffer, buffers: list):
+    from teenygrad.device import Buffer
+    out = Buffer(root.device, self.rows, dtypes.int32)
+    self.kernel(out, buffers[0], self.rows, self.n)
+    return out
+
+  def backward(self, grad, ctx):
+    raise RuntimeError("argmax has no gradient")
+
+
+def _cuda_argmax(device: str):
+  from teenygrad.llm.argmax_cuda import cuda_argmax
+  return cuda_argmax(device)
+
+
+# backend name -> factory(device) of a row-argmax launcher (llm/argmax_cuda.py's shape); others run Tensor.argmax
+ARGMAX_KERNELS = {"CUDA": _cuda_argmax}
+
+
+def greedy_tokens(logits: Tensor) -> Tensor:
+  """Each row's argmax of logits (B, N) as (B, 1) int32: greedy decoding's next tokens, in one launch where the
+  backend has a kernel, else through Tensor.argmax."""
+  factory = ARGMAX_KERNELS.get(logits.device.partition(":")[0])
+  if factory is not None and logits.ndim == 2 and logits.dtype == dtypes.float32 and not logits.requires_grad:
+    source = logits.contiguous() if logits.lazydata.is_view and not logits.lazydata.reshapes_base else logits
+    op = ArgmaxRows(factory(logits.device), *logits.shape)
+    return Tensor(LazyBuffer.custom(op, (source.lazydata,), (logits.shape[0], 1), dtypes.int32))
+  return logits.argmax(-1, keepdim=True).cast(dtypes.int32)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from teenygrad.dtype import dtypes
 from teenygrad.ir.symbolic import BoundVariable
+from teenygrad.llm.custom_ops import greedy_tokens
 from teenygrad.llm.model import KVCache, Transformer
 from teenygrad.llm.sampling import SamplingParams, plain_greedy, sample
 from teenygrad.llm.tokenizer import StreamDecoder, Tokenizer
@@ -85,7 +85,7 @@ class Generator:
       @jit
       def decode_greedy(tokens: Tensor, start_tensor: Tensor, key_mask: Tensor | None, start: BoundVariable) -> Tensor:
         # (B, 1): the next step's tokens as they are, so a step can take the one before it's output on the device
-        return model(tokens, cache, start, start_tensor, key_mask=key_mask).argmax(-1, keepdim=True).cast(dtypes.int32)
+        return greedy_tokens(model(tokens, cache, start, start_tensor, key_mask=key_mask))
       self._decode, self._decode_greedy = decode, decode_greedy
     return self.cache
 

@@ -28,7 +28,7 @@ import numpy as np
 from teenygrad.dtype import dtypes
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import embedding_rows
+from teenygrad.llm.custom_ops import embedding_rows, greedy_tokens
 from teenygrad.llm.model import Transformer, apply_rope, kernel_output, linear, rms_norm
 from teenygrad.serve.paged_attention import cpu_pool_write, paged_attention
 from teenygrad.tensor import Tensor
@@ -423,7 +423,7 @@ class PagedStep:
       h = m.feed_forward(i, h, residual=h, norm=w[f"blk.{i}.ffn_norm.weight"])
     last = kernel_output((h * select).sum(1)) if T > 1 else h.reshape(B, c.dim)    # (B, dim)
     logits = linear(last, m.output, norm=w["output_norm.weight"], eps=c.norm_eps).float()
-    return logits, logits.argmax(-1).cast(dtypes.int32)                            # (B, vocab), (B,)
+    return logits, greedy_tokens(logits).reshape(B)                                 # (B, vocab), (B,)
 
   def _attention(self, q: Tensor, keys_pool: Tensor, values_pool: Tensor, gather_index: Tensor, visible: Tensor,
                  length: BoundVariable) -> Tensor:
