@@ -44,6 +44,7 @@ def main() -> None:
   parser.add_argument("--prompt", type=int, default=192, help="prompt tokens before the captured step (the attention's length)")
   parser.add_argument("--replays", type=int, default=200)
   parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--whole", action="store_true", help="time the whole step only (for a sweep of kernel settings)")
   args = parser.parse_args()
   from teenygrad.device import Device
   from teenygrad.engine.realize import ExecItem
@@ -65,6 +66,7 @@ def main() -> None:
   whole = replay_us(backend, [item for _, item in launches], args.replays, args.rounds)
   print(f"model {os.path.basename(args.model)}, {len(launches)} launches, position {args.prompt}: whole step {whole:.1f} us "
         f"(median of {args.rounds} x {args.replays} replays)")
+  if args.whole: return
   print(f"{'kernel':40s} {'count':>5s} {'without':>9s} {'its share':>9s} {'per launch':>10s} {'alone':>9s} {'per launch':>10s}")
   for name, count in kinds.most_common():
     if count < 2 and len(kinds) > 12: continue   # one-off kernels (embedding, head) matter less than the per-layer ones

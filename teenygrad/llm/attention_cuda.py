@@ -236,9 +236,11 @@ ROPE_WARPS = int(os.environ.get("TEENYGRAD_ROPE_WARPS", 4))
 KEYS_AT_ONCE = int(os.environ.get("TEENYGRAD_KEYS_AT_ONCE", 4))
 
 
-SPLIT_THREADS = 128   # threads per block of the split kernel: TILE_KEYS keys at a time, KEY_THREADS threads per key
-KEY_THREADS = 4
-MAX_SPLITS = 16      # blocks per head at most: 9 heads x 16 is about one wave of an H200's 132 SMs
+# threads per block of the split kernel: TILE_KEYS keys at a time, KEY_THREADS threads per key; the environment
+# overrides them for a sweep on the GPU machine (KEY_THREADS a power of two up to head_dim / 4)
+SPLIT_THREADS = int(os.environ.get("TEENYGRAD_SPLIT_THREADS", 128))
+KEY_THREADS = int(os.environ.get("TEENYGRAD_KEY_THREADS", 4))
+MAX_SPLITS = int(os.environ.get("TEENYGRAD_MAX_SPLITS", 16))   # blocks per head at most: 9 heads x 16 is about one wave of an H200's 132 SMs
 
 
 def rope_attention_splits(d: int, length: int) -> int:
