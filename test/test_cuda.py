@@ -585,3 +585,23 @@ def test_greedy_tokens_kernel_matches_torch(cuda, rows, n):
   assert "argmax_rows" in names
   assert out.shape == (rows, 1) and out.dtype == np.int32
   assert out[:, 0].tolist() == torch.from_numpy(logits).argmax(-1).tolist()
+
+
+def test_read_later_returns_the_buffer_as_it_was_when_asked(cuda):
+  """Buffer.read_later on CUDA (a copy queued at once into a pinned buffer of its own, waited for at read time): the
+  values are the buffer's when the read was asked even where the buffer is overwritten by work queued after it, two
+  reads in flight at once keep their own values, and a finished read's pinned buffer serves the next one."""
+  from teenygrad.device import Buffer
+  from teenygrad.dtype import dtypes
+  a = Buffer("CUDA", 1000, dtypes.int32).copyin(np.arange(1000, dtype=np.int32))
+  first = a.read_later()
+  a.copyin(np.full(1000, 7, np.int32))   # queued after the read: the read must not see it
+  second = a.read_later()
+  big = Tensor(np.ones((512, 512), np.float32), device="CUDA")
+  (big @ big).realize()                   # work queued behind both reads
+  assert first().tolist() == list(range(1000))
+  assert (second() == 7).all()
+  slots = len(cuda.allocator._readbacks)
+  third = a.read_later()
+  assert len(cuda.allocator._readbacks) == slots - 1 and (third() == 7).all()
+  assert len(cuda.allocator._readbacks) == slots
