@@ -40,8 +40,18 @@ def _host(buffer, shape) -> np.ndarray:
   return buffer.raw.view(buffer.dtype.np).reshape(shape)
 
 
-class CacheWrite:
+class InferenceOp:
+  """A custom op without a gradient (inference only): `backward` raises naming the op (its `what`)."""
+  what = "this op"
+
+  def backward(self, grad, ctx):
+    raise RuntimeError(f"{self.what} has no gradient (inference only)")
+
+
+class CacheWrite(InferenceOp):
   """Custom op: srcs (cache (B, H, L, D), new (B, H, T, D), start (1,) int32); cache[:, :, start:start+T] = new."""
+  what = "the KV cache write"
+
   def __init__(self, cache_shape: tuple, new_shape: tuple):
     self.cache_shape, self.new_shape = cache_shape, new_shape
 
@@ -67,8 +77,6 @@ class CacheWrite:
     _kernel_cache_write(cache, new, start_buffer, self.cache_shape, T)
     return cache
 
-  def backward(self, grad, ctx):
-    raise RuntimeError("the KV cache write has no gradient (inference only)")
 
 
 # The CPU's cache write: a C kernel reading the position from its buffer, so the JIT records the launch and a replay
@@ -206,10 +214,12 @@ def embedding_rows(table: Tensor, ids: Tensor) -> Tensor:
   return out.reshape(*shape, table.shape[1])
 
 
-class DecodeAttention:
+class DecodeAttention(InferenceOp):
   """Custom op: srcs (q (B, H, 1, D), keys (B, KVH, L, D), values, start (1,) int32[, mask (B, L)]) -> (B, H, 1, D)
   float32: softmax(q k^T / sqrt(D) + mask) v over the cache rows [0, start]. Inference only; the reference is the
   primitive path of llm/model.py's attention (what backends without a kernel run, and what the kernel is tested against)."""
+  what = "decode attention"
+
   def __init__(self, kernel, batch: int, heads: int, kv_heads: int, length: int, head_dim: int):
     self.kernel, self.shape = kernel, (batch, heads, kv_heads, length, head_dim)
 
@@ -221,8 +231,6 @@ class DecodeAttention:
     self.kernel(out, q, keys, values, start, buffers[4] if len(buffers) > 4 else None, batch, heads, kv_heads, length, head_dim)
     return out
 
-  def backward(self, grad, ctx):
-    raise RuntimeError("decode attention has no gradient (inference only)")
 
 
 def _cuda_attention(device: str):
@@ -262,10 +270,12 @@ def decode_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, key
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, H, 1, D), dtypes.float32))
 
 
-class PrefillAttention:
+class PrefillAttention(InferenceOp):
   """Custom op: srcs (q (B, H, T, D), keys (B, KVH, L, D), values, start (1,) int32[, mask (B, L)]) -> (B, T, H, D)
   float32: query row t (position start + t) attends over the cache rows [0, start + t]. Inference only; the
   reference is the primitive path of llm/model.py's attention."""
+  what = "prefill attention"
+
   def __init__(self, kernel, batch: int, rows: int, heads: int, kv_heads: int, length: int, head_dim: int):
     self.kernel, self.shape = kernel, (batch, rows, heads, kv_heads, length, head_dim)
 
@@ -278,8 +288,6 @@ class PrefillAttention:
                         length, head_dim)
     return out
 
-  def backward(self, grad, ctx):
-    raise RuntimeError("prefill attention has no gradient (inference only)")
 
 
 def _cpu_prefill_attention(device: str):
@@ -308,11 +316,13 @@ def prefill_attention(q: Tensor, keys: Tensor, values: Tensor, start: Tensor, ke
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, T, H, D), dtypes.float32))
 
 
-class RopeAttention:
+class RopeAttention(InferenceOp):
   """Custom op: srcs (qkv (B, (H + 2 KVH) D) float32, cos (P, D/2), sin, start (1,) int32, keys (B, KVH, L, D) float32,
   values[, mask (B, L)]) -> (B, H, 1, D) float32: RoPE on q and the new k, the new k and v written into row `start`
   of keys and values (in place), attention over rows [0, start]. Inference only; the reference is the primitive path
   of llm/model.py's attention (apply_rope, cache_write, softmax attention)."""
+  what = "decode attention"
+
   def __init__(self, kernel, batch: int, heads: int, kv_heads: int, head_dim: int, length: int, rope_rows: int, interleaved: bool):
     self.kernel, self.shape, self.interleaved = kernel, (batch, heads, kv_heads, head_dim, length, rope_rows), interleaved
 
@@ -324,8 +334,6 @@ class RopeAttention:
     self.kernel(out, *buffers[:6], mask, batch, heads, kv_heads, head_dim, length, rope_rows, self.interleaved)
     return out
 
-  def backward(self, grad, ctx):
-    raise RuntimeError("decode attention has no gradient (inference only)")
 
 
 def _cuda_rope_attention(device: str):
@@ -365,9 +373,11 @@ def rope_attention(qkv: Tensor, cos: Tensor, sin: Tensor, start: Tensor, keys: T
   return Tensor(LazyBuffer.custom(op, tuple(t.lazydata for t in srcs), (B, heads, 1, D), dtypes.float32))
 
 
-class ArgmaxRows:
+class ArgmaxRows(InferenceOp):
   """Custom op: srcs (logits (B, N) float32) -> (B, 1) int32, each row's argmax (first index of the largest value, NaN
   first, as Tensor.argmax). Inference only; the reference is Tensor.argmax(-1, keepdim=True)."""
+  what = "argmax"
+
   def __init__(self, kernel, rows: int, n: int):
     self.kernel, self.rows, self.n = kernel, rows, n
 
@@ -377,8 +387,6 @@ class ArgmaxRows:
     self.kernel(out, buffers[0], self.rows, self.n)
     return out
 
-  def backward(self, grad, ctx):
-    raise RuntimeError("argmax has no gradient")
 
 
 def _cuda_argmax(device: str):

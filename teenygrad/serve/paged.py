@@ -28,7 +28,7 @@ import numpy as np
 from teenygrad.dtype import dtypes
 from teenygrad.ir.lazy import LazyBuffer
 from teenygrad.ir.symbolic import BoundVariable
-from teenygrad.llm.custom_ops import embedding_rows, greedy_tokens
+from teenygrad.llm.custom_ops import InferenceOp, embedding_rows, greedy_tokens
 from teenygrad.llm.model import Transformer, apply_rope, kernel_output, linear, rms_norm
 from teenygrad.serve.paged_attention import cpu_pool_write, paged_attention
 from teenygrad.tensor import Tensor
@@ -54,8 +54,10 @@ def _read(buffer, shape) -> np.ndarray:
   return _host(buffer, shape) if buffer.device == "CPU" else buffer.numpy().reshape(shape)
 
 
-class PoolWrite:
+class PoolWrite(InferenceOp):
   """Custom op: srcs (pool (P, H, D), new (N, H, D), slots (N,) int32); pool[slots[i]] = new[i] where slots[i] >= 0."""
+  what = "the KV pool write"
+
   def __init__(self, pool_shape: tuple, count: int):
     self.pool_shape, self.count = pool_shape, count
 
@@ -80,16 +82,17 @@ class PoolWrite:
       pool.copyin(host)
     return pool
 
-  def backward(self, grad, ctx): raise RuntimeError("the KV pool write has no gradient (inference only)")
 
 
-class PoolGather:
+class PoolGather(InferenceOp):
   """Custom op: srcs (pool (P, H, D), index (B, L) int32) -> (L, B, H, D): out[j, b] = pool[index[b, j]].
 
   Only columns up to the longest row are copied: the consumer reads a symbolic prefix of the L axis, and putting L
   outermost keeps that prefix contiguous (the untouched rest of the buffer is never paged in). On the host the
   prefix is found from the index; a device kernel copies the first `length` columns, `length` being the step's
   symbolic attended length, so a JIT replay copies as many as the new step attends to."""
+  what = "the KV pool gather"
+
   def __init__(self, pool_shape: tuple, index_shape: tuple, length: BoundVariable | None = None):
     self.pool_shape, self.index_shape, self.length = pool_shape, index_shape, length
 
@@ -114,7 +117,6 @@ class PoolGather:
       out.copyin(host)
     return out
 
-  def backward(self, grad, ctx): raise RuntimeError("the KV pool gather has no gradient (inference only)")
 
 
 # ---- the pool's device kernels (CUDA, OpenCL) ----

@@ -23,6 +23,7 @@ import math
 
 from teenygrad.dtype import dtypes
 from teenygrad.ir.lazy import LazyBuffer
+from teenygrad.llm.custom_ops import InferenceOp
 from teenygrad.tensor import Tensor
 
 _CPU_ATTENTION = r"""
@@ -139,8 +140,10 @@ def _programs_of(device: str) -> _Programs:
 ATTENTION_LANGUAGES = ("CPU", "CUDA")
 
 
-class PagedAttention:
+class PagedAttention(InferenceOp):
   """Custom op: srcs (q (B, H, D), keys pool, values pool, index (B, WIDTH) int32, lengths (B,) int32) -> (B, H, D)."""
+  what = "paged attention"
+
   def __init__(self, batch: int, heads: int, kv_heads: int, head_dim: int, width: int, slots: int):
     self.sizes = {"BATCH": batch, "HEADS": heads, "KV_HEADS": kv_heads, "HEAD_DIM": head_dim, "WIDTH": width, "SLOTS": slots,
                   "SCALE": f"{1.0 / math.sqrt(head_dim)!r}f"}
@@ -159,7 +162,6 @@ class PagedAttention:
     launch(ExecItem(kernel, [out, *buffers], (), root.device, work))
     return out
 
-  def backward(self, grad, ctx): raise RuntimeError("paged attention has no gradient (inference only)")
 
 
 def paged_attention(q: Tensor, keys: Tensor, values: Tensor, index: Tensor, lengths: Tensor) -> Tensor | None:
